@@ -1,0 +1,61 @@
+//! The `floe` binary: one executable, one subcommand per role.
+//!
+//! `floe serve` runs every server with safe local defaults; the other subcommands run one role or
+//! act as a client. Argument parsing and logging setup live here; everything else is in libraries.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// floe: STUN, TURN and WebRTC signalling in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "floe", version, about, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `floe_server=debug`.
+    #[arg(long, global = true, env = "FLOE_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every server (STUN, TURN, signalling) with safe local defaults.
+    Serve(cmd::serve::Args),
+    /// STUN client: print the mapped address, or (--nat) run RFC 5780 NAT discovery.
+    Stun(cmd::stun::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_json);
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Stun(args) => cmd::stun::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("floe: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
