@@ -1,1 +1,5 @@
-//! floe-turn.
+//! floe-turn: the sans-IO STUN/TURN server state machine.
+//!
+//! No sockets, no tokio, no clock: every entry point takes the current time as an argument.
+
+pub mod rest;
