@@ -2,4 +2,5 @@
 //!
 //! No sockets, no tokio, no clock: every entry point takes the current time as an argument.
 
+pub mod binding;
 pub mod rest;
