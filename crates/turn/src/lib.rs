@@ -3,4 +3,5 @@
 //! No sockets, no tokio, no clock: every entry point takes the current time as an argument.
 
 pub mod binding;
+pub mod policy;
 pub mod rest;
