@@ -17,6 +17,7 @@ pub struct MessageBuilder<'b> {
     len: usize,
     tid: TransactionId,
     sealed: bool,
+    padding: u8,
 }
 
 impl<'b> MessageBuilder<'b> {
@@ -42,12 +43,22 @@ impl<'b> MessageBuilder<'b> {
             len: HEADER_LEN,
             tid,
             sealed: false,
+            padding: 0,
         })
     }
 
     /// The transaction id of the message being built.
     pub fn transaction_id(&self) -> TransactionId {
         self.tid
+    }
+
+    /// Sets the byte written into attribute padding from now on (default 0x00).
+    ///
+    /// RFC 8489 §14: padding bytes may be any value and receivers ignore them, but they are
+    /// covered by MESSAGE-INTEGRITY and FINGERPRINT. Some senders pad with spaces (the RFC 5769
+    /// test vectors pad with 0x20); this reproduces such messages byte for byte.
+    pub fn set_padding_byte(&mut self, byte: u8) {
+        self.padding = byte;
     }
 
     /// Appends a typed attribute.
@@ -135,7 +146,7 @@ impl<'b> MessageBuilder<'b> {
         let start = self.len;
         self.buf[start..start + 2].copy_from_slice(&attr_type.0.to_be_bytes());
         self.buf[start + 2..start + 4].copy_from_slice(&wire_len.to_be_bytes());
-        self.buf[start + 4 + value_len..end].fill(0);
+        self.buf[start + 4 + value_len..end].fill(self.padding);
         self.buf[2..4].copy_from_slice(&total.to_be_bytes());
         self.len = end;
         Ok(&mut self.buf[start + 4..start + 4 + value_len])

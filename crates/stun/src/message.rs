@@ -338,6 +338,11 @@ impl<'a> Message<'a> {
         let Some(offset) = self.integrity else {
             return false;
         };
+        // §14.5: the HMAC-SHA1 is exactly 20 bytes; any other length is invalid (and must not
+        // be read past: the TLV may be the last bytes of the buffer).
+        if self.value_len(offset) != 20 {
+            return false;
+        }
         let value = &self.buf[offset + 4..offset + 4 + 20];
         let mac = integrity::hmac_sha1(key, self.buf, offset, offset + 24);
         integrity::ct_eq(&mac, value)
@@ -349,10 +354,7 @@ impl<'a> Message<'a> {
         let Some(offset) = self.integrity_sha256 else {
             return false;
         };
-        let len = usize::from(u16::from_be_bytes([
-            self.buf[offset + 2],
-            self.buf[offset + 3],
-        ]));
+        let len = self.value_len(offset);
         if !(16..=32).contains(&len) || len % 4 != 0 {
             return false;
         }
@@ -366,9 +368,22 @@ impl<'a> Message<'a> {
         let Some(offset) = self.fingerprint else {
             return false;
         };
+        // §14.7: the CRC is exactly 4 bytes.
+        if self.value_len(offset) != 4 {
+            return false;
+        }
         let v = &self.buf[offset + 4..offset + 8];
         let got = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
         integrity::crc32_adjusted(self.buf, offset, offset + 8) ^ FINGERPRINT_XOR == got
+    }
+
+    /// The value length of the attribute whose TLV header is at `offset` (validated by
+    /// [`Message::parse`]: the header and its value are inside `buf`).
+    fn value_len(&self, offset: usize) -> usize {
+        usize::from(u16::from_be_bytes([
+            self.buf[offset + 2],
+            self.buf[offset + 3],
+        ]))
     }
 }
 
