@@ -3,5 +3,7 @@
 //! No sockets, no tokio, no clock: every entry point takes the current time as an argument.
 
 pub mod binding;
+pub mod nonce;
 pub mod policy;
+pub mod ratelimit;
 pub mod rest;
