@@ -4,6 +4,7 @@
 //! act as a client. Argument parsing and logging setup live here; everything else is in libraries.
 
 mod cmd;
+mod config;
 
 use std::process::ExitCode;
 
