@@ -1,0 +1,240 @@
+//! Interop with software nobody here wrote (issue 2 §5):
+//! coturn's `turnutils_stunclient` and `turnutils_natdiscovery` against `floe serve`, and
+//! `floe stun` (plain and `--nat`) against coturn's `turnserver` on 127.0.0.1 and 127.0.0.2.
+//!
+//! The coturn tools must be installed (the test command installs Debian's `coturn`); a missing
+//! tool fails the test rather than skipping it.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const FLOE: &str = env!("CARGO_BIN_EXE_floe");
+
+/// A child process stopped (by its PID) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(found, "{tool} is not installed: run ./test.sh, which installs coturn");
+}
+
+/// A UDP port P such that P and P+1 are free on 127.0.0.1 and 127.0.0.2 right now.
+fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        if p >= 65000 {
+            continue;
+        }
+        let others = [
+            format!("127.0.0.1:{}", p + 1),
+            format!("127.0.0.2:{p}"),
+            format!("127.0.0.2:{}", p + 1),
+        ];
+        if others.iter().all(|a| {
+            UdpSocket::bind(a.as_str()).is_ok() && std::net::TcpListener::bind(a.as_str()).is_ok()
+        }) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+/// Waits (bounded) until a STUN server answers a Binding request at `addr`.
+fn wait_for_stun(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    while Instant::now() < deadline {
+        if floe_server::stun_client::binding_udp(&socket, addr, None, Duration::from_millis(300))
+            .is_ok()
+        {
+            return;
+        }
+    }
+    panic!("no STUN server answered at {addr}");
+}
+
+fn start_floe(port: u16, alternate: bool) -> Proc {
+    let mut cmd = Command::new(FLOE);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+    if alternate {
+        cmd.args(["--alternate-ip", "127.0.0.2"]);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start floe serve");
+    let proc = Proc(child);
+    wait_for_stun(SocketAddr::from(([127, 0, 0, 1], port)));
+    proc
+}
+
+fn run(cmd: &mut Command) -> (Output, String) {
+    let out = cmd.output().expect("run command");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+#[test]
+fn coturn_stunclient_against_floe() {
+    require("turnutils_stunclient");
+    let port = free_port_pair();
+    let _floe = start_floe(port, false);
+    let (_, text) = run(Command::new("turnutils_stunclient").args([
+        "-p",
+        &port.to_string(),
+        "127.0.0.1",
+    ]));
+    assert!(
+        text.contains("UDP reflexive addr: 127.0.0.1:"),
+        "turnutils_stunclient did not report a mapped address:\n{text}"
+    );
+}
+
+#[test]
+fn coturn_natdiscovery_against_floe_with_rfc5780() {
+    require("turnutils_natdiscovery");
+    let port = free_port_pair();
+    let _floe = start_floe(port, true);
+    let (_, text) = run(Command::new("timeout").args([
+        "60",
+        "turnutils_natdiscovery",
+        "-m",
+        "-f",
+        "-p",
+        &port.to_string(),
+        "127.0.0.1",
+    ]));
+    // The responses came from the other socket when asked (RFC 5780 CHANGE-REQUEST) ...
+    assert!(
+        text.contains(&format!("Response origin: : 127.0.0.2:{}", port + 1)),
+        "no response from the alternate address:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("Other addr: : 127.0.0.2:{}", port + 1)),
+        "no OTHER-ADDRESS:\n{text}"
+    );
+    // ... so coturn's classifier reaches its verdicts (loopback: no NAT in the way).
+    assert!(
+        text.contains("NAT with Endpoint Independent Mapping!"),
+        "mapping verdict missing:\n{text}"
+    );
+    assert!(
+        text.contains("NAT with Endpoint Independent Filtering!"),
+        "filtering verdict missing:\n{text}"
+    );
+}
+
+/// coturn's own server, listening on two loopback addresses so it answers RFC 5780.
+fn start_coturn(port: u16) -> (Proc, tempdir::Dir) {
+    require("turnserver");
+    let dir = tempdir::Dir::new("coturn");
+    let child = Command::new("turnserver")
+        .args([
+            "-n",
+            "--listening-ip=127.0.0.1",
+            "--listening-ip=127.0.0.2",
+            &format!("--listening-port={port}"),
+            &format!("--alt-listening-port={}", port + 1),
+            "--stun-only",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--log-file=stdout",
+            "--simple-log",
+            &format!("--pidfile={}/turnserver.pid", dir.path()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start turnserver");
+    let mut proc = Proc(child);
+    // Drain coturn's log so it never blocks on a full pipe.
+    if let Some(out) = proc.0.stdout.take() {
+        std::thread::spawn(move || for _ in BufReader::new(out).lines() {});
+    }
+    wait_for_stun(SocketAddr::from(([127, 0, 0, 1], port)));
+    (proc, dir)
+}
+
+#[test]
+fn floe_stun_against_coturn() {
+    let port = free_port_pair();
+    let (_coturn, _dir) = start_coturn(port);
+    let (out, text) = run(Command::new(FLOE).args(["stun", &format!("127.0.0.1:{port}")]));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("mapped address: 127.0.0.1:"), "{text}");
+    assert!(
+        text.contains(&format!("other address: 127.0.0.2:{}", port + 1)),
+        "{text}"
+    );
+}
+
+#[test]
+fn floe_stun_nat_against_coturn() {
+    let port = free_port_pair();
+    let (_coturn, _dir) = start_coturn(port);
+    let (out, text) = run(Command::new(FLOE).args([
+        "stun",
+        "--nat",
+        "--bind",
+        "127.0.0.1:0",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("mapping behaviour: no NAT"), "{text}");
+    assert!(text.contains("filtering behaviour: no NAT"), "{text}");
+}
+
+/// A temporary directory removed on drop (no extra dependency needed).
+mod tempdir {
+    pub struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        pub fn new(prefix: &str) -> Dir {
+            let path = std::env::temp_dir().join(format!(
+                "floe-{prefix}-{}-{}",
+                std::process::id(),
+                rand_suffix()
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir(path)
+        }
+
+        pub fn path(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        h.finish()
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# floe's whole test suite: installs what it needs when missing, then runs every check.
+#
+#   ./test.sh            everything
+#   ./test.sh --no-install   fail instead of installing missing prerequisites
+#
+# With CI=true nothing is skipped: a missing prerequisite that cannot be installed is a failure.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+install=1
+[ "${1:-}" = "--no-install" ] && install=0
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# ---------------------------------------------------------------------------------------------
+# Prerequisites: Debian packages (coturn's client tools and server for interop tests, chromium
+# for browser tests, iptables/conntrack/iproute2 for the NAT lab) and npm packages.
+# ---------------------------------------------------------------------------------------------
+need=()
+command -v turnserver >/dev/null 2>&1 || need+=(coturn)
+command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+  if [ "$install" = 1 ] && [ "$(id -u)" = 0 ]; then
+    step "installing Debian packages: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing prerequisites: ${need[*]} (run as root without --no-install to install them)" >&2
+    exit 1
+  fi
+fi
+
+if [ -f tests/browser/package.json ]; then
+  if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
+    step "installing npm packages for the browser tests"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Static checks
+# ---------------------------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "sans-IO rule: protocol crates read no clock and use no tokio or sockets"
+if grep -rnE 'Instant::now|SystemTime::now|tokio|std::net::(Udp|Tcp)' crates/stun/src crates/turn/src crates/signal/src; then
+  echo "a sans-IO crate reads the clock or does IO (see ARCHITECTURE.md)" >&2
+  exit 1
+fi
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# ---------------------------------------------------------------------------------------------
+# Tests: unit, property, corpus replay, real sockets, coturn interop (cargo); browser (node)
+# ---------------------------------------------------------------------------------------------
+step "cargo test"
+cargo build --workspace --locked
+cargo test --workspace --locked
+
+if [ -f tests/browser/package.json ]; then
+  step "browser tests (headless Chromium)"
+  export FLOE_BIN="$PWD/target/debug/floe"
+  (cd tests/browser && node --test --test-concurrency=1)
+fi
+
+step "all tests passed"
