@@ -3,7 +3,9 @@
 //! No sockets, no tokio, no clock: every entry point takes the current time as an argument.
 
 pub mod binding;
+pub mod credentials;
 pub mod nonce;
 pub mod policy;
+pub mod quota;
 pub mod ratelimit;
 pub mod rest;

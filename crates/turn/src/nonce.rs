@@ -42,7 +42,11 @@ const DOMAIN: &[u8] = b"floe-turn nonce v1\0";
 type HmacSha256 = Hmac<Sha256>;
 
 /// The 24-bit STUN Security Feature Set announced in the nonce cookie (RFC 8489 §9.2, registry
-/// in §18.1). Bit 0 is the most significant bit of the 24.
+/// in §18.1).
+///
+/// Bit numbering follows verified erratum EID 6268 to RFC 8489 §18.1: bit 0 is the *least*
+/// significant bit. This matches the RFC's own test vector (Appendix B.1 nonce
+/// `obMatJos2AAAB...`, password algorithms) and libjuice; the original RFC text said the opposite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SecurityFeatures(u32);
 
@@ -50,10 +54,10 @@ impl SecurityFeatures {
     /// No features: the nonce carries no cookie (RFC 8489 §9.2: the cookie is only sent when the
     /// server supports a feature).
     pub const NONE: Self = Self(0);
-    /// RFC 8489 §9.2.4 / §18.1 bit 0: Password Algorithms (PASSWORD-ALGORITHMS, SHA-256 keys).
-    pub const PASSWORD_ALGORITHMS: Self = Self(1 << 23);
-    /// RFC 8489 §9.2.4 / §18.1 bit 1: Username Anonymity (USERHASH).
-    pub const USERNAME_ANONYMITY: Self = Self(1 << 22);
+    /// RFC 8489 §18.1 bit 0: Password Algorithms (PASSWORD-ALGORITHMS, SHA-256 keys).
+    pub const PASSWORD_ALGORITHMS: Self = Self(1);
+    /// RFC 8489 §18.1 bit 1: Username Anonymity (USERHASH).
+    pub const USERNAME_ANONYMITY: Self = Self(1 << 1);
 
     /// Builds a set from the 24 feature bits (higher bits are ignored).
     pub const fn from_bits(bits: u32) -> Self {
@@ -400,7 +404,7 @@ mod tests {
         for bad in [
             &b""[..],
             b"obMatJos2",
-            b"obMatJos2gAAA",
+            b"obMatJos2AAAB",
             b"not base64 !!",
             b"\xff\xfe",
             &[b'A'; 200][..],
@@ -416,12 +420,23 @@ mod tests {
 
         let nonce = n.issue(client(), NOW);
 
-        // 0xC00000 in base64 is "wAAA"; password algorithms alone (0x800000) is "gAAA".
-        assert!(nonce.as_str().starts_with("obMatJos2wAAA"), "{nonce}");
+        // 0x000003 in base64 is "AAAD"; password algorithms alone (0x000001) is "AAAB".
+        assert!(nonce.as_str().starts_with("obMatJos2AAAD"), "{nonce}");
         assert_eq!(parse_cookie(nonce.as_str()), Some(both));
         assert!(n.verify(nonce.as_str().as_bytes(), client(), NOW).is_ok());
         let pa = nonces(SecurityFeatures::PASSWORD_ALGORITHMS).issue(client(), NOW);
-        assert!(pa.as_str().starts_with("obMatJos2gAAA"), "{pa}");
+        assert!(pa.as_str().starts_with("obMatJos2AAAB"), "{pa}");
+    }
+
+    #[test]
+    fn parses_the_rfc_8489_appendix_b1_nonce() {
+        // RFC 8489 Appendix B.1 (a request with PASSWORD-ALGORITHM SHA-256 and USERHASH).
+        let f = parse_cookie("obMatJos2AAABadl7W7PeDU4hKE72jda");
+
+        assert_eq!(f, Some(SecurityFeatures::PASSWORD_ALGORITHMS));
+        assert_eq!(parse_cookie("obMatJos2AA"), None);
+        assert_eq!(parse_cookie("obMatJos2!!!!xyz"), None);
+        assert_eq!(parse_cookie("obMatJos"), None);
     }
 
     #[test]
