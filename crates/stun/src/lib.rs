@@ -15,6 +15,8 @@ mod builder;
 pub mod channel_data;
 pub mod demux;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod integrity;
 mod message;
 
