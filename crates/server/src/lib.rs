@@ -7,3 +7,4 @@
 pub mod net;
 pub mod stun;
 pub mod stun_client;
+pub mod tls;
