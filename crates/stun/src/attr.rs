@@ -423,14 +423,19 @@ impl<'a> Nonce<'a> {
 }
 
 /// RFC 8489 §9.2 / §18.1: the 24-bit security feature set advertised in a NONCE.
+///
+/// Bit numbering follows RFC 8489 erratum 6268: bit 0 is the *least* significant bit of the 24
+/// (the RFC text had it the other way round). This matches the RFC's own Appendix B.1 vector,
+/// whose nonce `obMatJos2AAAC…` (0x000002: bit 1, username anonymity) comes with a USERHASH,
+/// libjuice, and floe's TURN server (`floe-turn`'s nonce cookie).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SecurityFeatures(pub u32);
 
 impl SecurityFeatures {
-    /// Bit 0 (the most significant of the 24): Password algorithms.
-    pub const PASSWORD_ALGORITHMS: u32 = 1 << 23;
+    /// Bit 0 (the least significant, erratum 6268): Password algorithms.
+    pub const PASSWORD_ALGORITHMS: u32 = 1 << 0;
     /// Bit 1: Username anonymity.
-    pub const USERNAME_ANONYMITY: u32 = 1 << 22;
+    pub const USERNAME_ANONYMITY: u32 = 1 << 1;
 
     /// Whether the server supports PASSWORD-ALGORITHMS.
     pub fn password_algorithms(self) -> bool {

@@ -46,3 +46,23 @@ fn oversized_message_integrity_is_rejected() {
     let msg = Message::parse(&m).expect("well-formed TLV");
     assert!(!msg.verify_integrity(b"key"));
 }
+
+/// Bug: the security feature bits were numbered from the most significant bit, against RFC 8489
+/// erratum 6268 (bit 0 is the least significant) and floe's own TURN server, which announces
+/// password algorithms as "obMatJos2AAAB".
+#[test]
+fn security_feature_bits_follow_erratum_6268() {
+    use floe_stun::attr::{Nonce, SecurityFeatures};
+
+    let f = Nonce("obMatJos2AAABrest").security_features().unwrap();
+    assert!(f.password_algorithms());
+    assert!(!f.username_anonymity());
+    let f = Nonce("obMatJos2AAAC").security_features().unwrap();
+    assert!(f.username_anonymity());
+    assert!(!f.password_algorithms());
+    let both = SecurityFeatures(
+        SecurityFeatures::PASSWORD_ALGORITHMS | SecurityFeatures::USERNAME_ANONYMITY,
+    );
+    assert_eq!(&both.encode(), b"AAAD");
+    assert_eq!(Nonce("no-cookie").security_features(), None);
+}

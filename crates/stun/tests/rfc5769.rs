@@ -382,11 +382,13 @@ fn rfc8489_b1_parses_and_verifies() {
     assert_eq!(msg.get::<Userhash<'_>>(), Some(Ok(Userhash(&userhash))));
     let nonce = msg.get::<Nonce<'_>>().unwrap().unwrap();
     assert_eq!(nonce, Nonce("obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA"));
-    // "obMatJos2" + "AAAC": the 24-bit security feature set is 0x000002 (RFC 8489 §9.2). Which
-    // named feature that is depends on the bit numbering (see docs/codec.md), so only the raw
-    // value is checked here.
+    // "obMatJos2" + "AAAC": the 24-bit security feature set is 0x000002 (RFC 8489 §9.2). With the
+    // bit numbering of erratum 6268 (bit 0 least significant) that is bit 1, username anonymity,
+    // which is why the request carries USERHASH instead of USERNAME.
     let features = nonce.security_features().expect("nonce cookie");
     assert_eq!(features.0, 0x00_0002);
+    assert!(features.username_anonymity());
+    assert!(!features.password_algorithms());
     assert_eq!(msg.get::<Realm<'_>>(), Some(Ok(Realm(LT_REALM))));
     assert_eq!(
         msg.get::<PasswordAlgorithm<'_>>(),
