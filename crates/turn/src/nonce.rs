@@ -1,7 +1,8 @@
 //! Stateless nonces for the long-term credential mechanism (RFC 8489 §9.2).
 //!
-//! RFC 8489 §9.2 lets the server choose the nonce format; RFC 8656 §21.1 asks that unauthenticated
-//! requests cost the server no state. A floe nonce is therefore self-verifying:
+//! RFC 8489 §9.2 lets the server choose the nonce format; floe keeps no state for unauthenticated
+//! requests (a flood of them must not grow memory; RFC 8656 §21.3.1). A floe nonce is therefore
+//! self-verifying:
 //!
 //! ```text
 //! [ "obMatJos2" base64(security-feature-set, 3 bytes) ]        -- only when features are offered
@@ -11,7 +12,7 @@
 //! The MAC covers a domain-separation label, the cookie prefix, the expiry and the client's
 //! transport address (family, IP, port), so a nonce is only good for the address it was issued to
 //! and until it expires. Tags are compared in constant time. An authentic but expired nonce is
-//! *stale* (438, RFC 8489 §9.2.5); anything else that does not verify is *invalid* (401).
+//! *stale* (438, RFC 8489 §9.2.4); anything else that does not verify is *invalid* (401).
 //!
 //! The output is 32 characters, or 45 with the cookie: well below the 128-character limit of the
 //! NONCE attribute (RFC 8489 §14.10) and made of printable base64 characters only.
@@ -32,7 +33,8 @@ pub const NONCE_COOKIE: &str = "obMatJos2";
 /// RFC 8489 §14.10: a NONCE value is less than 128 characters.
 pub const MAX_NONCE_CHARS: usize = 127;
 
-/// The default validity of a nonce (RFC 8489 §9.2 leaves it to the server; coturn also uses 600 s).
+/// The default validity of a nonce in seconds (RFC 8489 §9.2 leaves it to the server; coturn's
+/// default is also 600 s).
 pub const DEFAULT_NONCE_TTL_SECS: u64 = 600;
 
 const TAG_LEN: usize = 16;
@@ -181,7 +183,7 @@ pub struct ValidNonce {
     pub expires_at: u64,
 }
 
-/// Why a nonce was not accepted (RFC 8489 §9.2.5 step 3/4).
+/// Why a nonce was not accepted (RFC 8489 §9.2.4 step 3/4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NonceError {
@@ -197,7 +199,7 @@ pub enum NonceError {
 }
 
 impl NonceError {
-    /// The STUN error code: 438 for stale, 401 for invalid (RFC 8489 §9.2.5).
+    /// The STUN error code: 438 for stale, 401 for invalid (RFC 8489 §9.2.4).
     pub const fn error_code(&self) -> u16 {
         match self {
             Self::Stale { .. } => 438,
@@ -251,7 +253,7 @@ impl Nonces {
         Nonce(s)
     }
 
-    /// Verifies a NONCE value received from `client` (RFC 8489 §9.2.5): `Stale` when it is
+    /// Verifies a NONCE value received from `client` (RFC 8489 §9.2.4): `Stale` when it is
     /// authentic but expired (438), `Invalid` otherwise (401). The tag is compared in constant
     /// time against the current and the previous secret.
     pub fn verify(

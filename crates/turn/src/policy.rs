@@ -1,7 +1,8 @@
 //! Peer address policy: which peers a TURN allocation may relay to.
 //!
-//! RFC 8656 §21.2 ("Attacks on the Server's Network") and §9.2/§12.2 let a server refuse a
-//! XOR-PEER-ADDRESS with 403 (Forbidden). A relay that forwards to loopback, private or
+//! RFC 8656 §21.2.2 ("Blacklisted IP Addresses") and §10.2/§12.2 let a server refuse a
+//! XOR-PEER-ADDRESS with 403 (Forbidden); §21.4 ("Tunnel Amplification Attack") recommends not
+//! forwarding to addresses known to be tunnelled. A relay that forwards to loopback, private or
 //! link-local addresses hands every client a foothold inside the server's network, so this
 //! module refuses those by default.
 //!
@@ -24,8 +25,8 @@ use std::str::FromStr;
 // Public entry points
 // ---------------------------------------------------------------------------------------------
 
-/// The peer address policy of a TURN server (RFC 8656 §21.2: the server decides which peers a
-/// client may reach; a refused XOR-PEER-ADDRESS gets 403 per RFC 8656 §9.2 and §12.2).
+/// The peer address policy of a TURN server (RFC 8656 §21.2.2: the server decides which peers a
+/// client may reach; a refused XOR-PEER-ADDRESS gets 403 per RFC 8656 §10.2 and §12.2).
 #[derive(Debug, Clone, Default)]
 pub struct PeerPolicy {
     allow: Vec<Cidr>,
@@ -34,15 +35,15 @@ pub struct PeerPolicy {
 }
 
 impl PeerPolicy {
-    /// A policy with the default deny list only (RFC 8656 §21.2).
+    /// A policy with the default deny list only (RFC 8656 §21.2.2).
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds ranges that open parts of the default deny list (the `--allow-peer` option).
     ///
-    /// An allow range never overrides an explicit deny range (RFC 8656 §21.2 leaves the policy to
-    /// the server; floe's precedence is deny > allow > default list).
+    /// An allow range never overrides an explicit deny range (RFC 8656 §21.2.2 leaves the policy
+    /// to the server; floe's precedence is deny > allow > default list).
     pub fn with_allow(mut self, ranges: impl IntoIterator<Item = Cidr>) -> Self {
         self.allow.extend(ranges);
         self
@@ -55,8 +56,8 @@ impl PeerPolicy {
     }
 
     /// Adds the server's own addresses (listening, relay and external addresses), which are
-    /// refused like the default deny list (RFC 8656 §21.2: relaying to the server itself lets a
-    /// client reach services bound there and build forwarding loops).
+    /// refused like the default deny list (RFC 8656 §21.1.7, TURN loop attack: relaying to the
+    /// server itself lets a client reach services bound there and build forwarding loops).
     ///
     /// IPv4-mapped addresses are stored as their IPv4 form.
     pub fn with_own_addresses(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
@@ -74,10 +75,10 @@ impl PeerPolicy {
         &self.deny
     }
 
-    /// Decides whether a client may relay to `peer` (RFC 8656 §9.2 CreatePermission, §12.2
-    /// ChannelBind, §10.2 Send): `Err` means answer 403 (Forbidden) or drop the indication.
+    /// Decides whether a client may relay to `peer` (RFC 8656 §10.2 CreatePermission, §12.2
+    /// ChannelBind, §11.2 Send): `Err` means answer 403 (Forbidden) or drop the indication.
     ///
-    /// Port 0 is refused: it is not a valid destination (RFC 8656 §18.5 XOR-PEER-ADDRESS names a
+    /// Port 0 is refused: it is not a valid destination (RFC 8656 §18.3 XOR-PEER-ADDRESS names a
     /// transport address).
     pub fn check(&self, peer: SocketAddr) -> Result<(), PeerDenied> {
         if peer.port() == 0 {
@@ -129,11 +130,11 @@ impl PeerPolicy {
     }
 }
 
-/// Why a peer address was refused (RFC 8656 §9.2 / §12.2: answered with 403 Forbidden).
+/// Why a peer address was refused (RFC 8656 §10.2 / §12.2: answered with 403 Forbidden).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PeerDenied {
-    /// Port 0 is not a usable peer transport address (RFC 8656 §18.5).
+    /// Port 0 is not a usable peer transport address (RFC 8656 §18.3).
     #[error("peer {peer}: port 0 is not a valid peer port")]
     PortZero {
         /// The refused peer.
@@ -149,7 +150,7 @@ pub enum PeerDenied {
         /// The deny range that matched.
         rule: Cidr,
     },
-    /// The default deny list matched (RFC 8656 §21.2) and no allow range opened it.
+    /// The default deny list matched (RFC 8656 §21.2.2) and no allow range opened it.
     #[error("peer {peer}: {matched} is in {range} ({category})")]
     DefaultDeny {
         /// The refused peer address as the client sent it.
@@ -172,7 +173,7 @@ pub enum PeerDenied {
 }
 
 impl PeerDenied {
-    /// The STUN error code to answer with: 403 Forbidden (RFC 8656 §9.2, §12.2).
+    /// The STUN error code to answer with: 403 Forbidden (RFC 8656 §10.2, §12.2).
     pub const fn error_code(&self) -> u16 {
         403
     }
@@ -249,7 +250,7 @@ pub enum EmbeddingKind {
     Isatap,
 }
 
-/// Normalises an address for the policy check (RFC 8656 §21.2): maps IPv4-mapped IPv6 to IPv4
+/// Normalises an address for the policy check (RFC 8656 §21.2.2): maps IPv4-mapped IPv6 to IPv4
 /// and extracts every IPv4 address embedded by the IPv4-compatible, NAT64 well-known and
 /// local-use, 6to4, Teredo (server and obfuscated client) and ISATAP forms.
 ///
@@ -346,7 +347,7 @@ fn rfc6052_extract(a: u128, prefix_len: u32) -> Ipv4Addr {
 // ---------------------------------------------------------------------------------------------
 
 /// Why a range is on the default deny list (IANA IPv4/IPv6 Special-Purpose Address Registries,
-/// RFC 6890, and RFC 8656 §21.2).
+/// RFC 6890, and RFC 8656 §21.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DenyCategory {
@@ -514,7 +515,7 @@ const NOT_GLOBAL_UNICAST: DefaultRange = DefaultRange {
     category: DenyCategory::NotGlobalUnicast,
 };
 
-/// Looks `ip` up in the default deny list (RFC 8656 §21.2). Does not normalise: callers check
+/// Looks `ip` up in the default deny list (RFC 8656 §21.2.2). Does not normalise: callers check
 /// each address of [`normalize`]'s output, as [`PeerPolicy::check`] does.
 pub fn default_deny(ip: IpAddr) -> Option<DefaultRange> {
     let table = match ip {
@@ -540,7 +541,7 @@ pub fn default_deny(ip: IpAddr) -> Option<DefaultRange> {
 
 /// An IPv4 or IPv6 prefix such as `10.0.0.0/8` or `fc00::/7`, matched with integer masks.
 ///
-/// Used for `--allow-peer` / `--deny-peer` (RFC 8656 §21.2 peer restrictions). Parsing rejects
+/// Used for `--allow-peer` / `--deny-peer` (RFC 8656 §21.2.2 peer restrictions). Parsing rejects
 /// host bits below the prefix (`10.0.0.1/8`) so a typo cannot silently widen or narrow a rule; a
 /// bare address means a single host (/32 or /128). An IPv4 prefix only matches IPv4 addresses and
 /// an IPv6 prefix only IPv6 ones; [`PeerPolicy`] normalises addresses before matching.

@@ -4,8 +4,9 @@
 //! RFC 8656 §7.2: "the server MAY choose to reject the request with a 486 (Allocation Quota
 //! Reached) error if it feels the client is trying to exceed some locally defined allocation
 //! quota ... it SHOULD define it based on the username used to authenticate the request". RFC
-//! 8656 §9.2 and §12.2 answer 508 (Insufficient Capacity) when a permission or channel cannot be
-//! added. Every limit is on by default ([`QuotaConfig::default`]).
+//! 8656 §10.2 and §12.2 answer 508 (Insufficient Capacity) when a permission or channel cannot be
+//! added. RFC 8656 §21.3.1 and §21.1.7 recommend per-username allocation and bandwidth limits
+//! against DoS and TURN loops. Every limit is on by default ([`QuotaConfig::default`]).
 //!
 //! Only authenticated requests reach the quota tracker, and the total allocation cap bounds the
 //! number of users it tracks, so its memory is bounded too. The relay path is O(1): an
@@ -44,7 +45,7 @@ impl Bandwidth {
     }
 }
 
-/// Quota settings (RFC 8656 §7.2, §9.2, §12.2). `u32::MAX` or `None` means unlimited.
+/// Quota settings (RFC 8656 §7.2, §10.2, §12.2). `u32::MAX` or `None` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QuotaConfig {
@@ -149,7 +150,7 @@ pub enum QuotaError {
         /// The limit.
         limit: u32,
     },
-    /// The allocation has too many permissions (RFC 8656 §9.2: 508).
+    /// The allocation has too many permissions (RFC 8656 §10.2: 508).
     #[error("allocation has {limit} permissions already")]
     Permissions {
         /// The limit.
@@ -165,7 +166,7 @@ pub enum QuotaError {
 
 impl QuotaError {
     /// The STUN error code: 486 (Allocation Quota Reached) for allocations, 508 (Insufficient
-    /// Capacity) for permissions and channels (RFC 8656 §7.2, §9.2, §12.2).
+    /// Capacity) for permissions and channels (RFC 8656 §7.2, §10.2, §12.2).
     pub const fn error_code(&self) -> u16 {
         match self {
             Self::UserAllocations { .. } | Self::TotalAllocations { .. } => 486,
@@ -211,7 +212,7 @@ pub struct AllocationQuota {
 }
 
 impl AllocationQuota {
-    /// Checks that one more permission fits next to `current` existing ones (RFC 8656 §9.2: 508
+    /// Checks that one more permission fits next to `current` existing ones (RFC 8656 §10.2: 508
     /// otherwise). Refreshing an existing permission needs no check.
     pub fn check_new_permission(&self, current: usize) -> Result<(), QuotaError> {
         if exceeds(current, self.max_permissions) {

@@ -1,9 +1,10 @@
 //! Rate limiting for answers to unauthenticated requests, and the token bucket used by quotas.
 //!
-//! RFC 8656 §21.1 and RFC 8489 §16.1.3: a 401 answer is larger than the request that caused it,
-//! so a server that answers every spoofed request is an amplifier. [`SourceRateLimiter`] limits
-//! those answers per source IP *and* in total, in memory that is fixed at construction: a flood
-//! from millions of spoofed sources cannot grow it.
+//! RFC 8489 §9.2.4 answers an unauthenticated request with a 401 that carries REALM and NONCE: the
+//! answer is larger than the request that caused it, so a server that answers every spoofed
+//! request is an amplifier. [`SourceRateLimiter`] limits those answers per source IP *and* in
+//! total, in memory that is fixed at construction: a flood from millions of spoofed sources
+//! cannot grow it.
 //!
 //! Design: a count-min-style sketch of token buckets. `ROWS` rows of `width` buckets each; a
 //! source hashes (with a secret, injected key) to one bucket per row, and an answer is allowed
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 /// Number of hash rows in [`SourceRateLimiter`].
 pub const ROWS: usize = 2;
 
-/// Settings for [`SourceRateLimiter`] (RFC 8656 §21.1: limit what unauthenticated requests cost).
+/// Settings for [`SourceRateLimiter`] (RFC 8489 §9.2.4 401 answers; RFC 8656 §21.3.1 DoS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RateLimitConfig {
@@ -64,7 +65,7 @@ impl Default for RateLimitConfig {
 pub enum RateDecision {
     /// Send the answer; a token was taken.
     Allow,
-    /// Drop the request silently (RFC 8656 §21.1: do not amplify).
+    /// Drop the request silently (do not amplify, RFC 8656 §21.3.1).
     LimitedSource,
     /// Drop the request silently: the server-wide budget is spent.
     LimitedGlobal,
@@ -86,7 +87,7 @@ struct Slot {
 }
 
 /// A bounded-memory limiter for answers to unauthenticated requests, keyed by source IP
-/// (RFC 8656 §21.1, RFC 8489 §16.1.3). See the module docs for the design.
+/// (RFC 8489 §9.2.4, RFC 8656 §21.3.1). See the module docs for the design.
 pub struct SourceRateLimiter {
     config: RateLimitConfig,
     mask: usize,
@@ -145,7 +146,7 @@ impl SourceRateLimiter {
     }
 
     /// Asks whether an answer to an unauthenticated request from `source` may be sent at `now`,
-    /// and takes a token if so (RFC 8656 §21.1).
+    /// and takes a token if so (RFC 8489 §9.2.4).
     pub fn check(&mut self, source: IpAddr, now: Instant) -> RateDecision {
         let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
