@@ -32,6 +32,7 @@ pub struct PeerPolicy {
     allow: Vec<Cidr>,
     deny: Vec<Cidr>,
     own: BTreeSet<IpAddr>,
+    nat64: Vec<Cidr>,
 }
 
 impl PeerPolicy {
@@ -65,6 +66,26 @@ impl PeerPolicy {
         self
     }
 
+    /// Declares NAT64 network-specific prefixes in use on the server's network (RFC 6052 §2.2,
+    /// e.g. `2001:db8:64::/96`): addresses inside them are decoded like the well-known prefix and
+    /// the embedded IPv4 address is checked too (RFC 8656 §21.4). Without this, a relay whose
+    /// network has its own NAT64 would reach `PREFIX::10.0.0.1`. The prefix length must be one of
+    /// RFC 6052's 32, 40, 48, 56, 64 or 96.
+    pub fn with_nat64_prefixes(
+        mut self,
+        prefixes: impl IntoIterator<Item = Cidr>,
+    ) -> Result<Self, CidrError> {
+        for p in prefixes {
+            let ok = matches!(p.net, Net::V6 { .. })
+                && matches!(p.prefix_len(), 32 | 40 | 48 | 56 | 64 | 96);
+            if !ok {
+                return Err(CidrError::NotNat64Prefix { prefix: p });
+            }
+            self.nat64.push(p);
+        }
+        Ok(self)
+    }
+
     /// The configured allow ranges.
     pub fn allow_ranges(&self) -> &[Cidr] {
         &self.allow
@@ -93,7 +114,11 @@ impl PeerPolicy {
         let normalized = normalize(ip);
         // Explicit deny is checked against every form, including the IPv6 spelling of a mapped
         // address, so `--deny-peer ::ffff:0:0/96` works as written.
-        for addr in std::iter::once(ip).chain(normalized.addresses()) {
+        let nsp = self.nat64_embedded(normalized.canonical());
+        for addr in std::iter::once(ip)
+            .chain(normalized.addresses())
+            .chain(nsp.clone())
+        {
             if let Some(rule) = self.deny.iter().find(|c| c.contains(addr)) {
                 return Err(PeerDenied::ExplicitDeny {
                     peer: ip,
@@ -102,10 +127,23 @@ impl PeerPolicy {
                 });
             }
         }
-        for addr in normalized.addresses() {
+        for addr in normalized.addresses().chain(nsp) {
             self.check_form(ip, addr)?;
         }
         Ok(())
+    }
+
+    /// IPv4 addresses embedded under the configured network-specific NAT64 prefixes.
+    fn nat64_embedded(&self, canonical: IpAddr) -> impl Iterator<Item = IpAddr> + Clone + '_ {
+        let bits = match canonical {
+            IpAddr::V6(a) => Some(u128::from(a)),
+            IpAddr::V4(_) => None,
+        };
+        self.nat64.iter().filter_map(move |p| {
+            let a = bits?;
+            p.contains_bits(a)
+                .then(|| IpAddr::V4(rfc6052_extract(a, u32::from(p.prefix_len()))))
+        })
     }
 
     fn check_form(&self, peer: IpAddr, addr: IpAddr) -> Result<(), PeerDenied> {
@@ -730,6 +768,12 @@ pub enum CidrError {
         /// The maximum for the family.
         max: u8,
     },
+    /// A NAT64 prefix that is not IPv6 with an RFC 6052 length (32, 40, 48, 56, 64, 96).
+    #[error("{prefix} is not a NAT64 prefix (IPv6 /32, /40, /48, /56, /64 or /96)")]
+    NotNat64Prefix {
+        /// The rejected prefix.
+        prefix: Cidr,
+    },
     /// Bits below the prefix are set, e.g. `10.0.0.1/8`.
     #[error("{addr}/{len} has host bits set; did you mean {network}/{len}?")]
     HostBitsSet {
@@ -943,6 +987,37 @@ mod tests {
 
         let opened = p.with_allow([cidr("8.8.4.4/32")]);
         assert!(opened.check_ip(ip("8.8.4.4")).is_ok());
+    }
+
+    #[test]
+    fn network_specific_nat64_prefixes_are_decoded() {
+        let p = PeerPolicy::new()
+            .with_nat64_prefixes([cidr("2a01:db8:64::/96"), cidr("2a02:db8::/40")])
+            .expect("valid prefixes");
+
+        assert!(denied(&p, "2a01:db8:64::10.0.0.1"));
+        assert!(denied(&p, "2a01:db8:64::127.0.0.1"));
+        assert!(p.check_ip(ip("2a01:db8:64::8.8.8.8")).is_ok());
+        // /40: 10.0.0.1 is split around the u octet: 2a02:0db8:00|0a:0000|00|01::.
+        assert!(denied(&p, "2a02:db8:a:0:1::"));
+        assert!(p.check_ip(ip("2a02:db8:8:808:8::")).is_ok());
+        // Without the declaration the same address is an ordinary global IPv6 address.
+        assert!(PeerPolicy::new()
+            .check_ip(ip("2a01:db8:64::10.0.0.1"))
+            .is_ok());
+        // An allow for the embedded IPv4 opens it; a deny closes it.
+        let opened = p.clone().with_allow([cidr("10.0.0.0/8")]);
+        assert!(opened.check_ip(ip("2a01:db8:64::10.0.0.1")).is_ok());
+        let closed = p.with_deny([cidr("8.8.8.8/32")]);
+        assert!(denied(&closed, "2a01:db8:64::8.8.8.8"));
+    }
+
+    #[test]
+    fn nat64_prefix_lengths_are_validated() {
+        for bad in ["2a01:db8::/33", "10.0.0.0/8", "2a01:db8::/128"] {
+            let r = PeerPolicy::new().with_nat64_prefixes([cidr(bad)]);
+            assert!(matches!(r, Err(CidrError::NotNat64Prefix { .. })), "{bad}");
+        }
     }
 
     // --- Normalisation --------------------------------------------------------------------
