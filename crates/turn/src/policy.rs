@@ -248,8 +248,12 @@ impl Normalized {
         std::iter::once(self.canonical).chain(self.embedded().map(|e| IpAddr::V4(e.addr)))
     }
 
+    /// At most 5 embeddings exist (the prefixes are disjoint: NAT64 local-use gives 4, Teredo 2,
+    /// the others 1, plus 1 for an ISATAP identifier), so the 8 slots never run out.
     fn push(&mut self, kind: EmbeddingKind, addr: Ipv4Addr) {
-        if let Some(slot) = self.embedded.iter_mut().find(|s| s.is_none()) {
+        let slot = self.embedded.iter_mut().find(|s| s.is_none());
+        debug_assert!(slot.is_some(), "embedding slots exhausted");
+        if let Some(slot) = slot {
             *slot = Some(Embedding { kind, addr });
         }
     }
