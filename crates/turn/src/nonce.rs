@@ -47,8 +47,9 @@ type HmacSha256 = Hmac<Sha256>;
 /// in §18.1).
 ///
 /// Bit numbering follows verified erratum EID 6268 to RFC 8489 §18.1: bit 0 is the *least*
-/// significant bit. This matches the RFC's own test vector (Appendix B.1 nonce
-/// `obMatJos2AAAB...`, password algorithms) and libjuice; the original RFC text said the opposite.
+/// significant bit. This matches the RFC's own test vector (Appendix B.1 nonce `obMatJos2AAAC...`,
+/// bit 1 = username anonymity, sent with a USERHASH) and libjuice; the original RFC text said the
+/// opposite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SecurityFeatures(u32);
 
@@ -432,10 +433,15 @@ mod tests {
 
     #[test]
     fn parses_the_rfc_8489_appendix_b1_nonce() {
-        // RFC 8489 Appendix B.1 (a request with PASSWORD-ALGORITHM SHA-256 and USERHASH).
-        let f = parse_cookie("obMatJos2AAABadl7W7PeDU4hKE72jda");
+        // RFC 8489 Appendix B.1 (a request with USERHASH): "AAAC" is 0x000002, bit 1 under
+        // erratum 6268. The same vector is checked byte for byte in floe-stun's tests.
+        let f = parse_cookie("obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA");
 
-        assert_eq!(f, Some(SecurityFeatures::PASSWORD_ALGORITHMS));
+        assert_eq!(f, Some(SecurityFeatures::USERNAME_ANONYMITY));
+        assert_eq!(
+            parse_cookie("obMatJos2AAAB"),
+            Some(SecurityFeatures::PASSWORD_ALGORITHMS)
+        );
         assert_eq!(parse_cookie("obMatJos2AA"), None);
         assert_eq!(parse_cookie("obMatJos2!!!!xyz"), None);
         assert_eq!(parse_cookie("obMatJos"), None);
