@@ -17,8 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use md5::{Digest as _, Md5};
-use sha2::Sha256;
+use floe_stun::integrity;
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::rest;
@@ -37,16 +36,16 @@ impl PasswordAlgorithm {
     /// The registered value (RFC 8489 §18.5).
     pub const fn code(self) -> u16 {
         match self {
-            Self::Md5 => 0x0001,
-            Self::Sha256 => 0x0002,
+            Self::Md5 => integrity::ALGORITHM_MD5,
+            Self::Sha256 => integrity::ALGORITHM_SHA256,
         }
     }
 
     /// The algorithm with the registered value `code`, if supported.
     pub const fn from_code(code: u16) -> Option<Self> {
         match code {
-            0x0001 => Some(Self::Md5),
-            0x0002 => Some(Self::Sha256),
+            integrity::ALGORITHM_MD5 => Some(Self::Md5),
+            integrity::ALGORITHM_SHA256 => Some(Self::Sha256),
             _ => None,
         }
     }
@@ -101,7 +100,7 @@ impl fmt::Debug for LongTermKey {
 ///
 /// No PRECIS/OpaqueString processing is applied (RFC 8489 §9.2.2 asks for it on realm and
 /// password); for ASCII input it is the identity, and non-ASCII input is used as its UTF-8
-/// bytes, as coturn and browsers do.
+/// bytes, as coturn and browsers do. The digests are `floe_stun::integrity`'s.
 pub fn long_term_key(
     username: &str,
     realm: &str,
@@ -111,34 +110,18 @@ pub fn long_term_key(
     let mut bytes = [0_u8; 32];
     match algorithm {
         PasswordAlgorithm::Md5 => {
-            let d = digest3::<Md5>(username, realm, password);
-            bytes[..16].copy_from_slice(&d);
+            bytes[..16].copy_from_slice(&integrity::long_term_key_md5(username, realm, password));
         }
         PasswordAlgorithm::Sha256 => {
-            let d = digest3::<Sha256>(username, realm, password);
-            bytes.copy_from_slice(&d);
+            bytes = integrity::long_term_key_sha256(username, realm, password);
         }
     }
     LongTermKey { algorithm, bytes }
 }
 
-fn digest3<D: md5::Digest>(a: &str, b: &str, c: &str) -> md5::digest::Output<D> {
-    let mut h = D::new();
-    h.update(a.as_bytes());
-    h.update(b":");
-    h.update(b.as_bytes());
-    h.update(b":");
-    h.update(c.as_bytes());
-    h.finalize()
-}
-
 /// The USERHASH of a username (RFC 8489 §14.4): `SHA-256(username ":" realm)`.
 pub fn userhash(username: &str, realm: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(username.as_bytes());
-    h.update(b":");
-    h.update(realm.as_bytes());
-    h.finalize().into()
+    integrity::userhash(username, realm)
 }
 
 /// A static user from the configuration, `NAME:PASSWORD` (RFC 8489 §9.2 long-term credential).
