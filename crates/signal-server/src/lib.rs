@@ -1,0 +1,1 @@
+//! floe-signal-server: the WebSocket and REST IO shell around the floe-signal hub.

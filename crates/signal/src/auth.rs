@@ -1,0 +1,468 @@
+//! Join authorisation: JWT verification (HS256 with a shared secret, EdDSA or ES256 with a public
+//! key) and the development-mode rule (anonymous joins from loopback only).
+//!
+//! Time stays outside: `jsonwebtoken`'s own expiry check reads the system clock, so it is turned
+//! off and `exp`/`nbf` are checked here against the `now_unix` the caller passes in.
+
+use std::net::IpAddr;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::ids::{PeerId, RoomId};
+use crate::proto::{Permission, Permissions};
+
+/// The claims floe reads from a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The room the token admits to, or `"*"` for any room.
+    pub room: String,
+    /// The peer id the holder must use; when absent the client may choose or get one assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Granted permissions; when absent: publish, subscribe and data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perms: Option<Vec<Permission>>,
+    /// Expiry, unix seconds (required).
+    pub exp: u64,
+    /// Not before, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, unix seconds (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+/// Failure to build a verifier from configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The PEM could not be parsed as a key of the requested kind.
+    #[error("cannot read {kind} public key: {source}")]
+    BadPublicKey {
+        /// "Ed25519" or "P-256".
+        kind: &'static str,
+        /// The parser's error.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// The HS256 secret is empty.
+    #[error("the JWT secret must not be empty")]
+    EmptySecret,
+}
+
+/// How joins are authorised.
+#[derive(Clone)]
+pub enum Auth {
+    /// Development mode: no tokens needed, but only from loopback addresses. Tokens that are
+    /// presented are ignored.
+    Development,
+    /// Production mode: every join needs a valid token.
+    Jwt(JwtVerifier),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Development => f.write_str("Auth::Development"),
+            Auth::Jwt(v) => write!(f, "Auth::Jwt({:?})", v.algorithm),
+        }
+    }
+}
+
+/// What a successful authorisation grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The peer id the token pins, if any.
+    pub peer: Option<PeerId>,
+    /// Granted permissions.
+    pub perms: Permissions,
+    /// Token expiry (unix seconds); `None` in development mode.
+    pub exp: Option<u64>,
+}
+
+/// A refused authorisation: a code for the client and a text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// `auth_required`, `invalid_token`, `token_expired` or `forbidden`.
+    pub code: ErrorCode,
+    /// Human text (never contains the token).
+    pub message: String,
+}
+
+fn denied(code: ErrorCode, message: impl Into<String>) -> Denied {
+    Denied {
+        code,
+        message: message.into(),
+    }
+}
+
+impl Auth {
+    /// Authorises a join of `room` by a client at `ip` presenting `token`.
+    pub fn authorize_join(
+        &self,
+        room: &RoomId,
+        token: Option<&str>,
+        ip: IpAddr,
+        now_unix: u64,
+    ) -> Result<Grant, Denied> {
+        match self {
+            Auth::Development => {
+                if is_loopback(ip) {
+                    Ok(Grant {
+                        peer: None,
+                        perms: Permissions::DEFAULT,
+                        exp: None,
+                    })
+                } else {
+                    Err(denied(
+                        ErrorCode::AuthRequired,
+                        "development mode accepts anonymous joins from localhost only",
+                    ))
+                }
+            }
+            Auth::Jwt(v) => {
+                let token = token.ok_or_else(|| {
+                    denied(ErrorCode::AuthRequired, "this server requires a token")
+                })?;
+                let claims = v.verify(token, now_unix)?;
+                grant_for_room(&claims, room)
+            }
+        }
+    }
+
+    /// Whether tokens are required.
+    pub fn is_production(&self) -> bool {
+        matches!(self, Auth::Jwt(_))
+    }
+}
+
+/// Whether `ip` is a loopback address (including IPv4-mapped loopback).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Checks that `claims` admit to `room` and turns them into a grant.
+pub fn grant_for_room(claims: &Claims, room: &RoomId) -> Result<Grant, Denied> {
+    if claims.room != "*" && claims.room != room.as_str() {
+        return Err(denied(
+            ErrorCode::Forbidden,
+            format!("the token is for another room, not {room}"),
+        ));
+    }
+    let peer = match &claims.peer {
+        Some(p) => Some(
+            PeerId::new(p.clone())
+                .map_err(|e| denied(ErrorCode::InvalidToken, format!("peer claim: {e}")))?,
+        ),
+        None => None,
+    };
+    let perms = claims
+        .perms
+        .as_deref()
+        .map_or(Permissions::DEFAULT, Permissions::from_list);
+    Ok(Grant {
+        peer,
+        perms,
+        exp: Some(claims.exp),
+    })
+}
+
+/// Verifies tokens with one key and algorithm.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    key: DecodingKey,
+    algorithm: Algorithm,
+    leeway_secs: u64,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtVerifier {
+    /// HS256 with a shared secret.
+    pub fn hs256(secret: &[u8]) -> Result<Self, KeyError> {
+        if secret.is_empty() {
+            return Err(KeyError::EmptySecret);
+        }
+        install_crypto_provider();
+        Ok(Self {
+            key: DecodingKey::from_secret(secret),
+            algorithm: Algorithm::HS256,
+            leeway_secs: 0,
+        })
+    }
+
+    /// EdDSA (Ed25519) with a PEM public key (`-----BEGIN PUBLIC KEY-----`).
+    pub fn eddsa_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        install_crypto_provider();
+        let key = DecodingKey::from_ed_pem(pem).map_err(|source| KeyError::BadPublicKey {
+            kind: "Ed25519",
+            source,
+        })?;
+        Ok(Self {
+            key,
+            algorithm: Algorithm::EdDSA,
+            leeway_secs: 0,
+        })
+    }
+
+    /// ES256 (P-256) with a PEM public key.
+    pub fn es256_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        install_crypto_provider();
+        let key = DecodingKey::from_ec_pem(pem).map_err(|source| KeyError::BadPublicKey {
+            kind: "P-256",
+            source,
+        })?;
+        Ok(Self {
+            key,
+            algorithm: Algorithm::ES256,
+            leeway_secs: 0,
+        })
+    }
+
+    /// Accepts tokens up to `secs` past `exp` (clock skew allowance).
+    pub fn with_leeway(mut self, secs: u64) -> Self {
+        self.leeway_secs = secs;
+        self
+    }
+
+    /// Verifies the signature and the time claims of `token` at `now_unix`.
+    pub fn verify(&self, token: &str, now_unix: u64) -> Result<Claims, Denied> {
+        let mut validation = Validation::new(self.algorithm);
+        // The library's expiry check reads the system clock; ours uses `now_unix`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &validation).map_err(|e| {
+            denied(
+                ErrorCode::InvalidToken,
+                format!("token rejected: {}", e.kind_text()),
+            )
+        })?;
+        let claims = data.claims;
+        if now_unix > claims.exp.saturating_add(self.leeway_secs) {
+            return Err(denied(ErrorCode::TokenExpired, "the token has expired"));
+        }
+        if let Some(nbf) = claims.nbf {
+            if now_unix.saturating_add(self.leeway_secs) < nbf {
+                return Err(denied(
+                    ErrorCode::InvalidToken,
+                    "the token is not valid yet",
+                ));
+            }
+        }
+        Ok(claims)
+    }
+}
+
+/// A short description of a jsonwebtoken error that never includes token material.
+trait KindText {
+    fn kind_text(&self) -> &'static str;
+}
+
+impl KindText for jsonwebtoken::errors::Error {
+    fn kind_text(&self) -> &'static str {
+        use jsonwebtoken::errors::ErrorKind as K;
+        match self.kind() {
+            K::InvalidToken => "malformed",
+            K::InvalidSignature => "bad signature",
+            K::InvalidAlgorithm | K::InvalidAlgorithmName => "wrong algorithm",
+            K::MissingRequiredClaim(_) => "missing required claim",
+            K::Base64(_) | K::Json(_) | K::Utf8(_) => "malformed",
+            _ => "invalid",
+        }
+    }
+}
+
+/// Mints an HS256 token (for `floe token`, tests and the demo).
+pub fn mint_hs256(secret: &[u8], claims: &Claims) -> Result<String, KeyError> {
+    if secret.is_empty() {
+        return Err(KeyError::EmptySecret);
+    }
+    install_crypto_provider();
+    // Encoding a serde struct with an HMAC key cannot fail except on serialization, which for
+    // `Claims` (strings and integers only) does not happen; surface it anyway.
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|source| KeyError::BadPublicKey {
+        kind: "HMAC",
+        source,
+    })
+}
+
+/// Makes the RustCrypto backend jsonwebtoken's process default (idempotent). Only that backend
+/// is compiled in, so this just makes the choice explicit and immune to feature unification.
+fn install_crypto_provider() {
+    // `Err` means a provider is installed already, which is fine.
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn claims(room: &str, peer: Option<&str>, exp: u64) -> Claims {
+        Claims {
+            room: room.into(),
+            peer: peer.map(Into::into),
+            perms: None,
+            exp,
+            nbf: None,
+            iat: Some(NOW),
+        }
+    }
+
+    fn room(s: &str) -> RoomId {
+        RoomId::new(s).unwrap()
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const REMOTE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    #[test]
+    fn development_mode_admits_loopback_only() {
+        let a = Auth::Development;
+        assert!(a.authorize_join(&room("r"), None, LOCAL, NOW).is_ok());
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(a.authorize_join(&room("r"), None, mapped, NOW).is_ok());
+        assert_eq!(
+            a.authorize_join(&room("r"), None, REMOTE, NOW)
+                .unwrap_err()
+                .code,
+            ErrorCode::AuthRequired
+        );
+    }
+
+    #[test]
+    fn hs256_round_trip_and_claim_checks() {
+        let v = JwtVerifier::hs256(b"s3cret").unwrap();
+        let a = Auth::Jwt(v);
+        let t = mint_hs256(b"s3cret", &claims("r", Some("alice"), NOW + 60)).unwrap();
+        let g = a.authorize_join(&room("r"), Some(&t), REMOTE, NOW).unwrap();
+        assert_eq!(g.peer, Some(PeerId::new("alice").unwrap()));
+        assert_eq!(g.perms, Permissions::DEFAULT);
+        assert_eq!(g.exp, Some(NOW + 60));
+
+        let code = |r: Result<Grant, Denied>| r.unwrap_err().code;
+        assert_eq!(
+            code(a.authorize_join(&room("r"), None, LOCAL, NOW)),
+            ErrorCode::AuthRequired
+        );
+        assert_eq!(
+            code(a.authorize_join(&room("other"), Some(&t), REMOTE, NOW)),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(a.authorize_join(&room("r"), Some(&t), REMOTE, NOW + 61)),
+            ErrorCode::TokenExpired
+        );
+        let forged = mint_hs256(b"other", &claims("r", None, NOW + 60)).unwrap();
+        assert_eq!(
+            code(a.authorize_join(&room("r"), Some(&forged), REMOTE, NOW)),
+            ErrorCode::InvalidToken
+        );
+        assert_eq!(
+            code(a.authorize_join(&room("r"), Some("garbage"), REMOTE, NOW)),
+            ErrorCode::InvalidToken
+        );
+        let wild = mint_hs256(b"s3cret", &claims("*", None, NOW + 60)).unwrap();
+        assert!(a
+            .authorize_join(&room("any"), Some(&wild), REMOTE, NOW)
+            .is_ok());
+    }
+
+    #[test]
+    fn nbf_and_perms_are_honoured() {
+        let a = Auth::Jwt(JwtVerifier::hs256(b"k").unwrap());
+        let mut c = claims("r", None, NOW + 60);
+        c.nbf = Some(NOW + 10);
+        let t = mint_hs256(b"k", &c).unwrap();
+        assert_eq!(
+            a.authorize_join(&room("r"), Some(&t), REMOTE, NOW)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidToken
+        );
+        let mut c = claims("r", None, NOW + 60);
+        c.perms = Some(vec![Permission::Subscribe]);
+        let t = mint_hs256(b"k", &c).unwrap();
+        let g = a.authorize_join(&room("r"), Some(&t), REMOTE, NOW).unwrap();
+        assert!(g.perms.subscribe && !g.perms.publish && !g.perms.data);
+    }
+
+    // Test-only key pairs generated with openssl for these tests.
+    const ED_PRIV: &[u8] = include_bytes!("../tests/keys/ed25519.pem");
+    const ED_PUB: &[u8] = include_bytes!("../tests/keys/ed25519.pub.pem");
+    const P256_PRIV: &[u8] = include_bytes!("../tests/keys/p256.pem");
+    const P256_PUB: &[u8] = include_bytes!("../tests/keys/p256.pub.pem");
+
+    fn sign(alg: Algorithm, key: &EncodingKey, c: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(alg), c, key).unwrap()
+    }
+
+    #[test]
+    fn eddsa_and_es256_verify_with_public_keys() {
+        install_crypto_provider();
+        let c = claims("r", Some("bob"), NOW + 60);
+        let ed = EncodingKey::from_ed_pem(ED_PRIV).unwrap();
+        let es = EncodingKey::from_ec_pem(P256_PRIV).unwrap();
+        let ed_v = JwtVerifier::eddsa_pem(ED_PUB).unwrap();
+        let es_v = JwtVerifier::es256_pem(P256_PUB).unwrap();
+        assert_eq!(
+            ed_v.verify(&sign(Algorithm::EdDSA, &ed, &c), NOW).unwrap(),
+            c
+        );
+        assert_eq!(
+            es_v.verify(&sign(Algorithm::ES256, &es, &c), NOW).unwrap(),
+            c
+        );
+        // Each verifier refuses the other's tokens.
+        assert_eq!(
+            ed_v.verify(&sign(Algorithm::ES256, &es, &c), NOW)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidToken
+        );
+        assert_eq!(
+            es_v.verify(&sign(Algorithm::EdDSA, &ed, &c), NOW)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidToken
+        );
+        let late = ed_v.with_leeway(5);
+        assert!(late
+            .verify(&sign(Algorithm::EdDSA, &ed, &c), NOW + 65)
+            .is_ok());
+        assert!(late
+            .verify(&sign(Algorithm::EdDSA, &ed, &c), NOW + 66)
+            .is_err());
+    }
+
+    #[test]
+    fn algorithm_confusion_is_refused() {
+        // An HS256 token signed with the public key bytes must not pass an Ed25519 verifier.
+        let v = JwtVerifier::eddsa_pem(ED_PUB).unwrap();
+        let t = mint_hs256(ED_PUB, &claims("r", None, NOW + 60)).unwrap();
+        assert_eq!(v.verify(&t, NOW).unwrap_err().code, ErrorCode::InvalidToken);
+        assert!(JwtVerifier::es256_pem(b"not a pem").is_err());
+        assert!(JwtVerifier::hs256(b"").is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! A session's outgoing mailbox: numbered messages kept until the client acknowledges them, so
+//! that a client that reconnects gets every message it missed, in order.
+
+use std::collections::VecDeque;
+
+use crate::proto::ServerMsg;
+
+/// Per-session message store with sequence numbers starting at 1.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    last_seq: u64,
+    acked: u64,
+    queue: VecDeque<(ServerMsg, usize)>,
+    bytes: usize,
+}
+
+impl Mailbox {
+    /// An empty mailbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The sequence number the next message gets.
+    pub fn next_seq(&self) -> u64 {
+        self.last_seq + 1
+    }
+
+    /// The highest sequence number assigned so far.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Appends `msg`, which must carry `self.next_seq()`, accounting `size` bytes.
+    pub fn push(&mut self, msg: ServerMsg, size: usize) {
+        debug_assert_eq!(msg.seq(), Some(self.next_seq()));
+        self.last_seq += 1;
+        self.bytes += size;
+        self.queue.push_back((msg, size));
+    }
+
+    /// Drops every message with `seq <= upto` (values beyond the last seq are clamped).
+    pub fn ack(&mut self, upto: u64) {
+        let upto = upto.min(self.last_seq);
+        if upto <= self.acked {
+            return;
+        }
+        self.acked = upto;
+        while let Some((m, size)) = self.queue.front() {
+            if m.seq().is_some_and(|s| s <= upto) {
+                self.bytes -= *size;
+                self.queue.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// The unacknowledged messages with `seq > after`, oldest first.
+    pub fn since(&self, after: u64) -> impl Iterator<Item = &ServerMsg> {
+        self.queue
+            .iter()
+            .map(|(m, _)| m)
+            .filter(move |m| m.seq().is_some_and(|s| s > after))
+    }
+
+    /// Number of unacknowledged messages.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether every message has been acknowledged.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Accounted bytes of unacknowledged messages.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pong_like(seq: u64) -> ServerMsg {
+        ServerMsg::EndOfCandidates {
+            seq,
+            from: crate::ids::PeerId::new("a").unwrap(),
+        }
+    }
+
+    #[test]
+    fn ack_and_since() {
+        let mut mb = Mailbox::new();
+        for _ in 0..5 {
+            let s = mb.next_seq();
+            mb.push(pong_like(s), 10);
+        }
+        assert_eq!(mb.bytes(), 50);
+        mb.ack(2);
+        assert_eq!(mb.len(), 3);
+        assert_eq!(
+            mb.since(3).filter_map(ServerMsg::seq).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        mb.ack(1); // stale ack is a no-op
+        assert_eq!(mb.len(), 3);
+        mb.ack(99); // clamped
+        assert!(mb.is_empty());
+        assert_eq!(mb.bytes(), 0);
+        assert_eq!(mb.next_seq(), 6);
+    }
+}
