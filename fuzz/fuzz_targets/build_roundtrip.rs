@@ -1,0 +1,9 @@
+//! cargo fuzz run build_roundtrip --sanitizer none
+//!
+//! The checks live in `floe_stun::fuzzing::check_build_roundtrip` so that `crates/stun/tests/corpus.rs`
+//! replays the committed corpus with the same assertions on stable Rust.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| floe_stun::fuzzing::check_build_roundtrip(data));
