@@ -9,3 +9,4 @@ pub mod policy;
 pub mod quota;
 pub mod ratelimit;
 pub mod rest;
+pub mod server;

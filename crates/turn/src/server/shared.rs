@@ -1,0 +1,113 @@
+//! State shared by all workers of one server: quota accounting (allocations per user and in
+//! total, per-user bandwidth), EVEN-PORT reservations and RFC 6062 connection ids. Locked only on
+//! control-path operations (Allocate, deletion, Connect, ConnectionBind) and, for bandwidth, once
+//! per lease of [`BANDWIDTH_LEASE`] bytes — never per relayed packet.
+
+use core::net::SocketAddr;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::quota::{QuotaConfig, QuotaTracker};
+
+use super::types::ConnectionId;
+
+/// Bytes of relay bandwidth a worker draws from the shared quota buckets at a time.
+pub(crate) const BANDWIDTH_LEASE: usize = 16 * 1024;
+
+/// Identifies a worker ([`crate::server::TurnServer`]) among those sharing a [`Shared`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct WorkerId(pub(crate) u32);
+
+/// RFC 8656 §7.2: a port kept for a later Allocate carrying RESERVATION-TOKEN.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reservation {
+    pub(crate) addr: SocketAddr,
+    pub(crate) expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// RFC 6062 §5.2: the server is connecting to the peer.
+    Connecting,
+    /// RFC 6062 §5.2/§5.3: waiting up to 30 s for ConnectionBind.
+    Pending,
+    /// RFC 6062 §5.4: spliced with a client data connection.
+    Bound,
+}
+
+/// An RFC 6062 peer TCP connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnEntry {
+    pub(crate) owner: WorkerId,
+    pub(crate) alloc: u64,
+    pub(crate) user: Arc<str>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) state: ConnState,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub(crate) reservations: HashMap<[u8; 8], Reservation>,
+    pub(crate) reserved_addrs: HashMap<SocketAddr, [u8; 8]>,
+    pub(crate) connections: HashMap<ConnectionId, ConnEntry>,
+}
+
+/// State shared across the workers of a server. Create one and hand an `Arc` to every
+/// [`crate::server::TurnServer`].
+#[derive(Debug)]
+pub struct Shared {
+    quota: Mutex<QuotaTracker>,
+    registry: Mutex<Registry>,
+    quota_config: QuotaConfig,
+    next_worker: AtomicU32,
+}
+
+impl Shared {
+    /// Shared state with the given quotas (RFC 8656 §7.2: 486 when a user or the server has too
+    /// many allocations; see [`QuotaConfig`]).
+    pub fn new(quotas: QuotaConfig) -> Self {
+        Shared {
+            quota: Mutex::new(QuotaTracker::new(quotas)),
+            registry: Mutex::new(Registry::default()),
+            quota_config: quotas,
+            next_worker: AtomicU32::new(0),
+        }
+    }
+
+    /// The quota configuration.
+    pub fn quota_config(&self) -> &QuotaConfig {
+        &self.quota_config
+    }
+
+    /// Allocations in use over all workers.
+    pub fn total_allocations(&self) -> u32 {
+        self.quota().total_allocations()
+    }
+
+    /// RFC 6062 peer connections over all workers (connecting, pending and bound).
+    pub fn tcp_connections(&self) -> usize {
+        self.registry().connections.len()
+    }
+
+    pub(crate) fn register_worker(&self) -> WorkerId {
+        WorkerId(self.next_worker.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Locks the quota tracker; a poisoned lock is still usable (the tracker has no invariant a
+    /// panic could break half-way that matters more than staying up).
+    pub(crate) fn quota(&self) -> MutexGuard<'_, QuotaTracker> {
+        self.quota.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether bandwidth is limited at all (else the relay path never locks).
+    pub(crate) fn bandwidth_limited(&self) -> bool {
+        self.quota_config.allocation_bandwidth.is_some()
+            || self.quota_config.user_bandwidth.is_some()
+    }
+}

@@ -1,0 +1,164 @@
+//! Counters as plain data: the sans-IO crate does not depend on a metrics library; the IO shell
+//! reads [`TurnStats`] and exports it.
+
+/// Error codes the server sends, in the order of [`ErrorCounts::iter`].
+pub const ERROR_CODES: [u16; 17] = [
+    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 500, 508, 0,
+];
+
+/// Error responses sent, by code. Index with [`ErrorCounts::get`]; codes outside
+/// [`ERROR_CODES`] count under 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorCounts([u64; ERROR_CODES.len()]);
+
+impl ErrorCounts {
+    fn slot(code: u16) -> usize {
+        ERROR_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(ERROR_CODES.len() - 1)
+    }
+
+    pub(crate) fn add(&mut self, code: u16) {
+        self.0[Self::slot(code)] += 1;
+    }
+
+    /// Error responses sent with `code`.
+    pub fn get(&self, code: u16) -> u64 {
+        self.0[Self::slot(code)]
+    }
+
+    /// `(code, count)` for every tracked code (0 = any other code).
+    pub fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        ERROR_CODES.iter().copied().zip(self.0.iter().copied())
+    }
+}
+
+/// Why a packet was dropped without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Neither a valid STUN message nor a valid ChannelData message.
+    Malformed,
+    /// A STUN message with a wrong FINGERPRINT (RFC 8489 §7.3).
+    BadFingerprint,
+    /// A response or an indication the server does not take (RFC 8489 §7.3).
+    UnexpectedMessage,
+    /// Data for a 5-tuple without an allocation (RFC 8656 §10.2, §12.6).
+    NoAllocation,
+    /// ChannelData on an unbound channel (RFC 8656 §12.6).
+    NoChannel,
+    /// No permission for the peer (RFC 8656 §9: silently discarded).
+    NoPermission,
+    /// A Send indication without XOR-PEER-ADDRESS or DATA, or of the wrong family (§10.2).
+    BadIndication,
+    /// Peer data on a relay address without an allocation.
+    UnknownRelay,
+    /// The allocation or user is over its bandwidth quota.
+    Bandwidth,
+    /// An answer to an unauthenticated request was rate limited (RFC 8656 §21.1).
+    RateLimited,
+    /// The caller's output buffer was too small.
+    BufferTooSmall,
+}
+
+impl DropReason {
+    /// Every reason, in [`DropCounts::iter`] order.
+    pub const ALL: [DropReason; 11] = [
+        DropReason::Malformed,
+        DropReason::BadFingerprint,
+        DropReason::UnexpectedMessage,
+        DropReason::NoAllocation,
+        DropReason::NoChannel,
+        DropReason::NoPermission,
+        DropReason::BadIndication,
+        DropReason::UnknownRelay,
+        DropReason::Bandwidth,
+        DropReason::RateLimited,
+        DropReason::BufferTooSmall,
+    ];
+
+    /// A stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadFingerprint => "bad_fingerprint",
+            DropReason::UnexpectedMessage => "unexpected_message",
+            DropReason::NoAllocation => "no_allocation",
+            DropReason::NoChannel => "no_channel",
+            DropReason::NoPermission => "no_permission",
+            DropReason::BadIndication => "bad_indication",
+            DropReason::UnknownRelay => "unknown_relay",
+            DropReason::Bandwidth => "bandwidth",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::BufferTooSmall => "buffer_too_small",
+        }
+    }
+
+    fn index(self) -> usize {
+        DropReason::ALL
+            .iter()
+            .position(|&r| r == self)
+            .unwrap_or_default()
+    }
+}
+
+/// Dropped packets by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounts([u64; DropReason::ALL.len()]);
+
+impl DropCounts {
+    pub(crate) fn add(&mut self, reason: DropReason) {
+        self.0[reason.index()] += 1;
+    }
+
+    /// Packets dropped for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// `(reason, count)` for every reason.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().copied().zip(self.0.iter().copied())
+    }
+}
+
+/// Counters of one [`crate::server::TurnServer`] (one worker). Counters only grow; gauges
+/// (`*_active`) are current values. Sum over workers for the server's totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TurnStats {
+    /// Allocations created.
+    pub allocations_created: u64,
+    /// Allocations deleted (any reason).
+    pub allocations_deleted: u64,
+    /// Allocations now.
+    pub allocations_active: u64,
+    /// Permissions installed (new, not refreshes).
+    pub permissions_created: u64,
+    /// Permissions now.
+    pub permissions_active: u64,
+    /// Channels bound (new, not refreshes).
+    pub channels_created: u64,
+    /// Channels now.
+    pub channels_active: u64,
+    /// Packets relayed client → peer (Send indications and ChannelData).
+    pub packets_to_peer: u64,
+    /// Payload bytes relayed client → peer.
+    pub bytes_to_peer: u64,
+    /// Packets relayed peer → client (Data indications and ChannelData).
+    pub packets_to_client: u64,
+    /// Payload bytes relayed peer → client.
+    pub bytes_to_client: u64,
+    /// Requests answered (success or error), Binding included.
+    pub requests: u64,
+    /// Requests answered from the transaction cache (retransmissions, RFC 8489 §6.3.4).
+    pub retransmissions: u64,
+    /// Authentication failures: bad MESSAGE-INTEGRITY, unknown user, expired credential,
+    /// invalid nonce (401) and stale nonce (438).
+    pub auth_failures: u64,
+    /// Error responses by code.
+    pub errors: ErrorCounts,
+    /// Dropped packets by reason.
+    pub dropped: DropCounts,
+}

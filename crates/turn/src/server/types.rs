@@ -1,0 +1,200 @@
+//! The vocabulary of the TURN state machine: transports, 5-tuples, what to transmit, events for
+//! the IO shell, and the [`RelayBinder`] the shell implements.
+
+use core::net::SocketAddr;
+use std::sync::Arc;
+
+/// The transport of a client connection (RFC 8656 §3.1: UDP, TCP or TLS-over-TCP between client
+/// and server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// UDP datagrams.
+    Udp,
+    /// A TCP connection.
+    Tcp,
+    /// A TLS connection over TCP.
+    Tls,
+}
+
+impl Transport {
+    /// Whether this is a stream transport (TCP or TLS), where ChannelData is padded to a
+    /// multiple of 4 bytes (RFC 8656 §12.5) and the connection's lifetime bounds the allocation.
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// A stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    pub(crate) fn binding(self) -> crate::binding::Transport {
+        match self {
+            Transport::Udp => crate::binding::Transport::Udp,
+            Transport::Tcp | Transport::Tls => crate::binding::Transport::Tcp,
+        }
+    }
+}
+
+/// RFC 8656 §2: the client's 5-tuple: transport, the server's local address that received the
+/// packet, and the client's (possibly NATed) address. Allocations are keyed by it (§3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientTuple {
+    /// UDP, TCP or TLS.
+    pub transport: Transport,
+    /// The server address the client talks to.
+    pub local: SocketAddr,
+    /// The client's address as seen by the server.
+    pub remote: SocketAddr,
+}
+
+/// The transport of a relayed transport address: UDP (RFC 8656) or TCP (RFC 6062).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RelayTransport {
+    /// A UDP relay socket (RFC 8656 §7).
+    Udp,
+    /// A TCP listening socket on the relayed address, also the source of outgoing peer
+    /// connections (RFC 6062 §5.1).
+    Tcp,
+}
+
+/// RFC 6062 §6.2.1: the CONNECTION-ID of a peer TCP connection, unique across all workers of a
+/// server (allocated through [`crate::server::Shared`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u32);
+
+/// What to send. The bytes are always `out[..len]` of the buffer passed to the call that
+/// returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a Transmit names bytes to send"]
+pub enum Transmit {
+    /// Send `out[..len]` to the client over `client` (from `client.local` to `client.remote`;
+    /// over TCP/TLS, on that connection).
+    ToClient {
+        /// The 5-tuple to send on.
+        client: ClientTuple,
+        /// Bytes in `out`.
+        len: usize,
+    },
+    /// Send `out[..len]` as one UDP datagram from the relay socket bound at `relay` to `peer`.
+    ToPeer {
+        /// The relay socket's local address (as passed to [`RelayBinder::bind`]).
+        relay: SocketAddr,
+        /// The peer.
+        peer: SocketAddr,
+        /// Bytes in `out`.
+        len: usize,
+        /// RFC 8656 §7.2/§18.9: set the DF bit (the allocation asked for DONT-FRAGMENT).
+        dont_fragment: bool,
+    },
+}
+
+/// Why a relay socket could not be bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The port is taken: the state machine tries another one.
+    #[error("address in use")]
+    InUse,
+    /// The address cannot be bound at all (e.g. the IP is not configured on the host); the
+    /// state machine gives up for this address family (508 or ADDRESS-ERROR-CODE).
+    #[error("address not available")]
+    Unavailable,
+}
+
+/// Implemented by the IO shell: opens and closes relay sockets.
+///
+/// Synchronous on purpose: the Allocate answer depends on the result (RFC 8656 §7.2: 508
+/// Insufficient Capacity when no relayed address can be had). Binding a socket is a fast,
+/// non-blocking system call.
+pub trait RelayBinder {
+    /// Binds a relay socket on `addr` (a relay IP from the configuration and a port from the
+    /// relay range). For [`RelayTransport::Udp`] a UDP socket; for [`RelayTransport::Tcp`] a TCP
+    /// listening socket (RFC 6062 §5.1). Must not use SO_REUSEPORT: `InUse` is how the state
+    /// machine learns that another worker or process holds the port.
+    fn bind(&mut self, addr: SocketAddr, transport: RelayTransport) -> Result<(), BindError>;
+
+    /// Closes the relay socket bound at `addr`.
+    fn release(&mut self, addr: SocketAddr, transport: RelayTransport);
+}
+
+/// Why an allocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeleteReason {
+    /// A Refresh with LIFETIME 0 (RFC 8656 §7.3).
+    Refresh,
+    /// The lifetime ran out without a Refresh (RFC 8656 §7).
+    Expired,
+    /// The TURN REST credential expired (strict mode: at expiry; otherwise at the next Refresh).
+    CredentialExpired,
+    /// The client's TCP/TLS connection closed (RFC 8656 §3.1).
+    ClientClosed,
+}
+
+impl DeleteReason {
+    /// A stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DeleteReason::Refresh => "refresh",
+            DeleteReason::Expired => "expired",
+            DeleteReason::CredentialExpired => "credential_expired",
+            DeleteReason::ClientClosed => "client_closed",
+        }
+    }
+}
+
+/// Something the IO shell must act on, or may log and count. Drain with
+/// [`crate::server::TurnServer::poll_event`] after every `handle_*` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// An allocation was created (for logs and metrics).
+    AllocationCreated {
+        /// The client's 5-tuple.
+        client: ClientTuple,
+        /// The authenticated username.
+        username: Arc<str>,
+        /// UDP or TCP relaying.
+        transport: RelayTransport,
+        /// The bound relay socket addresses (one or two: RFC 8656 dual allocation).
+        relays: Vec<SocketAddr>,
+    },
+    /// An allocation ended; its relay sockets were already released through the binder.
+    AllocationDeleted {
+        /// The client's 5-tuple.
+        client: ClientTuple,
+        /// Why.
+        reason: DeleteReason,
+    },
+    /// RFC 6062 §5.2: open a TCP connection from `relay` to `peer`, then call
+    /// `handle_peer_connected` or `handle_peer_connect_failed` with `connection_id` (exactly one
+    /// of them; the RFC asks for a connect timeout of at least 30 s).
+    ConnectPeer {
+        /// Names the connection in later calls and events.
+        connection_id: ConnectionId,
+        /// The allocation's relayed TCP address (its listening socket's address).
+        relay: SocketAddr,
+        /// The peer to connect to.
+        peer: SocketAddr,
+    },
+    /// RFC 6062 §5.4: ConnectionBind succeeded; from now on splice the client data connection
+    /// `client` with the peer data connection `connection_id` (bytes as-is both ways).
+    ConnectionBound {
+        /// The peer data connection.
+        connection_id: ConnectionId,
+        /// The client data connection that sent ConnectionBind.
+        client: ClientTuple,
+    },
+    /// RFC 6062 §5.3/§5.4: close the peer data connection `connection_id` and, if it was bound,
+    /// its client data connection (the 30-second ConnectionBind timer expired, or the allocation
+    /// ended).
+    CloseConnection {
+        /// The connection.
+        connection_id: ConnectionId,
+    },
+}
