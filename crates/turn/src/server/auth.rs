@@ -41,6 +41,8 @@ pub(crate) struct Authed {
 /// Why a request is not authenticated, as the answer to send (none of them signed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AuthFailure {
+    /// 401 to a request without integrity: the normal first round trip (not a failure).
+    NoCredentials,
     /// 401 with REALM and NONCE (and PASSWORD-ALGORITHMS): no integrity, unknown user, wrong
     /// integrity, or a nonce not issued to this client (RFC 8489 §9.2.4).
     Unauthenticated,
@@ -60,7 +62,9 @@ pub(crate) enum AuthFailure {
 impl AuthFailure {
     pub(crate) fn code(&self) -> u16 {
         match self {
-            AuthFailure::Unauthenticated | AuthFailure::Expired { .. } => 401,
+            AuthFailure::NoCredentials
+            | AuthFailure::Unauthenticated
+            | AuthFailure::Expired { .. } => 401,
             AuthFailure::StaleNonce => 438,
             AuthFailure::BadRequest => 400,
         }
@@ -92,7 +96,7 @@ impl TurnServer {
         } else if msg.has_integrity() {
             IntegrityKind::Sha1
         } else {
-            return Err(AuthFailure::Unauthenticated);
+            return Err(AuthFailure::NoCredentials);
         };
         let user = self.username(msg)?;
         match msg.get::<Realm<'_>>() {

@@ -468,7 +468,9 @@ impl TurnServer {
         out: &mut [u8],
         binder: &mut dyn RelayBinder,
     ) -> Option<Transmit> {
-        self.stats.auth_failures += 1;
+        if failure != AuthFailure::NoCredentials {
+            self.stats.auth_failures += 1;
+        }
         if let AuthFailure::Expired { user } = &failure {
             if msg.method() == Method::REFRESH {
                 self.end_expired(client, msg, user, binder);
