@@ -30,6 +30,10 @@ enum Command {
     Serve(cmd::serve::Args),
     /// STUN client: print the mapped address, or (--nat) run RFC 5780 NAT discovery.
     Stun(cmd::stun::Args),
+    /// Run the signalling server alone (WebSocket, REST post box, demo page).
+    Signal(Box<cmd::signal::Args>),
+    /// Mint a signalling JWT (HS256) for scripts, tests and the demo.
+    Token(cmd::token::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Stun(args) => cmd::stun::run(args),
+        Command::Signal(args) => cmd::signal::run(*args),
+        Command::Token(args) => cmd::token::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,1 +1,28 @@
-//! floe-signal-server: the WebSocket and REST IO shell around the floe-signal hub.
+//! floe-signal-server: the IO shell around the [`floe_signal`] hub.
+//!
+//! One tokio task owns the sans-IO hub and the clock; axum serves:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v1/ws` | the signalling WebSocket (JSON text frames, protocol v1) |
+//! | `POST /v1/rest/join` | REST post box: join (answers `welcome`) |
+//! | `POST /v1/rest/sessions/{session}/messages` | REST: send one message |
+//! | `GET /v1/rest/sessions/{session}/messages?after=N&wait=S` | REST: cursor + long-poll |
+//! | `DELETE /v1/rest/sessions/{session}` | REST: leave |
+//! | `GET /v1/ice-servers` | STUN/TURN list with minted TURN credentials |
+//! | `GET /`, `GET /floe.js` | the demo page and the browser client module |
+//! | `GET /metrics` | Prometheus text from the binary's render callback |
+//! | `GET /healthz` | liveness |
+//!
+//! Entry points: [`run`] (mini-redis style: config, listener, shutdown future) and
+//! [`SignalServer`] for the optional metrics hook. Flags: [`SignalArgs`]; config file section:
+//! [`SignalConfig`]. docs/signalling.md documents the protocol.
+#![forbid(unsafe_code)]
+
+mod actor;
+pub mod assets;
+pub mod config;
+mod server;
+
+pub use config::{ConfigError, JwtAlgorithm, SignalArgs, SignalConfig};
+pub use server::{run, MetricsRender, ServerError, SignalServer};

@@ -1,3 +1,5 @@
 //! One module per subcommand.
 pub mod serve;
+pub mod signal;
 pub mod stun;
+pub mod token;

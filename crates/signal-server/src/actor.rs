@@ -1,0 +1,344 @@
+//! The hub task: one tokio task owns the sans-IO [`Hub`], reads the clock, fires its timers and
+//! routes its outputs to connection tasks. Everything else talks to it through [`HubHandle`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use floe_signal::bus::LocalBus;
+use floe_signal::proto::{ErrorBody, ServerMsg};
+use floe_signal::{ConnId, ErrorCode, Hub, HubConfig, Now, Output, RestPoll, SessionId};
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot};
+
+/// Frames queued towards one WebSocket before it counts as too slow and is dropped (its session
+/// stays resumable).
+pub(crate) const OUTBOUND_QUEUE: usize = 1024;
+
+/// What a connection task writes.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A serialized server message.
+    Text(String),
+    /// Close with this code.
+    Close(ErrorCode),
+}
+
+enum Sink {
+    Ws(mpsc::Sender<Outbound>),
+    /// A REST join: the first message answers it.
+    RestJoin(Option<oneshot::Sender<ServerMsg>>),
+}
+
+enum Cmd {
+    Connect {
+        ip: IpAddr,
+        tx: mpsc::Sender<Outbound>,
+        reply: oneshot::Sender<ConnId>,
+    },
+    Frame {
+        conn: ConnId,
+        data: Vec<u8>,
+    },
+    Oversized {
+        conn: ConnId,
+    },
+    Disconnect {
+        conn: ConnId,
+    },
+    RestJoin {
+        ip: IpAddr,
+        body: Vec<u8>,
+        reply: oneshot::Sender<ServerMsg>,
+    },
+    RestPost {
+        session: SessionId,
+        token: String,
+        body: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<ServerMsg>, ErrorBody>>,
+    },
+    RestPoll {
+        session: SessionId,
+        token: String,
+        after: u64,
+        watch: Option<oneshot::Sender<()>>,
+        reply: oneshot::Sender<Result<RestPoll, ErrorBody>>,
+    },
+    Shutdown {
+        reconnect_ms: u64,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A cheap, cloneable handle to the hub task.
+#[derive(Clone)]
+pub(crate) struct HubHandle {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl std::fmt::Debug for HubHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HubHandle")
+    }
+}
+
+/// The hub task stopped (only during shutdown).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HubGone;
+
+impl HubHandle {
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, HubGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| HubGone)?;
+        rx.await.map_err(|_| HubGone)
+    }
+
+    pub(crate) async fn connect(
+        &self,
+        ip: IpAddr,
+        tx: mpsc::Sender<Outbound>,
+    ) -> Result<ConnId, HubGone> {
+        self.call(|reply| Cmd::Connect { ip, tx, reply }).await
+    }
+
+    pub(crate) async fn frame(&self, conn: ConnId, data: Vec<u8>) -> Result<(), HubGone> {
+        self.tx
+            .send(Cmd::Frame { conn, data })
+            .await
+            .map_err(|_| HubGone)
+    }
+
+    pub(crate) async fn oversized(&self, conn: ConnId) {
+        let _ = self.tx.send(Cmd::Oversized { conn }).await;
+    }
+
+    pub(crate) async fn disconnect(&self, conn: ConnId) {
+        let _ = self.tx.send(Cmd::Disconnect { conn }).await;
+    }
+
+    pub(crate) async fn rest_join(&self, ip: IpAddr, body: Vec<u8>) -> Result<ServerMsg, HubGone> {
+        self.call(|reply| Cmd::RestJoin { ip, body, reply }).await
+    }
+
+    pub(crate) async fn rest_post(
+        &self,
+        session: SessionId,
+        token: String,
+        body: Vec<u8>,
+    ) -> Result<Result<Vec<ServerMsg>, ErrorBody>, HubGone> {
+        self.call(|reply| Cmd::RestPost {
+            session,
+            token,
+            body,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn rest_poll(
+        &self,
+        session: SessionId,
+        token: String,
+        after: u64,
+        watch: Option<oneshot::Sender<()>>,
+    ) -> Result<Result<RestPoll, ErrorBody>, HubGone> {
+        self.call(|reply| Cmd::RestPoll {
+            session,
+            token,
+            after,
+            watch,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn shutdown(&self, reconnect_ms: u64) {
+        let _ = self
+            .call(|reply| Cmd::Shutdown {
+                reconnect_ms,
+                reply,
+            })
+            .await;
+    }
+}
+
+/// Reads the clock: the one place in the signalling server that does.
+fn now() -> Now {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Now {
+        mono: std::time::Instant::now(),
+        unix,
+    }
+}
+
+/// Spawns the hub task.
+pub(crate) fn spawn(config: HubConfig) -> (HubHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let hub = Hub::new(config, LocalBus::new(), rand::rngs::StdRng::from_entropy());
+    let task = tokio::spawn(
+        Actor {
+            hub,
+            sinks: HashMap::new(),
+            waiters: HashMap::new(),
+        }
+        .run(rx),
+    );
+    (HubHandle { tx }, task)
+}
+
+struct Actor {
+    hub: Hub,
+    sinks: HashMap<ConnId, Sink>,
+    waiters: HashMap<SessionId, Vec<oneshot::Sender<()>>>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        loop {
+            let deadline = self.hub.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                () = sleep => self.hub.handle_timeout(now()),
+            }
+            self.drain();
+            self.gauges();
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Connect { ip, tx, reply } => {
+                let conn = self.hub.handle_connect(ip, now());
+                self.sinks.insert(conn, Sink::Ws(tx));
+                if reply.send(conn).is_err() {
+                    self.sinks.remove(&conn);
+                    self.hub.handle_disconnect(conn, now());
+                }
+            }
+            Cmd::Frame { conn, data } => {
+                metrics::counter!("floe_signal_messages_total", "direction" => "in").increment(1);
+                self.hub.handle_frame(conn, &data, now());
+            }
+            Cmd::Oversized { conn } => self.hub.handle_oversized(conn, now()),
+            Cmd::Disconnect { conn } => {
+                self.sinks.remove(&conn);
+                self.hub.handle_disconnect(conn, now());
+            }
+            Cmd::RestJoin { ip, body, reply } => {
+                let t = now();
+                let conn = self.hub.handle_connect(ip, t);
+                self.sinks.insert(conn, Sink::RestJoin(Some(reply)));
+                self.hub.handle_frame(conn, &body, t);
+            }
+            Cmd::RestPost {
+                session,
+                token,
+                body,
+                reply,
+            } => {
+                metrics::counter!("floe_signal_messages_total", "direction" => "in").increment(1);
+                let _ = reply.send(self.hub.handle_rest_post(&session, &token, &body, now()));
+            }
+            Cmd::RestPoll {
+                session,
+                token,
+                after,
+                watch,
+                reply,
+            } => {
+                let res = self.hub.handle_rest_poll(&session, &token, after, now());
+                if let (Ok(p), Some(w)) = (&res, watch) {
+                    if p.messages.is_empty() {
+                        let list = self.waiters.entry(session).or_default();
+                        list.retain(|w| !w.is_closed());
+                        list.push(w);
+                    }
+                }
+                let _ = reply.send(res);
+            }
+            Cmd::Shutdown {
+                reconnect_ms,
+                reply,
+            } => {
+                self.hub.handle_shutdown(reconnect_ms, now());
+                self.drain();
+                self.waiters.clear();
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.hub.poll_output() {
+            match out {
+                Output::Send { conn, msg } => self.send(conn, msg),
+                Output::Close { conn, code } => self.close(conn, code),
+                Output::Wake { session } => {
+                    for w in self.waiters.remove(&session).unwrap_or_default() {
+                        let _ = w.send(());
+                    }
+                }
+                Output::Rejected { code } => {
+                    metrics::counter!("floe_signal_errors_total", "code" => code.as_str())
+                        .increment(1);
+                }
+                other => tracing::warn!(?other, "unhandled hub output"),
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ServerMsg) {
+        match self.sinks.get_mut(&conn) {
+            Some(Sink::Ws(tx)) => {
+                let text = match serde_json::to_string(&msg) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serialize a server message");
+                        return;
+                    }
+                };
+                metrics::counter!("floe_signal_messages_total", "direction" => "out").increment(1);
+                if tx.try_send(Outbound::Text(text)).is_err() {
+                    // Too slow (or gone): drop it; the session stays resumable.
+                    tracing::debug!(%conn, "slow or closed WebSocket consumer dropped");
+                    metrics::counter!("floe_signal_slow_consumers_total").increment(1);
+                    self.sinks.remove(&conn);
+                    self.hub.handle_disconnect(conn, now());
+                }
+            }
+            Some(Sink::RestJoin(reply)) => {
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(msg);
+                }
+                // The REST join's virtual connection ends with its answer.
+                self.sinks.remove(&conn);
+                self.hub.handle_disconnect(conn, now());
+            }
+            None => {}
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, code: ErrorCode) {
+        if let Some(Sink::Ws(tx)) = self.sinks.remove(&conn) {
+            let _ = tx.try_send(Outbound::Close(code));
+        }
+    }
+
+    fn gauges(&self) {
+        let s = self.hub.stats();
+        metrics::gauge!("floe_signal_connections").set(s.connections as f64);
+        metrics::gauge!("floe_signal_sessions").set(s.sessions as f64);
+        metrics::gauge!("floe_signal_rooms").set(s.rooms as f64);
+    }
+}

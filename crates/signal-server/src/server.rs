@@ -1,0 +1,591 @@
+//! The HTTP surface: routes, the WebSocket connection task, the REST post box, ICE servers,
+//! static files, metrics, and the run loop with graceful shutdown.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use floe_signal::auth::{is_loopback, Auth};
+use floe_signal::ice::IceConfig;
+use floe_signal::proto::{ErrorBody, ServerMsg};
+use floe_signal::{ErrorCode, PeerId, SessionId};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use crate::actor::{self, HubHandle, Outbound, OUTBOUND_QUEUE};
+use crate::config::{ConfigError, SignalConfig};
+
+/// Renders the Prometheus text exposition for `GET /metrics`.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Longest REST long-poll, seconds.
+const MAX_POLL_WAIT_SECS: u64 = 25;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is unusable.
+    #[error("signalling configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// Serving failed.
+    #[error("signalling server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The signalling server: a configuration plus optional hooks. Build it, then [`Self::run`].
+pub struct SignalServer {
+    config: SignalConfig,
+    metrics: Option<MetricsRender>,
+}
+
+impl std::fmt::Debug for SignalServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalServer")
+            .field("config", &self.config)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+impl SignalServer {
+    /// A server with `config`.
+    pub fn new(config: SignalConfig) -> Self {
+        Self {
+            config,
+            metrics: None,
+        }
+    }
+
+    /// Serves `GET /metrics` with `render` (the binary installs the Prometheus recorder and
+    /// passes its handle's `render`). Without it `/metrics` answers 404.
+    pub fn with_metrics(mut self, render: MetricsRender) -> Self {
+        self.metrics = Some(render);
+        self
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then tells every client to reconnect
+    /// elsewhere (`go_away`), closes the connections and returns once they drained (bounded by
+    /// `shutdown_grace_ms`).
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let hub_config = self.config.hub_config()?;
+        let auth = hub_config.auth.clone();
+        let ice = hub_config.ice.clone();
+        let addr = listener.local_addr()?;
+        if auth.is_production() {
+            tracing::info!(%addr, "signalling: production mode, every join needs a JWT");
+        } else {
+            tracing::warn!(
+                %addr,
+                "signalling: DEVELOPMENT MODE: anonymous joins accepted from localhost only; \
+                 set --jwt-secret or --jwt-public-key for production"
+            );
+        }
+        let (hub, hub_task) = actor::spawn(hub_config);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let conn_limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let state = AppState(Arc::new(Inner {
+            hub: hub.clone(),
+            auth,
+            ice,
+            conn_limit: conn_limit.clone(),
+            max_message_bytes: self.config.max_message_bytes,
+            metrics: self.metrics,
+            stop: stop_rx,
+        }));
+        let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let on_shutdown = async move {
+            shutdown.await;
+            tracing::info!("signalling: shutting down, telling clients to reconnect elsewhere");
+            let _ = stop_tx.send(true);
+            hub.shutdown(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX))
+                .await;
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(on_shutdown)
+            .await?;
+        // WebSocket tasks outlive hyper's graceful shutdown; wait for them to flush their close.
+        let max = u32::try_from(self.config.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(grace, conn_limit.acquire_many(max)).await;
+        hub_task.abort();
+        Ok(())
+    }
+}
+
+/// Runs the signalling server on `listener` until `shutdown` completes (see [`SignalServer`]).
+pub async fn run(
+    config: SignalConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    SignalServer::new(config).run(listener, shutdown).await
+}
+
+#[derive(Clone)]
+struct AppState(Arc<Inner>);
+
+struct Inner {
+    hub: HubHandle,
+    auth: Auth,
+    ice: IceConfig,
+    conn_limit: Arc<Semaphore>,
+    max_message_bytes: usize,
+    metrics: Option<MetricsRender>,
+    stop: watch::Receiver<bool>,
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/floe.js", get(client_js))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/ws", get(ws_upgrade))
+        .route("/v1/ice-servers", get(ice_servers))
+        .route("/v1/rest/join", post(rest_join))
+        .route(
+            "/v1/rest/sessions/{session}/messages",
+            post(rest_post).get(rest_poll),
+        )
+        .route(
+            "/v1/rest/sessions/{session}",
+            axum::routing::delete(rest_leave),
+        )
+        .with_state(state)
+}
+
+// ---- errors -------------------------------------------------------------------------------
+
+fn count(code: ErrorCode) {
+    metrics::counter!("floe_signal_errors_total", "code" => code.as_str()).increment(1);
+}
+
+/// An error answer in the same JSON shape as the WebSocket `error` message.
+fn error_response(body: ErrorBody) -> Response {
+    let status = StatusCode::from_u16(body.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, Json(ServerMsg::Error(body))).into_response()
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
+    count(code);
+    error_response(ErrorBody {
+        code,
+        message: message.into(),
+        fatal: false,
+        ref_seq: None,
+    })
+}
+
+fn gone() -> Response {
+    refuse(ErrorCode::ServerShutdown, "the server is shutting down")
+}
+
+/// Development mode: a page from a non-local origin must not use a developer's localhost server
+/// (a malicious site could otherwise join rooms through the visitor's browser).
+fn origin_refused(state: &Inner, headers: &HeaderMap) -> Option<Response> {
+    if state.auth.is_production() {
+        return None;
+    }
+    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("");
+    let local = origin_host(origin).is_some_and(|h| {
+        h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(is_loopback)
+    });
+    (!local).then(|| {
+        refuse(
+            ErrorCode::Forbidden,
+            "development mode accepts pages served from localhost only",
+        )
+    })
+}
+
+/// The host of an `Origin` header value (`scheme://host[:port]`), without IPv6 brackets.
+fn origin_host(origin: &str) -> Option<&str> {
+    let authority = origin.split_once("://")?.1;
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split_once(']').map(|(h, _)| h);
+    }
+    Some(authority.rsplit_once(':').map_or(authority, |(h, _)| h))
+}
+
+// ---- static files and small routes --------------------------------------------------------
+
+async fn index() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        crate::assets::INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn client_js() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        crate::assets::FLOE_JS,
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.0.metrics {
+        Some(render) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            )],
+            render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `GET /v1/ice-servers`: the same list as in `welcome`. Production mode: `Authorization:
+/// Bearer <JWT>` (any room); the token's `peer` claim names the TURN user.
+async fn ice_servers(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let now = unix_now();
+    let user = match &state.0.auth {
+        Auth::Development => {
+            if !is_loopback(addr.ip()) {
+                return refuse(
+                    ErrorCode::AuthRequired,
+                    "development mode serves localhost only",
+                );
+            }
+            if let Some(r) = origin_refused(&state.0, &headers) {
+                return r;
+            }
+            "anonymous".to_string()
+        }
+        Auth::Jwt(v) => {
+            let Some(token) = bearer(&headers) else {
+                return refuse(ErrorCode::AuthRequired, "send Authorization: Bearer <JWT>");
+            };
+            match v.verify(token, now) {
+                Ok(c) => c.peer.unwrap_or_else(|| "anonymous".into()),
+                Err(d) => return refuse(d.code, d.message),
+            }
+        }
+    };
+    let Ok(peer) = PeerId::new(user) else {
+        return refuse(
+            ErrorCode::InvalidToken,
+            "the token's peer claim is not a valid peer id",
+        );
+    };
+    let servers = state.0.ice.servers_for(&peer, now);
+    Json(json!({ "iceServers": servers, "ttl": state.0.ice.turn_ttl_secs })).into_response()
+}
+
+// ---- WebSocket ----------------------------------------------------------------------------
+
+async fn ws_upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if *state.0.stop.borrow() {
+        return gone();
+    }
+    if let Some(r) = origin_refused(&state.0, &headers) {
+        return r;
+    }
+    let Ok(permit) = state.0.conn_limit.clone().try_acquire_owned() else {
+        return refuse(
+            ErrorCode::ServerBusy,
+            "connection limit reached; try another node",
+        );
+    };
+    // Frames up to 4x the message limit are read and refused politely by the hub; larger ones
+    // break the connection at the transport (and are counted as message_too_large too).
+    let hard_cap = state.0.max_message_bytes.saturating_mul(4).max(4096);
+    ws.max_message_size(hard_cap)
+        .max_frame_size(hard_cap)
+        .on_upgrade(move |socket| async move {
+            connection(socket, addr.ip(), state).await;
+            drop(permit);
+        })
+}
+
+async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
+    let hub = state.0.hub.clone();
+    let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let Ok(conn) = hub.connect(ip, tx).await else {
+        return;
+    };
+    let (mut sink, mut stream) = socket.split();
+    let writer = async {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outbound::Text(text) => {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Outbound::Close(code) => {
+                    let frame = CloseFrame {
+                        code: close_code(code),
+                        reason: code.as_str().into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+            }
+        }
+    };
+    let reader = async {
+        while let Some(msg) = stream.next().await {
+            let data = match msg {
+                Ok(Message::Text(t)) => t.as_str().as_bytes().to_vec(),
+                Ok(Message::Binary(b)) => b.to_vec(),
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(Message::Close(_)) => break,
+                Err(e) => {
+                    if is_capacity_error(e) {
+                        hub.oversized(conn).await;
+                        // Give the writer a moment to send the error and the close frame.
+                        std::future::pending::<()>().await;
+                    }
+                    break;
+                }
+            };
+            if hub.frame(conn, data).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = writer => {}
+        () = reader => {}
+    }
+    hub.disconnect(conn).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_hosts() {
+        assert_eq!(origin_host("http://localhost:8080"), Some("localhost"));
+        assert_eq!(origin_host("http://127.0.0.1"), Some("127.0.0.1"));
+        assert_eq!(origin_host("http://[::1]:80"), Some("::1"));
+        assert_eq!(origin_host("https://evil.example"), Some("evil.example"));
+        assert_eq!(origin_host("null"), None);
+    }
+}
+
+fn is_capacity_error(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast::<tokio_tungstenite::tungstenite::Error>()
+        .is_ok_and(|e| matches!(*e, tokio_tungstenite::tungstenite::Error::Capacity(_)))
+}
+
+/// The WebSocket close code for a fatal error.
+fn close_code(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::MessageTooLarge => 1009,
+        ErrorCode::ServerShutdown => 1012, // service restart: reconnect
+        ErrorCode::Internal => 1011,
+        _ => 1008, // policy violation
+    }
+}
+
+// ---- REST post box -----------------------------------------------------------------------
+
+async fn read_body(state: &Inner, body: Body) -> Result<Vec<u8>, Response> {
+    // Read a little past the limit so the hub can tell "too large" apart from a cut body.
+    let limit = state.max_message_bytes.saturating_add(1);
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b.to_vec()),
+        Err(_) => Err(refuse(
+            ErrorCode::MessageTooLarge,
+            format!("body exceeds {} bytes", state.max_message_bytes),
+        )),
+    }
+}
+
+/// `POST /v1/rest/join`: body is a `join` message; answers `welcome` (200) or an error.
+async fn rest_join(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    if *state.0.stop.borrow() {
+        return gone();
+    }
+    if let Some(r) = origin_refused(&state.0, req.headers()) {
+        return r;
+    }
+    let body = match read_body(&state.0, req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        state.0.hub.rest_join(addr.ip(), body),
+    )
+    .await;
+    match answer {
+        Ok(Ok(ServerMsg::Error(e))) => error_response(e),
+        Ok(Ok(msg)) => Json(msg).into_response(),
+        Ok(Err(_)) => gone(),
+        Err(_) => refuse(ErrorCode::Internal, "the join was not answered in time"),
+    }
+}
+
+/// The session of a REST path and the bearer token, or the refusal.
+fn rest_target(session: &str, headers: &HeaderMap) -> Result<(SessionId, String), Box<Response>> {
+    let Some(token) = bearer(headers) else {
+        return Err(Box::new(refuse(
+            ErrorCode::AuthRequired,
+            "send Authorization: Bearer <resumeToken>",
+        )));
+    };
+    let session = SessionId::new(session).map_err(|_| {
+        Box::new(refuse(
+            ErrorCode::SessionNotFound,
+            "unknown session or wrong bearer token",
+        ))
+    })?;
+    Ok((session, token.to_string()))
+}
+
+/// `POST /v1/rest/sessions/{session}/messages`: one client message; answers
+/// `{"replies":[...]}` (errors for asynchronous refusals, `pong`, `refreshed`).
+async fn rest_post(
+    State(state): State<AppState>,
+    Path(session): Path<String>,
+    req: Request,
+) -> Response {
+    let (session, token) = match rest_target(&session, req.headers()) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let body = match read_body(&state.0, req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match state.0.hub.rest_post(session, token, body).await {
+        Ok(Ok(replies)) => Json(json!({ "replies": replies })).into_response(),
+        Ok(Err(e)) => error_response(e),
+        Err(_) => gone(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PollQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait: u64,
+}
+
+/// `GET /v1/rest/sessions/{session}/messages?after=N&wait=S`: acknowledges up to `after` and
+/// answers `{"messages":[...],"lastSeq":N}`, waiting up to `wait` seconds (max 25) for one.
+async fn rest_poll(
+    State(state): State<AppState>,
+    Path(session): Path<String>,
+    Query(q): Query<PollQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let (session, token) = match rest_target(&session, &headers) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let wait = Duration::from_secs(q.wait.min(MAX_POLL_WAIT_SECS));
+    let hub = &state.0.hub;
+    let (watch_tx, watch_rx) = oneshot::channel();
+    let watch = (!wait.is_zero()).then_some(watch_tx);
+    let first = match hub
+        .rest_poll(session.clone(), token.clone(), q.after, watch)
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => return gone(),
+    };
+    let poll = match first {
+        Ok(p) if p.messages.is_empty() && !wait.is_zero() => {
+            let mut stop = state.0.stop.clone();
+            tokio::select! {
+                _ = tokio::time::timeout(wait, watch_rx) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            match hub.rest_poll(session, token, q.after, None).await {
+                Ok(r) => r,
+                Err(_) => return gone(),
+            }
+        }
+        other => other,
+    };
+    match poll {
+        Ok(p) => Json(json!({ "messages": p.messages, "lastSeq": p.last_seq })).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `DELETE /v1/rest/sessions/{session}`: leave the room (204).
+async fn rest_leave(
+    State(state): State<AppState>,
+    Path(session): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (session, token) = match rest_target(&session, &headers) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    match state
+        .0
+        .hub
+        .rest_post(session, token, br#"{"type":"leave"}"#.to_vec())
+        .await
+    {
+        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => error_response(e),
+        Err(_) => gone(),
+    }
+}

@@ -1,0 +1,642 @@
+//! The signalling server on real loopback sockets: WebSocket and REST, every error path of
+//! issue 4 §6, resume across a real reconnect, ICE servers, metrics and graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers: a failed unwrap is a failed test.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use floe_signal::auth::{mint_hs256, Claims};
+use floe_signal_server::{SignalConfig, SignalServer};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const T: Duration = Duration::from_secs(5);
+
+fn metrics_render() -> floe_signal_server::MetricsRender {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    let h = HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("recorder")
+    });
+    let h = h.clone();
+    std::sync::Arc::new(move || h.render())
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), floe_signal_server::ServerError>>,
+}
+
+impl Server {
+    async fn start(config: SignalConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = SignalServer::new(config).with_metrics(metrics_render());
+        let task = tokio::spawn(server.run(listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(T, self.task)
+            .await
+            .expect("server stops in time")
+            .unwrap()
+            .unwrap();
+    }
+    async fn ws(&self) -> Ws {
+        Ws::connect(self.addr, None).await.unwrap()
+    }
+    async fn join(&self, room: &str, peer: &str) -> (Ws, Value) {
+        let mut ws = self.ws().await;
+        ws.send(json!({"type":"join","v":1,"room":room,"peer":peer}))
+            .await;
+        let w = ws.recv().await;
+        assert_eq!(w["type"], "welcome", "{w}");
+        (ws, w)
+    }
+}
+
+struct Ws {
+    inner: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    async fn connect(
+        addr: SocketAddr,
+        origin: Option<&str>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let mut req = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        let (inner, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("connect in time")?;
+        Ok(Self { inner })
+    }
+    async fn send(&mut self, v: Value) {
+        self.inner
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
+    }
+    async fn send_raw(&mut self, s: String) {
+        self.inner.send(Message::Text(s.into())).await.unwrap();
+    }
+    /// The next JSON message (pongs from the server are skipped).
+    async fn recv(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(T, self.inner.next())
+                .await
+                .expect("message in time")
+                .expect("open")
+                .unwrap();
+            match m {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+    async fn expect_error(&mut self, code: &str) -> Value {
+        let m = self.recv().await;
+        assert_eq!(
+            (m["type"].as_str(), m["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{m}"
+        );
+        m
+    }
+    /// Waits for the close frame and returns (code, reason).
+    async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match tokio::time::timeout(T, self.inner.next())
+                .await
+                .expect("close in time")
+            {
+                Some(Ok(Message::Close(Some(f)))) => return (f.code.into(), f.reason.to_string()),
+                Some(Ok(Message::Close(None))) | None => return (0, String::new()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return (0, String::new()),
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client (Connection: close) so the tests need no HTTP client crate.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
+    let mut s = tokio::time::timeout(T, TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(40), s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+    )
+}
+
+async fn post_json(addr: SocketAddr, path: &str, bearer: Option<&str>, v: &Value) -> (u16, Value) {
+    let auth = bearer.map(|b| format!("Bearer {b}"));
+    let mut h = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        h.push(("authorization", a));
+    }
+    http(addr, "POST", path, &h, v.to_string().as_bytes()).await
+}
+
+#[tokio::test]
+async fn two_peers_join_see_presence_and_exchange_signals() {
+    let s = Server::start(SignalConfig::default()).await;
+    let (mut a, wa) = s.join("room", "alice").await;
+    assert_eq!(wa["v"], 1);
+    assert_eq!(wa["peers"], json!([]));
+    assert!(wa["resumeToken"].as_str().unwrap().len() >= 32);
+    let (mut b, wb) = s.join("room", "bob").await;
+    assert_eq!(
+        wb["peers"],
+        json!([{"peer":"alice","polite":false,"offerer":true}])
+    );
+    let pj = a.recv().await;
+    assert_eq!(
+        pj,
+        json!({"type":"peer_joined","seq":1,"peer":"bob","polite":true,"offerer":false})
+    );
+    b.send(json!({"type":"candidate","to":"alice","candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"u"})).await;
+    b.send(json!({"type":"offer","to":"alice","sdp":"v=0"}))
+        .await;
+    let o = a.recv().await;
+    assert_eq!(
+        (o["type"].as_str(), o["from"].as_str(), o["seq"].as_u64()),
+        (Some("offer"), Some("bob"), Some(2))
+    );
+    let c = a.recv().await;
+    assert_eq!(
+        c["type"], "candidate",
+        "the candidate sent before the offer follows it"
+    );
+    assert_eq!(c["sdpMLineIndex"], 0);
+    a.send(json!({"type":"answer","to":"bob","sdp":"v=0 a"}))
+        .await;
+    assert_eq!(b.recv().await["type"], "answer");
+    a.send(json!({"type":"ping","ack":3})).await;
+    assert_eq!(a.recv().await, json!({"type":"pong","ack":0}));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_misaddressed_messages_get_errors_without_affecting_others() {
+    let s = Server::start(SignalConfig::default()).await;
+    let (mut a, _) = s.join("r", "alice").await;
+    let (mut b, _) = s.join("r", "bob").await;
+    a.recv().await; // peer_joined
+    b.send_raw("{oops".into()).await;
+    b.expect_error("bad_json").await;
+    b.send(json!({"type":"teleport"})).await;
+    b.expect_error("unknown_type").await;
+    b.send(json!({"type":"offer","to":"alice"})).await;
+    b.expect_error("bad_message").await;
+    b.send(json!({"type":"offer","to":"nobody","sdp":"x","seq":7}))
+        .await;
+    let e = b.expect_error("peer_not_found").await;
+    assert_eq!(e["refSeq"], 7);
+    b.inner
+        .send(Message::Binary(vec![0xff, 0x00].into()))
+        .await
+        .unwrap();
+    b.expect_error("bad_json").await;
+    b.send(json!({"type":"join","v":1,"room":"r"})).await;
+    b.expect_error("already_joined").await;
+    let mut c = s.ws().await;
+    c.send(json!({"type":"data","data":1})).await;
+    c.expect_error("not_joined").await;
+    c.send(json!({"type":"join","v":9,"room":"r"})).await;
+    c.expect_error("unsupported_version").await;
+    // Alice is untouched and the connection of bob still works.
+    b.send(json!({"type":"data","to":"alice","data":"hi"}))
+        .await;
+    let d = a.recv().await;
+    assert_eq!(
+        (d["type"].as_str(), d["data"].as_str()),
+        (Some("data"), Some("hi"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_frames_are_refused_and_close_the_connection() {
+    let s = Server::start(SignalConfig {
+        max_message_bytes: 1024,
+        ..SignalConfig::default()
+    })
+    .await;
+    let (mut a, _) = s.join("r", "alice").await;
+    let (mut b, _) = s.join("r", "bob").await;
+    a.recv().await;
+    b.send(json!({"type":"data","to":"alice","data":"x".repeat(1100)}))
+        .await;
+    let e = b.expect_error("message_too_large").await;
+    assert_eq!(e["fatal"], true);
+    assert_eq!(b.expect_close().await, (1009, "message_too_large".into()));
+    // Beyond the transport's hard cap (4x) the connection is dropped outright.
+    let (mut c, _) = s.join("r", "carol").await;
+    let _ = c.inner.send(Message::Text("y".repeat(5000).into())).await;
+    let (code, _) = c.expect_close().await;
+    assert!(code == 1009 || code == 0, "closed with {code}");
+    a.send(json!({"type":"ping"})).await;
+    let mut got = a.recv().await;
+    while got["type"] != "pong" {
+        got = a.recv().await; // presence of bob/carol may come first
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn message_rate_limit() {
+    let s = Server::start(SignalConfig {
+        msgs_per_sec: 1,
+        msg_burst: 3,
+        ..SignalConfig::default()
+    })
+    .await;
+    let (mut a, _) = s.join("r", "alice").await; // one token used by the join
+    for _ in 0..2 {
+        a.send(json!({"type":"ping"})).await;
+        assert_eq!(a.recv().await["type"], "pong");
+    }
+    a.send(json!({"type":"ping"})).await;
+    let e = a.expect_error("rate_limited").await;
+    assert_eq!(e["fatal"], false);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn join_rate_room_capacity_room_count_and_connection_limits() {
+    let s = Server::start(SignalConfig {
+        joins_per_min_per_ip: 4,
+        max_peers_per_room: 1,
+        max_rooms: 2,
+        ..SignalConfig::default()
+    })
+    .await;
+    let (_a, _) = s.join("r1", "a").await;
+    let mut x = s.ws().await;
+    x.send(json!({"type":"join","v":1,"room":"r1","peer":"b"}))
+        .await;
+    x.expect_error("room_full").await;
+    x.send(json!({"type":"join","v":1,"room":"r2","peer":"a"}))
+        .await;
+    assert_eq!(x.recv().await["type"], "welcome");
+    let mut y = s.ws().await;
+    y.send(json!({"type":"join","v":1,"room":"r3","peer":"c"}))
+        .await;
+    y.expect_error("too_many_rooms").await;
+    y.send(json!({"type":"join","v":1,"room":"r3","peer":"c"}))
+        .await;
+    y.expect_error("join_rate_limited").await;
+    s.stop().await;
+
+    let s = Server::start(SignalConfig {
+        max_connections: 1,
+        ..SignalConfig::default()
+    })
+    .await;
+    let _first = s.ws().await;
+    let err = Ws::connect(s.addr, None)
+        .await
+        .err()
+        .expect("second connection refused");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 503),
+        other => panic!("expected HTTP 503, got {other:?}"),
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn resume_after_a_real_reconnect_replays_missed_messages() {
+    let s = Server::start(SignalConfig::default()).await;
+    let (mut a, _) = s.join("r", "alice").await;
+    let (b, wb) = s.join("r", "bob").await;
+    a.recv().await;
+    drop(b);
+    for i in 0..3 {
+        a.send(json!({"type":"data","to":"bob","data":i})).await;
+    }
+    // A message to bob is accepted while bob is away (no error comes back to alice).
+    a.send(json!({"type":"ping"})).await;
+    assert_eq!(a.recv().await["type"], "pong");
+    let mut b2 = s.ws().await;
+    b2.send(json!({"type":"resume","session":wb["session"],"resumeToken":wb["resumeToken"],"lastSeq":0})).await;
+    let r = b2.recv().await;
+    assert_eq!(r["type"], "resumed", "{r}");
+    assert_eq!(r["lastSeq"], 3);
+    for i in 0..3 {
+        let d = b2.recv().await;
+        assert_eq!(
+            (d["data"].as_i64(), d["seq"].as_u64()),
+            (Some(i), Some(i as u64 + 1))
+        );
+    }
+    b2.send(json!({"type":"resume","session":wb["session"],"resumeToken":"bad","lastSeq":0}))
+        .await;
+    b2.expect_error("already_joined").await;
+    let mut b3 = s.ws().await;
+    b3.send(json!({"type":"resume","session":wb["session"],"resumeToken":"bad"}))
+        .await;
+    b3.expect_error("resume_failed").await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rest_post_box_talks_to_a_websocket_peer_with_long_poll() {
+    let s = Server::start(SignalConfig::default()).await;
+    let (mut a, _) = s.join("r", "alice").await;
+    let (st, w) = post_json(
+        s.addr,
+        "/v1/rest/join",
+        None,
+        &json!({"type":"join","v":1,"room":"r","peer":"rest"}),
+    )
+    .await;
+    assert_eq!((st, w["type"].as_str()), (200, Some("welcome")), "{w}");
+    assert_eq!(w["peers"][0]["peer"], "alice");
+    let sid = w["session"].as_str().unwrap().to_string();
+    let tok = w["resumeToken"].as_str().unwrap().to_string();
+    assert_eq!(a.recv().await["peer"], "rest");
+    let path = format!("/v1/rest/sessions/{sid}/messages");
+    let (st, r) = post_json(
+        s.addr,
+        &path,
+        Some(&tok),
+        &json!({"type":"offer","to":"alice","sdp":"o"}),
+    )
+    .await;
+    assert_eq!((st, r.clone()), (200, json!({"replies":[]})));
+    assert_eq!(a.recv().await["from"], "rest");
+    // A long-poll parked before alice answers is woken by the answer.
+    let addr = s.addr;
+    let (p2, t2) = (path.clone(), tok.clone());
+    let poll = tokio::spawn(async move {
+        let auth = format!("Bearer {t2}");
+        http(
+            addr,
+            "GET",
+            &format!("{p2}?after=0&wait=20"),
+            &[("authorization", &auth)],
+            b"",
+        )
+        .await
+    });
+    a.send(json!({"type":"ping"})).await; // make sure the poll had a chance to park first
+    a.recv().await;
+    a.send(json!({"type":"answer","to":"rest","sdp":"a"})).await;
+    let (st, got) = tokio::time::timeout(T, poll)
+        .await
+        .expect("long-poll woken")
+        .unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(got["messages"][0]["type"], "answer", "{got}");
+    assert_eq!(got["lastSeq"], 1);
+    // Errors of the REST surface.
+    let (st, e) = post_json(
+        s.addr,
+        &path,
+        Some(&tok),
+        &json!({"type":"data","to":"ghost","data":1,"seq":4}),
+    )
+    .await;
+    assert_eq!(
+        (st, e["replies"][0]["code"].as_str()),
+        (200, Some("peer_not_found"))
+    );
+    let (st, e) = post_json(s.addr, &path, Some("wrong"), &json!({"type":"ping"})).await;
+    assert_eq!((st, e["code"].as_str()), (404, Some("session_not_found")));
+    let (st, e) = post_json(s.addr, &path, None, &json!({"type":"ping"})).await;
+    assert_eq!((st, e["code"].as_str()), (401, Some("auth_required")));
+    let bad = http(
+        s.addr,
+        "POST",
+        &path,
+        &[("authorization", &format!("Bearer {tok}"))],
+        b"{nope",
+    )
+    .await;
+    assert_eq!((bad.0, bad.1["code"].as_str()), (400, Some("bad_json")));
+    let (st, e) = post_json(s.addr, &path, Some(&tok), &json!({"type":"warp"})).await;
+    assert_eq!((st, e["code"].as_str()), (400, Some("unknown_type")));
+    let big = json!({"type":"data","data":"x".repeat(70_000)});
+    let (st, e) = post_json(s.addr, &path, Some(&tok), &big).await;
+    assert_eq!((st, e["code"].as_str()), (413, Some("message_too_large")));
+    let (st, e) = post_json(
+        s.addr,
+        "/v1/rest/join",
+        None,
+        &json!({"type":"join","v":1,"room":"r","peer":"alice"}),
+    )
+    .await;
+    assert_eq!((st, e["code"].as_str()), (409, Some("peer_id_taken")));
+    let auth = format!("Bearer {tok}");
+    let (st, _) = http(
+        s.addr,
+        "DELETE",
+        &format!("/v1/rest/sessions/{sid}"),
+        &[("authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 204);
+    let left = a.recv().await;
+    assert_eq!(
+        (left["type"].as_str(), left["reason"].as_str()),
+        (Some("peer_left"), Some("left"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn ice_servers_carry_turn_rest_credentials() {
+    let s = Server::start(SignalConfig {
+        stun_urls: vec!["stun:127.0.0.1:3478".into()],
+        turn_urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+        turn_secret: Some("turnsecret".into()),
+        turn_ttl_secs: 600,
+        ..SignalConfig::default()
+    })
+    .await;
+    let (st, v) = http(s.addr, "GET", "/v1/ice-servers", &[], b"").await;
+    assert_eq!(st, 200);
+    assert_eq!(v["iceServers"][0]["urls"][0], "stun:127.0.0.1:3478");
+    let (_ws, w) = s.join("r", "alice").await;
+    let turn = &w["iceServers"][1];
+    let user = turn["username"].as_str().unwrap();
+    assert!(user.ends_with(":alice"), "{user}");
+    assert_eq!(
+        turn["credential"].as_str().unwrap(),
+        floe_turn::rest::password_for(b"turnsecret", user)
+    );
+    let (st, _) = http(
+        s.addr,
+        "GET",
+        "/v1/ice-servers",
+        &[("origin", "https://evil.example")],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 403);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn production_mode_requires_jwts_and_refuses_foreign_origins_only_in_development() {
+    let s = Server::start(SignalConfig {
+        jwt_secret: Some("k3y".into()),
+        ..SignalConfig::default()
+    })
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let token = mint_hs256(
+        b"k3y",
+        &Claims {
+            room: "r".into(),
+            peer: Some("bob".into()),
+            perms: None,
+            exp,
+            nbf: None,
+            iat: None,
+        },
+    )
+    .unwrap();
+    let mut ws = Ws::connect(s.addr, Some("https://app.example"))
+        .await
+        .unwrap();
+    ws.send(json!({"type":"join","v":1,"room":"r"})).await;
+    ws.expect_error("auth_required").await;
+    ws.send(json!({"type":"join","v":1,"room":"r","token":"a.b.c"}))
+        .await;
+    ws.expect_error("invalid_token").await;
+    ws.send(json!({"type":"join","v":1,"room":"r","token":token}))
+        .await;
+    let w = ws.recv().await;
+    assert_eq!(
+        (
+            w["type"].as_str(),
+            w["peer"].as_str(),
+            w["tokenExp"].as_u64()
+        ),
+        (Some("welcome"), Some("bob"), Some(exp))
+    );
+    let (st, e) = http(s.addr, "GET", "/v1/ice-servers", &[], b"").await;
+    assert_eq!((st, e["code"].as_str()), (401, Some("auth_required")));
+    let auth = format!("Bearer {token}");
+    let (st, _) = http(
+        s.addr,
+        "GET",
+        "/v1/ice-servers",
+        &[("authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 200);
+    s.stop().await;
+
+    let s = Server::start(SignalConfig::default()).await;
+    let err = Ws::connect(s.addr, Some("https://evil.example"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 403),
+        "{err:?}"
+    );
+    assert!(Ws::connect(s.addr, Some("http://localhost:8080"))
+        .await
+        .is_ok());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_to_reconnect_elsewhere() {
+    let s = Server::start(SignalConfig::default()).await;
+    let (mut a, _) = s.join("r", "alice").await;
+    let mut idle = s.ws().await;
+    let addr = s.addr;
+    let stopping = tokio::spawn(s.stop());
+    for ws in [&mut a, &mut idle] {
+        let g = ws.recv().await;
+        assert_eq!(g["type"], "go_away", "{g}");
+        assert!(g["reconnectMs"].as_u64().is_some());
+        assert_eq!(ws.expect_close().await, (1012, "server_shutdown".into()));
+    }
+    tokio::time::timeout(T, stopping).await.unwrap().unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn static_files_health_and_metrics() {
+    let s = Server::start(SignalConfig::default()).await;
+    let (st, body) = http(s.addr, "GET", "/", &[], b"").await;
+    assert_eq!(st, 200);
+    assert!(body.as_str().unwrap().contains("floe"), "index served");
+    let (st, body) = http(s.addr, "GET", "/floe.js", &[], b"").await;
+    assert_eq!(st, 200);
+    assert!(body.as_str().unwrap().contains("export"), "module served");
+    assert_eq!(http(s.addr, "GET", "/healthz", &[], b"").await.0, 200);
+    let mut ws = s.ws().await;
+    ws.send_raw("not json".into()).await;
+    ws.expect_error("bad_json").await;
+    let (st, body) = http(s.addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(st, 200);
+    let text = body.as_str().unwrap();
+    assert!(
+        text.contains("floe_signal_errors_total{code=\"bad_json\"}"),
+        "{text}"
+    );
+    assert!(text.contains("floe_signal_connections"), "{text}");
+    s.stop().await;
+}

@@ -1,0 +1,761 @@
+// floe.js: browser client for floe signalling (protocol v1). ES module, no build step.
+//
+//   import { FloeRoom } from '/floe.js';
+//   const room = new FloeRoom({ room: 'demo', peer: 'alice' });
+//   room.addEventListener('peer', (e) => { const p = e.detail; p.addEventListener('chat', ...); });
+//   await room.join();
+//   room.broadcastChat('hello');
+//
+// Two layers:
+// - FloeSignal: the signalling session. WebSocket at /v1/ws (or the REST post box), join,
+//   heartbeats, acknowledgements, resume after a network blip (every missed message is replayed
+//   in order, unacknowledged outgoing messages are resent and deduplicated by the server),
+//   go_away handling, and automatic fallback to REST when a WebSocket cannot be opened.
+// - FloeRoom / FloePeer: one RTCPeerConnection per other peer, perfect negotiation using the
+//   server-assigned roles (`offerer`, `polite`), trickle ICE, ICE servers from the join answer,
+//   a chat data channel and a file channel with progress, optional media.
+//
+// docs/signalling.md describes the wire protocol.
+
+export const PROTOCOL_VERSION = 1;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** An error answer from the server (`code` is stable; see docs/signalling.md). */
+export class FloeError extends Error {
+  constructor(body) {
+    super(`${body.code}: ${body.message}`);
+    this.code = body.code;
+    this.fatal = !!body.fatal;
+    this.refSeq = body.refSeq;
+  }
+}
+
+function httpBase(url) {
+  const u = new URL(url || globalThis.location?.origin || 'http://127.0.0.1:8080');
+  return `${u.protocol}//${u.host}`;
+}
+
+function wsUrl(base) {
+  return `${base.replace(/^http/, 'ws')}/v1/ws`;
+}
+
+/**
+ * One signalling session. Events (CustomEvent, data in `detail`):
+ * - `welcome` (the join answer), `resumed` (after a reconnect)
+ * - `message` (every numbered server message, exactly once and in order)
+ * - `state` ('connecting' | 'open' | 'reconnecting' | 'closed')
+ * - `error` (FloeError for refused messages), `transport` ('ws' | 'rest')
+ */
+export class FloeSignal extends EventTarget {
+  /**
+   * @param {object} o
+   * @param {string} o.room room id
+   * @param {string} [o.peer] peer id (server-assigned when omitted)
+   * @param {string} [o.token] JWT (production mode)
+   * @param {string} [o.url] server base URL (default: this page's origin)
+   * @param {'auto'|'ws'|'rest'} [o.transport] default 'auto': WebSocket, REST if it cannot open
+   */
+  constructor(o) {
+    super();
+    this.room = o.room;
+    this.peer = o.peer;
+    this.token = o.token;
+    this.base = httpBase(o.url);
+    this.transport = o.transport || 'auto';
+    this.state = 'closed';
+    this.welcome = null;
+    this.session = null;
+    this.resumeToken = null;
+    this.lastSeq = 0; // highest server seq processed
+    this.clientSeq = 0; // last client seq assigned
+    this.outbox = []; // sent but not confirmed by the server (pong.ack / resumed.received)
+    this.ws = null;
+    this.closed = false;
+    this._pending = null; // {resolve, reject} of join()
+    this._timers = [];
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _setState(s) {
+    if (this.state !== s) {
+      this.state = s;
+      this._emit('state', s);
+    }
+  }
+
+  /** Joins the room; resolves with the `welcome` message. */
+  async join() {
+    this.closed = false;
+    if (this.transport === 'rest') return this._restJoin();
+    try {
+      return await this._wsJoin();
+    } catch (e) {
+      if (this.transport === 'auto' && e && e.wsUnavailable) return this._restJoin();
+      throw e;
+    }
+  }
+
+  _joinMsg() {
+    const m = { type: 'join', v: PROTOCOL_VERSION, room: this.room };
+    if (this.peer) m.peer = this.peer;
+    if (this.token) m.token = this.token;
+    return m;
+  }
+
+  // ---- WebSocket transport ------------------------------------------------------------------
+
+  _wsJoin() {
+    this._setState('connecting');
+    this.activeTransport = 'ws';
+    this._emit('transport', 'ws');
+    return new Promise((resolve, reject) => {
+      this._pending = { resolve, reject };
+      this._openWs((ws) => ws.send(JSON.stringify(this._joinMsg())), true);
+    });
+  }
+
+  _openWs(onOpen, first) {
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl(this.base));
+    } catch (e) {
+      if (first && this._pending) this._pending.reject(Object.assign(new Error(String(e)), { wsUnavailable: true }));
+      return;
+    }
+    this.ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      onOpen(ws);
+    };
+    ws.onmessage = (ev) => this._onFrame(ev.data);
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this._stopHeartbeat();
+      if (first && !opened && this._pending) {
+        const p = this._pending;
+        this._pending = null;
+        p.reject(Object.assign(new Error('WebSocket could not be opened'), { wsUnavailable: true }));
+        return;
+      }
+      if (!this.closed && this.session) this._reconnect(ev.code === 1012 ? this._goAwayMs || 500 : 250);
+      else if (!this.session && this._pending) {
+        const p = this._pending;
+        this._pending = null;
+        p.reject(new Error(`connection closed (${ev.code} ${ev.reason})`));
+      }
+    };
+  }
+
+  async _reconnect(delayMs) {
+    if (this._reconnecting || this.closed) return;
+    this._reconnecting = true;
+    this._setState('reconnecting');
+    let delay = delayMs;
+    for (let attempt = 0; !this.closed; attempt++) {
+      await sleep(delay);
+      if (this.closed) break;
+      const ok = await new Promise((resolve) => {
+        let settled = false;
+        const done = (v) => {
+          if (!settled) {
+            settled = true;
+            resolve(v);
+          }
+        };
+        this._resumeWaiter = done;
+        this._openWs((ws) => {
+          ws.send(
+            JSON.stringify({ type: 'resume', session: this.session, resumeToken: this.resumeToken, lastSeq: this.lastSeq }),
+          );
+        }, false);
+        const ws = this.ws;
+        if (!ws) return done(false);
+        ws.addEventListener('close', () => done(false));
+        setTimeout(() => done(false), 5000);
+      });
+      this._resumeWaiter = null;
+      if (ok === 'lost') break;
+      if (ok) {
+        this._reconnecting = false;
+        return;
+      }
+      delay = Math.min(5000, Math.round(delay * 1.7) + 100);
+    }
+    this._reconnecting = false;
+  }
+
+  _onFrame(data) {
+    let m;
+    try {
+      m = JSON.parse(data);
+    } catch {
+      return;
+    }
+    this._handle(m);
+  }
+
+  _handle(m) {
+    switch (m.type) {
+      case 'welcome':
+        this.welcome = m;
+        this.session = m.session;
+        this.resumeToken = m.resumeToken;
+        this.peer = m.peer;
+        this.lastSeq = 0;
+        this._setState('open');
+        this._startHeartbeat(m.heartbeatMs);
+        if (this._pending) {
+          const p = this._pending;
+          this._pending = null;
+          p.resolve(m);
+        }
+        this._emit('welcome', m);
+        this._flushOutbox();
+        return;
+      case 'resumed':
+        this._confirm(m.received);
+        this._setState('open');
+        this._startHeartbeat(this.welcome?.heartbeatMs || 10000);
+        if (this._resumeWaiter) this._resumeWaiter(true);
+        this._emit('resumed', m);
+        this._flushOutbox();
+        return;
+      case 'pong':
+        this._confirm(m.ack);
+        return;
+      case 'go_away':
+        this._goAwayMs = m.reconnectMs;
+        return;
+      case 'refreshed':
+        this._emit('refreshed', m);
+        return;
+      case 'error': {
+        const err = new FloeError(m);
+        if (m.code === 'resume_failed') {
+          if (this._resumeWaiter) this._resumeWaiter('lost');
+          this._sessionLost();
+          return;
+        }
+        if (this._pending && !this.session) {
+          const p = this._pending;
+          this._pending = null;
+          p.reject(err);
+          return;
+        }
+        this._emit('error', err);
+        return;
+      }
+      default:
+        if (typeof m.seq === 'number') {
+          if (m.seq <= this.lastSeq) return; // a replay we already processed
+          this.lastSeq = m.seq;
+          this._scheduleAck();
+          this._emit('message', m);
+        }
+    }
+  }
+
+  /** The session is gone for good (TTL passed): join afresh and tell the app. */
+  async _sessionLost() {
+    this.session = null;
+    this.outbox = [];
+    this._emit('sessionlost', {});
+    if (this.closed) return;
+    try {
+      if (this.ws) this.ws.close();
+      this.ws = null;
+      await this.join();
+    } catch (e) {
+      this._emit('error', e);
+    }
+  }
+
+  _confirmOne(m) {
+    this.outbox = this.outbox.filter((x) => x !== m);
+  }
+
+  _confirm(upto) {
+    if (typeof upto === 'number') this.outbox = this.outbox.filter((m) => m.seq > upto);
+  }
+
+  _scheduleAck() {
+    if (this._ackTimer || this.activeTransport === 'rest') return; // REST polls acknowledge
+
+    this._ackTimer = setTimeout(() => {
+      this._ackTimer = null;
+      this._raw({ type: 'ack', seq: this.lastSeq });
+    }, 200);
+  }
+
+  _startHeartbeat(ms) {
+    this._stopHeartbeat();
+    const every = Math.max(1000, Math.floor((ms || 10000) * 0.8));
+    this._hb = setInterval(() => this._raw({ type: 'ping', ack: this.lastSeq }), every);
+  }
+
+  _stopHeartbeat() {
+    if (this._hb) clearInterval(this._hb);
+    this._hb = null;
+  }
+
+  /** Sends an unnumbered control message if connected (dropped otherwise: they are idempotent). */
+  _raw(m) {
+    if (this.activeTransport === 'rest') {
+      if (this.session) {
+        this._restChain = (this._restChain || Promise.resolve()).then(() => this._restPost(m)).catch(() => {});
+      }
+      return;
+    }
+    if (this.ws && this.ws.readyState === 1 && this.state === 'open') this.ws.send(JSON.stringify(m));
+  }
+
+  /**
+   * Sends a routed message (offer, answer, candidate, end_of_candidates, bye, data). It gets a
+   * client `seq` and is kept until the server confirms it, so a network blip loses nothing.
+   */
+  send(msg) {
+    const m = { ...msg, seq: ++this.clientSeq };
+    this.outbox.push(m);
+    if (this.outbox.length > 4096) this.outbox.shift();
+    if (this.state === 'open') this._transmit(m);
+  }
+
+  _transmit(m) {
+    if (this.activeTransport === 'rest') {
+      // One POST at a time, so the server sees client seqs in order.
+      this._restChain = (this._restChain || Promise.resolve())
+        .then(() => (this.outbox.includes(m) ? this._restPost(m) : null))
+        .then(() => this._confirmOne(m))
+        .catch(() => {});
+    } else if (this.ws && this.ws.readyState === 1) {
+      this.ws.send(JSON.stringify(m));
+    }
+  }
+
+  _flushOutbox() {
+    for (const m of this.outbox) this._transmit(m);
+  }
+
+  /** Replaces the token on the live session (before `exp`). */
+  refresh(token) {
+    this.token = token;
+    this._raw({ type: 'refresh', token });
+  }
+
+  /** Simulates a network blip: drops the connection without leaving (the session resumes). */
+  dropConnection() {
+    if (this.ws) this.ws.close(4000, 'client blip');
+  }
+
+  /** Leaves the room for good. */
+  close() {
+    this.closed = true;
+    this._stopHeartbeat();
+    if (this.activeTransport === 'rest') {
+      if (this.session) {
+        fetch(`${this.base}/v1/rest/sessions/${this.session}`, {
+          method: 'DELETE',
+          headers: { authorization: `Bearer ${this.resumeToken}` },
+        }).catch(() => {});
+      }
+    } else if (this.ws) {
+      if (this.ws.readyState === 1) this.ws.send(JSON.stringify({ type: 'leave' }));
+      this.ws.close(1000, 'bye');
+    }
+    this.ws = null;
+    this._setState('closed');
+  }
+
+  // ---- REST transport -----------------------------------------------------------------------
+
+  async _restJoin() {
+    this._setState('connecting');
+    this.activeTransport = 'rest';
+    this._emit('transport', 'rest');
+    const r = await fetch(`${this.base}/v1/rest/join`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(this._joinMsg()),
+    });
+    const m = await r.json();
+    if (m.type === 'error') throw new FloeError(m);
+    this._handle(m);
+    this._stopHeartbeat(); // polling is the heartbeat
+    this._pollLoop();
+    return m;
+  }
+
+  async _restPost(m) {
+    const r = await fetch(`${this.base}/v1/rest/sessions/${this.session}/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${this.resumeToken}` },
+      body: JSON.stringify(m),
+    });
+    const body = await r.json();
+    if (body.type === 'error') {
+      if (body.code === 'session_not_found') return this._sessionLost();
+      this._emit('error', new FloeError(body));
+      return;
+    }
+    for (const reply of body.replies || []) this._handle(reply);
+  }
+
+  async _pollLoop() {
+    const session = this.session;
+    let backoff = 250;
+    while (!this.closed && this.session === session) {
+      try {
+        const r = await fetch(
+          `${this.base}/v1/rest/sessions/${session}/messages?after=${this.lastSeq}&wait=20`,
+          { headers: { authorization: `Bearer ${this.resumeToken}` } },
+        );
+        const body = await r.json();
+        if (body.type === 'error') {
+          if (body.code === 'session_not_found') return this._sessionLost();
+          throw new FloeError(body);
+        }
+        if (this.state !== 'open') {
+          this._setState('open');
+          this._flushOutbox();
+        }
+        for (const m of body.messages) this._handle(m);
+        backoff = 250;
+      } catch (e) {
+        if (this.closed) return;
+        this._setState('reconnecting');
+        await sleep(backoff);
+        backoff = Math.min(5000, backoff * 2);
+      }
+    }
+  }
+}
+
+// ---- WebRTC --------------------------------------------------------------------------------
+
+const FILE_CHUNK = 16 * 1024;
+
+/**
+ * The connection with one other peer. Events: `chat` ({from, text}), `file` ({name, size, type,
+ * blob}), `fileprogress` ({direction, name, sent|received, size}), `track` (RTCTrackEvent),
+ * `state` (connectionState), `closed`.
+ */
+export class FloePeer extends EventTarget {
+  constructor(room, info) {
+    super();
+    this.room = room;
+    this.id = info.peer;
+    this.polite = info.polite;
+    this.offerer = info.offerer;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.negotiated = false; // first negotiation done (the non-offerer may start renegotiations after)
+    this.pendingCandidates = [];
+    this.queue = Promise.resolve();
+    this._open();
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _open() {
+    const pc = new RTCPeerConnection(this.room._rtcConfig());
+    this.pc = pc;
+    this.chat = pc.createDataChannel('chat', { negotiated: true, id: 0 });
+    this.files = pc.createDataChannel('file', { negotiated: true, id: 1 });
+    this.files.binaryType = 'arraybuffer';
+    this.chat.onmessage = (e) => this._emit('chat', { from: this.id, text: String(e.data) });
+    this.chat.onopen = () => this._emit('open', {});
+    this.files.onmessage = (e) => this._onFileData(e.data);
+    const stream = this.room.localStream;
+    if (stream) for (const t of stream.getTracks()) pc.addTrack(t, stream);
+    pc.onnegotiationneeded = () => this._negotiate();
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate && candidate.candidate) {
+        this.room.signal.send({
+          type: 'candidate',
+          to: this.id,
+          candidate: candidate.candidate,
+          sdpMid: candidate.sdpMid,
+          sdpMLineIndex: candidate.sdpMLineIndex,
+          usernameFragment: candidate.usernameFragment,
+        });
+      } else if (!candidate) {
+        this.room.signal.send({ type: 'end_of_candidates', to: this.id });
+      }
+    };
+    pc.ontrack = (e) => this._emit('track', e);
+    pc.onconnectionstatechange = () => {
+      this._emit('state', pc.connectionState);
+      // A path that broke (e.g. after a network change) gets an ICE restart from the offerer.
+      if (pc.connectionState === 'failed' && this.offerer) pc.restartIce();
+    };
+  }
+
+  async _negotiate() {
+    if (!this.offerer && !this.negotiated) return; // the server said the other side offers first
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      const d = this.pc.localDescription;
+      this.room.signal.send({ type: d.type, to: this.id, sdp: d.sdp });
+    } catch (e) {
+      this.room._emit('error', e);
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  /** Signals are handled strictly one after another. */
+  handleSignal(m) {
+    this.queue = this.queue.then(() => this._onSignal(m)).catch((e) => this.room._emit('error', e));
+    return this.queue;
+  }
+
+  async _onSignal(m) {
+    const pc = this.pc;
+    if (m.type === 'offer' || m.type === 'answer') {
+      const collision = m.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable');
+      this.ignoreOffer = !this.polite && collision;
+      if (this.ignoreOffer) return;
+      await pc.setRemoteDescription({ type: m.type, sdp: m.sdp });
+      if (m.type === 'offer') {
+        await pc.setLocalDescription();
+        const d = pc.localDescription;
+        this.room.signal.send({ type: d.type, to: this.id, sdp: d.sdp });
+      }
+      this.negotiated = true;
+      const held = this.pendingCandidates;
+      this.pendingCandidates = [];
+      for (const c of held) await this._addCandidate(c);
+    } else if (m.type === 'candidate') {
+      const c = {
+        candidate: m.candidate,
+        sdpMid: m.sdpMid,
+        sdpMLineIndex: m.sdpMLineIndex,
+        usernameFragment: m.usernameFragment,
+      };
+      if (!pc.remoteDescription) this.pendingCandidates.push(c);
+      else await this._addCandidate(c);
+    } else if (m.type === 'end_of_candidates') {
+      if (pc.remoteDescription) await pc.addIceCandidate().catch(() => {});
+    } else if (m.type === 'bye') {
+      this.close();
+    }
+  }
+
+  async _addCandidate(c) {
+    try {
+      await this.pc.addIceCandidate(c);
+    } catch (e) {
+      if (!this.ignoreOffer) this.room._emit('error', e);
+    }
+  }
+
+  /** Sends a chat line over the data channel. */
+  sendChat(text) {
+    if (this.chat.readyState === 'open') this.chat.send(text);
+  }
+
+  /** Sends a File/Blob over the file channel; resolves when the last byte is queued. */
+  async sendFile(file) {
+    const ch = this.files;
+    ch.bufferedAmountLowThreshold = 256 * 1024;
+    const name = file.name || 'blob';
+    ch.send(JSON.stringify({ kind: 'file', name, size: file.size, type: file.type || '' }));
+    let sent = 0;
+    while (sent < file.size) {
+      if (ch.bufferedAmount > 1024 * 1024) {
+        await new Promise((r) => {
+          ch.onbufferedamountlow = () => {
+            ch.onbufferedamountlow = null;
+            r();
+          };
+        });
+      }
+      const chunk = await file.slice(sent, sent + FILE_CHUNK).arrayBuffer();
+      ch.send(chunk);
+      sent += chunk.byteLength;
+      this._emit('fileprogress', { direction: 'send', name, sent, size: file.size });
+    }
+  }
+
+  _onFileData(data) {
+    if (typeof data === 'string') {
+      const h = JSON.parse(data);
+      this.incoming = { ...h, chunks: [], received: 0 };
+      if (h.size === 0) this._fileDone();
+      return;
+    }
+    const f = this.incoming;
+    if (!f) return;
+    f.chunks.push(data);
+    f.received += data.byteLength;
+    this._emit('fileprogress', { direction: 'receive', name: f.name, received: f.received, size: f.size });
+    if (f.received >= f.size) this._fileDone();
+  }
+
+  _fileDone() {
+    const f = this.incoming;
+    this.incoming = null;
+    const blob = new Blob(f.chunks, { type: f.type });
+    this._emit('file', { name: f.name, size: f.size, type: f.type, blob });
+  }
+
+  /** The selected candidate pair: { local, remote, protocol, rtt } (types host/srflx/prflx/relay). */
+  async selectedPath() {
+    const stats = await this.pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) stats.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    });
+    if (!pair) return null;
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    return {
+      local: local?.candidateType,
+      remote: remote?.candidateType,
+      protocol: local?.protocol,
+      relayProtocol: local?.relayProtocol,
+      rtt: pair.currentRoundTripTime,
+      bytesSent: pair.bytesSent,
+      bytesReceived: pair.bytesReceived,
+    };
+  }
+
+  close() {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    this.pc.close();
+    this._emit('closed', {});
+  }
+}
+
+/**
+ * A room: signalling plus one FloePeer per other peer. Events: `peer` (FloePeer),
+ * `peerleft` ({peer, reason}), `state` (signalling state), `error`, `welcome`, `data`
+ * ({from, data}: signalling-level `data` messages).
+ *
+ * Options: those of FloeSignal plus `iceTransportPolicy` ('all' | 'relay'), `iceServers`
+ * (override the server's list), `localStream` (MediaStream to send).
+ */
+export class FloeRoom extends EventTarget {
+  constructor(o) {
+    super();
+    this.options = o;
+    this.signal = new FloeSignal(o);
+    this.peers = new Map();
+    this.localStream = o.localStream || null;
+    this.signal.addEventListener('message', (e) => this._onMessage(e.detail));
+    this.signal.addEventListener('state', (e) => this._emit('state', e.detail));
+    this.signal.addEventListener('error', (e) => this._emit('error', e.detail));
+    this.signal.addEventListener('welcome', (e) => this._onWelcome(e.detail));
+    this.signal.addEventListener('resumed', (e) => this._onResumed(e.detail));
+    this.signal.addEventListener('sessionlost', () => {
+      for (const p of this.peers.values()) p.close();
+      this.peers.clear();
+    });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _rtcConfig() {
+    return {
+      iceServers: this.options.iceServers || this.iceServers || [],
+      iceTransportPolicy: this.options.iceTransportPolicy || 'all',
+    };
+  }
+
+  /** Joins; resolves with the welcome message. */
+  join() {
+    return this.signal.join();
+  }
+
+  get id() {
+    return this.signal.peer;
+  }
+
+  _onWelcome(w) {
+    this.iceServers = w.iceServers;
+    this._emit('welcome', w);
+    for (const info of w.peers) this._addPeer(info);
+  }
+
+  _onResumed(r) {
+    this.iceServers = r.iceServers; // fresh TURN credentials
+    const present = new Set(r.peers.map((p) => p.peer));
+    for (const [id, p] of this.peers) if (!present.has(id)) {
+      p.close();
+      this.peers.delete(id);
+    }
+    for (const info of r.peers) if (!this.peers.has(info.peer)) this._addPeer(info);
+  }
+
+  _addPeer(info) {
+    const p = new FloePeer(this, info);
+    this.peers.set(info.peer, p);
+    this._emit('peer', p);
+    return p;
+  }
+
+  _onMessage(m) {
+    switch (m.type) {
+      case 'peer_joined': {
+        const old = this.peers.get(m.peer);
+        if (old) old.close();
+        this._addPeer(m);
+        return;
+      }
+      case 'peer_left': {
+        const p = this.peers.get(m.peer);
+        if (p) p.close();
+        this.peers.delete(m.peer);
+        this._emit('peerleft', { peer: m.peer, reason: m.reason });
+        return;
+      }
+      case 'data':
+        this._emit('data', { from: m.from, data: m.data, broadcast: m.broadcast });
+        return;
+      default: {
+        const p = this.peers.get(m.from);
+        if (p) p.handleSignal(m);
+      }
+    }
+  }
+
+  /** Sends a chat line to every connected peer over the data channels. */
+  broadcastChat(text) {
+    for (const p of this.peers.values()) p.sendChat(text);
+  }
+
+  /** Sends application data through the signalling server (to one peer, or all when `to` is omitted). */
+  sendData(data, to) {
+    const m = { type: 'data', data };
+    if (to) m.to = to;
+    this.signal.send(m);
+  }
+
+  /** Adds local media to every connection (renegotiates; glare is settled by the roles). */
+  addStream(stream) {
+    this.localStream = stream;
+    for (const p of this.peers.values()) for (const t of stream.getTracks()) p.pc.addTrack(t, stream);
+  }
+
+  /** Leaves the room. */
+  leave() {
+    for (const p of this.peers.values()) p.close();
+    this.peers.clear();
+    this.signal.close();
+  }
+}
