@@ -81,6 +81,8 @@ fn userhash_is_refused_when_not_offered() {
     assert_eq!(error_code(&h.allocate_with(&mut c, |_| {})), Some(401));
 }
 
+type AddAttrs = dyn Fn(&mut floe_stun::MessageBuilder<'_>);
+
 /// RFC 8489 §9.2.4: once the nonce announces password algorithms, a request must carry both
 /// PASSWORD-ALGORITHM and PASSWORD-ALGORITHMS (the list exactly as offered) or neither.
 #[test]
@@ -89,7 +91,7 @@ fn password_algorithm_bid_down_is_refused() {
     let mut c = TestClient::udp("203.0.113.5:40000");
     let _ = h.request(&mut c, Method::ALLOCATE, |_| {});
     let key = c.key();
-    let cases: [(&str, &dyn Fn(&mut floe_stun::MessageBuilder<'_>)); 3] = [
+    let cases: [(&str, &AddAttrs); 3] = [
         ("algorithm alone", &|b| {
             b.add(&PasswordAlgorithm {
                 algorithm: 1,
