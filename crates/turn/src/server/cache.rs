@@ -1,5 +1,5 @@
-//! The transaction cache: a retransmitted request gets the identical answer (RFC 8489 §6.3.4,
-//! RFC 8656 §6.2), e.g. a retransmitted Allocate gets its success response instead of 437.
+//! The transaction cache: a retransmitted request gets the identical answer (RFC 8489 §6.3.1
+//! over UDP, RFC 8656 §7.2 for Allocate), e.g. a retransmitted Allocate gets its success response instead of 437.
 //!
 //! Keyed by 5-tuple and transaction id; bounded (oldest evicted first) and time-limited (40 s,
 //! RFC 8489 §6.2.1: Rc * RTO covers 39.5 s). Only answers to authenticated requests are kept, so

@@ -32,7 +32,7 @@ impl Default for Lifetimes {
 }
 
 impl Lifetimes {
-    /// RFC 8656 §7.2 / §7.3: the lifetime granted for a requested LIFETIME (seconds).
+    /// RFC 8656 §7.2 / §8.2: the lifetime granted for a requested LIFETIME (seconds).
     pub fn negotiate(&self, requested: Option<u32>) -> Duration {
         match requested {
             None => self.default,
@@ -81,7 +81,7 @@ pub struct TurnConfig {
     /// The STUN Binding service (RFC 8489 §6.3, RFC 5780); its SOFTWARE is replaced by
     /// [`TurnConfig::software`].
     pub binding: BindingConfig,
-    /// Responses remembered for retransmitted requests over UDP (RFC 8489 §6.3.4), per worker.
+    /// Responses remembered for retransmitted requests over UDP (RFC 8489 §6.3.1), per worker.
     pub transaction_cache_entries: usize,
     /// RFC 6062: peer TCP connections (connecting, pending or bound) per TCP allocation;
     /// exceeding it answers 508.

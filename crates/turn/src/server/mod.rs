@@ -409,8 +409,8 @@ impl TurnServer {
         let method = msg.method();
         let existing = self.by_client.get(&client).copied();
         if method != Method::ALLOCATE && method != Method::CONNECTION_BIND {
-            // RFC 8656 §7.3, §9.2, §12.2 (and RFC 6062 §5.2): these need an allocation on this
-            // 5-tuple, made with the same username (441 otherwise, RFC 8656 §7).
+            // RFC 8656 §8.2, §10.2, §12.2 (and RFC 6062 §5.2): these need an allocation on this
+            // 5-tuple, made with the same username (441 otherwise, RFC 8656 §5).
             let id = existing.ok_or(Reject::new(ErrorCode::ALLOCATION_MISMATCH))?;
             let same_user = self
                 .allocations

@@ -1,5 +1,5 @@
-//! The relay path: Send indications (RFC 8656 §10.2), Data indications (§10.3/§11.3) and
-//! ChannelData both ways (§12.4–§12.6). No heap allocation: hash lookups, then one copy into the
+//! The relay path: Send indications (RFC 8656 §11.2), Data indications (§11.3) and
+//! ChannelData both ways (§12.4–§12.7). No heap allocation: hash lookups, then one copy into the
 //! caller's buffer.
 
 use core::net::SocketAddr;
@@ -81,7 +81,7 @@ impl TurnServer {
         self.relay_to_peer(now, client, peer, cd.data, false, out)
     }
 
-    /// RFC 8656 §10.2: a Send indication: XOR-PEER-ADDRESS and DATA are required, the peer
+    /// RFC 8656 §11.2: a Send indication: XOR-PEER-ADDRESS and DATA are required, the peer
     /// needs a permission; anything wrong is silently dropped (indications get no answer).
     pub(crate) fn send_indication(
         &mut self,
@@ -127,7 +127,9 @@ impl TurnServer {
             self.stats.dropped.add(DropReason::BadIndication);
             return None;
         }
-        if !a.permitted(peer.ip(), now) {
+        // Permissions are per IP (RFC 8656 §9) and only installed for IPs the peer policy
+        // allows; port 0 is never a valid destination (RFC 8656 §18.3).
+        if peer.port() == 0 || !a.permitted(peer.ip(), now) {
             self.stats.dropped.add(DropReason::NoPermission);
             return None;
         }

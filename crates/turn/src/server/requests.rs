@@ -1,4 +1,4 @@
-//! Refresh (RFC 8656 §7.3), CreatePermission (§9.2) and ChannelBind (§12.2).
+//! Refresh (RFC 8656 §8.2), CreatePermission (§10.2) and ChannelBind (§12.2).
 
 use core::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -28,7 +28,7 @@ impl TurnServer {
             .ok_or(Reject::new(ErrorCode::ALLOCATION_MISMATCH))
     }
 
-    /// RFC 8656 §7.3: Refresh. LIFETIME 0 deletes the allocation (with REQUESTED-ADDRESS-FAMILY
+    /// RFC 8656 §8.2: Refresh. LIFETIME 0 deletes the allocation (with REQUESTED-ADDRESS-FAMILY
     /// on a dual allocation: only that family's relayed address); a family the allocation does
     /// not have is 443.
     pub(crate) fn refresh(
@@ -137,7 +137,7 @@ impl TurnServer {
         Ok(())
     }
 
-    /// RFC 8656 §9.2: CreatePermission with one or more XOR-PEER-ADDRESS; all are installed or
+    /// RFC 8656 §10.2: CreatePermission with one or more XOR-PEER-ADDRESS; all are installed or
     /// none (400 malformed, 443 family, 403 policy, 508 quota).
     pub(crate) fn create_permission(
         &mut self,

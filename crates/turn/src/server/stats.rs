@@ -44,13 +44,13 @@ pub enum DropReason {
     BadFingerprint,
     /// A response or an indication the server does not take (RFC 8489 §7.3).
     UnexpectedMessage,
-    /// Data for a 5-tuple without an allocation (RFC 8656 §10.2, §12.6).
+    /// Data for a 5-tuple without an allocation (RFC 8656 §11.2, §12.6).
     NoAllocation,
     /// ChannelData on an unbound channel (RFC 8656 §12.6).
     NoChannel,
     /// No permission for the peer (RFC 8656 §9: silently discarded).
     NoPermission,
-    /// A Send indication without XOR-PEER-ADDRESS or DATA, or of the wrong family (§10.2).
+    /// A Send indication without XOR-PEER-ADDRESS or DATA, or of the wrong family (§11.2).
     BadIndication,
     /// Peer data on a relay address without an allocation.
     UnknownRelay,
@@ -152,7 +152,7 @@ pub struct TurnStats {
     pub bytes_to_client: u64,
     /// Requests answered (success or error), Binding included.
     pub requests: u64,
-    /// Requests answered from the transaction cache (retransmissions, RFC 8489 §6.3.4).
+    /// Requests answered from the transaction cache (retransmissions, RFC 8489 §6.3.1).
     pub retransmissions: u64,
     /// Authentication failures: bad MESSAGE-INTEGRITY, unknown user, expired credential,
     /// invalid nonce (401) and stale nonce (438).

@@ -126,7 +126,7 @@ pub trait RelayBinder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DeleteReason {
-    /// A Refresh with LIFETIME 0 (RFC 8656 §7.3).
+    /// A Refresh with LIFETIME 0 (RFC 8656 §8.2).
     Refresh,
     /// The lifetime ran out without a Refresh (RFC 8656 §7).
     Expired,
