@@ -160,6 +160,7 @@ export class FloeSignal extends EventTarget {
     for (let attempt = 0; !this.closed; attempt++) {
       await sleep(delay);
       if (this.closed) break;
+      this.reconnectAttempts = (this.reconnectAttempts || 0) + 1;
       const ok = await new Promise((resolve) => {
         let settled = false;
         const done = (v) => {
