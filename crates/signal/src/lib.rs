@@ -8,7 +8,7 @@
 //! - [`auth`]: JWT verification (HS256, EdDSA, ES256) and the development-mode rule.
 //! - [`ice`]: the `iceServers` list with per-peer TURN REST credentials.
 //!
-//! No tokio, no sockets, no clock: time comes in as [`hub::Now`], randomness from an injected RNG.
+//! No async runtime, no sockets, no clock: time comes in as [`hub::Now`], randomness from an injected RNG.
 #![forbid(unsafe_code)]
 
 pub mod auth;

@@ -54,20 +54,3 @@ impl TokenBucket {
         Duration::from_secs_f64(((self.burst - self.tokens) / self.rate).max(0.0))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bucket_allows_burst_then_rate() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(10.0, 3, t0);
-        assert!(b.try_take(t0) && b.try_take(t0) && b.try_take(t0));
-        assert!(!b.try_take(t0));
-        assert!(!b.try_take(t0 + Duration::from_millis(50)));
-        assert!(b.try_take(t0 + Duration::from_millis(101)));
-        assert!(!b.is_full(t0 + Duration::from_millis(101)));
-        assert!(b.is_full(t0 + Duration::from_secs(1)));
-    }
-}
