@@ -59,7 +59,7 @@ pub struct SignalConfig {
     /// Rooms on this node (default 10000).
     pub max_rooms: usize,
     /// Concurrent WebSocket connections (default 10000).
-    pub max_connections: usize,
+    pub max_ws_connections: usize,
     /// How long a disconnected session waits for resume, seconds (default 30).
     pub resume_ttl_secs: u64,
     /// Heartbeat interval told to clients, seconds (default 10; 3 missed end a connection).
@@ -103,7 +103,7 @@ impl Default for SignalConfig {
             joins_per_min_per_ip: hub.joins_per_min_per_ip,
             max_peers_per_room: hub.max_peers_per_room,
             max_rooms: hub.max_rooms,
-            max_connections: 10_000,
+            max_ws_connections: 10_000,
             resume_ttl_secs: hub.resume_ttl.as_secs(),
             heartbeat_secs: hub.heartbeat.as_secs(),
             shutdown_grace_ms: 1000,
@@ -183,7 +183,7 @@ impl SignalConfig {
             ("joins_per_min_per_ip", u64::from(self.joins_per_min_per_ip)),
             ("max_peers_per_room", self.max_peers_per_room as u64),
             ("max_rooms", self.max_rooms as u64),
-            ("max_connections", self.max_connections as u64),
+            ("max_ws_connections", self.max_ws_connections as u64),
             ("resume_ttl_secs", self.resume_ttl_secs),
             ("heartbeat_secs", self.heartbeat_secs),
             ("turn_ttl_secs", self.turn_ttl_secs),
@@ -268,7 +268,7 @@ pub struct SignalArgs {
     pub max_rooms: Option<usize>,
     /// Concurrent WebSocket connections [default: 10000].
     #[arg(long, value_name = "N")]
-    pub max_connections: Option<usize>,
+    pub max_ws_connections: Option<usize>,
     /// How long a disconnected session waits for resume [default: 30].
     #[arg(long, value_name = "SECONDS")]
     pub resume_ttl: Option<u64>,
@@ -309,7 +309,7 @@ impl SignalArgs {
         set(&mut config.joins_per_min_per_ip, self.joins_per_min_per_ip);
         set(&mut config.max_peers_per_room, self.max_peers_per_room);
         set(&mut config.max_rooms, self.max_rooms);
-        set(&mut config.max_connections, self.max_connections);
+        set(&mut config.max_ws_connections, self.max_ws_connections);
         set(&mut config.resume_ttl_secs, self.resume_ttl);
         set(&mut config.heartbeat_secs, self.heartbeat);
     }

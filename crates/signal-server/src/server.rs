@@ -97,7 +97,7 @@ impl SignalServer {
         }
         let (hub, hub_task) = actor::spawn(hub_config);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let conn_limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let conn_limit = Arc::new(Semaphore::new(self.config.max_ws_connections));
         let state = AppState(Arc::new(Inner {
             hub: hub.clone(),
             auth,
@@ -120,7 +120,7 @@ impl SignalServer {
             .with_graceful_shutdown(on_shutdown)
             .await?;
         // WebSocket tasks outlive hyper's graceful shutdown; wait for them to flush their close.
-        let max = u32::try_from(self.config.max_connections).unwrap_or(u32::MAX);
+        let max = u32::try_from(self.config.max_ws_connections).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(grace, conn_limit.acquire_many(max)).await;
         hub_task.abort();
         Ok(())

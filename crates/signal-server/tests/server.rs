@@ -335,7 +335,7 @@ async fn join_rate_room_capacity_room_count_and_connection_limits() {
     s.stop().await;
 
     let s = Server::start(SignalConfig {
-        max_connections: 1,
+        max_ws_connections: 1,
         ..SignalConfig::default()
     })
     .await;
