@@ -640,3 +640,23 @@ async fn static_files_health_and_metrics() {
     assert!(text.contains("floe_signal_connections"), "{text}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn silent_connections_are_closed_by_the_heartbeat_timer_and_resume_works() {
+    // heartbeat 1 s: three silent seconds close the connection (the hub task's timer, real time).
+    let s = Server::start(SignalConfig {
+        heartbeat_secs: 1,
+        ..SignalConfig::default()
+    })
+    .await;
+    let (mut a, wa) = s.join("r", "alice").await;
+    assert_eq!(wa["heartbeatMs"], 1000);
+    let e = a.expect_error("heartbeat_timeout").await;
+    assert_eq!(e["fatal"], true);
+    assert_eq!(a.expect_close().await, (1008, "heartbeat_timeout".into()));
+    let mut a2 = s.ws().await;
+    a2.send(json!({"type":"resume","session":wa["session"],"resumeToken":wa["resumeToken"]}))
+        .await;
+    assert_eq!(a2.recv().await["type"], "resumed");
+    s.stop().await;
+}

@@ -742,6 +742,7 @@ impl<B: Bus> Hub<B> {
             c.pending_join = None;
             c.session = Some(sid.clone());
         }
+        self.arm_idle_timer(p.conn, now);
         let welcome = Welcome {
             v: PROTOCOL_VERSION,
             room,
@@ -823,6 +824,7 @@ impl<B: Bus> Hub<B> {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(sid.clone());
         }
+        self.arm_idle_timer(conn, now);
         self.outputs.push_back(Output::Send {
             conn,
             msg: ServerMsg::Resumed(Box::new(resumed)),
@@ -1226,6 +1228,13 @@ impl<B: Bus> Hub<B> {
         }
         let next = join_deadline.map_or(idle_deadline, |j| j.min(idle_deadline));
         self.timers.insert((next, Timer::Conn(conn)));
+    }
+
+    /// Schedules the dead-connection check of a joined connection (the join-timeout check may be
+    /// later than three heartbeats).
+    fn arm_idle_timer(&mut self, conn: ConnId, now: Now) {
+        let at = now.mono + self.config.heartbeat * 3;
+        self.timers.insert((at, Timer::Conn(conn)));
     }
 
     fn check_session_ttl(&mut self, sid: &SessionId, now: Now) {

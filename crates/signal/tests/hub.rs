@@ -1022,3 +1022,16 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn short_heartbeat_is_enforced_even_before_the_join_timeout() {
+    let mut h = H::new(HubConfig {
+        heartbeat: Duration::from_secs(1),
+        ..HubConfig::default()
+    });
+    let (a, _) = h.join("r", "alice");
+    h.advance(Duration::from_millis(2900));
+    assert!(!h.closed.contains_key(&a));
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.closed.get(&a), Some(&ErrorCode::HeartbeatTimeout));
+}
