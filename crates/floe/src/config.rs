@@ -22,6 +22,12 @@ pub struct FileConfig {
     /// STUN tuning.
     #[serde(default)]
     pub stun: StunSection,
+    /// TURN options (`floe turn`, `floe serve`).
+    #[serde(default)]
+    pub turn: crate::cmd::turn::TurnSection,
+    /// Signalling options (`floe signal`, `floe serve`), keys as in docs/signalling.md.
+    #[serde(default)]
+    pub signal: floe_signal_server::SignalConfig,
 }
 
 /// `[stun]` section.
@@ -32,10 +38,6 @@ pub struct StunSection {
     pub software: Option<String>,
     /// Largest PADDING echoed in RFC 5780 responses, bytes.
     pub max_padding: Option<usize>,
-    /// Most concurrent TCP connections.
-    pub max_tcp_connections: Option<usize>,
-    /// Idle TCP connections are closed after this many seconds.
-    pub tcp_idle_timeout_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -61,14 +63,25 @@ mod tests {
             [stun]
             software = ""
             max_padding = 600
+            [turn]
+            realm = "example.org"
+            users = ["alice:secret"]
+            auth_secrets = ["s1", "s2"]
+            allow_peers = ["192.0.2.0/24"]
+            relay_ports = "50000-50100"
             max_tcp_connections = 10
-            tcp_idle_timeout_secs = 5
+            tcp_idle_timeout_secs = 700
+            [signal]
+            http = "127.0.0.1:8081"
             "#,
         )
         .unwrap();
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.workers, Some(2));
         assert_eq!(c.stun.max_padding, Some(600));
+        assert_eq!(c.turn.auth_secrets.len(), 2);
+        assert_eq!(c.turn.max_tcp_connections, Some(10));
+        assert_eq!(c.signal.http.port(), 8081);
     }
 
     #[test]

@@ -27,9 +27,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every server (STUN, TURN, signalling) with safe local defaults.
-    Serve(cmd::serve::Args),
+    Serve(Box<cmd::serve::Args>),
     /// STUN client: print the mapped address, or (--nat) run RFC 5780 NAT discovery.
     Stun(cmd::stun::Args),
+    /// Run the TURN relay (with STUN Binding) alone.
+    Turn(Box<cmd::turn::Args>),
+    /// Mint a TURN REST API credential (username and password) from a shared secret.
+    Credentials(cmd::credentials::Args),
     /// Run the signalling server alone (WebSocket, REST post box, demo page).
     Signal(Box<cmd::signal::Args>),
     /// Mint a signalling JWT (HS256) for scripts, tests and the demo.
@@ -40,8 +44,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
     let result = match cli.command {
-        Command::Serve(args) => cmd::serve::run(args),
+        Command::Serve(args) => cmd::serve::run(*args),
         Command::Stun(args) => cmd::stun::run(args),
+        Command::Turn(args) => cmd::turn::run(*args),
+        Command::Credentials(args) => cmd::credentials::run(args),
         Command::Signal(args) => cmd::signal::run(*args),
         Command::Token(args) => cmd::token::run(args),
     };

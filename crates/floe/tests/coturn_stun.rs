@@ -5,6 +5,8 @@
 //! The coturn tools must be installed (the test command installs Debian's `coturn`); a missing
 //! tool fails the test rather than skipping it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
@@ -28,7 +30,10 @@ fn require(tool: &str) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "{tool} is not installed: run ./test.sh, which installs coturn");
+    assert!(
+        found,
+        "{tool} is not installed: run ./test.sh, which installs coturn"
+    );
 }
 
 /// A UDP port P such that P and P+1 are free on 127.0.0.1 and 127.0.0.2 right now.
@@ -70,7 +75,13 @@ fn wait_for_stun(addr: SocketAddr) {
 
 fn start_floe(port: u16, alternate: bool) -> Proc {
     let mut cmd = Command::new(FLOE);
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--http",
+        "127.0.0.1:0",
+    ]);
     if alternate {
         cmd.args(["--alternate-ip", "127.0.0.2"]);
     }
@@ -99,11 +110,8 @@ fn coturn_stunclient_against_floe() {
     require("turnutils_stunclient");
     let port = free_port_pair();
     let _floe = start_floe(port, false);
-    let (_, text) = run(Command::new("turnutils_stunclient").args([
-        "-p",
-        &port.to_string(),
-        "127.0.0.1",
-    ]));
+    let (_, text) =
+        run(Command::new("turnutils_stunclient").args(["-p", &port.to_string(), "127.0.0.1"]));
     assert!(
         text.contains("UDP reflexive addr: 127.0.0.1:"),
         "turnutils_stunclient did not report a mapped address:\n{text}"

@@ -8,3 +8,4 @@ pub mod net;
 pub mod stun;
 pub mod stun_client;
 pub mod tls;
+pub mod turn;

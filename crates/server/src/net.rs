@@ -42,3 +42,138 @@ pub fn default_workers() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
 }
+
+/// One worker's sockets of a [`ListenGroup`]: (local address, socket), the primary address first.
+pub type SocketSet = std::sync::Arc<Vec<(SocketAddr, std::sync::Arc<tokio::net::UdpSocket>)>>;
+
+/// Errors binding a listen group.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// A socket could not be bound.
+    #[error("cannot bind {proto} {addr}: {source}")]
+    Bind {
+        /// "udp" or "tcp".
+        proto: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The alternate IP's family differs from a listen address's family.
+    #[error("alternate IP {alternate} and listen address {listen} are of different families")]
+    FamilyMismatch {
+        /// The alternate IP.
+        alternate: std::net::IpAddr,
+        /// The listen address.
+        listen: SocketAddr,
+    },
+    /// A listen address with port 65535 leaves no room for the alternate port.
+    #[error("listen port {0} has no alternate port (port + 1)")]
+    NoAlternatePort(u16),
+}
+
+/// A primary listening address with its RFC 5780 siblings (when an alternate IP is configured),
+/// bound for UDP once per worker (SO_REUSEPORT) and once for TCP.
+#[derive(Debug)]
+pub struct ListenGroup {
+    /// The addresses: the primary first, then (with discovery) IP:PORT+1, ALT:PORT, ALT:PORT+1.
+    pub addrs: Vec<SocketAddr>,
+    /// RFC 5780 addresses, when discovery is on.
+    pub alternate: Option<floe_turn::binding::AlternateAddress>,
+    /// `sockets[worker]`: that worker's UDP sockets, one per address.
+    pub sockets: Vec<SocketSet>,
+    /// TCP listeners, one per address.
+    pub tcp: Vec<tokio::net::TcpListener>,
+}
+
+impl ListenGroup {
+    /// Binds `listen` (port 0 picks a free port; with discovery a free pair, retrying) for
+    /// `workers` workers. Must run inside a tokio runtime.
+    pub fn bind(
+        listen: SocketAddr,
+        alternate_ip: Option<std::net::IpAddr>,
+        workers: usize,
+    ) -> Result<ListenGroup, ListenError> {
+        let attempts = if listen.port() == 0 && alternate_ip.is_some() {
+            32
+        } else {
+            1
+        };
+        let mut last = None;
+        for _ in 0..attempts {
+            match Self::try_bind(listen, alternate_ip, workers.max(1)) {
+                Ok(group) => return Ok(group),
+                Err(e @ ListenError::Bind { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(ListenError::NoAlternatePort(listen.port())))
+    }
+
+    fn try_bind(
+        listen: SocketAddr,
+        alternate_ip: Option<std::net::IpAddr>,
+        workers: usize,
+    ) -> Result<ListenGroup, ListenError> {
+        use std::sync::Arc;
+        let bind_err = |proto: &'static str, addr: SocketAddr| {
+            move |source: io::Error| ListenError::Bind {
+                proto,
+                addr,
+                source,
+            }
+        };
+        // The first socket fixes the port when 0 was asked.
+        let first = udp_reuseport(listen).map_err(bind_err("udp", listen))?;
+        let primary = first.local_addr().map_err(bind_err("udp", listen))?;
+        let mut addrs = vec![primary];
+        let mut alternate = None;
+        if let Some(alt_ip) = alternate_ip {
+            if alt_ip.is_ipv4() != primary.is_ipv4() {
+                return Err(ListenError::FamilyMismatch {
+                    alternate: alt_ip,
+                    listen,
+                });
+            }
+            let alt_port = primary
+                .port()
+                .checked_add(1)
+                .ok_or(ListenError::NoAlternatePort(primary.port()))?;
+            let quad = floe_turn::binding::AlternateAddress {
+                primary_ip: primary.ip(),
+                alternate_ip: alt_ip,
+                primary_port: primary.port(),
+                alternate_port: alt_port,
+            };
+            addrs = quad.listen_addresses().to_vec();
+            alternate = Some(quad);
+        }
+        let mut first = Some(first);
+        let mut sockets = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let mut set = Vec::with_capacity(addrs.len());
+            for &addr in &addrs {
+                let std_socket = match first.take() {
+                    Some(s) => s,
+                    None => udp_reuseport(addr).map_err(bind_err("udp", addr))?,
+                };
+                let socket =
+                    tokio::net::UdpSocket::from_std(std_socket).map_err(bind_err("udp", addr))?;
+                set.push((addr, Arc::new(socket)));
+            }
+            sockets.push(Arc::new(set));
+        }
+        let mut tcp = Vec::with_capacity(addrs.len());
+        for &addr in &addrs {
+            let l = tcp_listener(addr).map_err(bind_err("tcp", addr))?;
+            tcp.push(tokio::net::TcpListener::from_std(l).map_err(bind_err("tcp", addr))?);
+        }
+        Ok(ListenGroup {
+            addrs,
+            alternate,
+            sockets,
+            tcp,
+        })
+    }
+}

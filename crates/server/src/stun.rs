@@ -10,7 +10,6 @@
 //! Malformed or non-STUN input is dropped without an answer and counted in
 //! `floe_stun_dropped_total{transport,reason}`.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -18,15 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floe_stun::{Message, ParseError};
-use floe_turn::binding::{
-    AlternateAddress, BindingConfig, BindingService, DropReason, Outcome, Transport,
-};
+use floe_turn::binding::{BindingConfig, BindingService, DropReason, Outcome, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::net;
+use crate::net::{self, SocketSet};
 
 /// Largest datagram the server reads; bigger ones are truncated and then fail to parse.
 const MAX_DATAGRAM: usize = 2048;
@@ -70,40 +67,12 @@ impl Default for StunConfig {
 }
 
 /// Errors starting the STUN server.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StunError {
-    /// A socket could not be bound.
-    #[error("cannot bind {proto} {addr}: {source}")]
-    Bind {
-        /// "udp" or "tcp".
-        proto: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: io::Error,
-    },
-    /// The alternate IP's family differs from a listen address's family.
-    #[error("alternate IP {alternate} and listen address {listen} are of different families")]
-    FamilyMismatch {
-        /// The alternate IP.
-        alternate: IpAddr,
-        /// The listen address.
-        listen: SocketAddr,
-    },
-    /// A listen address with port 65535 leaves no room for the alternate port.
-    #[error("listen port {0} has no alternate port (port + 1)")]
-    NoAlternatePort(u16),
-}
-
-/// One worker's sockets of a group: (local address, socket), the primary address first.
-type SocketSet = Arc<Vec<(SocketAddr, Arc<UdpSocket>)>>;
+pub type StunError = net::ListenError;
 
 /// One primary address with its RFC 5780 siblings, bound for every worker.
 #[derive(Debug)]
 struct Group {
     service: Arc<BindingService>,
-    /// `sockets[worker]` holds the group's sockets (1, or 4 with discovery) for that worker.
     sockets: Vec<SocketSet>,
     tcp: Vec<TcpListener>,
 }
@@ -125,7 +94,17 @@ impl StunServer {
         };
         let mut groups = Vec::new();
         for &listen in &config.listen {
-            groups.push(bind_group(&config, listen, workers)?);
+            let g = net::ListenGroup::bind(listen, config.alternate_ip, workers)?;
+            let service = BindingService::new(BindingConfig {
+                software: config.software.clone(),
+                alternate: g.alternate,
+                max_padding: config.max_padding,
+            });
+            groups.push(Group {
+                service: Arc::new(service),
+                sockets: g.sockets,
+                tcp: g.tcp,
+            });
         }
         Ok(StunServer { groups, config })
     }
@@ -173,118 +152,6 @@ impl StunServer {
         shutdown.await;
         tasks.shutdown().await;
     }
-}
-
-fn bind_group(config: &StunConfig, listen: SocketAddr, workers: usize) -> Result<Group, StunError> {
-    // Port 0 with discovery needs a free *pair* of ports: retry a few random picks.
-    let attempts = if listen.port() == 0 && config.alternate_ip.is_some() {
-        32
-    } else {
-        1
-    };
-    let mut last = None;
-    for _ in 0..attempts {
-        match try_bind_group(config, listen, workers) {
-            Ok(group) => return Ok(group),
-            Err(e @ StunError::Bind { .. }) => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or(StunError::NoAlternatePort(listen.port())))
-}
-
-fn try_bind_group(
-    config: &StunConfig,
-    listen: SocketAddr,
-    workers: usize,
-) -> Result<Group, StunError> {
-    let bind_udp = |addr: SocketAddr| {
-        net::udp_reuseport(addr).map_err(|source| StunError::Bind {
-            proto: "udp",
-            addr,
-            source,
-        })
-    };
-    // The first socket fixes the port when 0 was asked.
-    let first = bind_udp(listen)?;
-    let primary = first.local_addr().map_err(|source| StunError::Bind {
-        proto: "udp",
-        addr: listen,
-        source,
-    })?;
-    let mut addrs = vec![primary];
-    let mut alternate = None;
-    if let Some(alt_ip) = config.alternate_ip {
-        if alt_ip.is_ipv4() != primary.is_ipv4() {
-            return Err(StunError::FamilyMismatch {
-                alternate: alt_ip,
-                listen,
-            });
-        }
-        let alt_port = primary
-            .port()
-            .checked_add(1)
-            .ok_or(StunError::NoAlternatePort(primary.port()))?;
-        let quad = AlternateAddress {
-            primary_ip: primary.ip(),
-            alternate_ip: alt_ip,
-            primary_port: primary.port(),
-            alternate_port: alt_port,
-        };
-        addrs = quad.listen_addresses().to_vec();
-        alternate = Some(quad);
-    }
-    let mut std_sockets: HashMap<SocketAddr, Vec<std::net::UdpSocket>> = HashMap::new();
-    std_sockets.entry(primary).or_default().push(first);
-    for worker in 0..workers {
-        for (i, &addr) in addrs.iter().enumerate() {
-            if worker == 0 && i == 0 {
-                continue;
-            }
-            std_sockets.entry(addr).or_default().push(bind_udp(addr)?);
-        }
-    }
-    let mut tcp = Vec::new();
-    for &addr in &addrs {
-        let l = net::tcp_listener(addr).map_err(|source| StunError::Bind {
-            proto: "tcp",
-            addr,
-            source,
-        })?;
-        let l = TcpListener::from_std(l).map_err(|source| StunError::Bind {
-            proto: "tcp",
-            addr,
-            source,
-        })?;
-        tcp.push(l);
-    }
-    let mut sockets = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let mut set = Vec::with_capacity(addrs.len());
-        for &addr in &addrs {
-            let std_socket = std_sockets
-                .get_mut(&addr)
-                .and_then(|v| v.pop())
-                .ok_or(StunError::NoAlternatePort(addr.port()))?;
-            let socket = UdpSocket::from_std(std_socket).map_err(|source| StunError::Bind {
-                proto: "udp",
-                addr,
-                source,
-            })?;
-            set.push((addr, Arc::new(socket)));
-        }
-        sockets.push(Arc::new(set));
-    }
-    let service = BindingService::new(BindingConfig {
-        software: config.software.clone(),
-        alternate,
-        max_padding: config.max_padding,
-    });
-    Ok(Group {
-        service: Arc::new(service),
-        sockets,
-        tcp,
-    })
 }
 
 /// A stable metrics label for a parse error.
@@ -352,11 +219,7 @@ fn answer(
     }
 }
 
-async fn udp_loop(
-    service: Arc<BindingService>,
-    sockets: SocketSet,
-    index: usize,
-) {
+async fn udp_loop(service: Arc<BindingService>, sockets: SocketSet, index: usize) {
     let (local, socket) = match sockets.get(index) {
         Some((a, s)) => (*a, s.clone()),
         None => return,

@@ -1,5 +1,7 @@
 //! The STUN server on real loopback sockets: UDP and TCP, IPv4 and IPv6, RFC 5780, bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
@@ -79,7 +81,9 @@ fn udp_ipv4_binding_answers_with_mapped_address_software_fingerprint() {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(TIMEOUT)).unwrap();
     let tid = TransactionId([1; 12]);
-    socket.send_to(&request(tid, |_| {}), server.addrs[0]).unwrap();
+    socket
+        .send_to(&request(tid, |_| {}), server.addrs[0])
+        .unwrap();
     let mut buf = [0u8; 1500];
     let (n, from) = socket.recv_from(&mut buf).unwrap();
     assert_eq!(from, server.addrs[0]);
@@ -90,7 +94,12 @@ fn udp_ipv4_binding_answers_with_mapped_address_software_fingerprint() {
         msg.get::<XorMappedAddress>(),
         Some(Ok(XorMappedAddress(socket.local_addr().unwrap())))
     );
-    assert!(msg.get::<Software<'_>>().unwrap().unwrap().0.starts_with("floe"));
+    assert!(msg
+        .get::<Software<'_>>()
+        .unwrap()
+        .unwrap()
+        .0
+        .starts_with("floe"));
     assert!(msg.verify_fingerprint());
 }
 
@@ -140,12 +149,18 @@ fn tcp_non_stun_input_closes_the_connection() {
     let server = start(config(&["127.0.0.1:0"]));
     let mut stream = TcpStream::connect(server.addrs[0]).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut buf = [0u8; 64];
     // EOF (0) or reset: either way nothing is answered.
     match stream.read(&mut buf) {
         Ok(n) => assert_eq!(n, 0),
-        Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "connection left open"),
+        Err(e) => assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "connection left open"
+        ),
     }
 }
 
@@ -171,14 +186,19 @@ fn malformed_and_non_stun_datagrams_get_no_answer() {
     }
     // Then a valid request: its answer must be the first and only datagram back.
     let tid = TransactionId([9; 12]);
-    socket.send_to(&request(tid, |_| {}), server.addrs[0]).unwrap();
+    socket
+        .send_to(&request(tid, |_| {}), server.addrs[0])
+        .unwrap();
     let mut buf = [0u8; 1500];
     let (n, _) = socket.recv_from(&mut buf).unwrap();
     assert_eq!(Message::parse(&buf[..n]).unwrap().transaction_id(), tid);
     socket
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    assert!(socket.recv_from(&mut buf).is_err(), "a bad packet was answered");
+    assert!(
+        socket.recv_from(&mut buf).is_err(),
+        "a bad packet was answered"
+    );
 }
 
 #[test]

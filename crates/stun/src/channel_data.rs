@@ -10,8 +10,13 @@ use crate::error::BuildError;
 
 /// RFC 8656 §12: the first valid channel number.
 pub const MIN_CHANNEL: u16 = 0x4000;
-/// RFC 8656 §12: the last valid channel number (0x5000–0x7FFF are reserved).
-pub const MAX_CHANNEL: u16 = 0x4FFF;
+/// The last channel number accepted: RFC 8656 §12 has clients pick from 0x4000–0x4FFF, but
+/// RFC 5766 allowed up to 0x7FFF and clients still use it (coturn's `turnutils_uclient` does), so
+/// a server accepts the old range. RFC 7983's demultiplexer still tells STUN, ChannelData and
+/// DTLS apart: 0x50–0x7F were unassigned there.
+pub const MAX_CHANNEL: u16 = 0x7FFF;
+/// RFC 8656 §12: the last channel number a client should pick.
+pub const MAX_CHANNEL_RFC8656: u16 = 0x4FFF;
 /// Size of the ChannelData header.
 pub const HEADER_LEN: usize = 4;
 
@@ -22,8 +27,8 @@ pub enum ChannelDataError {
     /// Fewer than 4 bytes.
     #[error("ChannelData shorter than its header")]
     TooShort,
-    /// The channel number is outside 0x4000..=0x4FFF.
-    #[error("channel number 0x{0:04x} outside 0x4000..=0x4FFF")]
+    /// The channel number is outside 0x4000..=0x7FFF.
+    #[error("channel number 0x{0:04x} outside 0x4000..=0x7FFF")]
     InvalidChannel(u16),
     /// The length field runs past the end of the buffer.
     #[error("ChannelData length {length} exceeds the {available} bytes available")]
@@ -142,8 +147,8 @@ mod tests {
     fn rejects_invalid() {
         assert_eq!(ChannelData::parse(&[0x40]), Err(ChannelDataError::TooShort));
         assert_eq!(
-            ChannelData::parse(&[0x50, 0, 0, 0]),
-            Err(ChannelDataError::InvalidChannel(0x5000))
+            ChannelData::parse(&[0x80, 0, 0, 0]),
+            Err(ChannelDataError::InvalidChannel(0x8000))
         );
         assert_eq!(
             ChannelData::parse(&[0x40, 0, 0, 2, 1]),

@@ -11,7 +11,8 @@ pub enum Kind {
     Dtls,
     /// A TLS handshake record (0x16 0x03) at the start of a stream: TLS.
     Tls,
-    /// First byte 64–79: TURN ChannelData.
+    /// First byte 64–127: TURN ChannelData (RFC 7983 assigns 64–79; RFC 5766 channel numbers
+    /// reach 0x7FFF, and 80–127 are otherwise unassigned).
     ChannelData,
     /// First byte 128–191: RTP or RTCP.
     Rtp,
@@ -25,7 +26,7 @@ pub fn classify_datagram(packet: &[u8]) -> Kind {
         Some(0..=3) => Kind::Stun,
         Some(16..=19) => Kind::Zrtp,
         Some(20..=63) => Kind::Dtls,
-        Some(64..=79) => Kind::ChannelData,
+        Some(64..=127) => Kind::ChannelData,
         Some(128..=191) => Kind::Rtp,
         _ => Kind::Other,
     }
@@ -37,7 +38,7 @@ pub fn classify_stream(start: &[u8]) -> Kind {
     match start {
         [0x16, 0x03, ..] => Kind::Tls,
         [0..=3, ..] => Kind::Stun,
-        [64..=79, ..] => Kind::ChannelData,
+        [64..=127, ..] => Kind::ChannelData,
         _ => Kind::Other,
     }
 }
@@ -60,8 +61,9 @@ mod tests {
         assert_eq!(classify_stream(&[0x00, 0x03]), Kind::Stun);
         assert_eq!(classify_stream(&[0x40, 0x00]), Kind::ChannelData);
         assert_eq!(classify_stream(&[0x47]), Kind::ChannelData);
-        // HTTP methods start with ASCII letters; "P" (0x50) is outside the ChannelData range, "G" is not.
-        assert_eq!(classify_stream(b"POST /"), Kind::Other);
+        // HTTP methods start with ASCII letters, which fall in the ChannelData range: a TURN
+        // port is no place to share with HTTP.
+        assert_eq!(classify_stream(b"POST /"), Kind::ChannelData);
         assert_eq!(classify_stream(&[0xff, 0x00]), Kind::Other);
     }
 }

@@ -10,8 +10,10 @@
 //! ```
 //!
 //! The MAC covers a domain-separation label, the cookie prefix, the expiry and the client's
-//! transport address (family, IP, port), so a nonce is only good for the address it was issued to
-//! and until it expires. Tags are compared in constant time. An authentic but expired nonce is
+//! IP address (family and IP), so a nonce is only good for the host it was issued to and until it
+//! expires. The port is deliberately not covered: an RFC 6062 client opens its data connections
+//! from new ports and authenticates ConnectionBind with the nonce of its control connection
+//! (coturn's clients do exactly that). Tags are compared in constant time. An authentic but expired nonce is
 //! *stale* (438, RFC 8489 §9.2.4); anything else that does not verify is *invalid* (401).
 //!
 //! The output is 32 characters, or 45 with the cookie: well below the 128-character limit of the
@@ -309,7 +311,6 @@ impl Nonces {
                 mac.update(&a.octets());
             }
         }
-        mac.update(&client.port().to_be_bytes());
         let full = mac.finalize().into_bytes();
         let mut tag = [0_u8; TAG_LEN];
         tag.copy_from_slice(&full[..TAG_LEN]);
@@ -360,15 +361,14 @@ mod tests {
     }
 
     #[test]
-    fn other_client_address_or_port_is_invalid() {
+    fn other_client_address_is_invalid_other_port_is_not() {
         let n = nonces(SecurityFeatures::NONE);
         let nonce = n.issue(client(), NOW);
+        // RFC 6062 data connections come from new ports with the control connection's nonce.
+        let same_host: SocketAddr = "203.0.113.7:50001".parse().expect("addr");
+        assert!(n.verify(nonce.as_str().as_bytes(), same_host, NOW).is_ok());
 
-        for other in [
-            "203.0.113.8:50000",
-            "203.0.113.7:50001",
-            "[::ffff:203.0.113.7]:50000",
-        ] {
+        for other in ["203.0.113.8:50000", "[::ffff:203.0.113.7]:50000"] {
             let other: SocketAddr = other.parse().expect("addr");
             let r = n.verify(nonce.as_str().as_bytes(), other, NOW);
             assert_eq!(r, Err(NonceError::Invalid), "{other}");

@@ -396,7 +396,7 @@ fn channel_bind_rebinding_rules() {
     assert_error(&bind_channel(&mut h, &mut c, 0x4001, PEER), 400, &c);
     // Invalid channel numbers: 400.
     assert_error(&bind_channel(&mut h, &mut c, 0x3FFF, PEER2), 400, &c);
-    assert_error(&bind_channel(&mut h, &mut c, 0x5000, PEER2), 400, &c);
+    assert_error(&bind_channel(&mut h, &mut c, 0x8000, PEER2), 400, &c);
     // Missing attributes: 400.
     let r = h.request(&mut c, Method::CHANNEL_BIND, |b| {
         b.add(&ChannelNumber(0x4002)).expect("c")

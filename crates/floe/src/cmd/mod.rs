@@ -1,5 +1,7 @@
 //! One module per subcommand.
+pub mod credentials;
 pub mod serve;
 pub mod signal;
 pub mod stun;
 pub mod token;
+pub mod turn;

@@ -1,16 +1,20 @@
 //! `floe serve`: every server with safe local defaults.
 //!
-//! At this stage: the STUN server (UDP and TCP) on 127.0.0.1:3478 unless `--listen` says
-//! otherwise, with RFC 5780 discovery when `--alternate-ip` is given.
+//! * STUN and TURN on 127.0.0.1:3478 (UDP and TCP) unless `--listen` says otherwise, RFC 5780
+//!   discovery with `--alternate-ip`, TURN over TLS with `--tls-listen`;
+//! * signalling (WebSocket, REST post box, ICE servers, demo page) on 127.0.0.1:8080 unless
+//!   `--http` says otherwise. Its join answers carry this server's STUN/TURN URLs and TURN REST
+//!   credentials minted with the TURN shared secret (a random one when none is configured).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use floe_server::stun::{StunConfig, StunServer};
+use floe_signal_server::{SignalArgs, SignalServer};
 
+use crate::cmd::turn::{self, TurnArgs};
 use crate::config::FileConfig;
 
 /// Arguments of `floe serve`.
@@ -26,72 +30,127 @@ pub struct Args {
     /// primary port + 1).
     #[arg(long, value_name = "IP")]
     pub alternate_ip: Option<IpAddr>,
-    /// UDP sockets per address (0 = one per core).
+    /// UDP sockets (shards) per address (0 = one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// SOFTWARE attribute in responses ("" to omit).
+    /// SOFTWARE attribute in STUN/TURN responses ("" to omit).
     #[arg(long, value_name = "TEXT")]
     pub software: Option<String>,
+    /// TURN options.
+    #[command(flatten)]
+    pub turn: TurnArgs,
+    /// Signalling options.
+    #[command(flatten)]
+    pub signal: SignalArgs,
 }
 
-/// The STUN configuration from the file and the flags (flags win).
-pub fn stun_config(args: &Args, file: &FileConfig) -> StunConfig {
-    let defaults = StunConfig::default();
-    let listen = if !args.listen.is_empty() {
+/// The STUN/TURN listening addresses from the flags, the file, or the default.
+fn listen_addrs(args: &Args, file: &FileConfig) -> Vec<SocketAddr> {
+    if !args.listen.is_empty() {
         args.listen.clone()
     } else if !file.listen.is_empty() {
         file.listen.clone()
     } else {
-        defaults.listen.clone()
-    };
-    let software = args
-        .software
-        .clone()
-        .or_else(|| file.stun.software.clone())
-        .map(|s| if s.is_empty() { None } else { Some(s) })
-        .unwrap_or(defaults.software.clone());
-    StunConfig {
-        listen,
-        alternate_ip: args.alternate_ip.or(file.alternate_ip),
-        workers: args.workers.or(file.workers).unwrap_or(defaults.workers),
-        software,
-        max_tcp_connections: file
-            .stun
-            .max_tcp_connections
-            .unwrap_or(defaults.max_tcp_connections),
-        tcp_idle_timeout: file
-            .stun
-            .tcp_idle_timeout_secs
-            .map(Duration::from_secs)
-            .unwrap_or(defaults.tcp_idle_timeout),
-        max_padding: file.stun.max_padding.unwrap_or(defaults.max_padding),
+        vec![SocketAddr::from(([127, 0, 0, 1], 3478))]
     }
+}
+
+/// `stun:`/`turn:`/`turns:` URLs for the bound addresses (RFC 7064, RFC 7065).
+fn ice_urls(udp_tcp: &[SocketAddr], tls: &[SocketAddr]) -> (Vec<String>, Vec<String>) {
+    let host = |a: &SocketAddr| match a.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]:{}", a.port()),
+        IpAddr::V4(ip) => format!("{ip}:{}", a.port()),
+    };
+    let stun = udp_tcp
+        .iter()
+        .map(|a| format!("stun:{}", host(a)))
+        .collect();
+    let mut turn: Vec<String> = Vec::new();
+    for a in udp_tcp {
+        turn.push(format!("turn:{}?transport=udp", host(a)));
+        turn.push(format!("turn:{}?transport=tcp", host(a)));
+    }
+    for a in tls {
+        turn.push(format!("turns:{}?transport=tcp", host(a)));
+    }
+    (stun, turn)
 }
 
 /// Runs `floe serve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let stun = stun_config(&args, &file);
+    let listen = listen_addrs(&args, &file);
+    let workers = args.workers.or(file.workers).unwrap_or(0);
+    let mut plan = turn::plan(
+        listen,
+        args.alternate_ip.or(file.alternate_ip),
+        workers,
+        &args.turn,
+        &file,
+        true,
+    )?;
+    let software = args.software.clone().or_else(|| file.stun.software.clone());
+    if let Some(s) = software {
+        let s = if s.is_empty() { None } else { Some(s) };
+        plan.shell.turn.software = s.clone();
+        plan.shell.turn.binding.software = s;
+    }
+    if let Some(p) = file.stun.max_padding {
+        plan.shell.turn.binding.max_padding = p;
+    }
+    let mut signal = std::mem::take(&mut file.signal);
+    args.signal.apply(&mut signal);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let server = StunServer::bind(stun.clone())
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .context("installing the metrics recorder")?;
+        let turn_service = turn::start(&plan).await?;
+        // The join answer's ICE servers: this deployment's URLs and credentials from the same
+        // secret the TURN server accepts, unless configured explicitly.
+        if signal.stun_urls.is_empty() && signal.turn_urls.is_empty() {
+            let (stun, turn) = ice_urls(&turn_service.local_addrs(), &turn_service.tls_addrs());
+            signal.stun_urls = stun;
+            signal.turn_urls = turn;
+        }
+        if signal.turn_secret.is_none() {
+            signal.turn_secret = args
+                .turn
+                .auth_secret
+                .first()
+                .or(file.turn.auth_secrets.first())
+                .cloned()
+                .or(plan.generated_secret.clone());
+        }
+        if plan.generated_secret.is_some() {
+            println!("floe: TURN credentials: REST scheme with a random secret generated at start; the signalling server mints them (set --auth-secret to share it with other tools)");
+        }
+        let listener = tokio::net::TcpListener::bind(signal.http)
             .await
-            .context("starting the STUN server")?;
-        for addr in server.all_udp_addrs() {
-            println!("floe: STUN listening on udp://{addr} and tcp://{addr}");
-        }
-        match stun.alternate_ip {
-            Some(ip) => println!("floe: RFC 5780 NAT discovery on (alternate IP {ip})"),
-            None => println!("floe: RFC 5780 NAT discovery off (no --alternate-ip)"),
-        }
-        tracing::info!(listen = ?server.local_addrs(), "STUN server started");
-        server.run(shutdown_signal()).await;
+            .with_context(|| format!("binding HTTP on {}", signal.http))?;
+        let http = listener.local_addr().context("reading the bound address")?;
+        println!("floe signal: listening on http://{http}");
+        println!("floe: demo page at http://{http}/  metrics at http://{http}/metrics");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let turn_task = tokio::spawn(turn_service.run({
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }));
+        let signal_result = SignalServer::new(signal)
+            .with_metrics(Arc::new(move || prometheus.render()))
+            .run(listener, shutdown_signal())
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = turn_task.await;
+        signal_result.context("signalling server")?;
         println!("floe: stopped");
         Ok(ExitCode::SUCCESS)
     })
@@ -99,24 +158,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    crate::cmd::signal::shutdown_signal().await
 }
