@@ -49,6 +49,8 @@ const MAX_FRAME: usize = 65_535 + 20;
 const STREAM_QUEUE: usize = 256;
 /// RFC 6062 §5.2: at least 30 s to connect to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed accept (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// A TLS handshake that takes longer is abandoned.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -722,7 +724,9 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, transport: Transport)
         let (stream, remote) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
+                // EMFILE and friends: back off instead of spinning on the same error.
                 tracing::debug!(%local, error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -871,7 +875,10 @@ async fn relay_tcp_accept_loop(
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
-            Err(_) => continue,
+            Err(_) => {
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let now = Instant::now();
         let mut id = None;
