@@ -7,32 +7,20 @@
 //!   credentials minted with the TURN shared secret (a random one when none is configured).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use floe_signal_server::{SignalArgs, SignalServer};
 
-use crate::cmd::turn::{self, TurnArgs};
-use crate::config::FileConfig;
+use crate::cmd::turn::{self, ListenArgs, TurnArgs};
 
 /// Arguments of `floe serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// TOML configuration file; flags override its keys.
-    #[arg(long, short = 'c', env = "FLOE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// STUN/TURN listening address, UDP and TCP (repeatable). Default 127.0.0.1:3478.
-    #[arg(long = "listen", value_name = "ADDR:PORT")]
-    pub listen: Vec<SocketAddr>,
-    /// Second IP address of this host: turns on RFC 5780 NAT discovery (alternate port =
-    /// primary port + 1).
-    #[arg(long, value_name = "IP")]
-    pub alternate_ip: Option<IpAddr>,
-    /// UDP sockets (shards) per address (0 = one per core).
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
+    /// Listening options.
+    #[command(flatten)]
+    pub net: ListenArgs,
     /// SOFTWARE attribute in STUN/TURN responses ("" to omit).
     #[arg(long, value_name = "TEXT")]
     pub software: Option<String>,
@@ -42,17 +30,6 @@ pub struct Args {
     /// Signalling options.
     #[command(flatten)]
     pub signal: SignalArgs,
-}
-
-/// The STUN/TURN listening addresses from the flags, the file, or the default.
-fn listen_addrs(args: &Args, file: &FileConfig) -> Vec<SocketAddr> {
-    if !args.listen.is_empty() {
-        args.listen.clone()
-    } else if !file.listen.is_empty() {
-        file.listen.clone()
-    } else {
-        vec![SocketAddr::from(([127, 0, 0, 1], 3478))]
-    }
 }
 
 /// `stun:`/`turn:`/`turns:` URLs for the bound addresses (RFC 7064, RFC 7065).
@@ -78,20 +55,8 @@ fn ice_urls(udp_tcp: &[SocketAddr], tls: &[SocketAddr]) -> (Vec<String>, Vec<Str
 
 /// Runs `floe serve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
-    let listen = listen_addrs(&args, &file);
-    let workers = args.workers.or(file.workers).unwrap_or(0);
-    let mut plan = turn::plan(
-        listen,
-        args.alternate_ip.or(file.alternate_ip),
-        workers,
-        &args.turn,
-        &file,
-        true,
-    )?;
+    let mut file = args.net.file()?;
+    let mut plan = args.net.plan(&args.turn, &file, true)?;
     let software = args.software.clone().or_else(|| file.stun.software.clone());
     if let Some(s) = software {
         let s = if s.is_empty() { None } else { Some(s) };

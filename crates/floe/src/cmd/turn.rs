@@ -111,21 +111,68 @@ pub struct TurnSection {
     pub tcp_idle_timeout_secs: Option<u64>,
 }
 
-/// Arguments of `floe turn`.
+/// Listening flags and the config file, shared by `floe turn` and `floe serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct ListenArgs {
     /// TOML configuration file; flags override its keys.
     #[arg(long, short = 'c', env = "FLOE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// UDP and TCP listening address (repeatable). Default 127.0.0.1:3478.
+    /// STUN/TURN listening address, UDP and TCP (repeatable). Default 127.0.0.1:3478.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
-    /// RFC 5780: second IP address of this host (STUN NAT discovery on the same ports).
+    /// Second IP address of this host: turns on RFC 5780 NAT discovery on the same ports
+    /// (alternate port = primary port + 1).
     #[arg(long, value_name = "IP")]
     pub alternate_ip: Option<IpAddr>,
-    /// Shards (0 = one per core).
+    /// UDP sockets (shards) per address (0 = one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+}
+
+impl ListenArgs {
+    /// The config file, or an empty one.
+    pub fn file(&self) -> anyhow::Result<FileConfig> {
+        match &self.config {
+            Some(path) => FileConfig::load(path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    /// Listening addresses from the flags, the file, or the default 127.0.0.1:3478.
+    pub fn listen(&self, file: &FileConfig) -> Vec<SocketAddr> {
+        if !self.listen.is_empty() {
+            self.listen.clone()
+        } else if !file.listen.is_empty() {
+            file.listen.clone()
+        } else {
+            vec![SocketAddr::from(([127, 0, 0, 1], 3478))]
+        }
+    }
+
+    /// Builds the TURN plan from these flags, `turn` and the file.
+    pub fn plan(
+        &self,
+        turn: &TurnArgs,
+        file: &FileConfig,
+        generate_secret: bool,
+    ) -> anyhow::Result<TurnPlan> {
+        plan(
+            self.listen(file),
+            self.alternate_ip.or(file.alternate_ip),
+            self.workers.or(file.workers).unwrap_or(0),
+            turn,
+            file,
+            generate_secret,
+        )
+    }
+}
+
+/// Arguments of `floe turn`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Listening options.
+    #[command(flatten)]
+    pub net: ListenArgs,
     /// TURN options.
     #[command(flatten)]
     pub turn: TurnArgs,
@@ -337,26 +384,8 @@ pub async fn start(plan: &TurnPlan) -> anyhow::Result<TurnService> {
 
 /// Runs `floe turn`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
-    let listen = if !args.listen.is_empty() {
-        args.listen.clone()
-    } else if !file.listen.is_empty() {
-        file.listen.clone()
-    } else {
-        vec![SocketAddr::from(([127, 0, 0, 1], 3478))]
-    };
-    let workers = args.workers.or(file.workers).unwrap_or(0);
-    let plan = plan(
-        listen,
-        args.alternate_ip.or(file.alternate_ip),
-        workers,
-        &args.turn,
-        &file,
-        false,
-    )?;
+    let file = args.net.file()?;
+    let plan = args.net.plan(&args.turn, &file, false)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
