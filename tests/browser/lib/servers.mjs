@@ -1,12 +1,15 @@
-// Starting floe and coturn for the browser tests, on loopback only, stopped by PID.
+// Starting floe (signalling, TURN) for the browser tests, on loopback only, stopped by PID.
 
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { connect } from 'node:net';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createHash, X509Certificate } from 'node:crypto';
+import { tmpdir } from 'node:os';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -99,55 +102,138 @@ async function waitTcp(port, timeoutMs) {
   throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
 }
 
-/**
- * Starts a TURN server on 127.0.0.1 with the TURN REST shared secret `secret`, relaying on
- * loopback. Today this is coturn's `turnserver` (Debian package coturn); to test floe's own TURN
- * instead, change `startTurn` to spawn `floe turn --listen 127.0.0.1:PORT --relay-ip 127.0.0.1
- * --auth-secret SECRET --allow-peer 127.0.0.0/8` (one line), keeping the returned shape.
- * @returns {Promise<{port: number, urls: string[], stop: () => Promise<void>, log: () => string}>}
- */
-export async function startTurn({ secret, realm = 'floe.test' }) {
-  return startCoturn({ secret, realm });
+/** Runs `cmd args`, resolving with stdout; rejects on a non-zero exit or after `timeoutMs`. */
+function runTool(cmd, args, timeoutMs = 20000) {
+  return new Promise((res, rej) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    const timer = setTimeout(() => {
+      p.kill('SIGKILL');
+      rej(new Error(`${cmd} timed out`));
+    }, timeoutMs);
+    p.once('error', (e) => {
+      clearTimeout(timer);
+      rej(e);
+    });
+    p.once('exit', (code) => {
+      clearTimeout(timer);
+      if (code === 0) res(out);
+      else rej(new Error(`${cmd} ${args.join(' ')} exited with ${code}: ${err}`));
+    });
+  });
 }
 
-async function startCoturn({ secret, realm }) {
+/**
+ * A self-signed certificate for 127.0.0.1 / localhost, made with the openssl CLI in a fresh
+ * temporary directory. @returns {Promise<{dir: string, cert: string, key: string}>}
+ */
+export async function selfSignedCert() {
+  const dir = await mkdtemp(join(tmpdir(), 'floe-cert-'));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  await runTool('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    '-keyout', key, '-out', cert,
+  ]);
+  return { dir, cert, key };
+}
+
+/** Base64 SHA-256 of a PEM certificate's SubjectPublicKeyInfo (Chromium's SPKI pin format). */
+export function spkiHash(pem) {
+  const der = new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(der).digest('base64');
+}
+
+/**
+ * Mints a TURN REST credential with `floe credentials` (the scheme `--auth-secret` accepts).
+ * @returns {Promise<{username: string, credential: string}>}
+ */
+export async function floeCredentials(secret, user, ttl = 600) {
+  const out = await runTool(FLOE_BIN, ['credentials', '--secret', secret, '--user', user, '--ttl', String(ttl)]);
+  const username = out.match(/^username: (.+)$/m)?.[1];
+  const credential = out.match(/^password: (.+)$/m)?.[1];
+  if (!username || !credential) throw new Error(`unexpected floe credentials output: ${out}`);
+  return { username, credential };
+}
+
+/**
+ * Starts floe's own TURN relay, `floe turn`, on 127.0.0.1 with the TURN REST shared secret
+ * `secret`, relaying from 127.0.0.1 (loopback peers opened with --allow-peer 127.0.0.0/8, as the
+ * default policy refuses them) on a random 100-port range, and with `tls` also TURN over TLS with
+ * a self-signed certificate. Resolves once floe printed its listening lines and accepts TCP.
+ * `spki` is the base64 SHA-256 of the certificate's public key, as Chromium's
+ * --ignore-certificate-errors-spki-list wants it.
+ * @returns {Promise<{port: number, tlsPort: number | null, relayPorts: [number, number], spki: string | null,
+ *   urls: string[], url: {udp: string, tcp: string, tls: string | null},
+ *   stop: () => Promise<void>, log: () => string}>}
+ */
+export async function startTurn({ secret, realm = 'floe.test', tls = false, timeoutMs = 15000 }) {
   const port = await freePort();
+  const tlsPort = tls ? await freePort() : null;
+  const cert = tls ? await selfSignedCert() : null;
+  const spki = cert ? spkiHash(await readFile(cert.cert, 'utf8')) : null;
   const minPort = 40000 + Math.floor(Math.random() * 10000);
-  const proc = spawn(
-    process.env.TURNSERVER || '/usr/bin/turnserver',
-    [
-      '-n', // no config file
-      '--listening-ip=127.0.0.1',
-      `--listening-port=${port}`,
-      '--relay-ip=127.0.0.1',
-      `--min-port=${minPort}`,
-      `--max-port=${minPort + 200}`,
-      '--use-auth-secret',
-      `--static-auth-secret=${secret}`,
-      `--realm=${realm}`,
-      '--fingerprint',
-      '--no-tls',
-      '--no-dtls',
-      '--no-cli',
-      '--allow-loopback-peers',
-      '--no-multicast-peers',
-      '--log-file=stdout',
-      '--simple-log',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const relayPorts = [minPort, minPort + 99];
+  const args = [
+    'turn',
+    '--listen', `127.0.0.1:${port}`,
+    '--relay-ip', '127.0.0.1',
+    '--relay-ports', `${relayPorts[0]}-${relayPorts[1]}`,
+    '--realm', realm,
+    '--auth-secret', secret,
+    '--allow-peer', '127.0.0.0/8',
+  ];
+  if (tls) args.push('--tls-listen', `127.0.0.1:${tlsPort}`, '--tls-cert', cert.cert, '--tls-key', cert.key);
+  const proc = spawn(FLOE_BIN, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FLOE_LOG: process.env.FLOE_LOG || 'info' },
+  });
+  let out = '';
   let log = '';
-  const keep = (d) => {
+  proc.stdout.on('data', (d) => {
+    out += d;
+  });
+  proc.stderr.on('data', (d) => {
     log = (log + d).slice(-50000);
+  });
+  const stopProc = stopper(proc);
+  const stop = async () => {
+    await stopProc();
+    if (cert) await rm(cert.dir, { recursive: true, force: true });
   };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  const stop = stopper(proc);
   try {
-    await waitTcp(port, 10000);
+    await new Promise((resolveReady, reject) => {
+      const ready = () =>
+        out.includes(`tcp://127.0.0.1:${port}`) && (!tls || out.includes(`tls://127.0.0.1:${tlsPort}`));
+      const timer = setTimeout(() => reject(new Error(`floe turn did not start: ${out}${log}`)), timeoutMs);
+      const check = () => {
+        if (ready()) {
+          clearTimeout(timer);
+          resolveReady();
+        }
+      };
+      proc.stdout.on('data', check);
+      proc.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`floe turn exited with ${code}: ${out}${log}`));
+      });
+      check();
+    });
+    await waitTcp(port, timeoutMs);
+    if (tls) await waitTcp(tlsPort, timeoutMs);
   } catch (e) {
     await stop();
-    throw new Error(`${e.message}\n${log}`);
+    throw e;
   }
-  return { port, urls: [`turn:127.0.0.1:${port}?transport=udp`], stop, log: () => log };
+  const url = {
+    udp: `turn:127.0.0.1:${port}?transport=udp`,
+    tcp: `turn:127.0.0.1:${port}?transport=tcp`,
+    tls: tls ? `turns:127.0.0.1:${tlsPort}?transport=tcp` : null,
+  };
+  return { port, tlsPort, relayPorts, urls: [url.udp], url, spki, stop, log: () => out + log };
 }
