@@ -3,7 +3,7 @@
 //! with channels (uclient's default) and with Send/Data indications (`-s`), with static users and
 //! TURN REST credentials (two secrets, for rotation), over IPv6, and with RFC 6062 TCP
 //! allocations (`-T`). Every run must relay every message and lose none; wrong credentials must
-//! fail.
+//! fail, and so must relaying to a loopback peer without `--allow-peer` (the secure default).
 //!
 //! The coturn tools and `openssl` must be installed (`./test.sh` installs them); a missing tool
 //! fails the test rather than skipping it.
@@ -208,14 +208,21 @@ struct Floe {
 /// Starts `floe turn` on 127.0.0.1 (and ::1 with `ipv6`), TLS too with `tls`, static user
 /// alice and both REST secrets, loopback peers allowed.
 fn start_floe(tls: bool, ipv6: bool) -> Floe {
+    start_floe_with(tls, ipv6, true)
+}
+
+/// As [`start_floe`]; without `allow_loopback` the default peer policy applies.
+fn start_floe_with(tls: bool, ipv6: bool, allow_loopback: bool) -> Floe {
     let dir = TempDir::new("turn");
     let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let mut cmd = Command::new(FLOE);
     cmd.args(["turn", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--relay-ip", "127.0.0.1", "--realm", REALM])
         .args(["--user", &format!("{USER}:{PASSWORD}")])
-        .args(["--auth-secret", SECRET_OLD, "--auth-secret", SECRET_NEW])
-        .args(["--allow-peer", "127.0.0.0/8"]);
+        .args(["--auth-secret", SECRET_OLD, "--auth-secret", SECRET_NEW]);
+    if allow_loopback {
+        cmd.args(["--allow-peer", "127.0.0.0/8"]);
+    }
     if ipv6 {
         // `::1` also reads as the IPv4-compatible form of 0.0.0.1 (in the default-denied
         // 0.0.0.0/8), which `--allow-peer ::1/128` alone does not open: see the report on
@@ -572,6 +579,36 @@ fn wrong_credentials_fail() {
         "127.0.0.1",
         floe.port,
     );
+}
+
+#[test]
+fn loopback_peer_refused_by_default() {
+    let _serial = serial();
+    let floe = start_floe_with(false, false, false);
+    let (_peer, peer_port) = start_peer(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let r = peer_port.to_string();
+    for (flags, expected) in [
+        (
+            vec!["-e", "127.0.0.1", "-r", &r],
+            "channel bind: error 403 (Forbidden)",
+        ),
+        (
+            vec!["-s", "-e", "127.0.0.1", "-r", &r],
+            "create permission error 403 (Forbidden)",
+        ),
+    ] {
+        let (out, text) = uclient(&flags, &static_auth(), "127.0.0.1", floe.port);
+        assert_eq!(out.status.code(), Some(255), "{flags:?}:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{flags:?}: expected {expected:?}:\n{text}"
+        );
+        assert_eq!(
+            summary(&text),
+            None,
+            "{flags:?}: nothing may be relayed:\n{text}"
+        );
+    }
 }
 
 #[test]
