@@ -21,8 +21,12 @@ describe('floe signalling with Chromium', { timeout: 240_000 }, () => {
   });
 
   after(async () => {
-    await chrome?.close();
-    await floe?.stop();
+    // Stop both even if closing Chromium fails, so no process outlives the test.
+    try {
+      await chrome?.close();
+    } finally {
+      await floe?.stop();
+    }
   });
 
   test('two pages connect, chat and transfer 1 MiB (iceTransportPolicy all)', { timeout: 60_000 }, async () => {

@@ -165,9 +165,16 @@ describe('relay-only through floe turn', { timeout: 300_000 }, () => {
   });
 
   after(async () => {
-    await chrome?.close();
-    await floe?.stop();
-    await turn?.stop();
+    // Stop everything even if one step fails, so no process outlives the test.
+    try {
+      await chrome?.close();
+    } finally {
+      try {
+        await floe?.stop();
+      } finally {
+        await turn?.stop();
+      }
+    }
   });
 
   for (const [name, protocol] of [['udp', 'udp'], ['tcp', 'tcp'], ['tls', 'tls']]) {

@@ -76,7 +76,9 @@ export async function launchChromium(opts = {}) {
         await Promise.race([exited, delay(3000)]);
       }
     }
-    await rm(userDataDir, { recursive: true, force: true });
+    // Chromium's helper processes may still be writing to the profile for a moment after the
+    // browser process exits (seen as ENOTEMPTY): let rm retry, bounded.
+    await rm(userDataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   };
   try {
     const port = await devToolsPort(userDataDir, proc, opts.timeoutMs ?? 20000, () => stderr);
