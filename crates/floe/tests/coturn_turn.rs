@@ -4,6 +4,7 @@
 //! TURN REST credentials (two secrets, for rotation), over IPv6, and with RFC 6062 TCP
 //! allocations (`-T`). Every run must relay every message and lose none; wrong credentials must
 //! fail, and so must relaying to a loopback peer without `--allow-peer` (the secure default).
+//! `floe serve` relays too, and its `/metrics` counts exactly the relayed packets.
 //!
 //! The coturn tools and `openssl` must be installed (`./test.sh` installs them); a missing tool
 //! fails the test rather than skipping it.
@@ -608,6 +609,93 @@ fn loopback_peer_refused_by_default() {
             None,
             "{flags:?}: nothing may be relayed:\n{text}"
         );
+    }
+}
+
+/// `floe serve` (STUN + TURN + signalling in one process) on `port`, with its HTTP listener on a
+/// free port; returns the HTTP address it printed.
+fn start_serve(port: u16) -> (Proc, SocketAddr) {
+    let mut child = Command::new(FLOE)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--http", "127.0.0.1:0", "--realm", REALM])
+        .args(["--user", &format!("{USER}:{PASSWORD}")])
+        .args(["--allow-peer", "127.0.0.0/8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start floe serve");
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads (and keeps draining) floe's stdout so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let http = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("floe serve did not print its HTTP address");
+        if let Some(addr) = line.strip_prefix("floe signal: listening on http://") {
+            break addr.trim().parse().expect("HTTP address");
+        }
+    };
+    wait_for_stun(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    (proc, http)
+}
+
+/// GET /metrics (HTTP/1.0, bounded by timeouts).
+fn metrics(http: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&http, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn floe_serve_relays_and_counts_in_metrics() {
+    let _serial = serial();
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (_serve, http) = start_serve(port);
+    let (_peer, peer_port) = start_peer(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let r = peer_port.to_string();
+    relay_all(
+        "floe serve, udp, channels",
+        &["-e", "127.0.0.1", "-r", &r],
+        &static_auth(),
+        "127.0.0.1",
+        port,
+    );
+    // The workers publish their counters about once a second: wait (bounded) for the totals.
+    let expected = u64::from(MESSAGES) * u64::from(CLIENTS);
+    let want = [
+        format!("floe_turn_relayed_packets_total{{direction=\"to_peer\"}} {expected}"),
+        format!("floe_turn_relayed_packets_total{{direction=\"to_client\"}} {expected}"),
+        format!(
+            "floe_turn_relayed_bytes_total{{direction=\"to_peer\"}} {}",
+            expected * 120
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = metrics(http);
+    while !want.iter().all(|w| text.lines().any(|l| l == w)) {
+        assert!(
+            Instant::now() < deadline,
+            "metrics do not show {want:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200)); // polling interval of a bounded wait
+        text = metrics(http);
     }
 }
 
