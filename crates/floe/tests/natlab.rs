@@ -36,6 +36,8 @@ fn field<'a>(text: &'a str, name: &str) -> &'a str {
 fn floe_stun_nat(lab: &Lab, host: &Host) -> NatReport {
     let server = format!("{SERVER_IP}:{PORT}");
     let (ok, text) = lab.floe(&host.ns, &["stun", "--nat", &server, "--timeout", "2"]);
+    // Shown with --nocapture (docs/natlab.md quotes it).
+    println!("floe stun --nat from {} ({}):\n{text}", host.ip, host.ns);
     assert!(ok, "floe stun --nat failed from {}:\n{text}", host.ip);
     let local: std::net::SocketAddr = field(&text, "local address:").parse().unwrap();
     NatReport {
@@ -84,11 +86,13 @@ fn coturn_natdiscovery(lab: &Lab, host: &Host) -> String {
         ])
         .output()
         .expect("run turnutils_natdiscovery");
-    format!(
+    let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    )
+    );
+    println!("turnutils_natdiscovery -m -f from {}:\n{text}", host.ip);
+    text
 }
 
 #[test]
@@ -149,6 +153,18 @@ fn coturn_natdiscovery_agrees_on_the_symmetric_nat() {
         text.contains("NAT with Address and Port Dependent Filtering!"),
         "coturn disagrees on the filtering:\n{text}"
     );
+}
+
+#[test]
+fn snat_per_destination_address_is_address_dependent_mapping() {
+    let mut lab = Lab::new();
+    let bob = lab.site("bob", BOB_NET, Nat::AddressDependent, 1);
+    lab.serve(&[]);
+    let r = floe_stun_nat(&lab, &bob.hosts[0]);
+    assert_eq!(r.mapping, "address-dependent", "{}", r.text);
+    assert_eq!(r.filtering, "address-and-port-dependent", "{}", r.text);
+    assert_eq!(r.mapped.ip(), bob.wan_ip, "{}", r.text);
+    assert!((20000..30000).contains(&r.mapped.port()), "{}", r.text);
 }
 
 #[test]

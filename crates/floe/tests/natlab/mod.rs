@@ -47,6 +47,9 @@ pub enum Nat {
     Cone,
     /// `MASQUERADE --random-fully`: address-and-port-dependent mapping ("symmetric").
     Symmetric,
+    /// One `SNAT --to-source WAN:RANGE` per destination address (floe's two addresses; other
+    /// destinations get `MASQUERADE`): address-dependent mapping.
+    AddressDependent,
     /// `MASQUERADE` plus a `DNAT` of all inbound UDP to the first host: endpoint-independent
     /// mapping and filtering ("full cone").
     FullCone,
@@ -340,6 +343,30 @@ impl Lab {
         };
         ipt(&["-F"]);
         ipt(&["-t", "nat", "-F"]);
+        if nat == Nat::AddressDependent {
+            // Linux reuses an existing mapping of the same source only when it lies in the
+            // rule's range, so disjoint ranges per destination address give a new mapping per
+            // address and the same one for every port of that address.
+            for (dst, range) in [(SERVER_IP, "20000-29999"), (ALT_IP, "30000-39999")] {
+                let to = format!("{}:{range}", site.wan_ip);
+                ipt(&[
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    "wan",
+                    "-p",
+                    "udp",
+                    "-d",
+                    &dst.to_string(),
+                    "-j",
+                    "SNAT",
+                    "--to-source",
+                    &to,
+                ]);
+            }
+        }
         let masquerade = [
             "-t",
             "nat",
@@ -374,7 +401,7 @@ impl Lab {
             "DROP",
         ]);
         match nat {
-            Nat::Cone | Nat::Symmetric => {}
+            Nat::Cone | Nat::Symmetric | Nat::AddressDependent => {}
             Nat::FullCone => {
                 let to = site.hosts[0].ip.to_string();
                 ipt(&[
