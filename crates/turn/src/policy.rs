@@ -328,7 +328,9 @@ const SIX_TO_FOUR: Cidr = Cidr::v6_const(0x2002_u128 << 112, 16);
 const TEREDO: Cidr = Cidr::v6_const(0x2001_0000_u128 << 96, 32);
 
 fn extract_embedded(a: u128, out: &mut Normalized) {
-    if COMPATIBLE.contains_bits(a) {
+    // RFC 4291 §2.5.5.1: `::` and `::1` are the unspecified and loopback addresses, not
+    // IPv4-compatible ones (both stay denied by the IPv6 list; `--allow-peer ::1/128` opens `::1`).
+    if COMPATIBLE.contains_bits(a) && a > 1 {
         out.push(EmbeddingKind::Ipv4Compatible, bits_v4(a, 96));
     }
     if NAT64_WKP.contains_bits(a) {
@@ -797,6 +799,15 @@ pub enum CidrError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_loopback_is_denied_by_default_and_opened_by_allow() {
+        let lo: IpAddr = "::1".parse().unwrap();
+        assert!(PeerPolicy::new().check_ip(lo).is_err());
+        assert!(PeerPolicy::new().check_ip("::".parse().unwrap()).is_err());
+        let open = PeerPolicy::new().with_allow(["::1/128".parse::<Cidr>().unwrap()]);
+        assert!(open.check_ip(lo).is_ok());
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")

@@ -261,9 +261,13 @@ pub fn plan(
             _ => bail!("listening on an unspecified address: give --relay-ip"),
         }
     }
+    // The server's own addresses (listening, alternate, advertised) are never peers: a client
+    // must not relay back into the server (hairpin).
     let own: Vec<IpAddr> = listen
         .iter()
         .map(|l| l.ip())
+        .chain(alternate_ip)
+        .chain(args.external_ip.iter().chain(&t.external_ips).copied())
         .filter(|ip| !ip.is_unspecified())
         .collect();
     let mut allow = args.allow_peer.clone();
