@@ -351,7 +351,14 @@ export class FloeSignal extends EventTarget {
 
   /** Simulates a network blip: drops the connection without leaving (the session resumes). */
   dropConnection() {
-    if (this.ws) this.ws.close(4000, 'client blip');
+    const ws = this.ws;
+    if (!ws) return;
+    // Treat the socket as gone now, as the close handler would: with the network away the
+    // closing handshake may never finish, and `onclose` could come much later.
+    this.ws = null;
+    this._stopHeartbeat();
+    ws.close(4000, 'client blip');
+    if (!this.closed && this.session) this._reconnect(250);
   }
 
   /** Leaves the room for good. */
