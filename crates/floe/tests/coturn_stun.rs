@@ -7,34 +7,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
+mod common;
+
+use common::{require, run, wait_for_stun, Proc, TempDir};
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe");
-
-/// A child process stopped (by its PID) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is not installed: run ./test.sh, which installs coturn"
-    );
-}
 
 /// A UDP port P such that P and P+1 are free on 127.0.0.1 and 127.0.0.2 right now.
 fn free_port_pair() -> u16 {
@@ -59,20 +40,6 @@ fn free_port_pair() -> u16 {
     panic!("no free port pair");
 }
 
-/// Waits (bounded) until a STUN server answers a Binding request at `addr`.
-fn wait_for_stun(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    while Instant::now() < deadline {
-        if floe_server::stun_client::binding_udp(&socket, addr, None, Duration::from_millis(300))
-            .is_ok()
-        {
-            return;
-        }
-    }
-    panic!("no STUN server answered at {addr}");
-}
-
 fn start_floe(port: u16, alternate: bool) -> Proc {
     let mut cmd = Command::new(FLOE);
     cmd.args([
@@ -93,16 +60,6 @@ fn start_floe(port: u16, alternate: bool) -> Proc {
     let proc = Proc(child);
     wait_for_stun(SocketAddr::from(([127, 0, 0, 1], port)));
     proc
-}
-
-fn run(cmd: &mut Command) -> (Output, String) {
-    let out = cmd.output().expect("run command");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
 }
 
 #[test]
@@ -153,9 +110,9 @@ fn coturn_natdiscovery_against_floe_with_rfc5780() {
 }
 
 /// coturn's own server, listening on two loopback addresses so it answers RFC 5780.
-fn start_coturn(port: u16) -> (Proc, tempdir::Dir) {
+fn start_coturn(port: u16) -> (Proc, TempDir) {
     require("turnserver");
-    let dir = tempdir::Dir::new("coturn");
+    let dir = TempDir::new("coturn");
     let child = Command::new("turnserver")
         .args([
             "-n",
@@ -211,38 +168,4 @@ fn floe_stun_nat_against_coturn() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("mapping behaviour: no NAT"), "{text}");
     assert!(text.contains("filtering behaviour: no NAT"), "{text}");
-}
-
-/// A temporary directory removed on drop (no extra dependency needed).
-mod tempdir {
-    pub struct Dir(std::path::PathBuf);
-
-    impl Dir {
-        pub fn new(prefix: &str) -> Dir {
-            let path = std::env::temp_dir().join(format!(
-                "floe-{prefix}-{}-{}",
-                std::process::id(),
-                rand_suffix()
-            ));
-            std::fs::create_dir_all(&path).unwrap();
-            Dir(path)
-        }
-
-        pub fn path(&self) -> String {
-            self.0.display().to_string()
-        }
-    }
-
-    fn rand_suffix() -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0);
-        h.finish()
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }

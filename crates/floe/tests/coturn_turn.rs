@@ -15,8 +15,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
+mod common;
+
+use common::{require, run, wait_for_stun, Proc, TempDir};
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,29 +41,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A child process stopped (by its PID) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is not installed: run ./test.sh, which installs coturn and openssl"
-    );
-}
-
-/// A port P such that UDP and TCP P and P+1 are free on `ip` right now.
 fn free_port_pair(ip: IpAddr) -> u16 {
     for _ in 0..200 {
         let s = UdpSocket::bind((ip, 0)).unwrap();
@@ -76,24 +57,6 @@ fn free_port_pair(ip: IpAddr) -> u16 {
         }
     }
     panic!("no free port pair on {ip}");
-}
-
-/// Waits (bounded) until a STUN server answers a Binding request at `addr`.
-fn wait_for_stun(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let local: SocketAddr = match addr {
-        SocketAddr::V4(_) => (Ipv4Addr::LOCALHOST, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::LOCALHOST, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).unwrap();
-    while Instant::now() < deadline {
-        if floe_server::stun_client::binding_udp(&socket, addr, None, Duration::from_millis(300))
-            .is_ok()
-        {
-            return;
-        }
-    }
-    panic!("no STUN server answered at {addr}");
 }
 
 /// Waits (bounded) until something accepts TCP connections at `addr`.
@@ -132,34 +95,6 @@ fn wait_for_echo(addr: SocketAddr) {
     panic!("turnutils_peer does not echo at {addr}");
 }
 
-/// A temporary directory removed on drop (no extra dependency needed).
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> TempDir {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0);
-        let path = std::env::temp_dir().join(format!(
-            "floe-{prefix}-{}-{:x}",
-            std::process::id(),
-            h.finish()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).display().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A self-signed certificate for 127.0.0.1, ::1 and localhost, made with the openssl CLI.
 fn self_signed_cert(dir: &TempDir) -> (String, String) {
     require("openssl");
@@ -185,16 +120,6 @@ fn self_signed_cert(dir: &TempDir) -> (String, String) {
     ]));
     assert!(out.status.success(), "openssl req failed:\n{text}");
     (cert, key)
-}
-
-fn run(cmd: &mut Command) -> (Output, String) {
-    let out = cmd.output().expect("run command");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
 }
 
 /// A running `floe turn` with its addresses.

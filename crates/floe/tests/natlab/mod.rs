@@ -126,13 +126,8 @@ fn require_root_and_tools() {
          as CI does (./test.sh)"
     );
     for tool in ["ip", "iptables", "conntrack"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
         assert!(
-            found,
+            crate::common::has_tool(tool),
             "{tool} is not installed: the NAT lab needs iproute2, iptables and conntrack \
              (./test.sh installs them)"
         );

@@ -1,0 +1,100 @@
+//! Helpers shared by the end-to-end test files of this crate: child processes stopped by PID,
+//! tool checks that fail (never skip), bounded readiness waits, temporary directories.
+
+// Each test file uses its own subset of these helpers.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+/// A child process stopped (by its PID) when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `tool` is on the PATH.
+pub fn has_tool(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Fails the test when `tool` is missing: `./test.sh` installs every tool the suite needs.
+pub fn require(tool: &str) {
+    assert!(
+        has_tool(tool),
+        "{tool} is not installed: run ./test.sh, which installs coturn and openssl"
+    );
+}
+
+/// Runs a command to completion; returns its output and stdout+stderr as text.
+pub fn run(cmd: &mut Command) -> (Output, String) {
+    let out = cmd.output().expect("run command");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+/// Waits (bounded) until a STUN server answers a Binding request at `addr`.
+pub fn wait_for_stun(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let local: SocketAddr = match addr {
+        SocketAddr::V4(_) => (Ipv4Addr::LOCALHOST, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::LOCALHOST, 0).into(),
+    };
+    let socket = UdpSocket::bind(local).unwrap();
+    while Instant::now() < deadline {
+        if floe_server::stun_client::binding_udp(&socket, addr, None, Duration::from_millis(300))
+            .is_ok()
+        {
+            return;
+        }
+    }
+    panic!("no STUN server answered at {addr}");
+}
+
+/// A temporary directory removed on drop (no extra dependency needed).
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// A new, empty directory under the system temp dir.
+    pub fn new(prefix: &str) -> TempDir {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        let path = std::env::temp_dir().join(format!(
+            "floe-{prefix}-{}-{:x}",
+            std::process::id(),
+            h.finish()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+
+    /// The path of `name` inside the directory.
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
