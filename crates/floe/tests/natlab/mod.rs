@@ -21,9 +21,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // test helpers panic on setup failure
 
-use std::net::Ipv4Addr;
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The `floe` binary under test.
@@ -34,6 +36,13 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const ALT_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 /// floe's STUN/TURN port (the alternate port is PORT + 1).
 pub const PORT: u16 = 3478;
+/// floe's TURN-over-TLS port (with [`Lab::serve_peers`]).
+pub const TLS_PORT: u16 = 5349;
+/// floe's HTTP port (signalling, `/floe.js`, the demo page) on SERVER_IP.
+pub const HTTP_PORT: u16 = 8080;
+/// The HS256 secret of the lab's signalling server (production mode: peers outside the server's
+/// loopback need a token; see [`Lab::token`]).
+pub const JWT_SECRET: &str = "natlab-jwt-secret";
 /// Prefix of every lab namespace name.
 const PREFIX: &str = "fnl";
 
@@ -55,6 +64,10 @@ pub enum Nat {
     FullCone,
     /// `MASQUERADE` plus `FORWARD -p udp -j DROP`: no UDP gets out, TCP does.
     UdpBlocked,
+    /// Like `UdpBlocked`, and TCP to floe's STUN/TURN port (3478) is dropped as well: of TURN
+    /// only TURN over TLS (5349) gets out; HTTP (signalling) does too. A firewall that lets
+    /// through "web ports only".
+    TlsOnly,
 }
 
 /// A namespace with one address, where programs can run.
@@ -81,19 +94,131 @@ pub struct Site {
     pub nat: Nat,
 }
 
+/// A process started in the lab, with its stdout and stderr collected.
+struct LabProc {
+    child: Child,
+    name: String,
+    /// stdout, then stderr lines as they come (each line prefixed `! ` when from stderr).
+    log: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+    status: Option<ExitStatus>,
+}
+
+/// A handle on a process started with [`Lab::spawn_logged`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcId(usize);
+
+/// What a finished (or stopped) lab process did.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The name given at spawn.
+    pub name: String,
+    /// `None` when it was still running at the deadline (it was then killed).
+    pub status: Option<ExitStatus>,
+    /// Its stdout.
+    pub stdout: String,
+    /// stdout and stderr interleaved (stderr lines prefixed `! `).
+    pub log: String,
+}
+
+impl Finished {
+    /// Whether it exited with status 0.
+    pub fn ok(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// The first stdout line starting with `prefix`, without the prefix.
+    pub fn line(&self, prefix: &str) -> Option<&str> {
+        self.stdout.lines().find_map(|l| l.strip_prefix(prefix))
+    }
+
+    /// The selected candidate pair this peer reported (`selected pair: ...`); the last one when
+    /// it printed several.
+    pub fn selected_pair(&self) -> SelectedPair {
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("selected pair: "))
+            .unwrap_or_else(|| panic!("{} printed no selected pair:\n{}", self.name, self.log));
+        SelectedPair::parse(line)
+            .unwrap_or_else(|| panic!("{}: cannot parse `selected pair: {line}`", self.name))
+    }
+}
+
+/// A `selected pair: local KIND IP:PORT <-> remote KIND IP:PORT via VIA rtt X ms` line, as
+/// printed by `floe peer` and tests/natlab/browser-peer.mjs (which prints `?:PORT` for a
+/// peer-reflexive remote address that Chromium does not reveal).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectedPair {
+    /// host, srflx, prflx or relay.
+    pub local: String,
+    /// The local candidate's address, as printed.
+    pub local_addr: String,
+    /// host, srflx, prflx or relay.
+    pub remote: String,
+    /// The remote candidate's address, as printed.
+    pub remote_addr: String,
+    /// udp, tcp, turn-udp, turn-tcp or turn-tls.
+    pub via: String,
+    /// The round-trip time in ms, when known.
+    pub rtt_ms: Option<f64>,
+}
+
+impl SelectedPair {
+    /// Parses the text after `selected pair: `.
+    pub fn parse(line: &str) -> Option<SelectedPair> {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        // local K A <-> remote K A via V [rtt X ms]
+        if w.len() < 9 || w[0] != "local" || w[3] != "<->" || w[4] != "remote" || w[7] != "via" {
+            return None;
+        }
+        let rtt_ms = match w.get(9..) {
+            Some(["rtt", x, "ms", ..]) => x.parse().ok(),
+            _ => None,
+        };
+        Some(SelectedPair {
+            local: w[1].to_owned(),
+            local_addr: w[2].to_owned(),
+            remote: w[5].to_owned(),
+            remote_addr: w[6].to_owned(),
+            via: w[8].to_owned(),
+            rtt_ms,
+        })
+    }
+
+    /// The local address (`None` when it was not revealed).
+    pub fn local_ip(&self) -> Option<IpAddr> {
+        self.local_addr.parse::<SocketAddr>().ok().map(|a| a.ip())
+    }
+
+    /// The remote address (`None` when it was not revealed, as for Chromium's prflx).
+    pub fn remote_ip(&self) -> Option<IpAddr> {
+        self.remote_addr.parse::<SocketAddr>().ok().map(|a| a.ip())
+    }
+
+    /// Whether either end of the pair is a TURN relay candidate.
+    pub fn relayed(&self) -> bool {
+        self.local == "relay" || self.remote == "relay"
+    }
+}
+
 /// A lab: the public segment, floe's server namespace, and whatever sites a test adds.
 pub struct Lab {
     prefix: String,
     /// Namespaces in creation order (deleted in reverse).
     namespaces: Vec<String>,
     /// Processes started in the lab, stopped by PID on drop.
-    procs: Vec<Child>,
+    procs: Vec<LabProc>,
     next_public: u8,
     next_wan: u8,
     next_port: u32,
     /// The namespace of floe's server.
     pub server_ns: String,
     inet: String,
+    /// Files of this lab (certificates, files to transfer, browser profiles via TMPDIR);
+    /// removed on drop, after every process is stopped.
+    tmp: crate::common::TempDir,
 }
 
 /// Runs a command, panicking with its output when it fails.
@@ -196,6 +321,7 @@ impl Lab {
             prefix,
             namespaces: Vec::new(),
             procs: Vec::new(),
+            tmp: crate::common::TempDir::new("natlab"),
             next_public: 50,
             next_wan: 100,
             next_port: 0,
@@ -415,6 +541,11 @@ impl Lab {
                 ]);
             }
             Nat::UdpBlocked => ipt(&["-A", "FORWARD", "-p", "udp", "-j", "DROP"]),
+            Nat::TlsOnly => {
+                ipt(&["-A", "FORWARD", "-p", "udp", "-j", "DROP"]);
+                let port = PORT.to_string();
+                ipt(&["-A", "FORWARD", "-p", "tcp", "--dport", &port, "-j", "DROP"]);
+            }
         }
         // `conntrack -F` exits 0 and prints to stderr; an empty table is fine too.
         self.exec_ok(&r, "conntrack", &["-F"]);
@@ -446,17 +577,126 @@ impl Lab {
         )
     }
 
-    /// Starts a process in the lab; it is stopped (by PID) when the lab is dropped.
-    pub fn spawn(&mut self, mut cmd: Command) -> u32 {
-        let child = cmd.spawn().expect("start a lab process");
-        let pid = child.id();
-        self.procs.push(child);
-        pid
+    /// Starts a process in the lab; it is stopped (by PID) when the lab is dropped. Its output
+    /// is collected (see [`Lab::spawn_logged`]) unless the command redirects it.
+    pub fn spawn(&mut self, cmd: Command) -> u32 {
+        let id = self.spawn_logged("process", cmd);
+        self.procs[id.0].child.id()
     }
 
-    /// Starts `floe serve` on SERVER_IP:PORT with `--alternate-ip ALT_IP` (plus `extra`
-    /// arguments) in the server namespace and waits (bounded) until both the primary and the
-    /// alternate address and port answer STUN.
+    /// Starts a process in the lab named `name` (for messages), collecting its stdout and
+    /// stderr; it is stopped (by PID) when the lab is dropped.
+    pub fn spawn_logged(&mut self, name: &str, mut cmd: Command) -> ProcId {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name} in the lab: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        if let Some(out) = child.stdout.take() {
+            collect(out, log.clone(), Some(stdout.clone()), "");
+        }
+        if let Some(err) = child.stderr.take() {
+            collect(err, log.clone(), None, "! ");
+        }
+        self.procs.push(LabProc {
+            child,
+            name: name.to_owned(),
+            log,
+            stdout,
+            status: None,
+        });
+        ProcId(self.procs.len() - 1)
+    }
+
+    /// The process's PID.
+    pub fn pid(&self, id: ProcId) -> u32 {
+        self.procs[id.0].child.id()
+    }
+
+    /// What the process printed so far (stdout, and stderr lines prefixed `! `).
+    pub fn log(&self, id: ProcId) -> String {
+        self.procs[id.0].log.lock().unwrap().clone()
+    }
+
+    /// Its stdout so far.
+    pub fn stdout(&self, id: ProcId) -> String {
+        self.procs[id.0].stdout.lock().unwrap().clone()
+    }
+
+    /// Whether the process has exited (reaps it).
+    fn poll_exit(&mut self, id: ProcId) -> Option<ExitStatus> {
+        let p = &mut self.procs[id.0];
+        if p.status.is_none() {
+            p.status = p.child.try_wait().unwrap();
+        }
+        p.status
+    }
+
+    /// Waits until every process in `ids` exited, at most `timeout`; those still running then
+    /// are killed (by PID) and reported with `status: None`. Output collected after the exit
+    /// is included (the pipes are drained before returning).
+    pub fn wait_all(&mut self, ids: &[ProcId], timeout: Duration) -> Vec<Finished> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && ids.iter().any(|&id| self.poll_exit(id).is_none()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ids.iter()
+            .map(|&id| {
+                if self.poll_exit(id).is_none() {
+                    let _ = self.procs[id.0].child.kill();
+                    let _ = self.procs[id.0].child.wait();
+                }
+                // The reader threads finish when the pipes close; give them a bounded moment.
+                let until = Instant::now() + Duration::from_secs(2);
+                while Arc::strong_count(&self.procs[id.0].log) > 1 && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let p = &self.procs[id.0];
+                Finished {
+                    name: p.name.clone(),
+                    status: p.status,
+                    stdout: p.stdout.lock().unwrap().clone(),
+                    log: p.log.lock().unwrap().clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until `id`'s stdout contains `needle`; panics with its log when it exits
+    /// first or the time is up.
+    pub fn wait_for_output(&mut self, id: ProcId, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stdout(id).contains(needle) {
+                return;
+            }
+            if let Some(status) = self.poll_exit(id) {
+                panic!(
+                    "{} exited ({status}) before printing `{needle}`:\n{}",
+                    self.procs[id.0].name,
+                    self.log(id)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print `{needle}` within {timeout:?}:\n{}",
+                self.procs[id.0].name,
+                self.log(id)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// This lab's directory for files (removed on drop).
+    pub fn tmp_path(&self) -> String {
+        self.tmp.path()
+    }
+
+    /// Starts `floe serve` on SERVER_IP:PORT with `--alternate-ip ALT_IP`, HTTP (signalling)
+    /// on SERVER_IP:HTTP_PORT in production mode (`--jwt-secret JWT_SECRET`), plus `extra`
+    /// arguments, in the server namespace, and waits (bounded) until both the primary and the
+    /// alternate address and port answer STUN and HTTP is bound.
     pub fn serve(&mut self, extra: &[&str]) -> u32 {
         let mut cmd = self.command(&self.server_ns.clone(), FLOE);
         cmd.args([
@@ -466,12 +706,12 @@ impl Lab {
             "--alternate-ip",
             &ALT_IP.to_string(),
             "--http",
-            "127.0.0.1:0",
+            &format!("{SERVER_IP}:{HTTP_PORT}"),
+            "--jwt-secret",
+            JWT_SECRET,
         ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let pid = self.spawn(cmd);
+        .args(extra);
+        let id = self.spawn_logged("floe serve", cmd);
         let deadline = Instant::now() + Duration::from_secs(20);
         for target in [
             format!("{SERVER_IP}:{PORT}"),
@@ -487,22 +727,209 @@ impl Lab {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "floe serve did not answer STUN at {target} in the lab"
+                    "floe serve did not answer STUN at {target} in the lab:\n{}",
+                    self.log(id)
                 );
-                if let Some(status) = self.procs.last_mut().unwrap().try_wait().unwrap() {
-                    panic!("floe serve exited early: {status}");
+                if let Some(status) = self.poll_exit(id) {
+                    panic!("floe serve exited early: {status}\n{}", self.log(id));
                 }
             }
         }
-        pid
+        // Printed once the HTTP listener is bound.
+        let http = format!("listening on {}", self.signal_url());
+        self.wait_for_output(
+            id,
+            &http,
+            deadline.saturating_duration_since(Instant::now()),
+        );
+        self.pid(id)
     }
+
+    /// [`Lab::serve`] for connection scenarios: also TURN over TLS on SERVER_IP:TLS_PORT with a
+    /// self-signed certificate for SERVER_IP (see [`Lab::cert`]), a realm, and relaying to the
+    /// public segment allowed (`--allow-peer 203.0.113.0/24`: floe's default peer policy refuses
+    /// documentation ranges and its own addresses). The signalling server's `welcome` then
+    /// carries `stun:` and `turn:` URLs for 203.0.113.10:3478 (UDP and TCP) and a `turns:` URL
+    /// for 203.0.113.10:5349, with TURN credentials minted per peer.
+    pub fn serve_peers(&mut self, extra: &[&str]) -> u32 {
+        let (cert, key) = self.cert();
+        let mut args = vec![
+            "--tls-listen".to_owned(),
+            format!("{SERVER_IP}:{TLS_PORT}"),
+            "--tls-cert".to_owned(),
+            cert,
+            "--tls-key".to_owned(),
+            key,
+            "--realm".to_owned(),
+            "natlab.test".to_owned(),
+            "--allow-peer".to_owned(),
+            "203.0.113.0/24".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.serve(&args)
+    }
+
+    /// A self-signed certificate (P-256, `CA:FALSE`, SAN IP:203.0.113.10) and its key, made
+    /// with the openssl CLI in the lab's directory once: `(cert.pem, key.pem)`. Peers trust it
+    /// for `turns:` with `--ca-file cert.pem`.
+    pub fn cert(&self) -> (String, String) {
+        let cert = self.tmp.file("cert.pem");
+        let key = self.tmp.file("key.pem");
+        if !std::path::Path::new(&cert).exists() {
+            crate::common::require("openssl");
+            sh(
+                "openssl",
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=203.0.113.10",
+                    "-addext",
+                    &format!("subjectAltName=IP:{SERVER_IP}"),
+                    "-addext",
+                    "basicConstraints=critical,CA:FALSE",
+                    "-addext",
+                    "extendedKeyUsage=serverAuth",
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &cert,
+                ],
+            );
+        }
+        (cert, key)
+    }
+
+    /// floe's signalling URL in the lab, `http://203.0.113.10:8080`.
+    pub fn signal_url(&self) -> String {
+        format!("http://{SERVER_IP}:{HTTP_PORT}")
+    }
+
+    /// A signalling token (HS256, [`JWT_SECRET`]) for `peer` in `room`, from `floe token`.
+    pub fn token(&self, room: &str, peer: &str) -> String {
+        let out = sh(
+            FLOE,
+            &[
+                "token", "--secret", JWT_SECRET, "--room", room, "--peer", peer, "--ttl", "600",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A file of `size` deterministic pseudo-random bytes named `name` in the lab's directory;
+    /// returns its path.
+    pub fn make_file(&self, name: &str, size: usize) -> String {
+        let mut x: u32 = 0x1234_5678;
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x.to_le_bytes()[0]
+            })
+            .collect();
+        let path = self.tmp.file(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// A command running tests/natlab/browser-peer.mjs (headless Chromium with floe.js) in
+    /// `host`'s namespace, with `args` after `--signal URL`; its TMPDIR (Chromium's profile)
+    /// is the lab's directory.
+    pub fn browser_peer(&self, host: &Host, args: &[&str]) -> Command {
+        require_browser();
+        let mut cmd = self.command(&host.ns, "node");
+        cmd.arg(browser_script())
+            .args(["--signal", &self.signal_url()])
+            .args(args)
+            .env("TMPDIR", self.tmp.path());
+        cmd
+    }
+
+    /// A command running `floe peer ARGS... --signal URL` in `host`'s namespace.
+    pub fn floe_peer(&self, host: &Host, args: &[&str]) -> Command {
+        let mut cmd = self.command(&host.ns, FLOE);
+        cmd.arg("peer")
+            .args(args)
+            .args(["--signal", &self.signal_url()])
+            .env("TMPDIR", self.tmp.path());
+        cmd
+    }
+}
+
+/// tests/natlab/browser-peer.mjs of this checkout.
+pub fn browser_script() -> String {
+    format!(
+        "{}/../../tests/natlab/browser-peer.mjs",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Fails (never skips) when the browser peer cannot run: node, chromium, and playwright-core in
+/// tests/browser/node_modules (./test.sh runs `npm ci` there).
+pub fn require_browser() {
+    for tool in ["node", "chromium"] {
+        crate::common::require(tool);
+    }
+    let pw = format!(
+        "{}/../../tests/browser/node_modules/playwright-core",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    assert!(
+        std::path::Path::new(&pw).exists(),
+        "playwright-core is missing: run `npm ci` in tests/browser (./test.sh does)"
+    );
+}
+
+/// Appends what `pipe` yields to `log` (each line prefixed) and to `stdout`, on a thread that
+/// ends when the pipe closes.
+fn collect(
+    mut pipe: impl Read + Send + 'static,
+    log: Arc<Mutex<String>>,
+    stdout: Option<Arc<Mutex<String>>>,
+    prefix: &'static str,
+) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut pending = String::new();
+        loop {
+            let n = match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if let Some(out) = &stdout {
+                out.lock().unwrap().push_str(&text);
+            }
+            pending.push_str(&text);
+            while let Some(i) = pending.find('\n') {
+                let line: String = pending.drain(..=i).collect();
+                log.lock().unwrap().push_str(&format!("{prefix}{line}"));
+            }
+        }
+        if !pending.is_empty() {
+            log.lock()
+                .unwrap()
+                .push_str(&format!("{prefix}{pending}\n"));
+        }
+        drop(log);
+        drop(stdout);
+    });
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for child in &mut self.procs {
-            let _ = child.kill();
-            let _ = child.wait();
+        for p in &mut self.procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
         }
         for ns in self.namespaces.iter().rev() {
             destroy_namespace(ns);
