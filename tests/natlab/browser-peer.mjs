@@ -6,7 +6,7 @@
 // machine-readable lines on stdout, in the same shapes as `floe peer`:
 //
 //   joined room R as P
-//   local candidate: host 192.0.2.10:40000            (as gathered; ` via turn udp|tcp|tls` for relay)
+//   local candidate: host 192.0.2.10:40000 priority N (as gathered; ` via turn udp|tcp|tls` for relay)
 //   remote candidate: srflx 203.0.113.101:40000       (as in getStats, prflx included)
 //   selected pair: local host 192.0.2.10:40000 <-> remote srflx 203.0.113.101:40000 via udp rtt 0.4 ms
 //                  (a remote prflx address that Chromium keeps to itself is printed as `?:PORT`)
@@ -310,7 +310,7 @@ async function printPath(other) {
     const fromUrl = url && (url.startsWith('turns:') ? 'tls' : /transport=tcp/.test(url) ? 'tcp' : 'udp');
     const fromStats = info.localStats.find((x) => x.address === f[4] && String(x.port) === f[5])?.relayProtocol;
     const turn = type === 'relay' ? ` via turn ${relayProtocol || fromUrl || fromStats || '?'}` : '';
-    say(`local candidate: ${type} ${f[4]}:${f[5]}${turn}${tcp}`);
+    say(`local candidate: ${type} ${f[4]}:${f[5]}${turn}${tcp} priority ${f[3]}`);
   }
   // Chromium does not reveal a peer-reflexive remote candidate's address in getStats: `?`.
   const addr = (c) => `${c.address || '?'}:${c.port}`;

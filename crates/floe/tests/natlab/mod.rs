@@ -216,6 +216,8 @@ pub struct Lab {
     /// The namespace of floe's server.
     pub server_ns: String,
     inet: String,
+    /// `floe serve`, once started.
+    serve_id: Option<ProcId>,
     /// Files of this lab (certificates, files to transfer, browser profiles via TMPDIR);
     /// removed on drop, after every process is stopped.
     tmp: crate::common::TempDir,
@@ -322,6 +324,7 @@ impl Lab {
             namespaces: Vec::new(),
             procs: Vec::new(),
             tmp: crate::common::TempDir::new("natlab"),
+            serve_id: None,
             next_public: 50,
             next_wan: 100,
             next_port: 0,
@@ -688,6 +691,11 @@ impl Lab {
         }
     }
 
+    /// What `floe serve` logged so far (empty before [`Lab::serve`]).
+    pub fn serve_log(&self) -> String {
+        self.serve_id.map(|id| self.log(id)).unwrap_or_default()
+    }
+
     /// This lab's directory for files (removed on drop).
     pub fn tmp_path(&self) -> String {
         self.tmp.path()
@@ -712,6 +720,7 @@ impl Lab {
         ])
         .args(extra);
         let id = self.spawn_logged("floe serve", cmd);
+        self.serve_id = Some(id);
         let deadline = Instant::now() + Duration::from_secs(20);
         for target in [
             format!("{SERVER_IP}:{PORT}"),
@@ -863,6 +872,305 @@ impl Lab {
             .env("TMPDIR", self.tmp.path());
         cmd
     }
+}
+
+/// Which program plays a peer in a connection scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// Headless Chromium with web/floe.js (tests/natlab/browser-peer.mjs).
+    Browser,
+    /// `floe peer`.
+    Floe,
+}
+
+/// One side of a transfer: who, where, with which extra options.
+#[derive(Debug, Clone)]
+pub struct Side<'a> {
+    /// The program.
+    pub kind: PeerKind,
+    /// The host it runs on.
+    pub host: &'a Host,
+    /// Its peer id (the token's `peer` claim).
+    pub name: &'a str,
+    /// Options added to its command line (e.g. `--relay-only`).
+    pub extra: &'a [&'a str],
+}
+
+impl<'a> Side<'a> {
+    /// A side with no extra options.
+    pub fn new(kind: PeerKind, host: &'a Host, name: &'a str) -> Side<'a> {
+        Side {
+            kind,
+            host,
+            name,
+            extra: &[],
+        }
+    }
+}
+
+/// Both peers' reports of a transfer.
+pub struct Transfer {
+    /// The sender's report.
+    pub sender: Finished,
+    /// The receiver's report.
+    pub receiver: Finished,
+}
+
+impl Transfer {
+    /// Both sides' selected pairs: (sender's, receiver's).
+    pub fn pairs(&self) -> (SelectedPair, SelectedPair) {
+        (self.sender.selected_pair(), self.receiver.selected_pair())
+    }
+
+    /// Both logs, for failure messages (and `--nocapture`).
+    pub fn show(&self) -> String {
+        format!(
+            "--- {} ---\n{}--- {} ---\n{}",
+            self.sender.name, self.sender.log, self.receiver.name, self.receiver.log
+        )
+    }
+}
+
+/// How long a scenario's peers may take, together (each also gets `--timeout` a bit below).
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl Lab {
+    /// Runs `sender` sending a file of `size` bytes to `receiver` in `room` through the lab's
+    /// floe (started with [`Lab::serve_peers`]), and checks that both exited 0, that the sender
+    /// reported the receiver's confirmation (`sent NAME N bytes sha256 HEX`), that the receiver
+    /// reported the same name, size and SHA-256 (`received ...`, with `verified` from
+    /// `floe peer`), and that the bytes written match. Both logs are printed (`--nocapture`).
+    pub fn transfer(
+        &mut self,
+        room: &str,
+        sender: Side<'_>,
+        receiver: Side<'_>,
+        size: usize,
+    ) -> Transfer {
+        let name = format!("{room}.bin");
+        let file = self.make_file(&name, size);
+        let out = self.tmp.file(&format!("{room}.received"));
+        let rx = self.peer_command(room, &receiver, &["receive", "--out", &out]);
+        let rx = self.spawn_logged(
+            &format!("{:?} {} (receive)", receiver.kind, receiver.name),
+            rx,
+        );
+        let tx = self.peer_command(room, &sender, &["send", &file]);
+        let tx = self.spawn_logged(&format!("{:?} {} (send)", sender.kind, sender.name), tx);
+        let mut done = self.wait_all(&[tx, rx], TRANSFER_TIMEOUT).into_iter();
+        let t = Transfer {
+            sender: done.next().unwrap(),
+            receiver: done.next().unwrap(),
+        };
+        println!("{}", t.show());
+        let serve = || {
+            let log = self.serve_log();
+            let tail = log.len().saturating_sub(6000);
+            let tail = (tail..log.len())
+                .find(|&i| log.is_char_boundary(i))
+                .unwrap_or(log.len());
+            format!("--- floe serve (tail) ---\n{}", &log[tail..])
+        };
+        assert!(t.sender.ok(), "the sender failed:\n{}{}", t.show(), serve());
+        assert!(
+            t.receiver.ok(),
+            "the receiver failed:\n{}{}",
+            t.show(),
+            serve()
+        );
+        let bytes = std::fs::read(&file).unwrap();
+        let sent = format!("{name} {size} bytes sha256 {}", sha256_hex(&bytes));
+        assert_eq!(t.sender.line("sent "), Some(sent.as_str()), "{}", t.show());
+        let received = t.receiver.line("received ").unwrap_or_default();
+        assert!(
+            received.starts_with(&sent),
+            "the receiver did not get the same bytes:\n{}",
+            t.show()
+        );
+        if receiver.kind == PeerKind::Floe {
+            assert_eq!(received, format!("{sent} verified"), "{}", t.show());
+        }
+        assert!(
+            std::fs::read(&out).unwrap() == bytes,
+            "{out} differs from {file}"
+        );
+        for side in [&t.sender, &t.receiver] {
+            // Every run of either program ends on a parseable pair.
+            side.selected_pair();
+        }
+        t
+    }
+
+    /// The command line of one side: `mode_args` are `send FILE` or `receive --out PATH`.
+    fn peer_command(&self, room: &str, side: &Side<'_>, mode_args: &[&str]) -> Command {
+        let token = self.token(room, side.name);
+        let (cert, _) = self.cert();
+        let timeout = (TRANSFER_TIMEOUT.as_secs() - 10).to_string();
+        match side.kind {
+            PeerKind::Browser => {
+                let mut args = vec![
+                    "--room",
+                    room,
+                    "--peer",
+                    side.name,
+                    "--token",
+                    &token,
+                    "--ca-file",
+                    &cert,
+                    "--timeout",
+                    &timeout,
+                    "--mode",
+                    mode_args[0],
+                ];
+                match mode_args {
+                    ["send", file] => args.extend(["--file", file]),
+                    ["receive", "--out", out] => args.extend(["--out", out]),
+                    _ => unreachable!(),
+                }
+                args.extend(side.extra);
+                self.browser_peer(side.host, &args)
+            }
+            PeerKind::Floe => {
+                let mut args = mode_args.to_vec();
+                args.extend([
+                    "--room",
+                    room,
+                    "--token",
+                    &token,
+                    "--ca-file",
+                    &cert,
+                    "--wait",
+                    &timeout,
+                    "--timeout",
+                    &timeout,
+                ]);
+                args.extend(side.extra);
+                self.floe_peer(side.host, &args)
+            }
+        }
+    }
+}
+
+/// The scenario checks, shared by the Chromium and `floe peer` tests: what ICE must select in
+/// each topology (docs/how-peers-connect.md explains why).
+pub mod expect {
+    use super::{Host, SelectedPair, Site, Transfer, SERVER_IP};
+
+    /// Cone NAT on both sides, different sites: a direct UDP path between the routers' public
+    /// mappings. Each side's remote end is a reflexive candidate at the other router's WAN
+    /// address; its own end is its host address (the base) or its own router's mapping.
+    pub fn direct_through_cone_nats(
+        t: &Transfer,
+        sender: (&Site, &Host),
+        receiver: (&Site, &Host),
+    ) {
+        let (a, b) = t.pairs();
+        for (pair, (my_site, me), (other_site, _)) in
+            [(&a, sender, receiver), (&b, receiver, sender)]
+        {
+            let ctx = || format!("{pair:?}\n{}", t.show());
+            assert!(!pair.relayed(), "relayed between cone NATs: {}", ctx());
+            assert_eq!(pair.via, "udp", "{}", ctx());
+            assert!(
+                ["srflx", "prflx"].contains(&pair.remote.as_str()),
+                "the remote end is not reflexive: {}",
+                ctx()
+            );
+            assert_eq!(
+                pair.remote_ip(),
+                Some(other_site.wan_ip.into()),
+                "{}",
+                ctx()
+            );
+            let mine = if pair.local == "host" {
+                me.ip
+            } else {
+                my_site.wan_ip
+            };
+            assert_eq!(pair.local_ip(), Some(mine.into()), "{}", ctx());
+        }
+    }
+
+    /// Symmetric NAT on both sides: no direct path; both sides' pairs go through a relay on
+    /// floe, and they name the same relay address.
+    pub fn relayed_through_floe(t: &Transfer) {
+        let (a, b) = t.pairs();
+        for pair in [&a, &b] {
+            let ctx = || format!("{pair:?}\n{}", t.show());
+            assert!(pair.relayed(), "not relayed: {}", ctx());
+            for (kind, ip) in [
+                (&pair.local, pair.local_ip()),
+                (&pair.remote, pair.remote_ip()),
+            ] {
+                if kind == "relay" {
+                    assert_eq!(ip, Some(SERVER_IP.into()), "a relay not on floe: {}", ctx());
+                }
+            }
+            if pair.local == "relay" {
+                assert!(pair.via.starts_with("turn-"), "{}", ctx());
+            }
+        }
+        same_relay(t, &a, &b);
+    }
+
+    /// The sender can reach floe's TURN only over `via` (`turn-tcp` or `turn-tls`): its local
+    /// end is a relay on floe reached that way, and the receiver's remote end is that relay.
+    pub fn sender_relayed_over(t: &Transfer, via: &str) {
+        let (a, b) = t.pairs();
+        let ctx = || format!("{a:?} / {b:?}\n{}", t.show());
+        assert_eq!(a.local, "relay", "{}", ctx());
+        assert_eq!(a.via, via, "{}", ctx());
+        assert_eq!(a.local_ip(), Some(SERVER_IP.into()), "{}", ctx());
+        same_relay(t, &a, &b);
+    }
+
+    /// Two hosts behind the same NAT: host candidates on the shared LAN, both ways.
+    pub fn host_to_host(t: &Transfer, sender: &Host, receiver: &Host) {
+        let (a, b) = t.pairs();
+        for (pair, me, other) in [(&a, sender, receiver), (&b, receiver, sender)] {
+            let ctx = || format!("{pair:?}\n{}", t.show());
+            assert_eq!(
+                (pair.local.as_str(), pair.remote.as_str(), pair.via.as_str()),
+                ("host", "host", "udp"),
+                "{}",
+                ctx()
+            );
+            assert_eq!(pair.local_ip(), Some(me.ip.into()), "{}", ctx());
+            assert_eq!(pair.remote_ip(), Some(other.ip.into()), "{}", ctx());
+        }
+    }
+
+    /// A local relay on one side is the remote relay on the other.
+    fn same_relay(t: &Transfer, a: &SelectedPair, b: &SelectedPair) {
+        for (x, y) in [(a, b), (b, a)] {
+            if x.local == "relay" {
+                assert_eq!(
+                    (y.remote.as_str(), &y.remote_addr),
+                    ("relay", &x.local_addr),
+                    "the two sides disagree on the relay: {x:?} / {y:?}\n{}",
+                    t.show()
+                );
+            }
+        }
+    }
+}
+
+/// Lower-case hex SHA-256, with the openssl CLI (no extra dependency).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-r"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 /// tests/natlab/browser-peer.mjs of this checkout.
