@@ -453,6 +453,60 @@ const FILE_CHUNK = 16 * 1024;
  * blob}), `fileprogress` ({direction, name, sent|received, size}), `track` (RTCTrackEvent),
  * `state` (connectionState), `closed`.
  */
+const SHA256_K = new Uint32Array([
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+]);
+
+/** SHA-256 (FIPS 180-4) in plain JavaScript, for pages that are not a secure context. */
+export function sha256Js(bytes) {
+  const len = bytes.length;
+  const padded = (((len + 9 + 63) / 64) | 0) * 64;
+  const buf = new Uint8Array(padded);
+  buf.set(bytes);
+  buf[len] = 0x80;
+  const view = new DataView(buf.buffer);
+  view.setUint32(padded - 8, Math.floor(len / 0x20000000));
+  view.setUint32(padded - 4, (len * 8) >>> 0);
+  const h = new Uint32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
+  const w = new Uint32Array(64);
+  const ror = (x, n) => (x >>> n) | (x << (32 - n));
+  for (let off = 0; off < padded; off += 64) {
+    for (let i = 0; i < 16; i++) w[i] = view.getUint32(off + 4 * i);
+    for (let i = 16; i < 64; i++) {
+      const s0 = ror(w[i - 15], 7) ^ ror(w[i - 15], 18) ^ (w[i - 15] >>> 3);
+      const s1 = ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ (w[i - 2] >>> 10);
+      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
+    }
+    let [a, b, c, d, e, f, g, k] = h;
+    for (let i = 0; i < 64; i++) {
+      const t1 = (k + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + SHA256_K[i] + w[i]) | 0;
+      const t2 = ((ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+      k = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
+  }
+  const out = new Uint8Array(32);
+  const ov = new DataView(out.buffer);
+  for (let i = 0; i < 8; i++) ov.setUint32(4 * i, h[i]);
+  return out;
+}
+
+/** Lower-case hex SHA-256 of an ArrayBuffer or Uint8Array: WebCrypto when available, else sha256Js. */
+export async function sha256Hex(data) {
+  const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+  const digest = globalThis.crypto?.subtle
+    ? new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', bytes))
+    : sha256Js(bytes);
+  return [...digest].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 export class FloePeer extends EventTarget {
   constructor(room, info) {
     super();
@@ -571,12 +625,21 @@ export class FloePeer extends EventTarget {
     if (this.chat.readyState === 'open') this.chat.send(text);
   }
 
-  /** Sends a File/Blob over the file channel; resolves when the last byte is queued. */
+  /**
+   * Sends a File/Blob over the file channel (protocol: docs/how-peers-connect.md): a JSON header
+   * with the SHA-256, the bytes, then the receiver answers `file-ack` with its own digest.
+   * Resolves with that ack ({name, size, sha256, ok}); rejects when the receiver's digest differs.
+   */
   async sendFile(file) {
     const ch = this.files;
     ch.bufferedAmountLowThreshold = 256 * 1024;
     const name = file.name || 'blob';
-    ch.send(JSON.stringify({ kind: 'file', name, size: file.size, type: file.type || '' }));
+    const sha256 = await sha256Hex(await file.arrayBuffer());
+    const acked = new Promise((resolve) => {
+      this.ackWaiters = this.ackWaiters || [];
+      this.ackWaiters.push(resolve);
+    });
+    ch.send(JSON.stringify({ kind: 'file', name, size: file.size, type: file.type || '', sha256 }));
     let sent = 0;
     while (sent < file.size) {
       if (ch.bufferedAmount > 1024 * 1024) {
@@ -592,11 +655,22 @@ export class FloePeer extends EventTarget {
       sent += chunk.byteLength;
       this._emit('fileprogress', { direction: 'send', name, sent, size: file.size });
     }
+    const ack = await acked;
+    if (!ack.ok || ack.size !== file.size || ack.sha256 !== sha256) {
+      throw new Error(`${name}: the receiver got ${ack.size} bytes with sha256 ${ack.sha256}, we sent ${sha256}`);
+    }
+    return ack;
   }
 
   _onFileData(data) {
     if (typeof data === 'string') {
       const h = JSON.parse(data);
+      if (h.kind === 'file-ack') {
+        const w = (this.ackWaiters || []).shift();
+        if (w) w(h);
+        this._emit('fileack', h);
+        return;
+      }
       this.incoming = { ...h, chunks: [], received: 0 };
       if (h.size === 0) this._fileDone();
       return;
@@ -609,11 +683,21 @@ export class FloePeer extends EventTarget {
     if (f.received >= f.size) this._fileDone();
   }
 
-  _fileDone() {
+  async _fileDone() {
     const f = this.incoming;
     this.incoming = null;
     const blob = new Blob(f.chunks, { type: f.type });
-    this._emit('file', { name: f.name, size: f.size, type: f.type, blob });
+    const sha256 = await sha256Hex(await blob.arrayBuffer());
+    const verified = typeof f.sha256 === 'string' && f.sha256.toLowerCase() === sha256;
+    const ok = blob.size === f.size && (verified || typeof f.sha256 !== 'string');
+    if (this.files.readyState === 'open') {
+      this.files.send(JSON.stringify({ kind: 'file-ack', name: f.name, size: blob.size, sha256, ok }));
+    }
+    if (!ok) {
+      this.room._emit('error', new Error(`${f.name}: checksum mismatch (header ${f.sha256}, data ${sha256})`));
+      return;
+    }
+    this._emit('file', { name: f.name, size: f.size, type: f.type, blob, sha256, verified });
   }
 
   /** The selected candidate pair: { local, remote, protocol, rtt } (types host/srflx/prflx/relay). */

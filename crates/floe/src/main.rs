@@ -38,6 +38,8 @@ enum Command {
     Signal(Box<cmd::signal::Args>),
     /// Mint a signalling JWT (HS256) for scripts, tests and the demo.
     Token(cmd::token::Args),
+    /// A WebRTC peer: chat, or send and receive files, through floe (directly or relayed).
+    Peer(cmd::peer::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Credentials(args) => cmd::credentials::run(args),
         Command::Signal(args) => cmd::signal::run(*args),
         Command::Token(args) => cmd::token::run(args),
+        Command::Peer(args) => cmd::peer::run(args),
     };
     match result {
         Ok(code) => code,

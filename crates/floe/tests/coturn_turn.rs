@@ -17,9 +17,11 @@
 
 mod common;
 
-use common::{require, run, wait_for_stun, Proc, TempDir};
+use common::{
+    free_port_pair, require, run, self_signed_cert, wait_for_stun, wait_for_tcp, Proc, TempDir,
+};
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -39,37 +41,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn free_port_pair(ip: IpAddr) -> u16 {
-    for _ in 0..200 {
-        let s = UdpSocket::bind((ip, 0)).unwrap();
-        let p = s.local_addr().unwrap().port();
-        drop(s);
-        if !(1024..65000).contains(&p) {
-            continue;
-        }
-        let free = |port: u16| {
-            UdpSocket::bind((ip, port)).is_ok() && TcpListener::bind((ip, port)).is_ok()
-        };
-        if free(p) && free(p + 1) {
-            return p;
-        }
-    }
-    panic!("no free port pair on {ip}");
-}
-
-/// Waits (bounded) until something accepts TCP connections at `addr`.
-fn wait_for_tcp(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
-            return;
-        }
-        // Refused at once: try again until the deadline (bounded by the loop).
-        std::thread::yield_now();
-    }
-    panic!("nothing accepts TCP connections at {addr}");
 }
 
 /// Waits (bounded) until the UDP echo server at `addr` echoes a datagram.
@@ -93,33 +64,6 @@ fn wait_for_echo(addr: SocketAddr) {
         }
     }
     panic!("turnutils_peer does not echo at {addr}");
-}
-
-/// A self-signed certificate for 127.0.0.1, ::1 and localhost, made with the openssl CLI.
-fn self_signed_cert(dir: &TempDir) -> (String, String) {
-    require("openssl");
-    let (cert, key) = (dir.file("cert.pem"), dir.file("key.pem"));
-    let (out, text) = run(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost",
-        "-keyout",
-        &key,
-        "-out",
-        &cert,
-    ]));
-    assert!(out.status.success(), "openssl req failed:\n{text}");
-    (cert, key)
 }
 
 /// A running `floe turn` with its addresses.

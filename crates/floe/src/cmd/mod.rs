@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod credentials;
+pub mod peer;
 pub mod serve;
 pub mod signal;
 pub mod stun;

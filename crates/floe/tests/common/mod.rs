@@ -4,7 +4,7 @@
 // Each test file uses its own subset of these helpers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
@@ -97,4 +97,63 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A port free for UDP and TCP on `ip`, with the next port free too (for RFC 5780 alternates).
+pub fn free_port_pair(ip: IpAddr) -> u16 {
+    for _ in 0..200 {
+        let s = UdpSocket::bind((ip, 0)).unwrap();
+        let p = s.local_addr().unwrap().port();
+        drop(s);
+        if !(1024..65000).contains(&p) {
+            continue;
+        }
+        let free = |port: u16| {
+            UdpSocket::bind((ip, port)).is_ok() && TcpListener::bind((ip, port)).is_ok()
+        };
+        if free(p) && free(p + 1) {
+            return p;
+        }
+    }
+    panic!("no free port pair on {ip}");
+}
+
+/// Waits (bounded) until something accepts TCP connections at `addr`.
+pub fn wait_for_tcp(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
+            return;
+        }
+        // Refused at once: try again until the deadline (bounded by the loop).
+        std::thread::yield_now();
+    }
+    panic!("nothing accepts TCP connections at {addr}");
+}
+
+/// A self-signed P-256 certificate for 127.0.0.1, ::1 and localhost: (cert path, key path).
+pub fn self_signed_cert(dir: &TempDir) -> (String, String) {
+    require("openssl");
+    let (cert, key) = (dir.file("cert.pem"), dir.file("key.pem"));
+    let (out, text) = run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost",
+        "-keyout",
+        &key,
+        "-out",
+        &cert,
+    ]));
+    assert!(out.status.success(), "openssl req failed:\n{text}");
+    (cert, key)
 }

@@ -1,0 +1,255 @@
+//! `floe peer` end to end on loopback: two real `floe peer` processes meet in a room of a real
+//! `floe serve`, open WebRTC data channels (str0m: ICE, DTLS, SCTP) and move a file, checked by
+//! SHA-256 on both sides. Direct over host candidates, and relay-only through floe's TURN over
+//! UDP, TCP and TLS (floe's own TURN client). NAT scenarios are in natlab_peers.rs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port_pair, run, self_signed_cert, wait_for_stun, wait_for_tcp, Proc, TempDir};
+
+struct Serve {
+    _proc: Proc,
+    signal: String,
+    cert: String,
+    dir: TempDir,
+}
+
+/// Starts `floe serve` on loopback with TURN over UDP, TCP and TLS; loopback peers allowed so
+/// that relayed traffic may reach the other (loopback) peer.
+fn serve() -> Serve {
+    let dir = TempDir::new("peer");
+    let (cert, key) = self_signed_cert(&dir);
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let port = free_port_pair(lo);
+    let tls_port = free_port_pair(lo);
+    let http_port = free_port_pair(lo);
+    let child = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--tls-listen",
+            &format!("127.0.0.1:{tls_port}"),
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--allow-peer",
+            "127.0.0.0/8",
+            "--http",
+            &format!("127.0.0.1:{http_port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start floe serve");
+    let proc = Proc(child);
+    wait_for_stun(SocketAddr::from(([127, 0, 0, 1], port)));
+    wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], http_port)));
+    Serve {
+        _proc: proc,
+        signal: format!("http://127.0.0.1:{http_port}"),
+        cert,
+        dir,
+    }
+}
+
+/// Deterministic pseudo-random bytes (so a failure is reproducible).
+fn letter(size: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9E37_79B9;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+struct Outcome {
+    sender: String,
+    receiver: String,
+}
+
+/// Runs `floe peer receive` and `floe peer send` in one room; both must exit 0 within 90 s.
+fn transfer(s: &Serve, room: &str, size: usize, extra: &[&str]) -> Outcome {
+    let data = letter(size);
+    let src = s.dir.file(&format!("{room}.bin"));
+    let dst = s.dir.file(&format!("{room}.out"));
+    std::fs::write(&src, &data).unwrap();
+    let common = |cmd: &mut Command| {
+        cmd.args([
+            "--room",
+            room,
+            "--signal",
+            &s.signal,
+            "--ca-file",
+            &s.cert,
+            "--timeout",
+            "40",
+        ])
+        .args(extra)
+        .env("FLOE_LOG", "warn");
+    };
+    let mut recv = Command::new(env!("CARGO_BIN_EXE_floe"));
+    recv.args(["peer", "receive", "--out", &dst]);
+    common(&mut recv);
+    let recv = recv
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let recv = Proc(recv);
+    let mut send = Command::new(env!("CARGO_BIN_EXE_floe"));
+    send.args(["peer", "send", &src]);
+    common(&mut send);
+    let (out, sender) = run(send.stdout(Stdio::piped()).stderr(Stdio::piped()));
+    let (rout, receiver) = wait_output(recv, Duration::from_secs(90));
+    assert!(
+        out.status.success() && rout,
+        "transfer failed\n--- sender:\n{sender}\n--- receiver:\n{receiver}"
+    );
+    assert_eq!(std::fs::read(&dst).unwrap(), data, "received bytes differ");
+    Outcome { sender, receiver }
+}
+
+/// Waits (bounded) for a child; returns (exited successfully, stdout+stderr).
+fn wait_output(mut p: Proc, limit: Duration) -> (bool, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            let mut text = String::new();
+            use std::io::Read as _;
+            if let Some(mut o) = p.0.stdout.take() {
+                o.read_to_string(&mut text).unwrap();
+            }
+            if let Some(mut e) = p.0.stderr.take() {
+                e.read_to_string(&mut text).unwrap();
+            }
+            return (status.success(), text);
+        }
+        assert!(Instant::now() < deadline, "receiver did not finish in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{text}"))
+}
+
+fn sha_of(line: &str) -> &str {
+    line.split_whitespace()
+        .skip_while(|w| *w != "sha256")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no sha256 in {line:?}"))
+}
+
+#[test]
+fn a_file_goes_directly_over_host_candidates() {
+    let s = serve();
+    let o = transfer(&s, "host", 2_000_000, &[]);
+    for text in [&o.sender, &o.receiver] {
+        let pair = line(text, "selected pair:");
+        assert!(
+            pair.contains("local host 127.0.0.1:") && pair.contains("remote host 127.0.0.1:"),
+            "{pair}"
+        );
+        assert!(pair.contains(" via udp rtt "), "{pair}");
+    }
+    let sent = line(&o.sender, "sent host.bin 2000000 bytes sha256 ");
+    let got = line(&o.receiver, "received host.bin 2000000 bytes sha256 ");
+    assert!(got.ends_with(" verified"), "{got}");
+    assert_eq!(sha_of(sent), sha_of(got));
+}
+
+fn relay_only(transport: &str) {
+    let s = serve();
+    let room = format!("relay-{transport}");
+    let o = transfer(
+        &s,
+        &room,
+        300_000,
+        &["--relay-only", "--turn-transport", transport],
+    );
+    for text in [&o.sender, &o.receiver] {
+        let pair = line(text, "selected pair:");
+        assert!(
+            pair.contains("local relay 127.0.0.1:")
+                && pair.contains(&format!("via turn-{transport} ")),
+            "{pair}"
+        );
+        assert!(
+            !text.contains("local candidate: host") && !text.contains("local candidate: srflx"),
+            "relay-only peers offered other candidates:\n{text}"
+        );
+        assert!(
+            line(text, "local candidate: relay").ends_with(&format!("via turn {transport}")),
+            "{text}"
+        );
+    }
+    assert!(line(&o.receiver, "received ").ends_with(" verified"));
+}
+
+#[test]
+fn relay_only_through_turn_over_udp() {
+    relay_only("udp");
+}
+
+#[test]
+fn relay_only_through_turn_over_tcp() {
+    relay_only("tcp");
+}
+
+#[test]
+fn relay_only_through_turn_over_tls() {
+    relay_only("tls");
+}
+
+#[test]
+fn chat_lines_arrive_and_the_other_side_ends_with_bye() {
+    let s = serve();
+    let chat = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_floe"));
+        c.args([
+            "peer",
+            "chat",
+            "--room",
+            "chat",
+            "--signal",
+            &s.signal,
+            "--timeout",
+            "40",
+        ])
+        .env("FLOE_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        Proc(c.spawn().unwrap())
+    };
+    // Bob listens (his stdin stays open); Alice says one line and ends her input: she leaves
+    // once Bob's SCTP stack acknowledged it, and Bob ends when her bye arrives.
+    let mut bob = chat();
+    let _bob_stdin = bob.0.stdin.take().unwrap();
+    let mut alice = chat();
+    {
+        use std::io::Write as _;
+        let mut a_in = alice.0.stdin.take().unwrap();
+        a_in.write_all(b"dear bob\n").unwrap();
+    }
+    let (a_ok, a_text) = wait_output(alice, Duration::from_secs(60));
+    let (b_ok, b_text) = wait_output(bob, Duration::from_secs(30));
+    assert!(a_ok && b_ok, "alice:\n{a_text}\nbob:\n{b_text}");
+    assert!(
+        b_text.lines().any(|l| l.ends_with(": dear bob")),
+        "bob:\n{b_text}"
+    );
+}

@@ -1,0 +1,453 @@
+//! A WebSocket client of floe's signalling protocol (docs/signalling.md): join a room, learn the
+//! other peers and their roles, exchange offer/answer/candidates, keep the session alive with
+//! `ping {ack}`.
+//!
+//! Scope: one WebSocket session. A dropped connection ends the session for this client (it does
+//! not `resume`); the WebRTC connection itself does not depend on signalling once established.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::ice_servers::{parse_ice_servers, IceServer};
+use crate::PeerError;
+
+/// Where and as whom to join.
+#[derive(Debug, Clone)]
+pub struct SignalOptions {
+    /// Base URL of the signalling server: `http://host:port` (or `ws://`, `https://`, `wss://`).
+    pub url: String,
+    /// Room to join.
+    pub room: String,
+    /// Requested peer id (the server assigns one when absent).
+    pub peer: Option<String>,
+    /// JWT for production-mode servers.
+    pub token: Option<String>,
+    /// Extra CA certificate (PEM) for `wss://`.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Another peer in the room, with the roles the server assigned to the pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePeer {
+    /// Its id.
+    pub peer: String,
+    /// We send the first offer.
+    pub offerer: bool,
+    /// We are polite in perfect negotiation.
+    pub polite: bool,
+}
+
+/// The server's `welcome`.
+#[derive(Debug, Clone)]
+pub struct Welcome {
+    /// Our peer id.
+    pub peer: String,
+    /// Peers already in the room, oldest first.
+    pub peers: Vec<RemotePeer>,
+    /// Usable ICE servers.
+    pub ice_servers: Vec<IceServer>,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+/// A message from the server (numbered messages are acknowledged automatically).
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// `peer_joined`.
+    PeerJoined(RemotePeer),
+    /// `peer_left` with its reason.
+    PeerLeft {
+        /// Who.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// `offer` or `answer`.
+    Sdp {
+        /// Sender.
+        from: String,
+        /// "offer" or "answer".
+        kind: String,
+        /// The SDP.
+        sdp: String,
+    },
+    /// `candidate`.
+    Candidate {
+        /// Sender.
+        from: String,
+        /// `candidate:...` line.
+        candidate: String,
+    },
+    /// `end_of_candidates`.
+    EndOfCandidates {
+        /// Sender.
+        from: String,
+    },
+    /// `bye`.
+    Bye {
+        /// Sender.
+        from: String,
+    },
+    /// An `error` reply.
+    Error {
+        /// Stable code.
+        code: String,
+        /// Human text.
+        message: String,
+        /// The server closes the connection after it.
+        fatal: bool,
+    },
+    /// The connection closed.
+    Closed(String),
+}
+
+/// A joined session: send with [`Signal::send`], receive from `incoming`.
+#[derive(Debug)]
+pub struct Signal {
+    /// What the server said on join.
+    pub welcome: Welcome,
+    /// Server messages in order.
+    pub incoming: mpsc::Receiver<Incoming>,
+    out: mpsc::UnboundedSender<Value>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Signal {
+    /// Sends a client message (`offer`, `answer`, `candidate`, ...). Errors only when the
+    /// connection is gone.
+    pub fn send(&self, msg: Value) -> Result<(), PeerError> {
+        self.out
+            .send(msg)
+            .map_err(|_| PeerError::Signal("signalling connection closed".into()))
+    }
+
+    /// Leaves the room: sends `leave` after everything queued before it and waits (at most
+    /// 2 s) until the connection is closed.
+    pub async fn leave(&mut self) {
+        let _ = self.out.send(json!({"type": "leave"}));
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+    }
+
+    /// A sender handle usable from other tasks.
+    pub fn sender(&self) -> SignalSender {
+        SignalSender(self.out.clone())
+    }
+}
+
+/// A cloneable handle for sending.
+#[derive(Debug, Clone)]
+pub struct SignalSender(mpsc::UnboundedSender<Value>);
+
+impl SignalSender {
+    /// As [`Signal::send`].
+    pub fn send(&self, msg: Value) -> Result<(), PeerError> {
+        self.0
+            .send(msg)
+            .map_err(|_| PeerError::Signal("signalling connection closed".into()))
+    }
+}
+
+/// `http://h:p/x` → `ws://h:p/v1/ws` (a URL already ending in `/v1/ws` is kept).
+pub fn ws_url(base: &str) -> Result<String, PeerError> {
+    let (scheme, rest) = base
+        .split_once("://")
+        .ok_or_else(|| PeerError::Config(format!("signalling URL {base:?} has no scheme")))?;
+    let ws = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        other => {
+            return Err(PeerError::Config(format!(
+                "signalling URL scheme {other:?} is not http(s) or ws(s)"
+            )))
+        }
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.ends_with("/v1/ws") {
+        Ok(format!("{ws}://{rest}"))
+    } else {
+        Ok(format!("{ws}://{rest}/v1/ws"))
+    }
+}
+
+fn remote_peer(v: &Value) -> Option<RemotePeer> {
+    Some(RemotePeer {
+        peer: v.get("peer")?.as_str()?.to_owned(),
+        offerer: v.get("offerer")?.as_bool()?,
+        polite: v.get("polite")?.as_bool()?,
+    })
+}
+
+fn str_field(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+/// Connects, joins and returns the session. Fails with the server's error code on refusal.
+pub async fn join(opts: &SignalOptions) -> Result<Signal, PeerError> {
+    let url = ws_url(&opts.url)?;
+    if url.starts_with("wss://") {
+        let (host, port) = host_port(&url, 443)?;
+        let config = crate::tls::client_config(opts.ca_file.as_deref())?;
+        let tcp = connect_tcp(&host, port).await?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| PeerError::Config(format!("TLS server name {host:?}: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| PeerError::Signal(format!("TLS to {host}:{port}: {e}")))?;
+        let (ws, _) = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::client_async(url.as_str(), tls),
+        )
+        .await
+        .map_err(|_| PeerError::Signal(format!("timed out connecting to {url}")))?
+        .map_err(|e| PeerError::Signal(format!("cannot connect to {url}: {e}")))?;
+        join_on(ws, opts).await
+    } else {
+        let (ws, _) = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::connect_async(url.as_str()),
+        )
+        .await
+        .map_err(|_| PeerError::Signal(format!("timed out connecting to {url}")))?
+        .map_err(|e| PeerError::Signal(format!("cannot connect to {url}: {e}")))?;
+        join_on(ws, opts).await
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connect_tcp(host: &str, port: u16) -> Result<tokio::net::TcpStream, PeerError> {
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .map_err(|_| PeerError::Signal(format!("timed out connecting to {host}:{port}")))?
+    .map_err(|e| PeerError::Signal(format!("cannot connect to {host}:{port}: {e}")))
+}
+
+/// Host (brackets removed) and port of a `scheme://host[:port]/...` URL.
+fn host_port(url: &str, default_port: u16) -> Result<(String, u16), PeerError> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let bad = || PeerError::Config(format!("malformed URL {url:?}"));
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None => default_port,
+        };
+        return Ok((host.to_owned(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Ok((h.to_owned(), p.parse().map_err(|_| bad())?)),
+        None => Ok((authority.to_owned(), default_port)),
+    }
+}
+
+async fn join_on<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    opts: &SignalOptions,
+) -> Result<Signal, PeerError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+
+    let mut join = json!({"type": "join", "v": 1, "room": opts.room});
+    if let Some(p) = &opts.peer {
+        join["peer"] = json!(p);
+    }
+    if let Some(t) = &opts.token {
+        join["token"] = json!(t);
+    }
+    sink.send(WsMessage::text(join.to_string()))
+        .await
+        .map_err(|e| PeerError::Signal(e.to_string()))?;
+
+    let welcome = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .map_err(|_| PeerError::Signal("no welcome within 10 s".into()))?;
+        let Some(frame) = frame else {
+            return Err(PeerError::Signal("connection closed before welcome".into()));
+        };
+        let frame = frame.map_err(|e| PeerError::Signal(e.to_string()))?;
+        let WsMessage::Text(text) = frame else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(text.as_str())
+            .map_err(|e| PeerError::Signal(format!("bad JSON from server: {e}")))?;
+        match v.get("type").and_then(Value::as_str) {
+            Some("welcome") => break v,
+            Some("error") => {
+                return Err(PeerError::Refused {
+                    code: str_field(&v, "code"),
+                    message: str_field(&v, "message"),
+                })
+            }
+            _ => continue,
+        }
+    };
+    let (ice_servers, bad) = parse_ice_servers(welcome.get("iceServers").unwrap_or(&Value::Null));
+    for e in bad {
+        tracing::warn!("ignoring ICE server: {e}");
+    }
+    let heartbeat = Duration::from_millis(
+        welcome
+            .get("heartbeatMs")
+            .and_then(Value::as_u64)
+            .unwrap_or(10_000)
+            .clamp(1_000, 60_000),
+    );
+    let welcome = Welcome {
+        peer: str_field(&welcome, "peer"),
+        peers: welcome
+            .get("peers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(remote_peer)
+            .collect(),
+        ice_servers,
+        heartbeat,
+    };
+
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
+    let (in_tx, in_rx) = mpsc::channel::<Incoming>(256);
+    let ping_every = heartbeat.mul_f32(0.8);
+    let task = tokio::spawn(async move {
+        let mut last_seq: u64 = 0;
+        let mut ticker = tokio::time::interval(ping_every);
+        ticker.tick().await;
+        let reason = loop {
+            tokio::select! {
+                msg = out_rx.recv() => {
+                    let Some(msg) = msg else { break "closed by the application".to_owned() };
+                    let leaving = msg.get("type").and_then(Value::as_str) == Some("leave");
+                    if let Err(e) = sink.send(WsMessage::text(msg.to_string())).await {
+                        break e.to_string();
+                    }
+                    if leaving {
+                        let _ = sink.close().await;
+                        break "left".to_owned();
+                    }
+                }
+                _ = ticker.tick() => {
+                    let ping = json!({"type": "ping", "ack": last_seq});
+                    if let Err(e) = sink.send(WsMessage::text(ping.to_string())).await {
+                        break e.to_string();
+                    }
+                }
+                frame = stream.next() => {
+                    let text = match frame {
+                        Some(Ok(WsMessage::Text(t))) => t,
+                        Some(Ok(WsMessage::Close(c))) => break format!("closed by server: {c:?}"),
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => break e.to_string(),
+                        None => break "connection closed".to_owned(),
+                    };
+                    let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                    if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
+                        last_seq = last_seq.max(seq);
+                        if seq % 32 == 0 {
+                            let _ = sink.send(WsMessage::text(json!({"type": "ack", "seq": seq}).to_string())).await;
+                        }
+                    }
+                    if let Some(m) = incoming(&v) {
+                        if in_tx.send(m).await.is_err() {
+                            break "receiver dropped".to_owned();
+                        }
+                    }
+                }
+            }
+        };
+        let _ = in_tx.send(Incoming::Closed(reason)).await;
+    });
+
+    Ok(Signal {
+        welcome,
+        incoming: in_rx,
+        out: out_tx,
+        task: Some(task),
+    })
+}
+
+fn incoming(v: &Value) -> Option<Incoming> {
+    let from = || str_field(v, "from");
+    Some(match v.get("type")?.as_str()? {
+        "peer_joined" => Incoming::PeerJoined(remote_peer(v)?),
+        "peer_left" => Incoming::PeerLeft {
+            peer: str_field(v, "peer"),
+            reason: str_field(v, "reason"),
+        },
+        kind @ ("offer" | "answer") => Incoming::Sdp {
+            from: from(),
+            kind: kind.to_owned(),
+            sdp: str_field(v, "sdp"),
+        },
+        "candidate" => Incoming::Candidate {
+            from: from(),
+            candidate: str_field(v, "candidate"),
+        },
+        "end_of_candidates" => Incoming::EndOfCandidates { from: from() },
+        "bye" => Incoming::Bye { from: from() },
+        "error" => Incoming::Error {
+            code: str_field(v, "code"),
+            message: str_field(v, "message"),
+            fatal: v.get("fatal").and_then(Value::as_bool).unwrap_or(false),
+        },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signalling_urls() {
+        assert_eq!(
+            ws_url("http://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/v1/ws"
+        );
+        assert_eq!(
+            ws_url("https://x.example/").unwrap(),
+            "wss://x.example/v1/ws"
+        );
+        assert_eq!(ws_url("ws://h:1/v1/ws").unwrap(), "ws://h:1/v1/ws");
+        assert!(ws_url("ftp://h").is_err());
+        assert!(ws_url("h:8080").is_err());
+        assert_eq!(
+            host_port("wss://x.example/v1/ws", 443).unwrap(),
+            ("x.example".into(), 443)
+        );
+        assert_eq!(
+            host_port("wss://[2001:db8::1]:8443/v1/ws", 443).unwrap(),
+            ("2001:db8::1".into(), 8443)
+        );
+    }
+
+    #[test]
+    fn server_messages_are_decoded() {
+        let m = incoming(
+            &json!({"type":"peer_joined","seq":1,"peer":"bob","polite":true,"offerer":false}),
+        );
+        assert!(
+            matches!(m, Some(Incoming::PeerJoined(RemotePeer { ref peer, offerer: false, polite: true })) if peer == "bob")
+        );
+        let m = incoming(
+            &json!({"type":"candidate","seq":2,"from":"bob","candidate":"candidate:1 1 udp 1 192.0.2.1 5 typ host"}),
+        );
+        assert!(matches!(m, Some(Incoming::Candidate { .. })));
+        assert!(incoming(&json!({"type":"pong","ack":3})).is_none());
+        assert!(incoming(&json!({"type":"peer_joined","peer":"x"})).is_none());
+    }
+}
