@@ -253,3 +253,46 @@ fn chat_lines_arrive_and_the_other_side_ends_with_bye() {
         "bob:\n{b_text}"
     );
 }
+
+#[test]
+fn turns_with_an_untrusted_certificate_is_refused() {
+    // Without --ca-file the self-signed certificate is not trusted: no TLS relay, and a
+    // relay-only peer says why instead of waiting for its timeout.
+    let s = serve();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_floe"));
+    c.args([
+        "peer",
+        "send",
+        "/dev/null",
+        "--room",
+        "untrusted",
+        "--signal",
+        &s.signal,
+    ])
+    .args(["--relay-only", "--turn-transport", "tls", "--timeout", "30"])
+    .env("FLOE_LOG", "warn");
+    let mut other = Command::new(env!("CARGO_BIN_EXE_floe"));
+    other
+        .args([
+            "peer",
+            "receive",
+            "--room",
+            "untrusted",
+            "--signal",
+            &s.signal,
+            "--timeout",
+            "30",
+        ])
+        .args(["--out", &s.dir.file("untrusted.out")])
+        .env("FLOE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _other = Proc(other.spawn().unwrap());
+    let (out, text) = run(&mut c);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("invalid peer certificate"), "{text}");
+    assert!(
+        text.contains("no TURN server gave us a relayed address"),
+        "{text}"
+    );
+}

@@ -699,13 +699,21 @@ impl Driver {
         self.stun.is_empty() && self.turns.iter().all(|t| t.done)
     }
 
-    fn maybe_end_of_candidates(&mut self, now: Instant) {
+    fn maybe_end_of_candidates(&mut self, now: Instant) -> Result<(), PeerError> {
         if !self.end_of_candidates_sent && (self.gathering_done() || now >= self.gather_deadline) {
+            if self.locals.is_empty() {
+                return Err(PeerError::Closed(if self.relay_only {
+                    "relay-only, and no TURN server gave us a relayed address".into()
+                } else {
+                    "gathered no candidate".into()
+                }));
+            }
             self.end_of_candidates_sent = true;
             let _ = self
                 .signal
                 .send(json!({"type": "end_of_candidates", "to": self.remote.peer}));
         }
+        Ok(())
     }
 
     async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, early: Vec<Incoming>) {
@@ -816,7 +824,7 @@ impl Driver {
         }
         // Transmits through TURN queued more bytes for the servers.
         self.pump_turns(now).await;
-        self.maybe_end_of_candidates(now);
+        self.maybe_end_of_candidates(now)?;
         self.check_flushes();
         Ok(())
     }
