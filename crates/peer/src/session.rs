@@ -365,6 +365,7 @@ struct Driver {
     connected: bool,
     ca_file: Option<std::path::PathBuf>,
     rtc_timeout: Option<Instant>,
+    to_app: VecDeque<PeerEvent>,
 }
 
 impl Driver {
@@ -407,6 +408,7 @@ impl Driver {
             connected: false,
             ca_file: opts.signal.ca_file.clone(),
             rtc_timeout: None,
+            to_app: VecDeque::new(),
         };
         let servers = resolve_servers(ice_servers).await;
         let signal_ip = signal_ip(&opts.signal.url).await;
@@ -457,9 +459,9 @@ impl Driver {
         Ok(d)
     }
 
-    fn emit(&self, ev: PeerEvent) {
-        // The application may have stopped listening; the connection goes on regardless.
-        let _ = self.events.try_send(ev);
+    /// Queues an event for the application; [`Driver::deliver`] hands them over in order.
+    fn emit(&mut self, ev: PeerEvent) {
+        self.to_app.push_back(ev);
     }
 
     fn start_stun(&mut self, server: SocketAddr, now: Instant) {
@@ -720,6 +722,7 @@ impl Driver {
         for m in early {
             if let Err(e) = self.on_signal(m) {
                 self.emit(PeerEvent::Closed(e.to_string()));
+                self.deliver().await;
                 return;
             }
         }
@@ -767,6 +770,7 @@ impl Driver {
         for (_, _, _, done) in self.outbox.drain(..) {
             let _ = done.send(Err(PeerError::Closed(reason.clone())));
         }
+        self.deliver().await;
         let _ = self.events.send(PeerEvent::Closed(reason)).await;
     }
 
@@ -826,7 +830,20 @@ impl Driver {
         self.pump_turns(now).await;
         self.maybe_end_of_candidates(now)?;
         self.check_flushes();
+        self.deliver().await;
         Ok(())
+    }
+
+    /// Hands queued events to the application. Awaiting here is the receive-side backpressure:
+    /// while the application is slow, the loop reads no sockets, the kernel's buffers fill and
+    /// SCTP's congestion control slows the sender. An application that dropped its receiver
+    /// just stops getting events.
+    async fn deliver(&mut self) {
+        while let Some(ev) = self.to_app.pop_front() {
+            if self.events.send(ev).await.is_err() {
+                self.to_app.clear();
+            }
+        }
     }
 
     async fn transmit(&mut self, source: SocketAddr, dest: SocketAddr, data: &[u8], now: Instant) {
@@ -1073,18 +1090,11 @@ impl Driver {
             }
             Event::ChannelData(d) => {
                 if let Some(chan) = self.channels.get(&d.id).copied() {
-                    // Backpressure on the receive side: wait for the application.
-                    if self
-                        .events
-                        .try_send(PeerEvent::Message {
-                            chan,
-                            binary: d.binary,
-                            data: d.data,
-                        })
-                        .is_err()
-                    {
-                        return Err(PeerError::Closed("the application stopped reading".into()));
-                    }
+                    self.emit(PeerEvent::Message {
+                        chan,
+                        binary: d.binary,
+                        data: d.data,
+                    });
                 }
             }
             Event::ChannelClose(_) | Event::Closed => {
