@@ -632,6 +632,12 @@ export class FloePeer extends EventTarget {
    */
   async sendFile(file) {
     const ch = this.files;
+    if (ch.readyState === 'connecting') {
+      await new Promise((resolve, reject) => {
+        ch.addEventListener('open', resolve, { once: true });
+        ch.addEventListener('close', () => reject(new Error('the file channel closed')), { once: true });
+      });
+    }
     ch.bufferedAmountLowThreshold = 256 * 1024;
     const name = file.name || 'blob';
     const sha256 = await sha256Hex(await file.arrayBuffer());

@@ -119,4 +119,47 @@ describe('Chromium and floe peer', { timeout: 300_000 }, () => {
       assert.match(p, /^selected pair: local relay 127\.0\.0\.1:\d+ <-> remote (relay|prflx) 127\.0\.0\.1:\d+ via turn-udp rtt [0-9.]+ ms$/);
     }
   });
+
+  test('the demo page by clicking: floe peer send -> download link, file input -> floe peer receive', { timeout: 120_000 }, async () => {
+    const floe = await startFloeSignal();
+    stops.push(floe.stop);
+    const page = await chrome.newPage();
+    await page.goto(`${floe.url}/`);
+    await page.fill('#room', 'demo-rust');
+    await page.fill('#name', 'dora');
+    await page.click('#joinBtn');
+    await page.waitForSelector('#chatText:not([disabled])', { timeout: 10_000 });
+
+    // floe peer -> demo page: the page offers the file as a download, checksum verified.
+    const src = join(dir, 'letter-to-dora.txt');
+    await writeFile(src, 'Dear Dora,\n'.repeat(20_000));
+    const want = createHash('sha256').update(await readFile(src)).digest('hex');
+    const s = await floePeer(['send', src, '--room', 'demo-rust', '--signal', floe.url, '--timeout', '40']).done;
+    assert.equal(s.code, 0, `floe peer send failed:\n${s.stdout}\n${s.stderr}`);
+    assert.equal(line(s, 'sent '), `sent letter-to-dora.txt 220000 bytes sha256 ${want}`);
+    await page.waitForSelector('#downloads a', { timeout: 20_000 });
+    assert.match(await page.textContent('#fileStatus'), /received letter-to-dora\.txt \(220000 bytes, sha256 [0-9a-f]{16}… verified\)/);
+    const downloaded = await page.evaluate(async () => {
+      const a = document.querySelector('#downloads a');
+      const buf = await (await fetch(a.href)).arrayBuffer();
+      return { name: a.download, hex: [...new Uint8Array(await crypto.subtle.digest('SHA-256', buf))].map((b) => b.toString(16).padStart(2, '0')).join('') };
+    });
+    assert.deepEqual(downloaded, { name: 'letter-to-dora.txt', hex: want });
+    await page.waitForFunction(() => document.querySelectorAll('#peers tr[data-peer]').length === 0, undefined, { timeout: 20_000 });
+
+    // demo page -> floe peer: pick a file in the file input.
+    const reply = join(dir, 'reply.txt');
+    await writeFile(reply, 'Dear Alice, thank you.\n'.repeat(5000));
+    const replySha = createHash('sha256').update(await readFile(reply)).digest('hex');
+    const out = join(dir, 'reply-received.txt');
+    const recv = floePeer(['receive', '--room', 'demo-rust', '--signal', floe.url, '--out', out, '--timeout', '40']);
+    await page.waitForSelector('tr[data-peer] .state:text("connected")', { timeout: 30_000 });
+    await page.setInputFiles('#fileInput', reply);
+    const r = await recv.done;
+    assert.equal(r.code, 0, `floe peer receive failed:\n${r.stdout}\n${r.stderr}`);
+    assert.equal(line(r, 'received '), `received reply.txt 115000 bytes sha256 ${replySha} verified`);
+    assert.equal(createHash('sha256').update(await readFile(out)).digest('hex'), replySha);
+    await page.waitForFunction(() => /checksum confirmed/.test(document.querySelector('#fileStatus').textContent), undefined, { timeout: 10_000 });
+    await page.close();
+  });
 });
