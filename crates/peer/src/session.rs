@@ -328,6 +328,17 @@ struct StunTxn {
     attempts: u32,
 }
 
+/// How long a TURN transport may take before the next one is tried as well.
+const TURN_GRACE: Duration = Duration::from_secs(1);
+
+fn transport_rank(t: TurnTransport) -> u8 {
+    match t {
+        TurnTransport::Udp => 0,
+        TurnTransport::Tcp => 1,
+        TurnTransport::Tls => 2,
+    }
+}
+
 /// RFC 8489 §6.2.1 retransmissions, shortened: 500 ms, then doubling, 5 sends (≈ 7.5 s).
 const STUN_RTO: Duration = Duration::from_millis(500);
 const STUN_SENDS: u32 = 5;
@@ -366,6 +377,9 @@ struct Driver {
     ca_file: Option<std::path::PathBuf>,
     rtc_timeout: Option<Instant>,
     to_app: VecDeque<PeerEvent>,
+    /// TURN servers not started yet, in transport order.
+    turn_queue: Vec<(SocketAddr, IceServer)>,
+    next_turn_group: Instant,
 }
 
 impl Driver {
@@ -409,6 +423,8 @@ impl Driver {
             ca_file: opts.signal.ca_file.clone(),
             rtc_timeout: None,
             to_app: VecDeque::new(),
+            turn_queue: Vec::new(),
+            next_turn_group: now,
         };
         let servers = resolve_servers(ice_servers).await;
         let signal_ip = signal_ip(&opts.signal.url).await;
@@ -437,22 +453,19 @@ impl Driver {
         if d.hosts.is_empty() {
             return Err(PeerError::Config("no usable local IP address".into()));
         }
-        for (addr, server) in &servers {
+        for (addr, server) in servers {
             match server {
-                IceServer::Stun { .. } if !d.relay_only => d.start_stun(*addr, now),
-                IceServer::Turn {
-                    host,
-                    transport,
-                    username,
-                    credential,
-                    ..
-                } => {
-                    d.start_turn(*addr, host, *transport, username, credential, now)
-                        .await?
-                }
+                IceServer::Stun { .. } if !d.relay_only => d.start_stun(addr, now),
+                IceServer::Turn { .. } => d.turn_queue.push((addr, server)),
                 IceServer::Stun { .. } => {}
             }
         }
+        // UDP first, then TCP, then TLS (a stable sort keeps the server order within each).
+        d.turn_queue.sort_by_key(|(_, s)| match s {
+            IceServer::Turn { transport, .. } => transport_rank(*transport),
+            IceServer::Stun { .. } => 0,
+        });
+        d.start_due_turns(now).await?;
         if d.remote.offerer {
             d.make_offer()?;
         }
@@ -698,7 +711,49 @@ impl Driver {
     }
 
     fn gathering_done(&self) -> bool {
-        self.stun.is_empty() && self.turns.iter().all(|t| t.done)
+        self.stun.is_empty() && self.turn_queue.is_empty() && self.turns.iter().all(|t| t.done)
+    }
+
+    /// Starts the next transport's TURN allocations once the previous transport's finished or
+    /// [`TURN_GRACE`] passed. str0m ranks relayed candidates by the order they are added (RFC
+    /// 8445 §5.1.2.1 local preference, counted down), so this order makes a relay over UDP
+    /// preferred to one over TCP, and TCP to TLS, as browsers do, while a blocked transport
+    /// delays the next by at most the grace.
+    async fn start_due_turns(&mut self, now: Instant) -> Result<(), PeerError> {
+        let Some((
+            _,
+            IceServer::Turn {
+                transport: next, ..
+            },
+        )) = self.turn_queue.first()
+        else {
+            return Ok(());
+        };
+        let next = *next;
+        let previous_done = self.turns.iter().all(|t| t.done);
+        if !(self.turns.is_empty() || previous_done || now >= self.next_turn_group) {
+            return Ok(());
+        }
+        while let Some((
+            addr,
+            IceServer::Turn {
+                host,
+                transport,
+                username,
+                credential,
+                ..
+            },
+        )) = self.turn_queue.first().cloned()
+        {
+            if transport != next {
+                break;
+            }
+            self.turn_queue.remove(0);
+            self.start_turn(addr, &host, transport, &username, &credential, now)
+                .await?;
+        }
+        self.next_turn_group = now + TURN_GRACE;
+        Ok(())
     }
 
     fn maybe_end_of_candidates(&mut self, now: Instant) -> Result<(), PeerError> {
@@ -804,11 +859,15 @@ impl Driver {
         if !self.end_of_candidates_sent {
             d = d.min(self.gather_deadline);
         }
+        if !self.turn_queue.is_empty() {
+            d = d.min(self.next_turn_group);
+        }
         d.max(now)
     }
 
     /// Drives every sans-IO part until it has nothing more to say.
     async fn pump(&mut self, now: Instant) -> Result<(), PeerError> {
+        self.start_due_turns(now).await?;
         self.send_stun(now).await;
         self.pump_turns(now).await;
         self.write_outbox();

@@ -11,7 +11,7 @@ use floe_server::turn::{TurnService, TurnShellConfig};
 use floe_turn::credentials::{CredentialStore, ExpiryPolicy, RestSecret, StaticUser};
 use floe_turn::nonce::NonceSecret;
 use floe_turn::policy::{Cidr, PeerPolicy};
-use floe_turn::quota::QuotaConfig;
+use floe_turn::quota::{Bandwidth, QuotaConfig};
 use floe_turn::server::TurnConfig;
 use serde::Deserialize;
 
@@ -60,6 +60,14 @@ pub struct TurnArgs {
     /// End an allocation as soon as its REST credential expires (default: at its next Refresh).
     #[arg(long)]
     pub strict_expiry: bool,
+    /// Relayed bytes per second per allocation, both directions (0 = unlimited). Default
+    /// 2500000 (20 Mbit/s); packets beyond are dropped.
+    #[arg(long, value_name = "BYTES")]
+    pub max_bps: Option<u64>,
+    /// Relayed bytes per second per user over all its allocations (0 = unlimited). Default
+    /// 6250000 (50 Mbit/s).
+    #[arg(long, value_name = "BYTES")]
+    pub user_max_bps: Option<u64>,
 }
 
 /// `[turn]` section of the config file.
@@ -101,6 +109,14 @@ pub struct TurnSection {
     pub max_allocations: Option<u32>,
     /// Allocations per user (486 beyond).
     pub max_allocations_per_user: Option<u32>,
+    /// `--max-bps`.
+    pub max_bps: Option<u64>,
+    /// `--user-max-bps`.
+    pub user_max_bps: Option<u64>,
+    /// Permissions per allocation (508 beyond).
+    pub max_permissions_per_allocation: Option<u32>,
+    /// Channels per allocation (508 beyond).
+    pub max_channels_per_allocation: Option<u32>,
     /// Default allocation lifetime, seconds.
     pub default_lifetime_secs: Option<u64>,
     /// Largest allocation lifetime, seconds.
@@ -317,6 +333,18 @@ pub fn plan(
     if let Some(n) = t.max_allocations_per_user {
         quotas.max_allocations_per_user = n;
     }
+    if let Some(n) = t.max_permissions_per_allocation {
+        quotas.max_permissions_per_allocation = n;
+    }
+    if let Some(n) = t.max_channels_per_allocation {
+        quotas.max_channels_per_allocation = n;
+    }
+    if let Some(bps) = args.max_bps.or(t.max_bps) {
+        quotas.allocation_bandwidth = bandwidth(bps);
+    }
+    if let Some(bps) = args.user_max_bps.or(t.user_max_bps) {
+        quotas.user_bandwidth = bandwidth(bps);
+    }
     let tls_listen: Vec<SocketAddr> = args
         .tls_listen
         .iter()
@@ -400,4 +428,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("floe: stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A bytes-per-second limit with a one-second burst; 0 means unlimited.
+fn bandwidth(bytes_per_sec: u64) -> Option<Bandwidth> {
+    (bytes_per_sec > 0).then(|| Bandwidth::per_sec(bytes_per_sec))
 }
