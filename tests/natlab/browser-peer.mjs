@@ -31,8 +31,8 @@
 //   --timeout SECS   overall bound (default 60)
 //
 // The file protocol is floe.js's: a JSON text header {kind:"file", name, size, type, sha256?},
-// then binary chunks; the receiver answers {kind:"file-ack", name, size, sha256, ok}. If floe.js
-// itself does not send the ack within 3 s of the file's arrival, this script sends it.
+// then binary chunks; the receiver answers {kind:"file-ack", name, size, sha256, ok} (floe.js
+// does both; docs/how-peers-connect.md §5). The script checks the bytes again in node.
 //
 // Chromium is launched by tests/browser/lib/chromium.mjs (playwright-core from
 // tests/browser/node_modules, `npm ci` there first). Its profile lives under $TMPDIR: the NAT lab
@@ -255,7 +255,7 @@ async function main() {
             // not JSON: not ours
           }
         });
-        // Record acks floe.js itself sends (newer floe.js answers every file).
+        // Record the acks floe.js sends.
         const send = p.files.send.bind(p.files);
         p.files.send = (data) => {
           if (typeof data === 'string' && data.includes('"file-ack"')) t.acksOut.push(data);
@@ -367,18 +367,9 @@ async function receiveFile(other) {
   const claimed = got.header?.sha256 || null;
   const ok = bytes.length === got.size && (!claimed || claimed === sha);
   if (opt.out) await writeFile(opt.out, bytes);
-  // Newer floe.js answers with a file-ack itself; give it a moment, else answer here.
-  const byFloe = await page
-    .waitForFunction(() => window.t.acksOut.length > 0, undefined, { timeout: 3000, polling: 50 })
-    .then(() => true)
-    .catch(() => false);
-  if (!byFloe) {
-    note('floe.js sent no file-ack: this script answers');
-    await page.evaluate(
-      ({ other, ack }) => window.room.peers.get(other).files.send(JSON.stringify(ack)),
-      { other, ack: { kind: 'file-ack', name: got.name, size: bytes.length, sha256: sha, ok } },
-    );
-  }
+  // floe.js answers every file with a file-ack before it emits `file`.
+  const acks = await page.evaluate(() => window.t.acksOut);
+  if (acks.length === 0) throw new Error('floe.js sent no file-ack');
   await printPath(other);
   if (!ok) {
     throw new Error(`received ${got.name} ${bytes.length} of ${got.size} bytes sha256 ${sha}, header said ${claimed}`);
