@@ -29,6 +29,7 @@
 //! selected pair), [`transfer`] (the file protocol, no IO), `session` (the event loop that owns
 //! the sockets and the str0m `Rtc`).
 
+mod core;
 pub mod ice_servers;
 pub mod pair;
 mod session;
@@ -36,8 +37,9 @@ pub mod signal;
 mod tls;
 pub mod transfer;
 
+pub use crate::core::{Chan, CoreConfig, Output, PeerCore, PeerEvent};
 pub use pair::{CandidateType, LocalCandidate, SelectedPair, Via};
-pub use session::{connect, Chan, Connection, PeerEvent, PeerOptions, Sender};
+pub use session::{connect, Connection, PeerOptions, Sender};
 pub use signal::SignalOptions;
 
 /// Errors of the peer.

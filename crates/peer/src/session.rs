@@ -1,55 +1,25 @@
-//! The peer's event loop: owns the UDP sockets, the TURN clients and the str0m `Rtc`, and
-//! moves bytes between them, the signalling session and the application.
+//! The peer's IO shell around [`PeerCore`]: owns the UDP sockets, the TURN links (UDP socket,
+//! TCP or TLS stream) and the signalling session, and carries out the core's outputs.
 //!
 //! One task, one `select!`: socket readers forward datagrams (and TURN stream frames) over a
-//! channel, so the loop itself never blocks on a socket. Time goes into the sans-IO parts
-//! (`Rtc`, `TurnClient`, STUN transactions) as `Instant`s read once per wake-up.
+//! channel, so the loop itself never blocks on a socket. The clock is read once per wake-up and
+//! passed to the core.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use floe_stun::attr::XorMappedAddress;
-use floe_stun::{Class, Message, MessageBuilder, Method, TransactionId};
-use floe_turn::client::{StreamDecoder, TurnClient, TurnClientConfig, TurnEvent};
-use serde_json::json;
-use str0m::channel::{ChannelConfig, ChannelId};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use floe_turn::client::StreamDecoder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::core::{Chan, PeerEvent};
+use crate::core::{CoreConfig, Output, PeerCore};
 use crate::ice_servers::{IceServer, TurnTransport};
-use crate::pair::{CandidateType, LocalCandidate, SelectedPair};
 use crate::signal::{self, Incoming, RemotePeer, Signal, SignalOptions};
 use crate::PeerError;
-
-/// The data channels of floe.js (negotiated out of band, RFC 8832 not used).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Chan {
-    /// `chat`, stream id 0: text lines.
-    Chat,
-    /// `file`, stream id 1: the file protocol of [`crate::transfer`].
-    File,
-}
-
-impl Chan {
-    fn stream_id(self) -> u16 {
-        match self {
-            Chan::Chat => 0,
-            Chan::File => 1,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Chan::Chat => "chat",
-            Chan::File => "file",
-        }
-    }
-}
 
 /// Options of [`connect`].
 #[derive(Debug, Clone)]
@@ -86,39 +56,6 @@ impl PeerOptions {
             turn_transports: Vec::new(),
         }
     }
-}
-
-/// What the connection reports.
-#[derive(Debug, Clone)]
-pub enum PeerEvent {
-    /// We gathered a candidate (and signalled it).
-    LocalCandidate(LocalCandidate),
-    /// The remote peer signalled a candidate.
-    RemoteCandidate(CandidateType, SocketAddr),
-    /// A TURN server could not be used.
-    TurnFailed {
-        /// The server.
-        server: String,
-        /// Why.
-        reason: String,
-    },
-    /// ICE state (new, checking, connected, completed, disconnected).
-    IceState(String),
-    /// A data channel is open.
-    ChannelOpen(Chan),
-    /// A message on a data channel.
-    Message {
-        /// Which channel.
-        chan: Chan,
-        /// Binary (true) or text.
-        binary: bool,
-        /// Payload.
-        data: Vec<u8>,
-    },
-    /// The selected candidate pair (again whenever it changes).
-    Selected(SelectedPair),
-    /// The connection ended.
-    Closed(String),
 }
 
 enum Cmd {
@@ -235,8 +172,8 @@ pub async fn connect(opts: PeerOptions) -> Result<Connection, PeerError> {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let local_peer = signal.welcome.peer.clone();
     let remote_peer = remote.peer.clone();
-    let driver = Driver::start(&opts, &ice_servers, remote, signal, ev_tx).await?;
-    tokio::spawn(driver.run(cmd_rx, early));
+    let shell = Shell::start(&opts, &ice_servers, remote, signal, ev_tx).await?;
+    tokio::spawn(shell.run(cmd_rx, early));
     Ok(Connection {
         local_peer,
         remote_peer,
@@ -282,7 +219,7 @@ async fn wait_for_remote(
 /// What socket readers hand to the loop.
 enum Net {
     Host {
-        idx: usize,
+        local: SocketAddr,
         from: SocketAddr,
         data: Vec<u8>,
     },
@@ -290,517 +227,111 @@ enum Net {
         idx: usize,
         data: Vec<u8>,
     },
-    TurnConnected {
-        idx: usize,
-        local: SocketAddr,
-    },
     TurnDown {
         idx: usize,
         reason: String,
     },
 }
 
-struct HostSocket {
-    socket: Arc<UdpSocket>,
-    addr: SocketAddr,
-}
-
 enum TurnLink {
-    Udp(Arc<UdpSocket>),
+    Udp(Arc<UdpSocket>, SocketAddr),
     Stream(mpsc::UnboundedSender<Vec<u8>>),
 }
 
-struct TurnSlot {
-    client: TurnClient,
-    link: TurnLink,
-    server: SocketAddr,
-    transport: TurnTransport,
-    local: SocketAddr,
-    relayed: Option<SocketAddr>,
-    done: bool,
-}
-
-struct StunTxn {
-    host: usize,
-    server: SocketAddr,
-    request: Vec<u8>,
-    next_send: Instant,
-    attempts: u32,
-}
-
-/// How long a TURN transport may take before the next one is tried as well.
-const TURN_GRACE: Duration = Duration::from_secs(1);
-
-fn transport_rank(t: TurnTransport) -> u8 {
-    match t {
-        TurnTransport::Udp => 0,
-        TurnTransport::Tcp => 1,
-        TurnTransport::Tls => 2,
-    }
-}
-
-/// RFC 8489 §6.2.1 retransmissions, shortened: 500 ms, then doubling, 5 sends (≈ 7.5 s).
-const STUN_RTO: Duration = Duration::from_millis(500);
-const STUN_SENDS: u32 = 5;
-/// Keep at most this much queued in SCTP before asking the application to wait.
-const MAX_BUFFERED: usize = 1 << 20;
-
-/// A message waiting for room in SCTP: channel, binary, payload, completion.
-type Outgoing = (Chan, bool, Vec<u8>, oneshot::Sender<Result<(), PeerError>>);
-
-struct Driver {
-    rtc: Rtc,
+struct Shell {
+    core: PeerCore,
     signal: Signal,
-    remote: RemotePeer,
     events: mpsc::Sender<PeerEvent>,
-    hosts: Vec<HostSocket>,
-    turns: Vec<TurnSlot>,
-    stun: HashMap<[u8; 12], StunTxn>,
+    hosts: HashMap<SocketAddr, Arc<UdpSocket>>,
+    turns: HashMap<usize, TurnLink>,
     net_tx: mpsc::Sender<Net>,
     net_rx: mpsc::Receiver<Net>,
-    locals: Vec<LocalCandidate>,
-    remotes: Vec<(CandidateType, SocketAddr)>,
-    /// Remote candidates received before the remote description.
-    held_remote: Vec<String>,
-    has_remote_sdp: bool,
-    pending_offer: Option<str0m::change::SdpPendingOffer>,
-    channels: HashMap<ChannelId, Chan>,
-    open: Vec<Chan>,
-    outbox: VecDeque<Outgoing>,
+    tickets: HashMap<u64, oneshot::Sender<Result<(), PeerError>>>,
     flushes: Vec<oneshot::Sender<()>>,
-    relay_only: bool,
-    mid: String,
-    gather_deadline: Instant,
-    end_of_candidates_sent: bool,
-    selected: Option<SelectedPair>,
-    connected: bool,
     ca_file: Option<std::path::PathBuf>,
-    rtc_timeout: Option<Instant>,
     to_app: VecDeque<PeerEvent>,
-    /// TURN servers not started yet, in transport order.
-    turn_queue: Vec<(SocketAddr, IceServer)>,
-    next_turn_group: Instant,
 }
 
-impl Driver {
+impl Shell {
     async fn start(
         opts: &PeerOptions,
         ice_servers: &[IceServer],
         remote: RemotePeer,
         signal: Signal,
         events: mpsc::Sender<PeerEvent>,
-    ) -> Result<Driver, PeerError> {
-        let now = Instant::now();
-        let rtc = RtcConfig::new()
-            .set_stats_interval(Some(Duration::from_millis(500)))
-            .build(now);
+    ) -> Result<Shell, PeerError> {
         let (net_tx, net_rx) = mpsc::channel(1024);
-        let mut d = Driver {
-            rtc,
-            signal,
-            remote,
-            events,
-            hosts: Vec::new(),
-            turns: Vec::new(),
-            stun: HashMap::new(),
-            net_tx,
-            net_rx,
-            locals: Vec::new(),
-            remotes: Vec::new(),
-            held_remote: Vec::new(),
-            has_remote_sdp: false,
-            pending_offer: None,
-            channels: HashMap::new(),
-            open: Vec::new(),
-            outbox: VecDeque::new(),
-            flushes: Vec::new(),
-            relay_only: opts.relay_only,
-            mid: "0".into(),
-            gather_deadline: now + opts.gather_timeout,
-            end_of_candidates_sent: false,
-            selected: None,
-            connected: false,
-            ca_file: opts.signal.ca_file.clone(),
-            rtc_timeout: None,
-            to_app: VecDeque::new(),
-            turn_queue: Vec::new(),
-            next_turn_group: now,
-        };
         let servers = resolve_servers(ice_servers).await;
         let signal_ip = signal_ip(&opts.signal.url).await;
-        let local_ips = local_ips(servers.iter().map(|(a, _)| *a).chain(signal_ip));
-        for ip in local_ips {
-            let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-            let addr = socket.local_addr()?;
-            let socket = Arc::new(socket);
-            let idx = d.hosts.len();
-            spawn_udp_reader(socket.clone(), d.net_tx.clone(), move |from, data| {
-                Net::Host { idx, from, data }
+        let mut hosts = HashMap::new();
+        let mut addrs = Vec::new();
+        for ip in local_ips(servers.iter().map(|(a, _)| *a).chain(signal_ip)) {
+            let socket = Arc::new(UdpSocket::bind(SocketAddr::new(ip, 0)).await?);
+            let local = socket.local_addr()?;
+            spawn_udp_reader(socket.clone(), net_tx.clone(), move |from, data| {
+                Net::Host { local, from, data }
             });
-            d.hosts.push(HostSocket { socket, addr });
-            if !d.relay_only {
-                d.add_local(
-                    LocalCandidate {
-                        kind: CandidateType::Host,
-                        addr,
-                        base: addr,
-                        turn: None,
-                    },
-                    false,
-                );
-            }
+            hosts.insert(local, socket);
+            addrs.push(local);
         }
-        if d.hosts.is_empty() {
-            return Err(PeerError::Config("no usable local IP address".into()));
-        }
-        for (addr, server) in servers {
-            match server {
-                IceServer::Stun { .. } if !d.relay_only => d.start_stun(addr, now),
-                IceServer::Turn { .. } => d.turn_queue.push((addr, server)),
-                IceServer::Stun { .. } => {}
-            }
-        }
-        // UDP first, then TCP, then TLS (a stable sort keeps the server order within each).
-        d.turn_queue.sort_by_key(|(_, s)| match s {
-            IceServer::Turn { transport, .. } => transport_rank(*transport),
-            IceServer::Stun { .. } => 0,
-        });
-        d.start_due_turns(now).await?;
-        if d.remote.offerer {
-            d.make_offer()?;
-        }
-        Ok(d)
-    }
-
-    /// Queues an event for the application; [`Driver::deliver`] hands them over in order.
-    fn emit(&mut self, ev: PeerEvent) {
-        self.to_app.push_back(ev);
-    }
-
-    fn start_stun(&mut self, server: SocketAddr, now: Instant) {
-        for (idx, h) in self.hosts.iter().enumerate() {
-            if h.addr.is_ipv4() != server.is_ipv4() {
-                continue;
-            }
-            let tid = TransactionId(rand::random());
-            let mut buf = vec![0u8; 64];
-            let Ok(mut b) = MessageBuilder::new(&mut buf, Class::Request, Method::BINDING, tid)
-            else {
-                continue;
-            };
-            if b.add_fingerprint().is_err() {
-                continue;
-            }
-            let n = b.finish();
-            buf.truncate(n);
-            self.stun.insert(
-                tid.0,
-                StunTxn {
-                    host: idx,
-                    server,
-                    request: buf,
-                    next_send: now,
-                    attempts: 0,
-                },
-            );
-        }
-    }
-
-    async fn start_turn(
-        &mut self,
-        server: SocketAddr,
-        host_name: &str,
-        transport: TurnTransport,
-        username: &str,
-        password: &str,
-        now: Instant,
-    ) -> Result<(), PeerError> {
-        let Some(host) = self
-            .hosts
-            .iter()
-            .find(|h| h.addr.is_ipv4() == server.is_ipv4())
-        else {
-            return Ok(());
+        let cfg = CoreConfig {
+            relay_only: opts.relay_only,
+            gather_timeout: opts.gather_timeout,
         };
-        let host_ip = host.addr.ip();
-        let idx = self.turns.len();
-        let mut cfg = TurnClientConfig::new(server, username, password);
-        cfg.software = Some(concat!("floe-peer ", env!("CARGO_PKG_VERSION")).to_owned());
-        cfg.stream = transport != TurnTransport::Udp;
-        let client = TurnClient::new(cfg, now);
-        let (link, local) = match transport {
-            TurnTransport::Udp => {
-                let socket = Arc::new(UdpSocket::bind(SocketAddr::new(host_ip, 0)).await?);
-                let local = socket.local_addr()?;
-                spawn_udp_reader(socket.clone(), self.net_tx.clone(), move |from, data| {
-                    if from == server {
-                        Net::Turn { idx, data }
-                    } else {
-                        // Only the server talks on this socket; anything else is dropped.
-                        Net::Turn {
-                            idx,
-                            data: Vec::new(),
-                        }
-                    }
-                });
-                (TurnLink::Udp(socket), local)
-            }
-            TurnTransport::Tcp | TurnTransport::Tls => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let tls = (transport == TurnTransport::Tls).then(|| TlsTarget {
-                    name: host_name.to_owned(),
-                    ca_file: self.ca_file.clone(),
-                });
-                spawn_turn_stream(idx, server, tls, rx, self.net_tx.clone());
-                (TurnLink::Stream(tx), SocketAddr::new(host_ip, 0))
-            }
-        };
-        self.turns.push(TurnSlot {
-            client,
-            link,
-            server,
-            transport,
-            local,
-            relayed: None,
-            done: false,
-        });
-        Ok(())
-    }
-}
-
-impl Driver {
-    fn channel_config(chan: Chan) -> ChannelConfig {
-        ChannelConfig {
-            label: chan.label().to_owned(),
-            negotiated: Some(chan.stream_id()),
-            ..ChannelConfig::default()
-        }
-    }
-
-    /// We joined later: we offer (docs/signalling.md §3, roles).
-    fn make_offer(&mut self) -> Result<(), PeerError> {
-        let mut api = self.rtc.sdp_api();
-        let chat = api.add_channel_with_config(Self::channel_config(Chan::Chat));
-        let file = api.add_channel_with_config(Self::channel_config(Chan::File));
-        let (offer, pending) = api
-            .apply()
-            .ok_or_else(|| PeerError::Rtc("nothing to offer".into()))?;
-        self.channels.insert(chat, Chan::Chat);
-        self.channels.insert(file, Chan::File);
-        self.pending_offer = Some(pending);
-        let sdp = offer.to_sdp_string();
-        self.mid = first_mid(&sdp).unwrap_or_else(|| "0".into());
-        self.signal
-            .send(json!({"type": "offer", "to": self.remote.peer, "sdp": sdp}))
-    }
-
-    fn on_sdp(&mut self, kind: &str, sdp: &str) -> Result<(), PeerError> {
-        match kind {
-            "offer" => {
-                if self.pending_offer.is_some() && !self.remote.polite {
-                    // Glare and we are impolite: ignore theirs (perfect negotiation).
-                    return Ok(());
-                }
-                self.pending_offer = None;
-                let offer = str0m::change::SdpOffer::from_sdp_string(sdp)
-                    .map_err(|e| PeerError::Rtc(format!("bad offer: {e}")))?;
-                let answer = self
-                    .rtc
-                    .sdp_api()
-                    .accept_offer(offer)
-                    .map_err(|e| PeerError::Rtc(format!("cannot accept offer: {e}")))?;
-                if self.channels.is_empty() {
-                    for chan in [Chan::Chat, Chan::File] {
-                        let id = self
-                            .rtc
-                            .direct_api()
-                            .create_data_channel(Self::channel_config(chan));
-                        self.channels.insert(id, chan);
-                    }
-                }
-                let sdp_out = answer.to_sdp_string();
-                self.mid = first_mid(&sdp_out).unwrap_or_else(|| "0".into());
-                self.signal
-                    .send(json!({"type": "answer", "to": self.remote.peer, "sdp": sdp_out}))?;
-            }
-            "answer" => {
-                let Some(pending) = self.pending_offer.take() else {
-                    return Ok(());
-                };
-                let answer = str0m::change::SdpAnswer::from_sdp_string(sdp)
-                    .map_err(|e| PeerError::Rtc(format!("bad answer: {e}")))?;
-                self.rtc
-                    .sdp_api()
-                    .accept_answer(pending, answer)
-                    .map_err(|e| PeerError::Rtc(format!("cannot accept answer: {e}")))?;
-            }
-            _ => return Ok(()),
-        }
-        self.has_remote_sdp = true;
-        for line in sdp.lines() {
-            if let Some(c) = line.trim().strip_prefix("a=") {
-                if c.starts_with("candidate:") {
-                    self.on_remote_candidate(c);
-                }
-            }
-        }
-        for c in std::mem::take(&mut self.held_remote) {
-            self.on_remote_candidate(&c);
-        }
-        Ok(())
-    }
-
-    fn on_remote_candidate(&mut self, line: &str) {
-        if !self.has_remote_sdp {
-            self.held_remote.push(line.to_owned());
-            return;
-        }
-        let line = line.trim().trim_start_matches("a=");
-        let Ok(c) = Candidate::from_sdp_string(line) else {
-            // e.g. an mDNS ".local" host candidate, or TCP candidates we cannot use.
-            tracing::debug!("ignoring remote candidate {line}");
-            return;
-        };
-        if c.proto() != Protocol::Udp {
-            return;
-        }
-        let kind = line
-            .split_whitespace()
-            .skip_while(|t| *t != "typ")
-            .nth(1)
-            .and_then(CandidateType::from_typ)
-            .unwrap_or(CandidateType::Host);
-        let addr = c.addr();
-        if self.remotes.iter().any(|(_, a)| *a == addr) {
-            return;
-        }
-        self.remotes.push((kind, addr));
-        self.emit(PeerEvent::RemoteCandidate(kind, addr));
-        let now = Instant::now();
-        for t in &mut self.turns {
-            if t.relayed.is_some_and(|r| r.is_ipv4() == addr.is_ipv4()) {
-                t.client.create_permission(addr.ip(), now);
-            }
-        }
-        self.rtc.add_remote_candidate(c);
-    }
-
-    /// Adds a local candidate to ICE and (when `trickle`) sends it to the remote peer.
-    fn add_local(&mut self, cand: LocalCandidate, trickle: bool) {
-        let c = match cand.kind {
-            CandidateType::Host => Candidate::host(cand.addr, "udp"),
-            CandidateType::Srflx => Candidate::server_reflexive(cand.addr, cand.base, "udp"),
-            CandidateType::Relay => Candidate::relayed(cand.addr, cand.base, "udp"),
-            CandidateType::Prflx => return,
-        };
-        let Ok(c) = c else {
-            return;
-        };
-        let Some(added) = self.rtc.add_local_candidate(c) else {
-            return; // redundant
-        };
-        let line = added.to_sdp_string();
-        self.locals.push(cand);
-        self.emit(PeerEvent::LocalCandidate(cand));
-        if trickle {
-            let _ = self.signal.send(json!({
-                "type": "candidate", "to": self.remote.peer, "candidate": line,
-                "sdpMid": self.mid, "sdpMLineIndex": 0,
-            }));
-        }
-    }
-
-    fn gathering_done(&self) -> bool {
-        self.stun.is_empty() && self.turn_queue.is_empty() && self.turns.iter().all(|t| t.done)
-    }
-
-    /// Starts the next transport's TURN allocations once the previous transport's finished or
-    /// [`TURN_GRACE`] passed. str0m ranks relayed candidates by the order they are added (RFC
-    /// 8445 §5.1.2.1 local preference, counted down), so this order makes a relay over UDP
-    /// preferred to one over TCP, and TCP to TLS, as browsers do, while a blocked transport
-    /// delays the next by at most the grace.
-    async fn start_due_turns(&mut self, now: Instant) -> Result<(), PeerError> {
-        let Some((
-            _,
-            IceServer::Turn {
-                transport: next, ..
-            },
-        )) = self.turn_queue.first()
-        else {
-            return Ok(());
-        };
-        let next = *next;
-        let previous_done = self.turns.iter().all(|t| t.done);
-        if !(self.turns.is_empty() || previous_done || now >= self.next_turn_group) {
-            return Ok(());
-        }
-        while let Some((
-            addr,
-            IceServer::Turn {
-                host,
-                transport,
-                username,
-                credential,
-                ..
-            },
-        )) = self.turn_queue.first().cloned()
-        {
-            if transport != next {
-                break;
-            }
-            self.turn_queue.remove(0);
-            self.start_turn(addr, &host, transport, &username, &credential, now)
-                .await?;
-        }
-        self.next_turn_group = now + TURN_GRACE;
-        Ok(())
-    }
-
-    fn maybe_end_of_candidates(&mut self, now: Instant) -> Result<(), PeerError> {
-        if !self.end_of_candidates_sent && (self.gathering_done() || now >= self.gather_deadline) {
-            if self.locals.is_empty() {
-                return Err(PeerError::Closed(if self.relay_only {
-                    "relay-only, and no TURN server gave us a relayed address".into()
-                } else {
-                    "gathered no candidate".into()
-                }));
-            }
-            self.end_of_candidates_sent = true;
-            let _ = self
-                .signal
-                .send(json!({"type": "end_of_candidates", "to": self.remote.peer}));
-        }
-        Ok(())
+        let core = PeerCore::new(cfg, remote, addrs, servers, Instant::now())?;
+        Ok(Shell {
+            core,
+            signal,
+            events,
+            hosts,
+            turns: HashMap::new(),
+            net_tx,
+            net_rx,
+            tickets: HashMap::new(),
+            flushes: Vec::new(),
+            ca_file: opts.signal.ca_file.clone(),
+            to_app: VecDeque::new(),
+        })
     }
 
     async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, early: Vec<Incoming>) {
+        let mut result = Ok(());
         for m in early {
-            if let Err(e) = self.on_signal(m) {
-                self.emit(PeerEvent::Closed(e.to_string()));
-                self.deliver().await;
-                return;
-            }
+            result = result.and_then(|()| self.core.handle_signal(m, Instant::now()));
         }
         let reason = loop {
-            let now = Instant::now();
-            if let Err(e) = self.pump(now).await {
+            if let Err(e) = result {
                 break e.to_string();
             }
-            let deadline = self.next_deadline(now);
-            tokio::select! {
-                net = self.net_rx.recv() => {
-                    let Some(net) = net else { break "socket readers ended".into() };
-                    self.on_net(net, Instant::now());
-                }
-                m = self.signal.incoming.recv() => {
-                    let Some(m) = m else { break "signalling ended".into() };
-                    if let Err(e) = self.on_signal(m) {
-                        break e.to_string();
-                    }
-                }
+            if let Err(e) = self.carry_out().await {
+                break e.to_string();
+            }
+            let now = Instant::now();
+            let deadline = self
+                .core
+                .poll_timeout()
+                .clamp(now, now + Duration::from_secs(1));
+            result = tokio::select! {
+                net = self.net_rx.recv() => match net {
+                    Some(Net::Host { local, from, data }) => self.core.handle_udp(local, from, &data, Instant::now()),
+                    Some(Net::Turn { idx, data }) => self.core.handle_turn(idx, &data, Instant::now()),
+                    Some(Net::TurnDown { idx, reason }) => self.core.turn_down(idx, reason, Instant::now()),
+                    None => Err(PeerError::Closed("socket readers ended".into())),
+                },
+                m = self.signal.incoming.recv() => match m {
+                    Some(m) => self.core.handle_signal(m, Instant::now()),
+                    None => Err(PeerError::Closed("signalling ended".into())),
+                },
                 c = cmds.recv() => match c {
-                    Some(Cmd::Send { chan, binary, data, done }) => self.outbox.push_back((chan, binary, data, done)),
-                    Some(Cmd::Flush(tx)) => self.flushes.push(tx),
+                    Some(Cmd::Send { chan, binary, data, done }) => {
+                        let ticket = self.core.send(chan, binary, data, Instant::now());
+                        self.tickets.insert(ticket, done);
+                        Ok(())
+                    }
+                    Some(Cmd::Flush(tx)) => {
+                        self.flushes.push(tx);
+                        Ok(())
+                    }
                     Some(Cmd::Close(done)) => {
                         self.shutdown().await;
                         let _ = done.send(());
@@ -811,86 +342,102 @@ impl Driver {
                         break "closed by the application".into();
                     }
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    let now = Instant::now();
-                    if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
-                        break e.to_string();
-                    }
-                    for t in &mut self.turns {
-                        t.client.handle_timeout(now);
-                    }
-                }
-            }
+                _ = tokio::time::sleep_until(deadline.into()) => self.core.handle_timeout(Instant::now()),
+            };
         };
-        for (_, _, _, done) in self.outbox.drain(..) {
+        self.core.fail_outbox(&reason);
+        let _ = self.carry_out().await;
+        for (_, done) in self.tickets.drain() {
             let _ = done.send(Err(PeerError::Closed(reason.clone())));
         }
-        self.deliver().await;
         let _ = self.events.send(PeerEvent::Closed(reason)).await;
     }
 
-    /// `bye` to the peer, Refresh(0) for every allocation (RFC 8656 §7), `leave`.
+    /// `bye`, TURN Refresh(0), close; then `leave` once those went out.
     async fn shutdown(&mut self) {
-        let _ = self
-            .signal
-            .send(json!({"type": "bye", "to": self.remote.peer}));
-        let now = Instant::now();
-        for t in &mut self.turns {
-            t.client.release(now);
-        }
-        let _ = self.pump(now).await;
-        self.rtc.disconnect();
+        self.core.close("closed by the application", Instant::now());
+        let _ = self.carry_out().await;
         self.signal.leave().await;
     }
 
-    fn next_deadline(&mut self, now: Instant) -> Instant {
-        let mut d = now + Duration::from_secs(1);
-        if let Some(t) = self.rtc_timeout {
-            d = d.min(t);
-        }
-        for t in &self.turns {
-            if let Some(x) = t.client.poll_timeout() {
-                d = d.min(x);
+    /// Carries out every output of the core, then hands events to the application.
+    async fn carry_out(&mut self) -> Result<(), PeerError> {
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Udp { from, to, data } => {
+                    if let Some(s) = self.hosts.get(&from) {
+                        if let Err(e) = s.send_to(&data, to).await {
+                            tracing::debug!("send to {to}: {e}");
+                        }
+                    }
+                }
+                Output::OpenTurn {
+                    idx,
+                    server,
+                    host,
+                    transport,
+                    local_ip,
+                } => {
+                    let link = self
+                        .open_turn(idx, server, host, transport, local_ip)
+                        .await?;
+                    self.turns.insert(idx, link);
+                }
+                Output::Turn { idx, data } => match self.turns.get(&idx) {
+                    Some(TurnLink::Udp(s, server)) => {
+                        let _ = s.send_to(&data, *server).await;
+                    }
+                    Some(TurnLink::Stream(tx)) => {
+                        let _ = tx.send(data);
+                    }
+                    None => {}
+                },
+                Output::Signal(v) => self.signal.send(v)?,
+                Output::Event(ev) => self.to_app.push_back(ev),
+                Output::Sent(ticket, r) => {
+                    if let Some(done) = self.tickets.remove(&ticket) {
+                        let _ = done.send(r.map_err(PeerError::Rtc));
+                    }
+                }
             }
         }
-        for s in self.stun.values() {
-            d = d.min(s.next_send);
-        }
-        if !self.end_of_candidates_sent {
-            d = d.min(self.gather_deadline);
-        }
-        if !self.turn_queue.is_empty() {
-            d = d.min(self.next_turn_group);
-        }
-        d.max(now)
-    }
-
-    /// Drives every sans-IO part until it has nothing more to say.
-    async fn pump(&mut self, now: Instant) -> Result<(), PeerError> {
-        self.start_due_turns(now).await?;
-        self.send_stun(now).await;
-        self.pump_turns(now).await;
-        self.write_outbox();
-        loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => {
-                    self.rtc_timeout = Some(t);
-                    break;
-                }
-                Ok(Output::Transmit(t)) => {
-                    self.transmit(t.source, t.destination, &t.contents, now)
-                        .await
-                }
-                Ok(Output::Event(e)) => self.on_rtc_event(e)?,
-                Err(e) => return Err(PeerError::Rtc(e.to_string())),
+        if !self.flushes.is_empty() && self.core.is_flushed() {
+            for f in self.flushes.drain(..) {
+                let _ = f.send(());
             }
         }
-        // Transmits through TURN queued more bytes for the servers.
-        self.pump_turns(now).await;
-        self.maybe_end_of_candidates(now)?;
-        self.check_flushes();
         self.deliver().await;
         Ok(())
+    }
+
+    async fn open_turn(
+        &mut self,
+        idx: usize,
+        server: SocketAddr,
+        host: String,
+        transport: TurnTransport,
+        local_ip: IpAddr,
+    ) -> Result<TurnLink, PeerError> {
+        Ok(match transport {
+            TurnTransport::Udp => {
+                let socket = Arc::new(UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?);
+                spawn_udp_reader(socket.clone(), self.net_tx.clone(), move |from, data| {
+                    // Only the server talks on this socket; anything else is dropped.
+                    let data = if from == server { data } else { Vec::new() };
+                    Net::Turn { idx, data }
+                });
+                TurnLink::Udp(socket, server)
+            }
+            TurnTransport::Tcp | TurnTransport::Tls => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let tls = (transport == TurnTransport::Tls).then(|| TlsTarget {
+                    name: host,
+                    ca_file: self.ca_file.clone(),
+                });
+                spawn_turn_stream(idx, server, tls, rx, self.net_tx.clone());
+                TurnLink::Stream(tx)
+            }
+        })
     }
 
     /// Hands queued events to the application. Awaiting here is the receive-side backpressure:
@@ -904,342 +451,6 @@ impl Driver {
             }
         }
     }
-
-    async fn transmit(&mut self, source: SocketAddr, dest: SocketAddr, data: &[u8], now: Instant) {
-        if let Some(h) = self.hosts.iter().find(|h| h.addr == source) {
-            if let Err(e) = h.socket.send_to(data, dest).await {
-                tracing::debug!("send to {dest}: {e}");
-            }
-            return;
-        }
-        if let Some(t) = self.turns.iter_mut().find(|t| t.relayed == Some(source)) {
-            if let Err(e) = t.client.send_to(dest, data, now) {
-                tracing::debug!("relay to {dest}: {e}");
-            }
-            return;
-        }
-        tracing::debug!("no socket for transmit from {source}");
-    }
-
-    async fn send_stun(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        for (tid, t) in &mut self.stun {
-            if t.next_send > now {
-                continue;
-            }
-            if t.attempts >= STUN_SENDS {
-                expired.push(*tid);
-                continue;
-            }
-            if let Some(h) = self.hosts.get(t.host) {
-                let _ = h.socket.send_to(&t.request, t.server).await;
-            }
-            t.next_send = now + STUN_RTO * 2u32.pow(t.attempts);
-            t.attempts += 1;
-        }
-        for tid in expired {
-            if let Some(t) = self.stun.remove(&tid) {
-                tracing::info!("no STUN answer from {}", t.server);
-            }
-        }
-    }
-
-    async fn pump_turns(&mut self, now: Instant) {
-        let mut new_locals = Vec::new();
-        let mut failures = Vec::new();
-        for t in &mut self.turns {
-            while let Some(bytes) = t.client.poll_transmit() {
-                match &t.link {
-                    TurnLink::Udp(s) => {
-                        let _ = s.send_to(&bytes, t.server).await;
-                    }
-                    TurnLink::Stream(tx) => {
-                        let _ = tx.send(bytes);
-                    }
-                }
-            }
-            while let Some(ev) = t.client.poll_event() {
-                match ev {
-                    TurnEvent::Allocated { relayed, .. } => {
-                        t.relayed = Some(relayed);
-                        t.done = true;
-                        new_locals.push(LocalCandidate {
-                            kind: CandidateType::Relay,
-                            addr: relayed,
-                            base: relayed,
-                            turn: Some(t.transport),
-                        });
-                    }
-                    TurnEvent::AllocationFailed(e) => {
-                        t.done = true;
-                        failures.push((format!("{} {}", t.transport, t.server), e.to_string()));
-                    }
-                    other => tracing::debug!("turn {}: {other:?}", t.server),
-                }
-            }
-        }
-        let _ = now;
-        for c in new_locals {
-            // Permissions for the remote candidates we already know (RFC 8656 §9).
-            let remote_ips: Vec<IpAddr> = self.remotes.iter().map(|(_, a)| a.ip()).collect();
-            if let Some(t) = self.turns.iter_mut().find(|t| t.relayed == Some(c.addr)) {
-                for ip in remote_ips
-                    .into_iter()
-                    .filter(|ip| ip.is_ipv4() == c.addr.is_ipv4())
-                {
-                    t.client.create_permission(ip, now);
-                }
-            }
-            self.add_local(c, true);
-        }
-        for (server, reason) in failures {
-            self.emit(PeerEvent::TurnFailed { server, reason });
-        }
-    }
-
-    fn on_net(&mut self, net: Net, now: Instant) {
-        match net {
-            Net::Host { idx, from, data } => {
-                if self.on_stun_response(idx, from, &data) {
-                    return;
-                }
-                let Some(h) = self.hosts.get(idx) else { return };
-                let Ok(r) = Receive::new(Protocol::Udp, from, h.addr, &data) else {
-                    return;
-                };
-                if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
-                    tracing::debug!("rtc input: {e}");
-                }
-            }
-            Net::Turn { idx, data } => {
-                if data.is_empty() {
-                    return;
-                }
-                let Some(t) = self.turns.get_mut(idx) else {
-                    return;
-                };
-                let relayed = t.relayed;
-                if let Some((peer, payload)) = t.client.handle_input(&data, now) {
-                    let Some(relayed) = relayed else { return };
-                    let Ok(r) = Receive::new(Protocol::Udp, peer, relayed, payload) else {
-                        return;
-                    };
-                    if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
-                        tracing::debug!("rtc input: {e}");
-                    }
-                }
-            }
-            Net::TurnConnected { idx, local } => {
-                if let Some(t) = self.turns.get_mut(idx) {
-                    t.local = local;
-                }
-            }
-            Net::TurnDown { idx, reason } => {
-                if let Some(t) = self.turns.get_mut(idx) {
-                    let server = format!("{} {}", t.transport, t.server);
-                    if !t.done {
-                        t.done = true;
-                        self.emit(PeerEvent::TurnFailed { server, reason });
-                    } else if let Some(relayed) = t.relayed.take() {
-                        tracing::warn!(
-                            "TURN connection {server} lost ({reason}); relay {relayed} gone"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// A Binding response to one of our srflx transactions?
-    fn on_stun_response(&mut self, idx: usize, from: SocketAddr, data: &[u8]) -> bool {
-        if data.len() < 20 || data[0] >> 6 != 0 {
-            return false;
-        }
-        let Ok(m) = Message::parse(data) else {
-            return false;
-        };
-        let tid = m.transaction_id().0;
-        let Some(t) = self.stun.get(&tid) else {
-            return false;
-        };
-        if t.server != from || t.host != idx {
-            return false;
-        }
-        self.stun.remove(&tid);
-        if m.class() != Class::SuccessResponse {
-            return true;
-        }
-        let Some(Ok(mapped)) = m.get::<XorMappedAddress>() else {
-            return true;
-        };
-        let base = self.hosts[idx].addr;
-        let mapped = mapped.0;
-        if mapped != base && !self.relay_only && !self.locals.iter().any(|l| l.addr == mapped) {
-            self.add_local(
-                LocalCandidate {
-                    kind: CandidateType::Srflx,
-                    addr: mapped,
-                    base,
-                    turn: None,
-                },
-                true,
-            );
-        }
-        true
-    }
-
-    fn on_signal(&mut self, m: Incoming) -> Result<(), PeerError> {
-        match m {
-            Incoming::Sdp { from, kind, sdp } if from == self.remote.peer => {
-                self.on_sdp(&kind, &sdp)?
-            }
-            Incoming::Candidate { from, candidate } if from == self.remote.peer => {
-                self.on_remote_candidate(&candidate)
-            }
-            Incoming::Bye { from } if from == self.remote.peer => {
-                return Err(PeerError::Closed(format!("{from} said bye")))
-            }
-            Incoming::PeerLeft { peer, reason } if peer == self.remote.peer && !self.connected => {
-                return Err(PeerError::Closed(format!("{peer} left ({reason})")))
-            }
-            Incoming::Error {
-                code,
-                message,
-                fatal,
-            } => {
-                tracing::warn!("signalling error {code}: {message}");
-                if fatal && !self.connected {
-                    return Err(PeerError::Refused { code, message });
-                }
-            }
-            Incoming::Closed(reason) if !self.connected => {
-                return Err(PeerError::Signal(format!("signalling closed: {reason}")))
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn on_rtc_event(&mut self, e: Event) -> Result<(), PeerError> {
-        match e {
-            Event::IceConnectionStateChange(s) => {
-                let name = match s {
-                    IceConnectionState::New => "new",
-                    IceConnectionState::Checking => "checking",
-                    IceConnectionState::Connected => "connected",
-                    IceConnectionState::Completed => "completed",
-                    IceConnectionState::Disconnected => "disconnected",
-                };
-                self.emit(PeerEvent::IceState(name.into()));
-            }
-            Event::Connected => self.connected = true,
-            Event::ChannelOpen(id, label) => {
-                let chan = self.channels.get(&id).copied().or(match label.as_str() {
-                    "chat" => Some(Chan::Chat),
-                    "file" => Some(Chan::File),
-                    _ => None,
-                });
-                if let Some(chan) = chan {
-                    self.channels.insert(id, chan);
-                    if !self.open.contains(&chan) {
-                        self.open.push(chan);
-                        self.emit(PeerEvent::ChannelOpen(chan));
-                    }
-                }
-            }
-            Event::ChannelData(d) => {
-                if let Some(chan) = self.channels.get(&d.id).copied() {
-                    self.emit(PeerEvent::Message {
-                        chan,
-                        binary: d.binary,
-                        data: d.data,
-                    });
-                }
-            }
-            Event::ChannelClose(_) | Event::Closed => {
-                return Err(PeerError::Closed("the remote peer closed".into()))
-            }
-            Event::PeerStats(s) => {
-                if let (true, Some(p)) = (self.connected, s.selected_candidate_pair) {
-                    let pair = SelectedPair::classify(
-                        p.local.addr,
-                        p.remote.addr,
-                        &self.locals,
-                        &self.remotes,
-                        p.current_round_trip_time.or(s.rtt),
-                    );
-                    let changed = self
-                        .selected
-                        .is_none_or(|old| (old.local, old.remote) != (pair.local, pair.remote));
-                    if changed && pair.rtt.is_some() {
-                        self.selected = Some(pair);
-                        self.emit(PeerEvent::Selected(pair));
-                    }
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn write_outbox(&mut self) {
-        while let Some((chan, binary, data, _)) = self.outbox.front() {
-            let Some(id) = self.channel_id(*chan) else {
-                break;
-            };
-            if !self.open.contains(chan) {
-                break;
-            }
-            let Some(mut ch) = self.rtc.channel(id) else {
-                break;
-            };
-            if ch.buffered_amount() > MAX_BUFFERED {
-                break;
-            }
-            match ch.write(*binary, data) {
-                Ok(true) => {
-                    if let Some((_, _, _, done)) = self.outbox.pop_front() {
-                        let _ = done.send(Ok(()));
-                    }
-                }
-                Ok(false) => break,
-                Err(e) => {
-                    if let Some((_, _, _, done)) = self.outbox.pop_front() {
-                        let _ = done.send(Err(PeerError::Rtc(e.to_string())));
-                    }
-                }
-            }
-        }
-    }
-
-    fn channel_id(&self, chan: Chan) -> Option<ChannelId> {
-        self.channels
-            .iter()
-            .find(|(_, c)| **c == chan)
-            .map(|(id, _)| *id)
-    }
-
-    fn check_flushes(&mut self) {
-        if self.flushes.is_empty() || !self.outbox.is_empty() {
-            return;
-        }
-        let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
-        let buffered: usize = ids
-            .into_iter()
-            .filter_map(|id| self.rtc.channel(id).map(|mut c| c.buffered_amount()))
-            .sum();
-        if buffered == 0 {
-            for f in self.flushes.drain(..) {
-                let _ = f.send(());
-            }
-        }
-    }
-}
-
-fn first_mid(sdp: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|l| l.trim().strip_prefix("a=mid:"))
-        .map(str::to_owned)
 }
 
 /// Resolves ICE server host names (first address of each).
@@ -1359,17 +570,10 @@ fn spawn_turn_stream(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let local = tcp.local_addr().unwrap_or(server);
         let reason = match tls {
-            None => {
-                let _ = tx.send(Net::TurnConnected { idx, local }).await;
-                pump_stream(idx, tcp, &mut rx, &tx).await
-            }
+            None => pump_stream(idx, tcp, &mut rx, &tx).await,
             Some(t) => match tls_connect(tcp, &t).await {
-                Ok(s) => {
-                    let _ = tx.send(Net::TurnConnected { idx, local }).await;
-                    pump_stream(idx, s, &mut rx, &tx).await
-                }
+                Ok(s) => pump_stream(idx, s, &mut rx, &tx).await,
                 Err(e) => e,
             },
         };

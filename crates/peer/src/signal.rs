@@ -361,7 +361,7 @@ where
                             let _ = sink.send(WsMessage::text(json!({"type": "ack", "seq": seq}).to_string())).await;
                         }
                     }
-                    if let Some(m) = incoming(&v) {
+                    if let Some(m) = parse_incoming(&v) {
                         if in_tx.send(m).await.is_err() {
                             break "receiver dropped".to_owned();
                         }
@@ -380,7 +380,8 @@ where
     })
 }
 
-fn incoming(v: &Value) -> Option<Incoming> {
+/// Decodes a server message (`None` for replies the peer does not act on, like `pong`).
+pub fn parse_incoming(v: &Value) -> Option<Incoming> {
     let from = || str_field(v, "from");
     Some(match v.get("type")?.as_str()? {
         "peer_joined" => Incoming::PeerJoined(remote_peer(v)?),
@@ -437,17 +438,17 @@ mod tests {
 
     #[test]
     fn server_messages_are_decoded() {
-        let m = incoming(
+        let m = parse_incoming(
             &json!({"type":"peer_joined","seq":1,"peer":"bob","polite":true,"offerer":false}),
         );
         assert!(
             matches!(m, Some(Incoming::PeerJoined(RemotePeer { ref peer, offerer: false, polite: true })) if peer == "bob")
         );
-        let m = incoming(
+        let m = parse_incoming(
             &json!({"type":"candidate","seq":2,"from":"bob","candidate":"candidate:1 1 udp 1 192.0.2.1 5 typ host"}),
         );
         assert!(matches!(m, Some(Incoming::Candidate { .. })));
-        assert!(incoming(&json!({"type":"pong","ack":3})).is_none());
-        assert!(incoming(&json!({"type":"peer_joined","peer":"x"})).is_none());
+        assert!(parse_incoming(&json!({"type":"pong","ack":3})).is_none());
+        assert!(parse_incoming(&json!({"type":"peer_joined","peer":"x"})).is_none());
     }
 }
