@@ -378,10 +378,13 @@ impl Shell {
                     transport,
                     local_ip,
                 } => {
-                    let link = self
-                        .open_turn(idx, server, host, transport, local_ip)
-                        .await?;
-                    self.turns.insert(idx, link);
+                    match self.open_turn(idx, server, host, transport, local_ip).await {
+                        Ok(link) => {
+                            self.turns.insert(idx, link);
+                        }
+                        // That server is unusable; the others and the direct paths go on.
+                        Err(e) => self.core.turn_down(idx, e.to_string(), Instant::now())?,
+                    }
                 }
                 Output::Turn { idx, data } => match self.turns.get(&idx) {
                     Some(TurnLink::Udp(s, server)) => {
