@@ -13,6 +13,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FLOE=${FLOE:-$ROOT/target/release/floe}
+# Optional: a second floe binary (e.g. a build of the previous commit), measured as "floe-base"
+# in the same rounds, for before/after comparisons in one session.
+FLOE_BASE=${FLOE_BASE:-}
 STUN_LOAD=${STUN_LOAD:-$ROOT/bench/stun-load/target/release/stun-load}
 PARTS=${PARTS:-"relay send stun memory"}
 ROUNDS=${ROUNDS:-5}
@@ -48,6 +51,11 @@ for tool in turnserver turnutils_uclient turnutils_peer timeout awk; do
   command -v "$tool" >/dev/null || { echo "relay.sh: $tool not found (apt-get install coturn)" >&2; exit 1; }
 done
 [[ -x $FLOE ]] || { echo "relay.sh: $FLOE missing: cargo build --release -p floe" >&2; exit 1; }
+SERVERS="coturn floe"
+if [[ -n $FLOE_BASE ]]; then
+  [[ -x $FLOE_BASE ]] || { echo "relay.sh: FLOE_BASE=$FLOE_BASE is not executable" >&2; exit 1; }
+  SERVERS="coturn floe floe-base"
+fi
 [[ -x $STUN_LOAD ]] || (cd "$ROOT/bench/stun-load" && cargo build --release -q)
 
 mkdir -p "$OUT"
@@ -75,7 +83,7 @@ max_allocations_per_user = 100000
 EOF
 
 SPID=
-start_server() { # $1: coturn|floe; sets SPID
+start_server() { # $1: coturn|floe|floe-base; sets SPID
   local log=$OUT/$1-$2.log
   if [[ $1 == coturn ]]; then
     # shellcheck disable=SC2046
@@ -84,8 +92,10 @@ start_server() { # $1: coturn|floe; sets SPID
       $(users_args --user) --allow-loopback-peers --no-tls --no-dtls --no-cli \
       --relay-threads "$WORKERS" --simple-log --log-file "$log" >"$log.out" 2>&1 &
   else
+    local bin=$FLOE
+    [[ $1 == floe-base ]] && bin=$FLOE_BASE
     # shellcheck disable=SC2046
-    "$FLOE" turn -c "$FLOE_CONF" --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 \
+    "$bin" turn -c "$FLOE_CONF" --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 \
       --relay-ports "$RELAY_MIN-$RELAY_MAX" --realm "$REALM" $(users_args --user) \
       --allow-peer 127.0.0.0/8 --workers "$WORKERS" --log warn >"$log" 2>&1 &
   fi
@@ -228,6 +238,7 @@ memory_run() {
 {
   echo "date: $(date -u +%FT%TZ)"
   echo "floe: $FLOE ($("$FLOE" --version 2>/dev/null || true)), sha256 $(sha256sum "$FLOE" | cut -c1-16); repo HEAD $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)"
+  [[ -z $FLOE_BASE ]] || echo "floe-base: $FLOE_BASE, sha256 $(sha256sum "$FLOE_BASE" | cut -c1-16)"
   echo "coturn: $(turnserver --version 2>/dev/null | tail -n 1)"
   echo "cpus: $WORKERS ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), kernel $(uname -r), CLK_TCK $TICK"
   echo "load: users=$USERS clients=$CLIENTS msgs=$MSGS len=$LEN interval_ms=$INTERVAL stun_count=$STUN_COUNT hold=$HOLD rounds=$ROUNDS"
@@ -238,7 +249,10 @@ PIDS+=($!)
 sleep 0.3
 
 for ((round = 1; round <= ROUNDS; round++)); do
-  if ((round % 2)); then order="coturn floe"; else order="floe coturn"; fi
+  # Rotate the server order every round (two servers: alternate).
+  read -r -a list <<<"$SERVERS"
+  shift_by=$(((round - 1) % ${#list[@]}))
+  order="${list[*]:shift_by} ${list[*]:0:shift_by}"
   for server in $order; do
     for part in $PARTS; do
       case $part in
@@ -287,6 +301,11 @@ awk -F'\t' -v tick="$TICK" -v hold="$HOLD" '
       c = p SUBSEP "coturn"; f = p SUBSEP "floe"
       mc = median(c, val); mf = median(f, val)
       printf "%s:\n", label[p]
+      b = p SUBSEP "floe-base"
+      if (b in n) {
+        mb = median(b, val)
+        printf "  floe-base %8.1f  floe-base/coturn %.2f   floe/floe-base %.2f\n", mb, (mc ? mb / mc : 0), (mb ? mf / mb : 0)
+      }
       if (p == "memory") {
         printf "  coturn %8.1f  floe %8.1f  floe/coturn %.2f   (setup: coturn %.0f, floe %.0f allocations per CPU-second)\n", mc, mf, (mc ? mf / mc : 0), median(c, aux), median(f, aux)
       } else {

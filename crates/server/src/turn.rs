@@ -7,11 +7,15 @@
 //!   SO_REUSEPORT socket the kernel picked for its 4-tuple; a TCP/TLS client by the shard chosen
 //!   by hashing its address; a relay socket belongs to the shard that allocated it. State common
 //!   to all shards (quota counts, RFC 6062 connection ids) is in the state machine's `Shared`.
+//! * Each shard has its own thread with a current-thread tokio runtime that drives the shard's
+//!   UDP listener sockets, its UDP relay sockets and its timer; TCP/TLS clients run on the
+//!   caller's runtime. See `ARCHITECTURE.md`, "Concurrency model".
 //! * A mutex is held only for the synchronous `handle_*` call and the route lookup; sends happen
-//!   after it is released. Each task owns its receive and output buffers, so relaying a packet
-//!   allocates nothing (over TCP/TLS the outgoing frame is handed to the connection's writer as
-//!   an owned buffer).
-//! * The clock is read once per received packet (`Instant::now`), the unix time derived from it.
+//!   after it is released. UDP sockets are drained with `recvmmsg` and datagrams to clients
+//!   leave in `sendmmsg` batches (`turn/batch.rs`), through per-thread buffers, so relaying a
+//!   packet allocates nothing (over TCP/TLS the outgoing frame is handed to the connection's
+//!   writer as an owned buffer).
+//! * The clock is read once per received batch (`Instant::now`), the unix time derived from it.
 //! * RFC 6062: a TCP allocation's relayed address is a listening socket; Connect opens a TCP
 //!   connection from that address; ConnectionBind turns the client's data connection into a
 //!   byte pipe to the peer connection.
@@ -39,10 +43,11 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::net::{self, ListenError, ListenGroup};
 
+mod batch;
+mod mmsg;
+
 /// Output buffer: the largest relayed UDP payload plus a Data indication's header.
 const OUT_BUF: usize = 65_600;
-/// Receive buffer for client and peer datagrams.
-const RECV_BUF: usize = 65_536;
 /// Largest STUN or ChannelData frame over TCP/TLS (16-bit length plus header).
 const MAX_FRAME: usize = 65_535 + 20;
 /// Frames queued for one TCP/TLS client before further ones are dropped.
@@ -88,11 +93,19 @@ pub enum TurnShellError {
     /// `tls_listen` is set but no TLS configuration was given.
     #[error("TLS listening addresses need a certificate and key")]
     NoTlsConfig,
+    /// A shard's thread or runtime could not be started.
+    #[error("cannot start a TURN worker thread: {0}")]
+    Runtime(#[source] io::Error),
 }
 
 /// One worker's state.
 struct Shard {
     state: Mutex<ShardState>,
+    /// The shard's own current-thread runtime: it drives the shard's UDP listener sockets, its
+    /// relay sockets and its timer, all on one OS thread (see [`spawn_shard_runtime`]).
+    rt: tokio::runtime::Handle,
+    /// The shard's UDP listener sockets, registered with `rt`.
+    listeners: Vec<(SocketAddr, Arc<UdpSocket>)>,
 }
 
 struct ShardState {
@@ -149,6 +162,8 @@ pub struct TurnService {
     ctx: Arc<Ctx>,
     groups: Vec<ListenGroup>,
     tls_listeners: Vec<TcpListener>,
+    /// Dropping these stops the shards' threads (and their runtimes).
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for TurnService {
@@ -168,11 +183,34 @@ impl TurnService {
         } else {
             config.workers
         };
-        let groups = config
+        let mut groups = config
             .listen
             .iter()
             .map(|&l| ListenGroup::bind(l, config.alternate_ip, workers))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut runtimes = Vec::with_capacity(workers);
+        let mut stops = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (handle, stop) = spawn_shard_runtime(w).map_err(TurnShellError::Runtime)?;
+            runtimes.push(handle);
+            stops.push(stop);
+        }
+        // Move every worker's UDP listener sockets onto that worker's runtime.
+        let mut listeners = vec![Vec::new(); workers];
+        for g in &mut groups {
+            for (w, set) in std::mem::take(&mut g.sockets).into_iter().enumerate() {
+                let set = Arc::try_unwrap(set).unwrap_or_else(|shared| (*shared).clone());
+                for (addr, socket) in set {
+                    let socket =
+                        reregister(socket, &runtimes[w]).map_err(|source| ListenError::Bind {
+                            proto: "udp",
+                            addr,
+                            source,
+                        })?;
+                    listeners[w].push((addr, socket));
+                }
+            }
+        }
         let mut tls_listeners = Vec::new();
         for &addr in &config.tls_listen {
             let l = net::tcp_listener(addr).map_err(|source| ListenError::Bind {
@@ -204,14 +242,11 @@ impl TurnService {
         if let Some(g) = groups.first() {
             turn_config.binding.alternate = g.alternate;
         }
-        let shards = (0..workers)
-            .map(|w| {
-                let mut udp = HashMap::new();
-                for g in &groups {
-                    for (addr, socket) in g.sockets[w].iter() {
-                        udp.insert(*addr, socket.clone());
-                    }
-                }
+        let shards = runtimes
+            .into_iter()
+            .zip(listeners)
+            .map(|(rt, listeners)| {
+                let udp = listeners.iter().cloned().collect();
                 Arc::new(Shard {
                     state: Mutex::new(ShardState {
                         turn: TurnServer::new(
@@ -224,6 +259,8 @@ impl TurnService {
                         udp,
                         streams: HashMap::new(),
                     }),
+                    rt,
+                    listeners,
                 })
             })
             .collect();
@@ -242,6 +279,7 @@ impl TurnService {
             ctx,
             groups,
             tls_listeners,
+            stops,
         })
     }
 
@@ -272,26 +310,23 @@ impl TurnService {
     /// Serves until `shutdown` completes; then stops every task and closes every socket.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut tasks = JoinSet::new();
-        for group in self.groups {
-            for (w, set) in group.sockets.iter().enumerate() {
-                for (local, socket) in set.iter() {
-                    tasks.spawn(udp_client_loop(
-                        self.ctx.clone(),
-                        self.ctx.shards[w].clone(),
-                        *local,
-                        socket.clone(),
-                    ));
-                }
+        for shard in &self.ctx.shards {
+            for (local, socket) in &shard.listeners {
+                tasks.spawn_on(
+                    udp_client_loop(self.ctx.clone(), shard.clone(), *local, socket.clone()),
+                    &shard.rt,
+                );
             }
+            tasks.spawn_on(timer_loop(self.ctx.clone(), shard.clone()), &shard.rt);
+            tasks.spawn_on(batch::flush_loop(udp_send_failed), &shard.rt);
+        }
+        for group in self.groups {
             for listener in group.tcp {
                 tasks.spawn(accept_loop(self.ctx.clone(), listener, Transport::Tcp));
             }
         }
         for listener in self.tls_listeners {
             tasks.spawn(accept_loop(self.ctx.clone(), listener, Transport::Tls));
-        }
-        for shard in &self.ctx.shards {
-            tasks.spawn(timer_loop(self.ctx.clone(), shard.clone()));
         }
         tasks.spawn(metrics_loop(self.ctx.clone()));
         shutdown.await;
@@ -307,6 +342,41 @@ impl TurnService {
             h.abort();
         }
         lock(&self.ctx.peer_conns).clear();
+        drop(self.stops);
+    }
+}
+
+/// Starts a shard's OS thread running a current-thread tokio runtime until the returned sender
+/// is dropped. A shard's UDP sockets are registered with and driven by this runtime only, so a
+/// relayed datagram is received, handled and sent on one thread: no work stealing, no
+/// cross-thread wake-ups, and the shard's mutex is uncontended on the UDP path (TCP/TLS clients,
+/// served by the caller's runtime, still take it).
+fn spawn_shard_runtime(
+    worker: usize,
+) -> io::Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(format!("floe-turn-{worker}"))
+        .spawn(move || {
+            let _ = rt.block_on(stopped);
+        })?;
+    Ok((handle, stop))
+}
+
+/// Moves a UDP socket registered with the current runtime onto `rt`'s IO driver.
+fn reregister(socket: Arc<UdpSocket>, rt: &tokio::runtime::Handle) -> io::Result<Arc<UdpSocket>> {
+    match Arc::try_unwrap(socket) {
+        Ok(socket) => {
+            let std_socket = socket.into_std()?;
+            let _entered = rt.enter();
+            Ok(Arc::new(UdpSocket::from_std(std_socket)?))
+        }
+        // Shared elsewhere (not expected): keep it where it is; it works from any runtime.
+        Err(shared) => Ok(shared),
     }
 }
 
@@ -317,6 +387,8 @@ impl TurnService {
 /// Where `out[..len]` goes, resolved under the shard lock.
 enum Route {
     Udp(Arc<UdpSocket>, SocketAddr),
+    /// To a UDP client: from a client-facing socket (queued on the UDP fast path).
+    UdpClient(Arc<UdpSocket>, SocketAddr),
     Stream(mpsc::Sender<Vec<u8>>),
 }
 
@@ -374,9 +446,13 @@ fn bind_udp_relay(
     socket.set_nonblocking(true).map_err(|e| bind_error(&e))?;
     socket.bind(&addr.into()).map_err(|e| bind_error(&e))?;
     let _ = socket.set_recv_buffer_size(1 << 20);
-    let socket = UdpSocket::from_std(socket.into()).map_err(|e| bind_error(&e))?;
+    // Registered with and driven by the shard's own runtime, whichever thread allocates.
+    let socket = {
+        let _entered = shard.rt.enter();
+        UdpSocket::from_std(socket.into()).map_err(|e| bind_error(&e))?
+    };
     let socket = Arc::new(socket);
-    let task = tokio::spawn(relay_udp_loop(
+    let task = shard.rt.spawn(relay_udp_loop(
         ctx.clone(),
         shard.clone(),
         addr,
@@ -461,7 +537,7 @@ fn resolve(st: &ShardState, t: Transmit) -> Option<(Route, usize)> {
             Transport::Udp => st
                 .udp
                 .get(&client.local)
-                .map(|s| (Route::Udp(s.clone(), client.remote), len)),
+                .map(|s| (Route::UdpClient(s.clone(), client.remote), len)),
             _ => st
                 .streams
                 .get(&(client.local, client.remote))
@@ -499,20 +575,47 @@ impl Dispatch {
     }
 }
 
+impl Dispatch {
+    /// The UDP fast path's [`finish`](Dispatch::finish): sends without awaiting (a datagram that
+    /// meets a full socket buffer is handed, copied, to a task that waits for room) and acts on
+    /// the events. A UDP client never binds an RFC 6062 data connection, so there is no result.
+    fn finish_now(self, ctx: &Arc<Ctx>, shard: &Arc<Shard>, out: &[u8]) {
+        if let Some((route, len)) = self.route {
+            send_now(route, &out[..len]);
+        }
+        for ev in self.events {
+            on_event(ctx, shard, ev);
+        }
+    }
+}
+
 async fn send(route: Route, bytes: &[u8]) {
     match route {
-        Route::Udp(socket, to) => {
+        Route::Udp(socket, to) | Route::UdpClient(socket, to) => {
             if let Err(e) = socket.send_to(bytes, to).await {
-                tracing::trace!(%to, error = %e, "udp send failed");
-                metrics::counter!("floe_turn_send_errors_total", "transport" => "udp").increment(1);
+                udp_send_failed(to, &e);
             }
         }
-        Route::Stream(tx) => {
-            if tx.try_send(bytes.to_vec()).is_err() {
-                metrics::counter!("floe_turn_send_errors_total", "transport" => "stream")
-                    .increment(1);
-            }
-        }
+        Route::Stream(tx) => send_stream(&tx, bytes),
+    }
+}
+
+fn send_now(route: Route, bytes: &[u8]) {
+    match route {
+        Route::Udp(socket, to) => batch::send_or_defer(&socket, bytes, to, udp_send_failed),
+        Route::UdpClient(socket, to) => batch::queue_send(&socket, bytes, to, udp_send_failed),
+        Route::Stream(tx) => send_stream(&tx, bytes),
+    }
+}
+
+fn udp_send_failed(to: SocketAddr, e: &io::Error) {
+    tracing::trace!(%to, error = %e, "udp send failed");
+    metrics::counter!("floe_turn_send_errors_total", "transport" => "udp").increment(1);
+}
+
+fn send_stream(tx: &mpsc::Sender<Vec<u8>>, bytes: &[u8]) {
+    if tx.try_send(bytes.to_vec()).is_err() {
+        metrics::counter!("floe_turn_send_errors_total", "transport" => "stream").increment(1);
     }
 }
 
@@ -564,59 +667,54 @@ fn on_event(ctx: &Arc<Ctx>, shard: &Arc<Shard>, ev: Event) -> Option<(Connection
 // Tasks
 // ---------------------------------------------------------------------------------------------
 
+/// A shard's UDP listener: drains the socket in batches, each datagram handled and its answer
+/// (or relayed packet) sent before the next, without an `.await` inside a batch.
 async fn udp_client_loop(
     ctx: Arc<Ctx>,
     shard: Arc<Shard>,
     local: SocketAddr,
     socket: Arc<UdpSocket>,
 ) {
-    let mut buf = vec![0u8; RECV_BUF];
-    let mut out = vec![0u8; OUT_BUF];
     loop {
-        let (n, remote) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::trace!(%local, error = %e, "udp recv error");
-                continue;
-            }
-        };
+        if let Err(e) = socket.readable().await {
+            tracing::debug!(%local, error = %e, "udp listener failed");
+            return;
+        }
         let now = Instant::now();
         let unix = ctx.unix_secs(now);
-        let client = ClientTuple {
-            transport: Transport::Udp,
-            local,
-            remote,
-        };
-        let packet = &buf[..n];
-        let d = dispatch(&ctx, &shard, &mut out, |turn, binder, out| {
-            turn.handle_client_packet(now, unix, client, packet, out, binder)
+        batch::recv_batch(&socket, |remote, packet, out| {
+            let client = ClientTuple {
+                transport: Transport::Udp,
+                local,
+                remote,
+            };
+            let d = dispatch(&ctx, &shard, out, |turn, binder, out| {
+                turn.handle_client_packet(now, unix, client, packet, out, binder)
+            });
+            d.finish_now(&ctx, &shard, out);
         });
-        d.finish(&ctx, &shard, &out).await;
     }
 }
 
+/// A UDP relay socket's receive loop (peer to client), batched like [`udp_client_loop`].
 async fn relay_udp_loop(
     ctx: Arc<Ctx>,
     shard: Arc<Shard>,
     relay: SocketAddr,
     socket: Arc<UdpSocket>,
 ) {
-    let mut buf = vec![0u8; RECV_BUF];
-    let mut out = vec![0u8; OUT_BUF];
     loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::trace!(%relay, error = %e, "relay recv error");
-                continue;
-            }
-        };
+        if let Err(e) = socket.readable().await {
+            tracing::debug!(%relay, error = %e, "relay socket failed");
+            return;
+        }
         let now = Instant::now();
-        let data = &buf[..n];
-        let d = dispatch(&ctx, &shard, &mut out, |turn, _, out| {
-            turn.handle_peer_packet(now, relay, peer, data, out)
+        batch::recv_batch(&socket, |peer, data, out| {
+            let d = dispatch(&ctx, &shard, out, |turn, _, out| {
+                turn.handle_peer_packet(now, relay, peer, data, out)
+            });
+            d.finish_now(&ctx, &shard, out);
         });
-        d.finish(&ctx, &shard, &out).await;
     }
 }
 
