@@ -73,6 +73,8 @@ mod tests {
             tcp_idle_timeout_secs = 700
             [signal]
             http = "127.0.0.1:8081"
+            redis_url = "redis://127.0.0.1:6379/1"
+            redis_node_ttl_secs = 5
             "#,
         )
         .unwrap();
@@ -82,6 +84,8 @@ mod tests {
         assert_eq!(c.turn.auth_secrets.len(), 2);
         assert_eq!(c.turn.max_tcp_connections, Some(10));
         assert_eq!(c.signal.http.port(), 8081);
+        assert_eq!(c.signal.redis_url.as_deref(), Some("redis://127.0.0.1:6379/1"));
+        assert_eq!(c.signal.redis_node_ttl_secs, 5);
     }
 
     #[test]

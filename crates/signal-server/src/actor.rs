@@ -5,11 +5,38 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use floe_signal::bus::LocalBus;
+use floe_signal::bus::{Bus, BusCommand, BusEvent, LocalBus};
 use floe_signal::proto::{ErrorBody, ServerMsg};
 use floe_signal::{ConnId, ErrorCode, Hub, HubConfig, Now, Output, RestPoll, SessionId};
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::redis_bus::RedisBus;
+
+/// The room directory of this node: in memory, or shared with other nodes through Redis.
+#[derive(Debug)]
+pub(crate) enum NodeBus {
+    /// Single node.
+    Local(LocalBus),
+    /// Multi-node; events come back through the receiver given to [`spawn`].
+    Redis(RedisBus),
+}
+
+impl Bus for NodeBus {
+    fn send(&mut self, cmd: BusCommand) {
+        match self {
+            NodeBus::Local(b) => b.send(cmd),
+            NodeBus::Redis(b) => b.send(cmd),
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<BusEvent> {
+        match self {
+            NodeBus::Local(b) => b.poll_event(),
+            NodeBus::Redis(b) => b.poll_event(),
+        }
+    }
+}
 
 /// Frames queued towards one WebSocket before it counts as too slow and is dropped (its session
 /// stays resumable).
@@ -173,29 +200,37 @@ fn now() -> Now {
     }
 }
 
-/// Spawns the hub task.
-pub(crate) fn spawn(config: HubConfig) -> (HubHandle, tokio::task::JoinHandle<()>) {
+/// Spawns the hub task. `bus_events` carries the events of a remote bus (Redis).
+pub(crate) fn spawn(
+    config: HubConfig,
+    bus: NodeBus,
+    bus_events: Option<mpsc::UnboundedReceiver<BusEvent>>,
+) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
-    let hub = Hub::new(config, LocalBus::new(), rand::rngs::StdRng::from_entropy());
+    let hub = Hub::new(config, bus, rand::rngs::StdRng::from_entropy());
     let task = tokio::spawn(
         Actor {
             hub,
             sinks: HashMap::new(),
             waiters: HashMap::new(),
         }
-        .run(rx),
+        .run(rx, bus_events),
     );
     (HubHandle { tx }, task)
 }
 
 struct Actor {
-    hub: Hub,
+    hub: Hub<NodeBus>,
     sinks: HashMap<ConnId, Sink>,
     waiters: HashMap<SessionId, Vec<oneshot::Sender<()>>>,
 }
 
 impl Actor {
-    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        mut bus_events: Option<mpsc::UnboundedReceiver<BusEvent>>,
+    ) {
         loop {
             let deadline = self.hub.poll_timeout();
             let sleep = async {
@@ -204,10 +239,21 @@ impl Actor {
                     None => std::future::pending().await,
                 }
             };
+            let bus_event = async {
+                match bus_events.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd),
                     None => break,
+                },
+                ev = bus_event => match ev {
+                    Some(ev) => self.hub.handle_bus_event(ev, now()),
+                    // The Redis driver stopped (shutdown): no more events.
+                    None => bus_events = None,
                 },
                 () = sleep => self.hub.handle_timeout(now()),
             }

@@ -67,6 +67,12 @@ pub struct SignalConfig {
     /// On shutdown, the reconnect delay suggested to clients and the time allowed for
     /// connections to drain, milliseconds (default 1000).
     pub shutdown_grace_ms: u64,
+    /// `redis://[user:password@]host:port[/db]`: share rooms with other nodes through this
+    /// Redis server (default: none, rooms live in this process).
+    pub redis_url: Option<String>,
+    /// Multi-node: a node silent for this long is considered dead and its peers leave with
+    /// `timeout`, seconds (default 10).
+    pub redis_node_ttl_secs: u64,
 }
 
 impl std::fmt::Debug for SignalConfig {
@@ -80,6 +86,8 @@ impl std::fmt::Debug for SignalConfig {
             .field("turn_urls", &self.turn_urls)
             .field("turn_secret", &self.turn_secret.as_ref().map(|_| ".."))
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| ".."))
+            .field("redis_node_ttl_secs", &self.redis_node_ttl_secs)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +115,8 @@ impl Default for SignalConfig {
             resume_ttl_secs: hub.resume_ttl.as_secs(),
             heartbeat_secs: hub.heartbeat.as_secs(),
             shutdown_grace_ms: 1000,
+            redis_url: None,
+            redis_node_ttl_secs: 10,
         }
     }
 }
@@ -136,6 +146,9 @@ pub enum ConfigError {
     /// TURN URLs without a secret to mint credentials.
     #[error("turn_urls need turn_secret (the TURN server's REST auth secret) to mint credentials")]
     TurnWithoutSecret,
+    /// `redis_url` is unusable (the message never repeats the URL: it may hold a password).
+    #[error("redis_url: {0}")]
+    RedisUrl(String),
 }
 
 impl SignalConfig {
@@ -187,12 +200,16 @@ impl SignalConfig {
             ("resume_ttl_secs", self.resume_ttl_secs),
             ("heartbeat_secs", self.heartbeat_secs),
             ("turn_ttl_secs", self.turn_ttl_secs),
+            ("redis_node_ttl_secs", self.redis_node_ttl_secs),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
         }
         if !self.turn_urls.is_empty() && self.turn_secret.is_none() {
             return Err(ConfigError::TurnWithoutSecret);
+        }
+        if let Some(url) = &self.redis_url {
+            crate::redis_bus::describe(url).map_err(|e| ConfigError::RedisUrl(e.0))?;
         }
         Ok(HubConfig {
             auth: self.auth()?,
@@ -275,6 +292,18 @@ pub struct SignalArgs {
     /// Heartbeat interval told to clients [default: 10].
     #[arg(long, value_name = "SECONDS")]
     pub heartbeat: Option<u64>,
+    /// Share rooms with other nodes through Redis: redis://[user:password@]HOST:PORT[/DB]
+    /// (prefer the environment variable when the URL holds a password).
+    #[arg(
+        long,
+        env = "FLOE_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub redis_url: Option<String>,
+    /// Multi-node: seconds after which a silent node's peers leave [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub redis_node_ttl: Option<u64>,
 }
 
 impl SignalArgs {
@@ -312,6 +341,10 @@ impl SignalArgs {
         set(&mut config.max_ws_connections, self.max_ws_connections);
         set(&mut config.resume_ttl_secs, self.resume_ttl);
         set(&mut config.heartbeat_secs, self.heartbeat);
+        if self.redis_url.is_some() {
+            config.redis_url = self.redis_url;
+        }
+        set(&mut config.redis_node_ttl_secs, self.redis_node_ttl);
     }
 }
 
@@ -373,5 +406,34 @@ mod tests {
         };
         assert!(matches!(c.auth(), Err(ConfigError::TwoJwtKeys)));
         assert!(!SignalConfig::default().is_production());
+        let c = SignalConfig {
+            redis_url: Some("http://user:hunter2@example".into()),
+            ..SignalConfig::default()
+        };
+        let e = c
+            .hub_config()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("redis_url:") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn redis_keys_parse_and_flags_override() {
+        let mut c: SignalConfig =
+            toml::from_str("redis_url = \"redis://127.0.0.1:6379/2\"\nredis_node_ttl_secs = 4\n")
+                .unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/2"));
+        assert_eq!(c.redis_node_ttl_secs, 4);
+        assert!(c.hub_config().is_ok());
+        SignalArgs {
+            redis_url: Some("redis://127.0.0.1:7000".into()),
+            redis_node_ttl: Some(3),
+            ..SignalArgs::default()
+        }
+        .apply(&mut c);
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:7000"));
+        assert_eq!(c.redis_node_ttl_secs, 3);
+        assert!(!format!("{c:?}").contains("127.0.0.1:7000"));
     }
 }

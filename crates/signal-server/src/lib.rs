@@ -15,13 +15,17 @@
 //! | `GET /healthz` | liveness |
 //!
 //! Entry points: [`run`] (mini-redis style: config, listener, shutdown future) and
-//! [`SignalServer`] for the optional metrics hook. Flags: [`SignalArgs`]; config file section:
+//! [`SignalServer`] for the optional metrics hook. With `redis_url` set, rooms are shared with
+//! other nodes through Redis (`redis_bus`: Lua scripts for membership, pub/sub for events).
+//! Without it, in-process [`floe_signal::bus::LocalBus`].
+//! Flags: [`SignalArgs`]; config file section:
 //! [`SignalConfig`]. docs/signalling.md documents the protocol.
 #![forbid(unsafe_code)]
 
 mod actor;
 pub mod assets;
 pub mod config;
+mod redis_bus;
 mod server;
 
 pub use config::{ConfigError, JwtAlgorithm, SignalArgs, SignalConfig};

@@ -22,8 +22,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::actor::{self, HubHandle, Outbound, OUTBOUND_QUEUE};
+use floe_signal::bus::LocalBus;
+
+use crate::actor::{self, HubHandle, NodeBus, Outbound, OUTBOUND_QUEUE};
 use crate::config::{ConfigError, SignalConfig};
+use crate::redis_bus::{self, RedisSettings};
 
 /// Renders the Prometheus text exposition for `GET /metrics`.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -95,7 +98,19 @@ impl SignalServer {
                  set --jwt-secret or --jwt-public-key for production"
             );
         }
-        let (hub, hub_task) = actor::spawn(hub_config);
+        let (bus, bus_events, redis) = match &self.config.redis_url {
+            None => (NodeBus::Local(LocalBus::new()), None, None),
+            Some(url) => {
+                let settings = RedisSettings {
+                    url: url.clone(),
+                    node_ttl: Duration::from_secs(self.config.redis_node_ttl_secs),
+                };
+                let (bus, events, driver) = redis_bus::spawn(settings)
+                    .map_err(|e| ServerError::Config(ConfigError::RedisUrl(e.0)))?;
+                (NodeBus::Redis(bus), Some(events), Some(driver))
+            }
+        };
+        let (hub, hub_task) = actor::spawn(hub_config, bus, bus_events);
         let (stop_tx, stop_rx) = watch::channel(false);
         let conn_limit = Arc::new(Semaphore::new(self.config.max_ws_connections));
         let state = AppState(Arc::new(Inner {
@@ -115,6 +130,11 @@ impl SignalServer {
             let _ = stop_tx.send(true);
             hub.shutdown(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX))
                 .await;
+            // Multi-node: remove this node's peers from the directory before clients come back
+            // (to another node) and join again with the same peer ids.
+            if let Some(driver) = &redis {
+                driver.shutdown(grace).await;
+            }
         };
         axum::serve(listener, app)
             .with_graceful_shutdown(on_shutdown)
