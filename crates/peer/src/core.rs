@@ -425,7 +425,14 @@ impl PeerCore {
     }
 
     /// Queues a message; [`Output::Sent`] with the returned ticket says when SCTP took it.
-    pub fn send(&mut self, chan: Chan, binary: bool, data: Vec<u8>, now: Instant) -> u64 {
+    /// An error means the connection failed (as from any `handle_*`).
+    pub fn send(
+        &mut self,
+        chan: Chan,
+        binary: bool,
+        data: Vec<u8>,
+        now: Instant,
+    ) -> Result<u64, PeerError> {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.outbox.push_back(Queued {
@@ -434,10 +441,8 @@ impl PeerCore {
             data,
             ticket,
         });
-        if let Err(e) = self.drive(now) {
-            tracing::debug!("{e}");
-        }
-        ticket
+        self.drive(now)?;
+        Ok(ticket)
     }
 
     /// Nothing is waiting to be sent and SCTP holds no unacknowledged data.

@@ -324,9 +324,9 @@ impl Shell {
                 },
                 c = cmds.recv() => match c {
                     Some(Cmd::Send { chan, binary, data, done }) => {
-                        let ticket = self.core.send(chan, binary, data, Instant::now());
-                        self.tickets.insert(ticket, done);
-                        Ok(())
+                        self.core.send(chan, binary, data, Instant::now()).map(|ticket| {
+                            self.tickets.insert(ticket, done);
+                        })
                     }
                     Some(Cmd::Flush(tx)) => {
                         self.flushes.push(tx);
@@ -395,7 +395,13 @@ impl Shell {
                     }
                     None => {}
                 },
-                Output::Signal(v) => self.signal.send(v)?,
+                Output::Signal(v) => {
+                    // Without signalling no new candidates reach the peer, but an established
+                    // connection does not need it: not fatal here.
+                    if let Err(e) = self.signal.send(v) {
+                        tracing::debug!("{e}");
+                    }
+                }
                 Output::Event(ev) => self.to_app.push_back(ev),
                 Output::Sent(ticket, r) => {
                     if let Some(done) = self.tickets.remove(&ticket) {

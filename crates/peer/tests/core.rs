@@ -170,7 +170,8 @@ fn transfer_over(drop_every: usize, data: &[u8]) -> (Net, transfer::Received) {
     let now = net.now;
     net.sides[1]
         .core
-        .send(Chan::File, false, serde_json::to_vec(&header).unwrap(), now);
+        .send(Chan::File, false, serde_json::to_vec(&header).unwrap(), now)
+        .unwrap();
     let mut chunks = data.chunks(FILE_CHUNK);
     let mut receiving: Option<Receiving> = None;
     let mut seen = 0;
@@ -183,7 +184,10 @@ fn transfer_over(drop_every: usize, data: &[u8]) -> (Net, transfer::Received) {
         while issued - net.sides[1].sent.len() < 8 {
             let Some(c) = chunks.next() else { break };
             let now = net.now;
-            net.sides[1].core.send(Chan::File, true, c.to_vec(), now);
+            net.sides[1]
+                .core
+                .send(Chan::File, true, c.to_vec(), now)
+                .unwrap();
             issued += 1;
         }
         net.step();
