@@ -301,3 +301,33 @@ fn bye_ends_the_other_side() {
         Some("connection closed: bob said bye")
     );
 }
+
+#[test]
+fn garbage_from_the_remote_peer_is_an_error_not_a_panic() {
+    let now = Instant::now();
+    let mut alice = side("alice", "192.0.2.10:5000", "bob", false, now);
+    let bad_offer = floe_peer::signal::Incoming::Sdp {
+        from: "bob".into(),
+        kind: "offer".into(),
+        sdp: "v=0\r\nthis is not sdp".into(),
+    };
+    let err = alice.core.handle_signal(bad_offer, now).unwrap_err();
+    assert!(err.to_string().contains("bad offer"), "{err}");
+    // Candidates that cannot be parsed (mDNS names, garbage) are ignored.
+    for c in [
+        "candidate:garbage",
+        "candidate:1 1 udp 1 abc.local 5 typ host",
+        "",
+    ] {
+        let m = floe_peer::signal::Incoming::Candidate {
+            from: "bob".into(),
+            candidate: c.into(),
+        };
+        alice.core.handle_signal(m, now).unwrap();
+    }
+    // Messages from other peers are not ours to act on.
+    let other = floe_peer::signal::Incoming::Bye {
+        from: "mallory".into(),
+    };
+    alice.core.handle_signal(other, now).unwrap();
+}
