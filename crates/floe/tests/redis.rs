@@ -27,10 +27,16 @@ struct Redis {
     proc: Option<Proc>,
     port: u16,
     dir: TempDir,
+    password: Option<String>,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(None)
+    }
+
+    /// A server that requires `password` (`requirepass`).
+    fn start_with(password: Option<&str>) -> Redis {
         assert!(
             common::has_tool("redis-server"),
             "redis-server is not installed: run ./test.sh (it installs the redis-server package)"
@@ -40,6 +46,7 @@ impl Redis {
             proc: None,
             port,
             dir: TempDir::new("redis"),
+            password: password.map(str::to_owned),
         };
         r.launch();
         r
@@ -61,6 +68,11 @@ impl Redis {
                 "--protected-mode",
                 "yes",
             ])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_owned(), p.clone()]),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -86,7 +98,8 @@ impl Redis {
             return false;
         }
         let mut buf = [0u8; 7];
-        s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+        // PONG, or NOAUTH when a password is required: either way it is up.
+        s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
     }
 
     /// Kills the server (SIGKILL by PID): its data is gone (no persistence).
@@ -121,7 +134,10 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 }
 
@@ -141,19 +157,19 @@ struct Node {
 
 impl Node {
     fn start(redis: &Redis, extra: &[&str]) -> Node {
+        Node::start_url(&redis.url(), extra)
+    }
+
+    /// A node on `url`, given through the environment (as a password should be).
+    fn start_url(url: &str, extra: &[&str]) -> Node {
         let log = TempDir::new("signal-node");
         let log_path = log.file("stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
-            .args([
-                "signal",
-                "--http",
-                "127.0.0.1:0",
-                "--redis-url",
-                &redis.url(),
-            ])
+            .args(["signal", "--http", "127.0.0.1:0"])
             .args(["--redis-node-ttl", &NODE_TTL.to_string()])
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("FLOE_REDIS_URL", url)
+            .env("FLOE_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
@@ -218,8 +234,12 @@ impl Node {
     }
 
     fn join(&self, room: &str, peer: &str) -> (Ws, Value) {
+        self.join_msg(json!({"type":"join","v":1,"room":room,"peer":peer}))
+    }
+
+    fn join_msg(&self, join: Value) -> (Ws, Value) {
         let mut ws = self.ws();
-        ws.send(json!({"type":"join","v":1,"room":room,"peer":peer}));
+        ws.send(join);
         let w = ws.recv();
         assert_eq!(
             w["type"],
@@ -858,4 +878,103 @@ fn malformed_data_in_redis_is_counted_and_dropped() {
         let n: f64 = decode.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(n >= 4.0, "{decode}");
     }
+}
+
+fn token(secret: &str, room: &str, peer: &str, perms: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args([
+            "token", "--secret", secret, "--room", room, "--peer", peer, "--perms", perms,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn kick_and_resume_across_nodes() {
+    let redis = Redis::start();
+    let secret = "test-jwt-secret-0123456789abcdef";
+    let a = Node::start(&redis, &["--jwt-secret", secret]);
+    let b = Node::start(&redis, &["--jwt-secret", secret]);
+    let join = |peer: &str, perms: &str| {
+        let t = token(secret, "k", peer, perms);
+        json!({"type":"join","v":1,"room":"k","peer":peer,"token":t})
+    };
+    let (mut admin, _) = a.join_msg(join("admin", "publish,subscribe,data,admin"));
+    let (mut bob, _) = b.join_msg(join("bob", "publish,subscribe,data"));
+    let (mut carol, w) = b.join_msg(join("carol", "publish,subscribe,data"));
+    assert_eq!(w["peers"].as_array().unwrap().len(), 2);
+    assert_eq!(admin.recv()["peer"], "bob");
+    assert_eq!(admin.recv()["peer"], "carol");
+    assert_eq!(bob.recv()["peer"], "carol");
+
+    // An admin on node A removes bob from node B.
+    admin.send(json!({"type":"kick","peer":"bob"}));
+    let m = bob.recv_type("error", T);
+    assert_eq!(
+        (&m["code"], &m["fatal"]),
+        (&json!("kicked"), &json!(true)),
+        "{m}"
+    );
+    for ws in [&mut admin, &mut carol] {
+        let m = ws.recv_type("peer_left", T);
+        assert_eq!(
+            (&m["peer"], &m["reason"]),
+            (&json!("bob"), &json!("kicked")),
+            "{m}"
+        );
+    }
+    admin.send(json!({"type":"kick","peer":"bob"}));
+    assert_eq!(admin.recv_type("error", T)["code"], "peer_not_found");
+
+    // Sessions live on their node: a resume on the other node fails as documented.
+    let mut other = a.ws();
+    other.send(
+        json!({"type":"resume","session":w["session"],"resumeToken":w["resumeToken"],"lastSeq":0}),
+    );
+    let m = other.recv();
+    assert_eq!(
+        (&m["type"], &m["code"]),
+        (&json!("error"), &json!("resume_failed")),
+        "{m}"
+    );
+}
+
+#[test]
+fn redis_passwords_never_reach_the_log() {
+    let redis = Redis::start_with(Some("s3cret-pw-for-floe"));
+    let a = Node::start(&redis, &[]);
+    let (_alice, _) = a.join("pw", "alice");
+    // A wrong password: the node keeps retrying and logs why, without the password.
+    let wrong = format!("redis://:wrong-pw-for-floe@127.0.0.1:{}/0", redis.port);
+    let b = Node::start_url(&wrong, &[]);
+    let deadline = Instant::now() + T;
+    while !b.log().contains("Redis unreachable") {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect warning:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut ws = b.ws();
+    ws.send(json!({"type":"join","v":1,"room":"pw","peer":"bob"}));
+    let m = ws.recv_type("error", Duration::from_secs(10));
+    assert_eq!(m["code"], "internal", "{m}");
+    assert!(
+        b.metrics().contains("floe_signal_bus_connected 0"),
+        "{}",
+        b.metrics()
+    );
+    let (la, lb) = (a.log(), b.log());
+    assert!(
+        la.contains("127.0.0.1") && !la.contains("s3cret-pw-for-floe"),
+        "{la}"
+    );
+    assert!(!lb.contains("wrong-pw-for-floe"), "{lb}");
 }

@@ -233,14 +233,27 @@ enum End {
 
 impl Driver {
     async fn run(mut self) {
+        // Consecutive failed attempts: the first of an outage is a warning, then one a minute.
+        let mut failures: u32 = 0;
         loop {
             match self.connected().await {
                 End::Stop => return,
                 End::Lost(e) => {
                     metrics::gauge!("floe_signal_bus_connected").set(0.0);
                     bus_error("connect");
-                    tracing::warn!(error = %e, retry_ms = self.backoff.as_millis() as u64,
-                        "signalling: Redis unreachable; reconnecting");
+                    failures = if self.backoff == MIN_BACKOFF {
+                        1
+                    } else {
+                        failures + 1
+                    };
+                    let retry_ms = self.backoff.as_millis() as u64;
+                    if failures == 1 || failures % 12 == 0 {
+                        tracing::warn!(error = %e, retry_ms, failures,
+                            "signalling: Redis unreachable; reconnecting");
+                    } else {
+                        tracing::debug!(error = %e, retry_ms, failures,
+                            "signalling: Redis unreachable; reconnecting");
+                    }
                 }
             }
             if self.wait_backoff().await {
