@@ -26,11 +26,7 @@ mod natlab;
 
 use std::sync::Mutex;
 
-use natlab::{expect, Finished, Lab, Nat, PeerKind::Browser, Side, Transfer};
-
-const ALICE_NET: [u8; 3] = [192, 0, 2];
-const BOB_NET: [u8; 3] = [198, 51, 100];
-const MIB: usize = 1024 * 1024;
+use natlab::{Finished, PeerKind::Browser, Scenario, Transfer};
 
 /// One scenario at a time: two Chromiums already load both cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -63,85 +59,29 @@ fn agrees(side: &Finished) {
 #[test]
 fn browsers_behind_two_cone_nats_connect_directly() {
     let _one = serial();
-    let mut lab = Lab::new();
-    let alice = lab.site("alice", ALICE_NET, Nat::Cone, 1);
-    let bob = lab.site("bob", BOB_NET, Nat::Cone, 1);
-    lab.serve_peers(&[]);
-    let (a, b) = (&alice.hosts[0], &bob.hosts[0]);
-    let t = lab.transfer(
-        "cone-cone",
-        Side::new(Browser, a, "alice"),
-        Side::new(Browser, b, "bob"),
-        MIB,
-    );
-    expect::direct_through_cone_nats(&t, (&alice, a), (&bob, b));
-    floe_js_agrees(&t);
+    floe_js_agrees(&Scenario::ConeCone.run("cone-cone", Browser, Browser));
 }
 
 #[test]
 fn browsers_behind_two_symmetric_nats_go_through_turn() {
     let _one = serial();
-    let mut lab = Lab::new();
-    let alice = lab.site("alice", ALICE_NET, Nat::Symmetric, 1);
-    let bob = lab.site("bob", BOB_NET, Nat::Symmetric, 1);
-    lab.serve_peers(&[]);
-    let t = lab.transfer(
-        "sym-sym",
-        Side::new(Browser, &alice.hosts[0], "alice"),
-        Side::new(Browser, &bob.hosts[0], "bob"),
-        MIB,
-    );
-    expect::relayed_through_floe(&t);
-    floe_js_agrees(&t);
+    floe_js_agrees(&Scenario::SymmetricSymmetric.run("sym-sym", Browser, Browser));
 }
 
 #[test]
 fn browser_behind_udp_blocking_firewall_relays_over_turn_tcp() {
     let _one = serial();
-    let mut lab = Lab::new();
-    let alice = lab.site("alice", ALICE_NET, Nat::UdpBlocked, 1);
-    let bob = lab.site("bob", BOB_NET, Nat::Cone, 1);
-    lab.serve_peers(&[]);
-    let t = lab.transfer(
-        "blocked-cone",
-        Side::new(Browser, &alice.hosts[0], "alice"),
-        Side::new(Browser, &bob.hosts[0], "bob"),
-        MIB,
-    );
-    expect::sender_relayed_over(&t, "turn-tcp");
-    floe_js_agrees(&t);
+    floe_js_agrees(&Scenario::UdpBlockedCone.run("blocked-cone", Browser, Browser));
 }
 
 #[test]
 fn browser_behind_tls_only_firewall_relays_over_turns() {
     let _one = serial();
-    let mut lab = Lab::new();
-    let alice = lab.site("alice", ALICE_NET, Nat::TlsOnly, 1);
-    let bob = lab.site("bob", BOB_NET, Nat::Cone, 1);
-    lab.serve_peers(&[]);
-    let t = lab.transfer(
-        "tls-cone",
-        Side::new(Browser, &alice.hosts[0], "alice"),
-        Side::new(Browser, &bob.hosts[0], "bob"),
-        MIB,
-    );
-    expect::sender_relayed_over(&t, "turn-tls");
-    floe_js_agrees(&t);
+    floe_js_agrees(&Scenario::TlsOnlyCone.run("tls-cone", Browser, Browser));
 }
 
 #[test]
 fn browsers_behind_the_same_nat_use_host_candidates() {
     let _one = serial();
-    let mut lab = Lab::new();
-    let site = lab.site("alice", ALICE_NET, Nat::Cone, 2);
-    lab.serve_peers(&[]);
-    let (a, b) = (&site.hosts[0], &site.hosts[1]);
-    let t = lab.transfer(
-        "same-nat",
-        Side::new(Browser, a, "alice"),
-        Side::new(Browser, b, "bob"),
-        MIB,
-    );
-    expect::host_to_host(&t, a, b);
-    floe_js_agrees(&t);
+    floe_js_agrees(&Scenario::SameNat.run("same-nat", Browser, Browser));
 }

@@ -1244,3 +1244,75 @@ impl Drop for Lab {
         }
     }
 }
+
+/// Alice's site's private network (192.0.2.0/24).
+pub const ALICE_NET: [u8; 3] = [192, 0, 2];
+/// Bob's site's private network (198.51.100.0/24).
+pub const BOB_NET: [u8; 3] = [198, 51, 100];
+/// The file every scenario sends.
+pub const SCENARIO_FILE: usize = 1024 * 1024;
+
+/// The connection scenarios of issue 5 §2 (docs/how-peers-connect.md), each with the pair it
+/// must end on (the `expect` functions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Alice and Bob each behind a cone NAT: direct, no relay.
+    ConeCone,
+    /// Both behind symmetric NATs: through floe's relay.
+    SymmetricSymmetric,
+    /// Alice's firewall blocks UDP, Bob behind a cone NAT: Alice relays over TURN TCP.
+    UdpBlockedCone,
+    /// Alice's firewall lets only TLS out: Alice relays over TURN TLS.
+    TlsOnlyCone,
+    /// Both on one LAN behind one NAT: host candidates.
+    SameNat,
+}
+
+impl Scenario {
+    /// Builds the scenario's lab, starts floe, has Alice (a `alice` program) send a 1 MiB file
+    /// to Bob (a `bob` program) in `room`, and checks the selected pairs. Returns the transfer
+    /// for further checks; the lab is torn down before returning.
+    pub fn run(self, room: &str, alice: PeerKind, bob: PeerKind) -> Transfer {
+        let mut lab = Lab::new();
+        if self == Scenario::SameNat {
+            let site = lab.site("alice", ALICE_NET, Nat::Cone, 2);
+            lab.serve_peers(&[]);
+            let (a, b) = (&site.hosts[0], &site.hosts[1]);
+            let t = lab.transfer(
+                room,
+                Side::new(alice, a, "alice"),
+                Side::new(bob, b, "bob"),
+                SCENARIO_FILE,
+            );
+            expect::host_to_host(&t, a, b);
+            return t;
+        }
+        let (alice_nat, bob_nat) = match self {
+            Scenario::ConeCone => (Nat::Cone, Nat::Cone),
+            Scenario::SymmetricSymmetric => (Nat::Symmetric, Nat::Symmetric),
+            Scenario::UdpBlockedCone => (Nat::UdpBlocked, Nat::Cone),
+            Scenario::TlsOnlyCone => (Nat::TlsOnly, Nat::Cone),
+            Scenario::SameNat => unreachable!("handled above"),
+        };
+        let alice_site = lab.site("alice", ALICE_NET, alice_nat, 1);
+        let bob_site = lab.site("bob", BOB_NET, bob_nat, 1);
+        lab.serve_peers(&[]);
+        let (a, b) = (&alice_site.hosts[0], &bob_site.hosts[0]);
+        let t = lab.transfer(
+            room,
+            Side::new(alice, a, "alice"),
+            Side::new(bob, b, "bob"),
+            SCENARIO_FILE,
+        );
+        match self {
+            Scenario::ConeCone => {
+                expect::direct_through_cone_nats(&t, (&alice_site, a), (&bob_site, b))
+            }
+            Scenario::SymmetricSymmetric => expect::relayed_through_floe(&t),
+            Scenario::UdpBlockedCone => expect::sender_relayed_over(&t, "turn-tcp"),
+            Scenario::TlsOnlyCone => expect::sender_relayed_over(&t, "turn-tls"),
+            Scenario::SameNat => unreachable!("handled above"),
+        }
+        t
+    }
+}
