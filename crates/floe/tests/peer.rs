@@ -296,3 +296,78 @@ fn turns_with_an_untrusted_certificate_is_refused() {
         "{text}"
     );
 }
+
+/// coturn's `turnserver` on loopback with a static long-term user; relays from `relay_ports`.
+fn coturn(dir: &TempDir, relay_ports: (u16, u16)) -> (Proc, u16) {
+    common::require("turnserver");
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let child = Command::new("turnserver")
+        .args([
+            "-n",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            &format!("--listening-port={port}"),
+            &format!("--min-port={}", relay_ports.0),
+            &format!("--max-port={}", relay_ports.1),
+            "--lt-cred-mech",
+            "--user=alice:wonderland",
+            "--realm=coturn.test",
+            "--allow-loopback-peers",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--log-file=stdout",
+            "--simple-log",
+            &format!("--pidfile={}/turnserver.pid", dir.path()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start turnserver");
+    let proc = Proc(child);
+    wait_for_stun(SocketAddr::from(([127, 0, 0, 1], port)));
+    (proc, port)
+}
+
+/// floe's own TURN client against another implementation: both peers relay-only through
+/// coturn (UDP, then TCP), floe serve used for signalling only.
+#[test]
+fn floe_peers_relay_through_coturn() {
+    let s = serve();
+    let relay_ports = (56_100, 56_199);
+    let (_coturn, port) = coturn(&s.dir, relay_ports);
+    for transport in ["udp", "tcp"] {
+        let url = format!("turn:127.0.0.1:{port}?transport={transport}");
+        let room = format!("coturn-{transport}");
+        let o = transfer(
+            &s,
+            &room,
+            200_000,
+            &[
+                "--relay-only",
+                "--only-ice-servers",
+                "--ice-server",
+                &url,
+                "--ice-username",
+                "alice",
+                "--ice-credential",
+                "wonderland",
+            ],
+        );
+        for text in [&o.sender, &o.receiver] {
+            let pair = line(text, "selected pair:");
+            assert!(pair.contains(&format!("via turn-{transport} ")), "{pair}");
+            let relay_port: u16 = pair
+                .split_whitespace()
+                .nth(4)
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .map(|a| a.port())
+                .unwrap_or_else(|| panic!("no local address in {pair:?}"));
+            assert!(
+                (relay_ports.0..=relay_ports.1).contains(&relay_port),
+                "not a coturn relay port: {pair}"
+            );
+        }
+        assert!(line(&o.receiver, "received ").ends_with(" verified"));
+    }
+}

@@ -76,6 +76,19 @@ struct Common {
     /// comma-separated; default: every TURN URL the signalling server offers).
     #[arg(long, value_delimiter = ',', value_parser = parse_transport)]
     turn_transport: Vec<TurnTransport>,
+    /// An extra ICE server URL (repeatable): `stun:HOST:PORT`, `turn:HOST:PORT?transport=udp|tcp`,
+    /// `turns:HOST:PORT`. TURN URLs use --ice-username/--ice-credential.
+    #[arg(long = "ice-server", value_name = "URL")]
+    ice_servers: Vec<String>,
+    /// Username for the --ice-server TURN URLs.
+    #[arg(long)]
+    ice_username: Option<String>,
+    /// Password for the --ice-server TURN URLs.
+    #[arg(long, env = "FLOE_ICE_CREDENTIAL", hide_env_values = true)]
+    ice_credential: Option<String>,
+    /// Use only the --ice-server URLs, not those the signalling server hands out.
+    #[arg(long, requires = "ice_servers")]
+    only_ice_servers: bool,
     /// Seconds to wait for another peer to join.
     #[arg(long, default_value_t = 300)]
     wait: u64,
@@ -85,7 +98,7 @@ struct Common {
 }
 
 impl Common {
-    fn options(&self) -> PeerOptions {
+    fn options(&self) -> anyhow::Result<PeerOptions> {
         let mut o = PeerOptions::new(SignalOptions {
             url: self.signal.clone(),
             room: self.room.clone(),
@@ -97,7 +110,17 @@ impl Common {
         o.relay_only = self.relay_only;
         o.wait_for_peer = Duration::from_secs(self.wait);
         o.turn_transports = self.turn_transport.clone();
-        o
+        for url in &self.ice_servers {
+            let server = floe_peer::ice_servers::parse_url(
+                url,
+                self.ice_username.as_deref(),
+                self.ice_credential.as_deref(),
+            )
+            .with_context(|| format!("--ice-server {url:?}"))?;
+            o.extra_ice_servers.push(server);
+        }
+        o.replace_ice_servers = self.only_ice_servers;
+        Ok(o)
     }
 }
 
@@ -148,7 +171,7 @@ impl Established {
 /// Data that the other side sent meanwhile is kept, in order.
 async fn establish(common: &Common) -> anyhow::Result<Established> {
     eprintln!("joining room {:?} at {}", common.room, common.signal);
-    let mut conn = connect(common.options()).await?;
+    let mut conn = connect(common.options()?).await?;
     eprintln!(
         "we are {:?}; connecting to {:?}",
         conn.local_peer, conn.remote_peer
