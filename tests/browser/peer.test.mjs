@@ -18,9 +18,9 @@ import { joinRoom, sendFile, waitInPage } from './lib/pages.mjs';
 const SECRET = 'peer-test-secret';
 
 /** Runs `floe peer ...args`; resolves {code, stdout, stderr} (killed after `timeoutMs`). */
-function floePeer(args, timeoutMs = 90_000) {
+function floePeer(args, timeoutMs = 90_000, stdin = 'ignore') {
   const proc = spawn(FLOE_BIN, ['peer', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [stdin, 'pipe', 'pipe'],
     env: { ...process.env, FLOE_LOG: 'warn' },
   });
   let stdout = '';
@@ -160,6 +160,29 @@ describe('Chromium and floe peer', { timeout: 300_000 }, () => {
     assert.equal(line(r, 'received '), `received reply.txt 115000 bytes sha256 ${replySha} verified`);
     assert.equal(createHash('sha256').update(await readFile(out)).digest('hex'), replySha);
     await page.waitForFunction(() => /checksum confirmed/.test(document.querySelector('#fileStatus').textContent), undefined, { timeout: 10_000 });
+    await page.close();
+  });
+
+  test('chat both ways between the demo page and floe peer chat', { timeout: 60_000 }, async () => {
+    const floe = await startFloeSignal();
+    stops.push(floe.stop);
+    const page = await joinRoom(chrome, floe.url, 'rust-chat', 'browser');
+    const chat = floePeer(['chat', '--room', 'rust-chat', '--signal', floe.url, '--peer-id', 'rusty', '--timeout', '40'], 60_000, 'pipe');
+    await waitInPage(page, () => window.room.peers.get('rusty')?.chat.readyState === 'open', undefined, 40_000);
+    chat.proc.stdin.write('hello from rust\n');
+    await waitInPage(page, () => window.t.chats.some((c) => c.from === 'rusty' && c.text === 'hello from rust'));
+    await page.evaluate(() => window.room.broadcastChat('hello from the browser'));
+    // floe peer prints "<peer>: <line>" on stdout; end its input once the line is there.
+    const deadline = Date.now() + 20_000;
+    let out = '';
+    chat.proc.stdout.on('data', (d) => (out += d));
+    while (!out.includes('browser: hello from the browser') && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    chat.proc.stdin.end();
+    const r = await chat.done;
+    assert.equal(r.code, 0, `floe peer chat failed:\n${r.stdout}\n${r.stderr}`);
+    assert.ok(r.stdout.split('\n').includes('browser: hello from the browser'), r.stdout);
     await page.close();
   });
 });
