@@ -4,7 +4,8 @@
 //! The hub stays sans-IO: it talks to a [`RedisBus`], whose [`Bus::send`] only queues the
 //! command for the driver task spawned by [`spawn`]. The driver runs each command as one Lua
 //! script (atomic: peer-id uniqueness and room capacity hold across nodes) and turns what the
-//! scripts publish on this node's channel back into [`BusEvent`]s for the hub task.
+//! scripts publish on this node's channel back into [`BusEvent`]s for the hub task. Commands
+//! queued while a round trip is in flight are pipelined together (in order) in the next one.
 //!
 //! Layout (prefix `floe:`; see `redis_bus/lua/prelude.lua`):
 //!
@@ -40,7 +41,7 @@ use floe_signal::proto::LeaveReason;
 use floe_signal::{ErrorCode, PeerId, RoomId, SessionId};
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, Script, ServerErrorKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -54,6 +55,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Most commands sent in one pipeline.
+const MAX_BATCH: usize = 256;
 /// How long a command waits for Redis before it fails.
 pub(crate) const COMMAND_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -297,6 +300,9 @@ impl Driver {
             Err(e) => return End::Lost(e),
         };
         let (_sink, mut stream) = pubsub.split();
+        if let Err(e) = self.load_scripts(&mut conn).await {
+            return End::Lost(e);
+        }
         if let Err(e) = self.sync(&mut conn).await {
             return End::Lost(e);
         }
@@ -316,8 +322,8 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            // Unbiased: a flood of events must not starve the heartbeat (or the reverse).
             tokio::select! {
-                biased;
                 stop = self.stop.recv() => {
                     if let Err(e) = self.script_bye(&mut conn).await {
                         bus_error("bye");
@@ -387,30 +393,89 @@ impl Driver {
         self.pending.push_back((cmd, Instant::now()));
     }
 
-    /// Runs queued commands in order. A connection error leaves the command queued.
+    /// Runs queued commands in order, up to [`MAX_BATCH`] per round trip (one pipeline of
+    /// EVALSHA calls: Redis runs them in order, each one atomically). A connection error leaves
+    /// the batch queued; a command Redis refuses fails alone.
     async fn run_pending(&mut self, conn: &mut MultiplexedConnection) -> Result<(), RedisError> {
         self.expire_stale();
-        while let Some((cmd, _)) = self.pending.front() {
-            let cmd = cmd.clone();
-            match self.exec(conn, &cmd).await {
-                Ok(()) => {}
-                Err(e) if is_connection_error(&e) => return Err(e),
-                Err(e) => {
-                    // A script or data error: retrying would fail again.
-                    tracing::warn!(error = %e, "signalling: Redis refused a directory command");
-                    self.fail(cmd.clone(), op_name(&cmd));
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(MAX_BATCH);
+            let batch: Vec<BusCommand> = self
+                .pending
+                .iter()
+                .take(n)
+                .map(|(c, _)| c.clone())
+                .collect();
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            let mut sent = Vec::with_capacity(n);
+            for cmd in batch {
+                if let Some(c) = self.build(&cmd) {
+                    pipe.add_command(c);
+                    sent.push(cmd);
                 }
             }
-            self.pending.pop_front();
+            let results: Vec<redis::RedisResult<redis::Value>> = match pipe.query_async(conn).await
+            {
+                Ok(r) => r,
+                Err(e) if is_connection_error(&e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "signalling: Redis refused a batch of directory commands");
+                    sent.iter().map(|_| Err(e.clone())).collect()
+                }
+            };
+            for (cmd, res) in sent.into_iter().zip(results) {
+                match res {
+                    Ok(_) => self.executed(&cmd),
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        // The script cache was flushed under us: load and run this one again.
+                        self.load_scripts(conn).await?;
+                        if let Some(c) = self.build(&cmd) {
+                            match c.query_async::<redis::Value>(conn).await {
+                                Ok(_) => self.executed(&cmd),
+                                Err(e) if is_connection_error(&e) => return Err(e),
+                                Err(_) => self.fail(cmd.clone(), op_name(&cmd)),
+                            }
+                        }
+                    }
+                    Err(e) if is_connection_error(&e) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, op = op_name(&cmd), "signalling: Redis refused a directory command");
+                        self.fail(cmd.clone(), op_name(&cmd));
+                    }
+                }
+            }
+            self.pending.drain(..n);
         }
         Ok(())
     }
 
-    async fn exec(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        cmd: &BusCommand,
-    ) -> Result<(), RedisError> {
+    /// Loads every script into Redis's cache (after connecting; EVALSHA needs them).
+    async fn load_scripts(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisError> {
+        let s = &self.scripts;
+        for script in [
+            &s.join,
+            &s.leave,
+            &s.send,
+            &s.kick,
+            &s.heartbeat,
+            &s.reap,
+            &s.bye,
+            &s.restore,
+            &s.purge,
+        ] {
+            script.prepare_invoke().load_async(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The EVALSHA call for `cmd` (`None`: nothing to run).
+    fn build(&mut self, cmd: &BusCommand) -> Option<redis::Cmd> {
+        let evalsha = |script: &Script| {
+            let mut c = redis::cmd("EVALSHA");
+            c.arg(script.get_hash()).arg(0).arg(PREFIX);
+            c
+        };
         match cmd {
             BusCommand::Join {
                 room,
@@ -427,21 +492,14 @@ impl Driver {
                         executed: false,
                     },
                 );
-                let _: String = self
-                    .scripts
-                    .join
-                    .arg(PREFIX)
-                    .arg(room.as_str())
+                let mut c = evalsha(&self.scripts.join);
+                c.arg(room.as_str())
                     .arg(peer.as_str())
                     .arg(session.as_str())
                     .arg(&self.node)
                     .arg(u8::from(*subscribe))
-                    .arg(*max_peers)
-                    .invoke_async(conn)
-                    .await?;
-                if let Some(j) = self.joining.get_mut(session) {
-                    j.executed = true;
-                }
+                    .arg(*max_peers);
+                Some(c)
             }
             BusCommand::Leave {
                 room,
@@ -449,16 +507,12 @@ impl Driver {
                 session,
                 reason,
             } => {
-                let _: i64 = self
-                    .scripts
-                    .leave
-                    .arg(PREFIX)
-                    .arg(room.as_str())
+                let mut c = evalsha(&self.scripts.leave);
+                c.arg(room.as_str())
                     .arg(peer.as_str())
                     .arg(session.as_str())
-                    .arg(reason_str(*reason))
-                    .invoke_async(conn)
-                    .await?;
+                    .arg(reason_str(*reason));
+                Some(c)
             }
             BusCommand::Send {
                 room,
@@ -468,44 +522,42 @@ impl Driver {
                 signal,
                 ref_seq,
             } => {
-                let msg = match serde_json::to_string(signal) {
-                    Ok(m) => m,
-                    Err(_) => {
-                        bus_error("send");
-                        return Ok(());
-                    }
+                let Ok(msg) = serde_json::to_string(signal) else {
+                    bus_error("send");
+                    return None;
                 };
-                let _: i64 = self
-                    .scripts
-                    .send
-                    .arg(PREFIX)
-                    .arg(room.as_str())
+                let mut c = evalsha(&self.scripts.send);
+                c.arg(room.as_str())
                     .arg(from.as_str())
                     .arg(origin.as_str())
                     .arg(to.as_ref().map_or("", PeerId::as_str))
                     .arg(msg)
                     .arg(ref_seq.map(|s| s.to_string()).unwrap_or_default())
-                    .arg(&self.node)
-                    .invoke_async(conn)
-                    .await?;
+                    .arg(&self.node);
+                Some(c)
             }
             BusCommand::Kick { room, origin, peer } => {
-                let _: i64 = self
-                    .scripts
-                    .kick
-                    .arg(PREFIX)
-                    .arg(room.as_str())
+                let mut c = evalsha(&self.scripts.kick);
+                c.arg(room.as_str())
                     .arg(origin.as_str())
                     .arg(peer.as_str())
-                    .arg(&self.node)
-                    .invoke_async(conn)
-                    .await?;
+                    .arg(&self.node);
+                Some(c)
             }
             other => {
                 tracing::warn!(?other, "signalling: unknown bus command ignored");
+                None
             }
         }
-        Ok(())
+    }
+
+    /// Bookkeeping after Redis ran `cmd`.
+    fn executed(&mut self, cmd: &BusCommand) {
+        if let BusCommand::Join { session, .. } = cmd {
+            if let Some(j) = self.joining.get_mut(session) {
+                j.executed = true;
+            }
+        }
     }
 
     /// Commands that waited longer than [`COMMAND_DEADLINE`] fail.
