@@ -371,3 +371,132 @@ fn floe_peers_relay_through_coturn() {
         assert!(line(&o.receiver, "received ").ends_with(" verified"));
     }
 }
+
+/// A loopback TCP proxy that can cut every connection it carries: it breaks a peer's signalling
+/// WebSocket without stopping the server.
+struct Proxy {
+    addr: SocketAddr,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    downstream_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = Proxy {
+            addr: listener.local_addr().unwrap(),
+            conns: Default::default(),
+            accepted: Default::default(),
+            downstream_bytes: Default::default(),
+        };
+        let (conns, accepted, down) = (
+            p.conns.clone(),
+            p.accepted.clone(),
+            p.downstream_bytes.clone(),
+        );
+        // Ends with the test process (accept blocks); every connection ends with `cut`.
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    return;
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                conns
+                    .lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                let pipe = |mut from: std::net::TcpStream,
+                            mut to: std::net::TcpStream,
+                            count: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>| {
+                    std::thread::spawn(move || {
+                        use std::io::{Read as _, Write as _};
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            if let Some(c) = &count {
+                                c.fetch_add(n, Ordering::SeqCst);
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    None,
+                );
+                pipe(server, client, Some(down.clone()));
+            }
+        });
+        p
+    }
+
+    fn cut(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The receiver's signalling connection breaks after it joined and before the sender arrives:
+/// it resumes the session (the server replays peer_joined, the offer and the candidates it
+/// missed) and the transfer completes.
+#[test]
+fn a_broken_signalling_connection_is_resumed() {
+    use std::sync::atomic::Ordering;
+    let s = serve();
+    let upstream: SocketAddr = s.signal.trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(upstream);
+    let data = letter(100_000);
+    let src = s.dir.file("resume.bin");
+    let dst = s.dir.file("resume.out");
+    std::fs::write(&src, &data).unwrap();
+    let via_proxy = format!("http://{}", proxy.addr);
+    let recv = Proc(
+        Command::new(env!("CARGO_BIN_EXE_floe"))
+            .args([
+                "peer", "receive", "--room", "resume", "--signal", &via_proxy,
+            ])
+            .args(["--out", &dst, "--timeout", "40"])
+            .env("FLOE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The welcome (with its ICE servers) is a few hundred bytes: wait until it went through.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while proxy.downstream_bytes.load(Ordering::SeqCst) < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "the receiver never got its welcome"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy.cut();
+    let (out, sender) = run(Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args([
+            "peer", "send", &src, "--room", "resume", "--signal", &s.signal,
+        ])
+        .args(["--timeout", "40"])
+        .env("FLOE_LOG", "warn"));
+    let (ok, receiver) = wait_output(recv, Duration::from_secs(60));
+    assert!(
+        out.status.success() && ok,
+        "sender:\n{sender}\nreceiver:\n{receiver}"
+    );
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+    assert!(
+        receiver.contains("signalling session resumed"),
+        "{receiver}"
+    );
+    assert!(
+        proxy.accepted.load(Ordering::SeqCst) >= 2,
+        "no second connection"
+    );
+}

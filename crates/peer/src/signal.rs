@@ -2,9 +2,11 @@
 //! other peers and their roles, exchange offer/answer/candidates, keep the session alive with
 //! `ping {ack}`.
 //!
-//! Scope: one WebSocket session. A dropped connection ends the session for this client (it does
-//! not `resume`); the WebRTC connection itself does not depend on signalling once established.
+//! A dropped connection is resumed (`resume`, with client sequence numbers and resending) within
+//! the server's resume TTL; after that the session ends. An established WebRTC connection does
+//! not depend on signalling.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,39 +191,133 @@ fn str_field(v: &Value, k: &str) -> String {
 }
 
 /// Connects, joins and returns the session. Fails with the server's error code on refusal.
+///
+/// The session survives a dropped connection: the client reconnects with backoff and sends
+/// `resume` (docs/signalling.md §5) until the server's resume TTL runs out; the server replays
+/// what was missed, and routed messages sent meanwhile carry a client `seq` and are resent
+/// unless `resumed.received` / `pong.ack` covers them.
 pub async fn join(opts: &SignalOptions) -> Result<Signal, PeerError> {
     let url = ws_url(&opts.url)?;
-    if url.starts_with("wss://") {
-        let (host, port) = host_port(&url, 443)?;
-        let config = crate::tls::client_config(opts.ca_file.as_deref())?;
-        let tcp = connect_tcp(&host, port).await?;
-        let name = rustls_pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| PeerError::Config(format!("TLS server name {host:?}: {e}")))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| PeerError::Signal(format!("TLS to {host}:{port}: {e}")))?;
-        let (ws, _) = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_tungstenite::client_async(url.as_str(), tls),
-        )
-        .await
-        .map_err(|_| PeerError::Signal(format!("timed out connecting to {url}")))?
-        .map_err(|e| PeerError::Signal(format!("cannot connect to {url}: {e}")))?;
-        join_on(ws, opts).await
-    } else {
-        let (ws, _) = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async(url.as_str()),
-        )
-        .await
-        .map_err(|_| PeerError::Signal(format!("timed out connecting to {url}")))?
-        .map_err(|e| PeerError::Signal(format!("cannot connect to {url}: {e}")))?;
-        join_on(ws, opts).await
+    let mut ws = open_ws(&url, opts.ca_file.as_deref()).await?;
+
+    let mut join = json!({"type": "join", "v": 1, "room": opts.room});
+    if let Some(p) = &opts.peer {
+        join["peer"] = json!(p);
     }
+    if let Some(t) = &opts.token {
+        join["token"] = json!(t);
+    }
+    ws.send(WsMessage::text(join.to_string()))
+        .await
+        .map_err(|e| PeerError::Signal(e.to_string()))?;
+    let welcome = first_reply(&mut ws, "welcome").await?;
+
+    let (ice_servers, bad) = parse_ice_servers(welcome.get("iceServers").unwrap_or(&Value::Null));
+    for e in bad {
+        tracing::warn!("ignoring ICE server: {e}");
+    }
+    let ms = |k: &str, default: u64| welcome.get(k).and_then(Value::as_u64).unwrap_or(default);
+    let heartbeat = Duration::from_millis(ms("heartbeatMs", 10_000).clamp(1_000, 60_000));
+    let session = Session {
+        url,
+        ca_file: opts.ca_file.clone(),
+        id: str_field(&welcome, "session"),
+        resume_token: str_field(&welcome, "resumeToken"),
+        resume_ttl: Duration::from_millis(ms("resumeTtlMs", 30_000).min(300_000)),
+        ping_every: heartbeat.mul_f32(0.8),
+        last_seq: 0,
+        next_out_seq: 1,
+        unacked: VecDeque::new(),
+    };
+    let welcome = Welcome {
+        peer: str_field(&welcome, "peer"),
+        peers: welcome
+            .get("peers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(remote_peer)
+            .collect(),
+        ice_servers,
+        heartbeat,
+    };
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Value>();
+    let (in_tx, in_rx) = mpsc::channel::<Incoming>(256);
+    let task = tokio::spawn(session.run(ws, out_rx, in_tx));
+    Ok(Signal {
+        welcome,
+        incoming: in_rx,
+        out: out_tx,
+        task: Some(task),
+    })
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unacknowledged routed messages kept for resending after a resume.
+const MAX_UNACKED: usize = 1024;
+
+/// Any byte stream a WebSocket can run over (TCP or TLS over TCP).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// Opens the WebSocket: TCP, TLS for `wss://`, then the HTTP upgrade.
+async fn open_ws(url: &str, ca_file: Option<&std::path::Path>) -> Result<Ws, PeerError> {
+    let tls = url.starts_with("wss://");
+    let (host, port) = host_port(url, if tls { 443 } else { 80 })?;
+    let tcp = connect_tcp(&host, port).await?;
+    let stream: Box<dyn Io> = if tls {
+        let config = crate::tls::client_config(ca_file)?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| PeerError::Config(format!("TLS server name {host:?}: {e}")))?;
+        Box::new(
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| PeerError::Signal(format!("TLS to {host}:{port}: {e}")))?,
+        )
+    } else {
+        Box::new(tcp)
+    };
+    let (ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::client_async(url, stream),
+    )
+    .await
+    .map_err(|_| PeerError::Signal(format!("timed out connecting to {url}")))?
+    .map_err(|e| PeerError::Signal(format!("cannot connect to {url}: {e}")))?;
+    Ok(ws)
+}
+
+/// Waits (10 s at most) for the server's `want` reply; its `error` becomes [`PeerError::Refused`].
+async fn first_reply(ws: &mut Ws, want: &str) -> Result<Value, PeerError> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .map_err(|_| PeerError::Signal(format!("no {want} within 10 s")))?;
+        let Some(frame) = frame else {
+            return Err(PeerError::Signal(format!(
+                "connection closed before {want}"
+            )));
+        };
+        let WsMessage::Text(text) = frame.map_err(|e| PeerError::Signal(e.to_string()))? else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(text.as_str())
+            .map_err(|e| PeerError::Signal(format!("bad JSON from server: {e}")))?;
+        match v.get("type").and_then(Value::as_str) {
+            Some(t) if t == want => return Ok(v),
+            Some("error") => {
+                return Err(PeerError::Refused {
+                    code: str_field(&v, "code"),
+                    message: str_field(&v, "message"),
+                })
+            }
+            _ => continue,
+        }
+    }
+}
 
 async fn connect_tcp(host: &str, port: u16) -> Result<tokio::net::TcpStream, PeerError> {
     tokio::time::timeout(
@@ -252,132 +348,181 @@ fn host_port(url: &str, default_port: u16) -> Result<(String, u16), PeerError> {
     }
 }
 
-async fn join_on<S>(
-    ws: tokio_tungstenite::WebSocketStream<S>,
-    opts: &SignalOptions,
-) -> Result<Signal, PeerError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sink, mut stream) = ws.split();
+/// Routed messages (docs/signalling.md §2) carry a client `seq` and are kept until acknowledged.
+fn is_routed(v: &Value) -> bool {
+    matches!(
+        v.get("type").and_then(Value::as_str),
+        Some("offer" | "answer" | "candidate" | "end_of_candidates" | "bye" | "data")
+    )
+}
 
-    let mut join = json!({"type": "join", "v": 1, "room": opts.room});
-    if let Some(p) = &opts.peer {
-        join["peer"] = json!(p);
-    }
-    if let Some(t) = &opts.token {
-        join["token"] = json!(t);
-    }
-    sink.send(WsMessage::text(join.to_string()))
-        .await
-        .map_err(|e| PeerError::Signal(e.to_string()))?;
+/// How one connection ended.
+enum Ended {
+    /// The application left or dropped the session: stop.
+    Done(String),
+    /// The connection broke: resume.
+    Lost(String),
+}
 
-    let welcome = loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .map_err(|_| PeerError::Signal("no welcome within 10 s".into()))?;
-        let Some(frame) = frame else {
-            return Err(PeerError::Signal("connection closed before welcome".into()));
-        };
-        let frame = frame.map_err(|e| PeerError::Signal(e.to_string()))?;
-        let WsMessage::Text(text) = frame else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(text.as_str())
-            .map_err(|e| PeerError::Signal(format!("bad JSON from server: {e}")))?;
-        match v.get("type").and_then(Value::as_str) {
-            Some("welcome") => break v,
-            Some("error") => {
-                return Err(PeerError::Refused {
-                    code: str_field(&v, "code"),
-                    message: str_field(&v, "message"),
-                })
-            }
-            _ => continue,
-        }
-    };
-    let (ice_servers, bad) = parse_ice_servers(welcome.get("iceServers").unwrap_or(&Value::Null));
-    for e in bad {
-        tracing::warn!("ignoring ICE server: {e}");
-    }
-    let heartbeat = Duration::from_millis(
-        welcome
-            .get("heartbeatMs")
-            .and_then(Value::as_u64)
-            .unwrap_or(10_000)
-            .clamp(1_000, 60_000),
-    );
-    let welcome = Welcome {
-        peer: str_field(&welcome, "peer"),
-        peers: welcome
-            .get("peers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(remote_peer)
-            .collect(),
-        ice_servers,
-        heartbeat,
-    };
+/// The session's connection task state.
+struct Session {
+    url: String,
+    ca_file: Option<std::path::PathBuf>,
+    id: String,
+    resume_token: String,
+    resume_ttl: Duration,
+    ping_every: Duration,
+    /// Highest server `seq` processed.
+    last_seq: u64,
+    next_out_seq: u64,
+    unacked: VecDeque<(u64, Value)>,
+}
 
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
-    let (in_tx, in_rx) = mpsc::channel::<Incoming>(256);
-    let ping_every = heartbeat.mul_f32(0.8);
-    let task = tokio::spawn(async move {
-        let mut last_seq: u64 = 0;
-        let mut ticker = tokio::time::interval(ping_every);
-        ticker.tick().await;
+impl Session {
+    async fn run(
+        mut self,
+        ws: Ws,
+        mut out_rx: mpsc::UnboundedReceiver<Value>,
+        in_tx: mpsc::Sender<Incoming>,
+    ) {
+        let mut ws = ws;
         let reason = loop {
-            tokio::select! {
-                msg = out_rx.recv() => {
-                    let Some(msg) = msg else { break "closed by the application".to_owned() };
-                    let leaving = msg.get("type").and_then(Value::as_str) == Some("leave");
-                    if let Err(e) = sink.send(WsMessage::text(msg.to_string())).await {
-                        break e.to_string();
-                    }
-                    if leaving {
-                        let _ = sink.close().await;
-                        break "left".to_owned();
-                    }
-                }
-                _ = ticker.tick() => {
-                    let ping = json!({"type": "ping", "ack": last_seq});
-                    if let Err(e) = sink.send(WsMessage::text(ping.to_string())).await {
-                        break e.to_string();
-                    }
-                }
-                frame = stream.next() => {
-                    let text = match frame {
-                        Some(Ok(WsMessage::Text(t))) => t,
-                        Some(Ok(WsMessage::Close(c))) => break format!("closed by server: {c:?}"),
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => break e.to_string(),
-                        None => break "connection closed".to_owned(),
-                    };
-                    let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                    if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
-                        last_seq = last_seq.max(seq);
-                        if seq % 32 == 0 {
-                            let _ = sink.send(WsMessage::text(json!({"type": "ack", "seq": seq}).to_string())).await;
+            match self.connected(&mut ws, &mut out_rx, &in_tx).await {
+                Ended::Done(r) => break r,
+                Ended::Lost(why) => {
+                    tracing::warn!("signalling connection lost ({why}); resuming the session");
+                    match self.resume().await {
+                        Ok(new) => {
+                            tracing::warn!("signalling session resumed");
+                            ws = new;
                         }
-                    }
-                    if let Some(m) = parse_incoming(&v) {
-                        if in_tx.send(m).await.is_err() {
-                            break "receiver dropped".to_owned();
-                        }
+                        Err(e) => break format!("{why}; resume failed: {e}"),
                     }
                 }
             }
         };
         let _ = in_tx.send(Incoming::Closed(reason)).await;
-    });
+    }
 
-    Ok(Signal {
-        welcome,
-        incoming: in_rx,
-        out: out_tx,
-        task: Some(task),
-    })
+    /// Drops what the server says it has (`received` / `ack`: highest client seq processed).
+    fn acked(&mut self, up_to: u64) {
+        while self.unacked.front().is_some_and(|(s, _)| *s <= up_to) {
+            self.unacked.pop_front();
+        }
+    }
+
+    async fn connected(
+        &mut self,
+        ws: &mut Ws,
+        out_rx: &mut mpsc::UnboundedReceiver<Value>,
+        in_tx: &mpsc::Sender<Incoming>,
+    ) -> Ended {
+        let mut ticker = tokio::time::interval(self.ping_every);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                msg = out_rx.recv() => {
+                    let Some(mut msg) = msg else { return Ended::Done("closed by the application".into()) };
+                    let leaving = msg.get("type").and_then(Value::as_str) == Some("leave");
+                    if is_routed(&msg) {
+                        let seq = self.next_out_seq;
+                        self.next_out_seq += 1;
+                        msg["seq"] = json!(seq);
+                        if self.unacked.len() == MAX_UNACKED {
+                            self.unacked.pop_front();
+                        }
+                        self.unacked.push_back((seq, msg.clone()));
+                    }
+                    if let Err(e) = ws.send(WsMessage::text(msg.to_string())).await {
+                        return Ended::Lost(e.to_string());
+                    }
+                    if leaving {
+                        let _ = ws.close(None).await;
+                        return Ended::Done("left".into());
+                    }
+                }
+                _ = ticker.tick() => {
+                    let ping = json!({"type": "ping", "ack": self.last_seq});
+                    if let Err(e) = ws.send(WsMessage::text(ping.to_string())).await {
+                        return Ended::Lost(e.to_string());
+                    }
+                }
+                frame = ws.next() => {
+                    let text = match frame {
+                        Some(Ok(WsMessage::Text(t))) => t,
+                        Some(Ok(WsMessage::Close(c))) => return Ended::Lost(format!("closed by the server: {c:?}")),
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => return Ended::Lost(e.to_string()),
+                        None => return Ended::Lost("connection closed".into()),
+                    };
+                    let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                    if v.get("type").and_then(Value::as_str) == Some("pong") {
+                        self.acked(v.get("ack").and_then(Value::as_u64).unwrap_or(0));
+                        continue;
+                    }
+                    if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
+                        if seq <= self.last_seq {
+                            continue; // replayed after a resume; already handled
+                        }
+                        self.last_seq = seq;
+                        if seq % 32 == 0 {
+                            let ack = json!({"type": "ack", "seq": seq});
+                            let _ = ws.send(WsMessage::text(ack.to_string())).await;
+                        }
+                    }
+                    if let Some(m) = parse_incoming(&v) {
+                        let fatal = matches!(m, Incoming::Error { fatal: true, .. });
+                        if in_tx.send(m).await.is_err() {
+                            return Ended::Done("receiver dropped".into());
+                        }
+                        if fatal {
+                            // Fatal errors (kicked, session_replaced, ...) end the session.
+                            return Ended::Done(format!("fatal signalling error: {}", str_field(&v, "code")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reconnects with backoff and sends `resume` until it is answered or the TTL passed.
+    async fn resume(&mut self) -> Result<Ws, PeerError> {
+        let deadline = tokio::time::Instant::now() + self.resume_ttl;
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match self.try_resume().await {
+                Ok(ws) => return Ok(ws),
+                Err(e @ PeerError::Refused { .. }) => return Err(e),
+                Err(e) => {
+                    if tokio::time::Instant::now() + backoff >= deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!("resume: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(4));
+                }
+            }
+        }
+    }
+
+    async fn try_resume(&mut self) -> Result<Ws, PeerError> {
+        let mut ws = open_ws(&self.url, self.ca_file.as_deref()).await?;
+        let resume = json!({
+            "type": "resume", "session": self.id, "resumeToken": self.resume_token,
+            "lastSeq": self.last_seq,
+        });
+        ws.send(WsMessage::text(resume.to_string()))
+            .await
+            .map_err(|e| PeerError::Signal(e.to_string()))?;
+        let resumed = first_reply(&mut ws, "resumed").await?;
+        self.acked(resumed.get("received").and_then(Value::as_u64).unwrap_or(0));
+        for (_, msg) in &self.unacked {
+            ws.send(WsMessage::text(msg.to_string()))
+                .await
+                .map_err(|e| PeerError::Signal(e.to_string()))?;
+        }
+        Ok(ws)
+    }
 }
 
 /// Decodes a server message (`None` for replies the peer does not act on, like `pong`).
