@@ -214,6 +214,10 @@ pub struct PeerCore {
     connected: bool,
     rtc_timeout: Instant,
     out: VecDeque<Output>,
+    /// How the remote peer saw each of our sockets: XOR-MAPPED-ADDRESS of its ICE Binding
+    /// responses, by (our base, its address). Only names the selected pair (RFC 8445 §7.2.5.3.1
+    /// peer-reflexive); ICE itself is str0m's.
+    seen_as: HashMap<(SocketAddr, SocketAddr), SocketAddr>,
 }
 
 impl std::fmt::Debug for PeerCore {
@@ -268,6 +272,7 @@ impl PeerCore {
             connected: false,
             rtc_timeout: now,
             out: VecDeque::new(),
+            seen_as: HashMap::new(),
         };
         if !core.cfg.relay_only {
             for addr in hosts {
@@ -351,6 +356,7 @@ impl PeerCore {
         now: Instant,
     ) -> Result<(), PeerError> {
         if !self.on_stun_response(local, from, data) {
+            self.note_reflexive(local, from, data);
             if let Ok(r) = Receive::new(Protocol::Udp, from, local, data) {
                 if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
                     tracing::debug!("rtc input: {e}");
@@ -713,6 +719,24 @@ impl PeerCore {
         }
     }
 
+    /// Remembers the address the remote peer saw us as, from its ICE Binding success responses.
+    fn note_reflexive(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+        if data.len() < 20 || data[0] >> 6 != 0 {
+            return;
+        }
+        let Ok(m) = Message::parse(data) else {
+            return;
+        };
+        if m.class() != Class::SuccessResponse || m.method() != Method::BINDING {
+            return;
+        }
+        if let Some(Ok(mapped)) = m.get::<XorMappedAddress>() {
+            if self.seen_as.len() < 256 || self.seen_as.contains_key(&(local, from)) {
+                self.seen_as.insert((local, from), mapped.0);
+            }
+        }
+    }
+
     /// A Binding response to one of our srflx transactions?
     fn on_stun_response(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) -> bool {
         if data.len() < 20 || data[0] >> 6 != 0 {
@@ -928,6 +952,7 @@ impl PeerCore {
                         p.remote.addr,
                         &self.locals,
                         &self.remotes,
+                        self.seen_as.get(&(p.local.addr, p.remote.addr)).copied(),
                         p.current_round_trip_time.or(s.rtt),
                     );
                     let changed = self

@@ -3,9 +3,12 @@
 //! str0m reports the nominated pair as the local *base* (a socket address, or the relayed
 //! address for a relay candidate) and the remote address. Candidate types follow from what this
 //! peer gathered and what the remote peer signalled:
-//! - local: `relay` when the base is one of our TURN allocations; otherwise `srflx` when the remote
-//!   address is not one of the remote's host candidates and our socket has a server-reflexive
-//!   address different from its base (the packets cross our NAT); otherwise `host`;
+//! - local: `relay` when the base is one of our TURN allocations. Otherwise the address the remote
+//!   peer saw us as (XOR-MAPPED-ADDRESS of its ICE Binding responses) decides: our base → `host`,
+//!   one of our server-reflexive addresses → `srflx`, anything else → `prflx` (a NAT mapping
+//!   that only this path created, e.g. a symmetric NAT's mapping towards the remote's relay).
+//!   Before any response: `srflx` when the remote address is not a remote host candidate and the
+//!   socket has a server-reflexive address different from its base, else `host`;
 //! - remote: the type the remote peer signalled for that address, or `prflx` (RFC 8445 §7.3.1.3)
 //!   when it never signalled it (learned from its connectivity checks).
 
@@ -125,6 +128,7 @@ impl SelectedPair {
         remote: SocketAddr,
         locals: &[LocalCandidate],
         remotes: &[(CandidateType, SocketAddr)],
+        seen_as: Option<SocketAddr>,
         rtt: Option<Duration>,
     ) -> SelectedPair {
         let remote_kind = remotes
@@ -148,9 +152,21 @@ impl SelectedPair {
         let srflx = locals
             .iter()
             .find(|c| c.kind == CandidateType::Srflx && c.base == base && c.addr != base);
-        let (local_kind, local) = match srflx {
-            Some(s) if remote_kind != CandidateType::Host => (CandidateType::Srflx, s.addr),
-            _ => (CandidateType::Host, base),
+        let (local_kind, local) = match (seen_as, srflx) {
+            (Some(seen), _) if seen == base => (CandidateType::Host, base),
+            (Some(seen), _) => {
+                let known = locals
+                    .iter()
+                    .any(|c| c.kind == CandidateType::Srflx && c.addr == seen);
+                let kind = if known {
+                    CandidateType::Srflx
+                } else {
+                    CandidateType::Prflx
+                };
+                (kind, seen)
+            }
+            (None, Some(s)) if remote_kind != CandidateType::Host => (CandidateType::Srflx, s.addr),
+            (None, _) => (CandidateType::Host, base),
         };
         SelectedPair {
             local_kind,
@@ -219,6 +235,7 @@ mod tests {
             a("203.0.113.30:6000"),
             &locals(),
             &remotes,
+            None,
             Some(Duration::from_micros(1500)),
         );
         assert_eq!(
@@ -236,6 +253,7 @@ mod tests {
             &locals(),
             &remotes,
             None,
+            None,
         );
         assert_eq!(
             (p.local_kind, p.remote_kind),
@@ -245,12 +263,55 @@ mod tests {
     }
 
     #[test]
+    fn the_remote_peers_view_names_our_end() {
+        let remote = [(CandidateType::Relay, a("203.0.113.10:50002"))];
+        let base = a("192.0.2.2:5000");
+        // A symmetric NAT mapped us to a new port towards the remote's relay: prflx.
+        let p = SelectedPair::classify(
+            base,
+            a("203.0.113.10:50002"),
+            &locals(),
+            &remote,
+            Some(a("203.0.113.20:7777")),
+            None,
+        );
+        assert_eq!(
+            p.to_string(),
+            "local prflx 203.0.113.20:7777 <-> remote relay 203.0.113.10:50002 via udp rtt ? ms"
+        );
+        // The same mapping the STUN server saw: srflx.
+        let p = SelectedPair::classify(
+            base,
+            a("203.0.113.10:50002"),
+            &locals(),
+            &remote,
+            Some(a("203.0.113.20:5000")),
+            None,
+        );
+        assert_eq!(
+            (p.local_kind, p.local),
+            (CandidateType::Srflx, a("203.0.113.20:5000"))
+        );
+        // Seen as our own address: no NAT on this path.
+        let p = SelectedPair::classify(
+            base,
+            a("203.0.113.10:50002"),
+            &locals(),
+            &remote,
+            Some(base),
+            None,
+        );
+        assert_eq!(p.local_kind, CandidateType::Host);
+    }
+
+    #[test]
     fn relay_base_is_a_relay_pair_with_its_transport() {
         let p = SelectedPair::classify(
             a("203.0.113.10:50000"),
             a("203.0.113.10:50002"),
             &locals(),
             &[],
+            None,
             None,
         );
         assert_eq!(p.local_kind, CandidateType::Relay);
