@@ -108,12 +108,16 @@ struct Shard {
     listeners: Vec<(SocketAddr, Arc<UdpSocket>)>,
 }
 
+/// The route maps, looked up for every relayed packet: foldhash, seeded per map (see
+/// `floe_turn::server`'s `FastMap` for why that is safe enough here).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 struct ShardState {
     turn: TurnServer,
     /// Relay sockets bound by this shard.
-    relays: HashMap<(SocketAddr, RelayTransport), Relay>,
+    relays: FastMap<(SocketAddr, RelayTransport), Relay>,
     /// This shard's client-facing UDP sockets by local address.
-    udp: HashMap<SocketAddr, Arc<UdpSocket>>,
+    udp: FastMap<SocketAddr, Arc<UdpSocket>>,
     /// This shard's TCP/TLS clients by (local, remote).
     streams: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>,
 }
@@ -255,7 +259,7 @@ impl TurnService {
                             rand::random(),
                             now,
                         ),
-                        relays: HashMap::new(),
+                        relays: FastMap::default(),
                         udp,
                         streams: HashMap::new(),
                     }),
@@ -401,7 +405,7 @@ struct Dispatch {
 struct Binder<'a> {
     ctx: &'a Arc<Ctx>,
     shard: &'a Arc<Shard>,
-    relays: &'a mut HashMap<(SocketAddr, RelayTransport), Relay>,
+    relays: &'a mut FastMap<(SocketAddr, RelayTransport), Relay>,
 }
 
 impl RelayBinder for Binder<'_> {

@@ -1,8 +1,8 @@
 //! Allocate (RFC 8656 §7.2; RFC 6062 §5.1 for TCP relaying): request validation, relay address
 //! selection with EVEN-PORT / RESERVATION-TOKEN and dual-stack ADDITIONAL-ADDRESS-FAMILY.
 
+use super::FastMap;
 use core::net::{IpAddr, SocketAddr};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use floe_stun::attr::{
@@ -177,9 +177,9 @@ impl TurnServer {
             expires: now + lifetime,
             hard_deadline,
             dont_fragment: req.dont_fragment,
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            channel_by_peer: HashMap::new(),
+            permissions: FastMap::default(),
+            channels: FastMap::default(),
+            channel_by_peer: FastMap::default(),
             quota: Some(quota),
             credit: 0,
             throttled_until: None,

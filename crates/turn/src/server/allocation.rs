@@ -1,7 +1,7 @@
 //! One allocation (RFC 8656 §2.2): relayed transport address(es), permissions, channels, timers.
 
+use super::FastMap;
 use core::net::{IpAddr, SocketAddr};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,9 +52,9 @@ pub(crate) struct Allocation {
     /// Strict REST mode: the credential's expiry; the allocation ends then whatever refreshes.
     pub(crate) hard_deadline: Option<Instant>,
     pub(crate) dont_fragment: bool,
-    pub(crate) permissions: HashMap<IpAddr, Instant>,
-    pub(crate) channels: HashMap<u16, Channel>,
-    pub(crate) channel_by_peer: HashMap<SocketAddr, u16>,
+    pub(crate) permissions: FastMap<IpAddr, Instant>,
+    pub(crate) channels: FastMap<u16, Channel>,
+    pub(crate) channel_by_peer: FastMap<SocketAddr, u16>,
     pub(crate) quota: Option<AllocationQuota>,
     /// Bandwidth bytes already drawn from the shared quota buckets.
     pub(crate) credit: usize,
