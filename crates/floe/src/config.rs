@@ -75,6 +75,9 @@ mod tests {
             http = "127.0.0.1:8081"
             redis_url = "redis://127.0.0.1:6379/1"
             redis_node_ttl_secs = 5
+            trusted_proxies = ["10.0.0.0/8"]
+            allow_origins = ["https://app.example"]
+            max_rest_waiters = 100
             "#,
         )
         .unwrap();
@@ -84,8 +87,14 @@ mod tests {
         assert_eq!(c.turn.auth_secrets.len(), 2);
         assert_eq!(c.turn.max_tcp_connections, Some(10));
         assert_eq!(c.signal.http.port(), 8081);
-        assert_eq!(c.signal.redis_url.as_deref(), Some("redis://127.0.0.1:6379/1"));
+        assert_eq!(
+            c.signal.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6379/1")
+        );
         assert_eq!(c.signal.redis_node_ttl_secs, 5);
+        assert_eq!(c.signal.trusted_proxies[0].to_string(), "10.0.0.0/8");
+        assert_eq!(c.signal.allow_origins, ["https://app.example"]);
+        assert_eq!(c.signal.max_rest_waiters, 100);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The hub task: one tokio task owns the sans-IO [`Hub`], reads the clock, fires its timers and
 //! routes its outputs to connection tasks. Everything else talks to it through [`HubHandle`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,10 +37,6 @@ impl Bus for NodeBus {
         }
     }
 }
-
-/// Frames queued towards one WebSocket before it counts as too slow and is dropped (its session
-/// stays resumable).
-pub(crate) const OUTBOUND_QUEUE: usize = 1024;
 
 /// What a connection task writes.
 #[derive(Debug)]
@@ -201,10 +197,13 @@ fn now() -> Now {
 }
 
 /// Spawns the hub task. `bus_events` carries the events of a remote bus (Redis).
+/// `waiters_per_session` bounds the REST long-polls parked per session (the oldest is answered
+/// when a newer one would exceed it).
 pub(crate) fn spawn(
     config: HubConfig,
     bus: NodeBus,
     bus_events: Option<mpsc::UnboundedReceiver<BusEvent>>,
+    waiters_per_session: usize,
 ) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
     let hub = Hub::new(config, bus, rand::rngs::StdRng::from_entropy());
@@ -213,6 +212,8 @@ pub(crate) fn spawn(
             hub,
             sinks: HashMap::new(),
             waiters: HashMap::new(),
+            waiters_per_session: waiters_per_session.max(1),
+            prune_waiters_at: PRUNE_WAITERS_MIN,
         }
         .run(rx, bus_events),
     );
@@ -222,8 +223,15 @@ pub(crate) fn spawn(
 struct Actor {
     hub: Hub<NodeBus>,
     sinks: HashMap<ConnId, Sink>,
-    waiters: HashMap<SessionId, Vec<oneshot::Sender<()>>>,
+    /// Parked REST long-polls per session, oldest first.
+    waiters: HashMap<SessionId, VecDeque<oneshot::Sender<()>>>,
+    waiters_per_session: usize,
+    /// Sweep sessions whose every waiter is gone once the map grows past this.
+    prune_waiters_at: usize,
 }
+
+/// The smallest waiter map that is swept for finished polls.
+const PRUNE_WAITERS_MIN: usize = 1024;
 
 impl Actor {
     async fn run(
@@ -306,9 +314,7 @@ impl Actor {
                 let res = self.hub.handle_rest_poll(&session, &token, after, now());
                 if let (Ok(p), Some(w)) = (&res, watch) {
                     if p.messages.is_empty() {
-                        let list = self.waiters.entry(session).or_default();
-                        list.retain(|w| !w.is_closed());
-                        list.push(w);
+                        self.park(session, w);
                     }
                 }
                 let _ = reply.send(res);
@@ -322,6 +328,30 @@ impl Actor {
                 self.waiters.clear();
                 let _ = reply.send(());
             }
+        }
+    }
+
+    /// Parks a REST long-poll of `session`. Beyond `waiters_per_session` the oldest is answered
+    /// now (with what the mailbox holds, usually nothing): a client that lost track of its
+    /// earlier poll (a reloaded page, a dropped connection the server has not noticed) is never
+    /// locked out by it, and one session cannot pile up waiters.
+    fn park(&mut self, session: SessionId, waiter: oneshot::Sender<()>) {
+        let list = self.waiters.entry(session).or_default();
+        list.retain(|w| !w.is_closed());
+        while list.len() >= self.waiters_per_session {
+            if let Some(old) = list.pop_front() {
+                metrics::counter!("floe_signal_rest_polls_superseded_total").increment(1);
+                let _ = old.send(());
+            }
+        }
+        list.push_back(waiter);
+        if self.waiters.len() > self.prune_waiters_at {
+            // Sessions that ended or stopped polling leave entries whose polls all finished.
+            self.waiters.retain(|_, l| {
+                l.retain(|w| !w.is_closed());
+                !l.is_empty()
+            });
+            self.prune_waiters_at = (self.waiters.len() * 2).max(PRUNE_WAITERS_MIN);
         }
     }
 

@@ -10,6 +10,9 @@ use floe_signal::ice::{IceConfig, DEFAULT_TURN_TTL_SECS};
 use floe_signal::HubConfig;
 use serde::Deserialize;
 
+pub use crate::client_ip::{Cidr, CidrError};
+pub use crate::origin::OriginError;
+
 /// JWT signature algorithm for a public-key verifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 pub enum JwtAlgorithm {
@@ -73,6 +76,37 @@ pub struct SignalConfig {
     /// Multi-node: a node silent for this long is considered dead and its peers leave with
     /// `timeout`, seconds (default 10).
     pub redis_node_ttl_secs: u64,
+    /// Reverse proxies (CIDR) whose `X-Forwarded-For`/`Forwarded` headers name the client
+    /// (default none: the socket peer is the client and such headers are ignored).
+    pub trusted_proxies: Vec<Cidr>,
+    /// Web origins (`https://app.example`) allowed to use the server from another origin: CORS
+    /// for REST and `/v1/ice-servers`, and the WebSocket/REST `Origin` check (default none).
+    pub allow_origins: Vec<String>,
+    /// REST long-polls parked at once on this node; beyond, `server_busy` 503 (default 10000).
+    pub max_rest_waiters: usize,
+    /// REST long-polls parked at once per session; a newer one answers the oldest at once
+    /// (default 2).
+    pub max_rest_waiters_per_session: usize,
+    /// Longest REST long-poll, seconds (default 25; also kept below `resume_ttl_secs`).
+    pub max_poll_wait_secs: u64,
+    /// Messages returned by one REST poll (default 256).
+    pub rest_poll_batch: usize,
+    /// Time allowed between connecting and `join`/`resume`, seconds (default 10).
+    pub join_timeout_secs: u64,
+    /// Consecutive rate-limited messages after which a connection is closed (default 50).
+    pub max_rate_violations: u32,
+    /// IP addresses tracked by the join limiter; beyond, new addresses are refused until
+    /// entries age out (default 100000).
+    pub max_tracked_ips: usize,
+    /// Unacknowledged messages per session before `mailbox_overflow` (default 1024).
+    pub mailbox_max_msgs: usize,
+    /// Unacknowledged bytes per session before `mailbox_overflow` (default 1048576).
+    pub mailbox_max_bytes: usize,
+    /// Candidates held per peer pair until an offer or answer passes (default 128).
+    pub max_held_candidates: usize,
+    /// Frames queued towards one WebSocket before it counts as a slow consumer and is dropped
+    /// (default 1024).
+    pub ws_outbound_queue: usize,
 }
 
 impl std::fmt::Debug for SignalConfig {
@@ -88,6 +122,8 @@ impl std::fmt::Debug for SignalConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("redis_url", &self.redis_url.as_ref().map(|_| ".."))
             .field("redis_node_ttl_secs", &self.redis_node_ttl_secs)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("allow_origins", &self.allow_origins)
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +153,19 @@ impl Default for SignalConfig {
             shutdown_grace_ms: 1000,
             redis_url: None,
             redis_node_ttl_secs: 10,
+            trusted_proxies: Vec::new(),
+            allow_origins: Vec::new(),
+            max_rest_waiters: 10_000,
+            max_rest_waiters_per_session: 2,
+            max_poll_wait_secs: 25,
+            rest_poll_batch: hub.rest_poll_batch,
+            join_timeout_secs: hub.join_timeout.as_secs(),
+            max_rate_violations: hub.max_rate_violations,
+            max_tracked_ips: hub.max_tracked_ips,
+            mailbox_max_msgs: hub.mailbox_max_msgs,
+            mailbox_max_bytes: hub.mailbox_max_bytes,
+            max_held_candidates: hub.max_held_candidates,
+            ws_outbound_queue: 1024,
         }
     }
 }
@@ -149,6 +198,25 @@ pub enum ConfigError {
     /// `redis_url` is unusable (the message never repeats the URL: it may hold a password).
     #[error("redis_url: {0}")]
     RedisUrl(String),
+    /// An `allow_origins` entry is unusable.
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    /// The mailbox byte limit cannot hold one message.
+    #[error("mailbox_max_bytes ({mailbox}) must be at least max_message_bytes ({message})")]
+    MailboxTooSmall {
+        /// `mailbox_max_bytes`.
+        mailbox: usize,
+        /// `max_message_bytes`.
+        message: usize,
+    },
+    /// A value above its upper bound.
+    #[error("{name} must be at most {max}")]
+    TooLarge {
+        /// The key.
+        name: &'static str,
+        /// The bound.
+        max: u64,
+    },
 }
 
 impl SignalConfig {
@@ -201,10 +269,47 @@ impl SignalConfig {
             ("heartbeat_secs", self.heartbeat_secs),
             ("turn_ttl_secs", self.turn_ttl_secs),
             ("redis_node_ttl_secs", self.redis_node_ttl_secs),
+            ("max_rest_waiters", self.max_rest_waiters as u64),
+            (
+                "max_rest_waiters_per_session",
+                self.max_rest_waiters_per_session as u64,
+            ),
+            ("max_poll_wait_secs", self.max_poll_wait_secs),
+            ("rest_poll_batch", self.rest_poll_batch as u64),
+            ("join_timeout_secs", self.join_timeout_secs),
+            ("max_rate_violations", u64::from(self.max_rate_violations)),
+            ("max_tracked_ips", self.max_tracked_ips as u64),
+            ("mailbox_max_msgs", self.mailbox_max_msgs as u64),
+            ("mailbox_max_bytes", self.mailbox_max_bytes as u64),
+            ("max_held_candidates", self.max_held_candidates as u64),
+            ("ws_outbound_queue", self.ws_outbound_queue as u64),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
         }
+        // Bounds that keep timers and semaphores in range (tokio's semaphore holds at most
+        // usize::MAX >> 3 permits; a poll longer than 5 minutes only ties up a waiter).
+        let bounded = [
+            ("max_poll_wait_secs", self.max_poll_wait_secs, 300),
+            (
+                "max_ws_connections",
+                self.max_ws_connections as u64,
+                1 << 24,
+            ),
+            ("max_rest_waiters", self.max_rest_waiters as u64, 1 << 24),
+            ("ws_outbound_queue", self.ws_outbound_queue as u64, 1 << 20),
+            ("join_timeout_secs", self.join_timeout_secs, 3600),
+        ];
+        if let Some((name, _, max)) = bounded.iter().find(|(_, v, max)| v > max) {
+            return Err(ConfigError::TooLarge { name, max: *max });
+        }
+        if self.mailbox_max_bytes < self.max_message_bytes {
+            return Err(ConfigError::MailboxTooSmall {
+                mailbox: self.mailbox_max_bytes,
+                message: self.max_message_bytes,
+            });
+        }
+        self.origin_policy()?;
         if !self.turn_urls.is_empty() && self.turn_secret.is_none() {
             return Err(ConfigError::TurnWithoutSecret);
         }
@@ -222,8 +327,26 @@ impl SignalConfig {
             max_rooms: self.max_rooms,
             resume_ttl: Duration::from_secs(self.resume_ttl_secs),
             heartbeat: Duration::from_secs(self.heartbeat_secs),
-            ..HubConfig::default()
+            join_timeout: Duration::from_secs(self.join_timeout_secs),
+            max_rate_violations: self.max_rate_violations,
+            max_tracked_ips: self.max_tracked_ips,
+            mailbox_max_msgs: self.mailbox_max_msgs,
+            mailbox_max_bytes: self.mailbox_max_bytes,
+            max_held_candidates: self.max_held_candidates,
+            rest_poll_batch: self.rest_poll_batch,
         })
+    }
+
+    /// The `Origin`/CORS policy.
+    pub(crate) fn origin_policy(&self) -> Result<crate::origin::OriginPolicy, OriginError> {
+        crate::origin::OriginPolicy::new(&self.allow_origins, !self.is_production())
+    }
+
+    /// The longest REST long-poll: `max_poll_wait_secs`, kept below the resume TTL so that a
+    /// parked poll cannot outlive its session.
+    pub(crate) fn poll_wait_cap(&self) -> Duration {
+        let below_ttl = self.resume_ttl_secs.saturating_sub(1).max(1);
+        Duration::from_secs(self.max_poll_wait_secs.min(below_ttl))
     }
 }
 
@@ -304,6 +427,53 @@ pub struct SignalArgs {
     /// Multi-node: seconds after which a silent node's peers leave [default: 10].
     #[arg(long, value_name = "SECONDS")]
     pub redis_node_ttl: Option<u64>,
+    /// Clock-skew allowance for token exp/nbf [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    pub jwt_leeway: Option<u64>,
+    /// On shutdown: reconnect delay told to clients and drain time [default: 1000].
+    #[arg(long, value_name = "MILLISECONDS")]
+    pub shutdown_grace: Option<u64>,
+    /// Reverse proxy network whose X-Forwarded-For/Forwarded headers name the client
+    /// (repeatable), e.g. 10.0.0.0/8. Headers from other peers are ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Web origin allowed to use this server cross-origin (repeatable), e.g.
+    /// https://app.example; `*` for any (production mode only).
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+    /// REST long-polls parked at once on this node [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_rest_waiters: Option<usize>,
+    /// REST long-polls parked at once per session; a newer one answers the oldest [default: 2].
+    #[arg(long, value_name = "N")]
+    pub max_rest_waiters_per_session: Option<usize>,
+    /// Longest REST long-poll (at most 300, kept below --resume-ttl) [default: 25].
+    #[arg(long, value_name = "SECONDS")]
+    pub max_poll_wait: Option<u64>,
+    /// Messages returned by one REST poll [default: 256].
+    #[arg(long, value_name = "N")]
+    pub rest_poll_batch: Option<usize>,
+    /// Time allowed between connecting and join/resume [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub join_timeout: Option<u64>,
+    /// Consecutive rate-limited messages that close a connection [default: 50].
+    #[arg(long, value_name = "N")]
+    pub max_rate_violations: Option<u32>,
+    /// IP addresses tracked by the join limiter [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_tracked_ips: Option<usize>,
+    /// Unacknowledged messages per session [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub mailbox_max_msgs: Option<usize>,
+    /// Unacknowledged bytes per session (at least --max-message-bytes) [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub mailbox_max_bytes: Option<usize>,
+    /// Candidates held per peer pair before an offer/answer [default: 128].
+    #[arg(long, value_name = "N")]
+    pub max_held_candidates: Option<usize>,
+    /// Frames queued towards one WebSocket before it is dropped as too slow [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub ws_outbound_queue: Option<usize>,
 }
 
 impl SignalArgs {
@@ -345,6 +515,28 @@ impl SignalArgs {
             config.redis_url = self.redis_url;
         }
         set(&mut config.redis_node_ttl_secs, self.redis_node_ttl);
+        set(&mut config.jwt_leeway_secs, self.jwt_leeway);
+        set(&mut config.shutdown_grace_ms, self.shutdown_grace);
+        if !self.trusted_proxies.is_empty() {
+            config.trusted_proxies = self.trusted_proxies;
+        }
+        if !self.allow_origins.is_empty() {
+            config.allow_origins = self.allow_origins;
+        }
+        set(&mut config.max_rest_waiters, self.max_rest_waiters);
+        set(
+            &mut config.max_rest_waiters_per_session,
+            self.max_rest_waiters_per_session,
+        );
+        set(&mut config.max_poll_wait_secs, self.max_poll_wait);
+        set(&mut config.rest_poll_batch, self.rest_poll_batch);
+        set(&mut config.join_timeout_secs, self.join_timeout);
+        set(&mut config.max_rate_violations, self.max_rate_violations);
+        set(&mut config.max_tracked_ips, self.max_tracked_ips);
+        set(&mut config.mailbox_max_msgs, self.mailbox_max_msgs);
+        set(&mut config.mailbox_max_bytes, self.mailbox_max_bytes);
+        set(&mut config.max_held_candidates, self.max_held_candidates);
+        set(&mut config.ws_outbound_queue, self.ws_outbound_queue);
     }
 }
 
@@ -416,6 +608,162 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.starts_with("redis_url:") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn new_limits_have_keys_flags_and_validation() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            signal: SignalArgs,
+        }
+        let mut c: SignalConfig = toml::from_str(
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nallow_origins = [\"https://app.example\"]\n\
+             max_rest_waiters = 5\nmax_rest_waiters_per_session = 1\nmax_poll_wait_secs = 20\n\
+             rest_poll_batch = 8\njoin_timeout_secs = 3\nmax_rate_violations = 4\n\
+             max_tracked_ips = 100\nmailbox_max_msgs = 16\nmailbox_max_bytes = 70000\n\
+             max_held_candidates = 9\nws_outbound_queue = 64\njwt_leeway_secs = 0\n\
+             shutdown_grace_ms = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        let hub = c.hub_config().unwrap();
+        assert_eq!(
+            (
+                hub.rest_poll_batch,
+                hub.max_held_candidates,
+                hub.mailbox_max_msgs
+            ),
+            (8, 9, 16)
+        );
+        assert_eq!(hub.join_timeout, Duration::from_secs(3));
+        assert_eq!((hub.max_rate_violations, hub.max_tracked_ips), (4, 100));
+        let cli = Cli::try_parse_from([
+            "x",
+            "--trusted-proxy",
+            "192.0.2.0/24",
+            "--trusted-proxy",
+            "2001:db8::/32",
+            "--allow-origin",
+            "https://b.example",
+            "--max-rest-waiters",
+            "7",
+            "--max-rest-waiters-per-session",
+            "3",
+            "--max-poll-wait",
+            "10",
+            "--rest-poll-batch",
+            "2",
+            "--join-timeout",
+            "4",
+            "--max-rate-violations",
+            "5",
+            "--max-tracked-ips",
+            "6",
+            "--mailbox-max-msgs",
+            "7",
+            "--mailbox-max-bytes",
+            "65536",
+            "--max-held-candidates",
+            "8",
+            "--ws-outbound-queue",
+            "9",
+            "--jwt-leeway",
+            "1",
+            "--shutdown-grace",
+            "200",
+        ])
+        .unwrap();
+        cli.signal.apply(&mut c);
+        assert_eq!(c.trusted_proxies[1].to_string(), "2001:db8::/32");
+        assert_eq!(c.allow_origins, vec!["https://b.example".to_string()]);
+        assert_eq!(
+            (
+                c.max_rest_waiters,
+                c.max_rest_waiters_per_session,
+                c.max_poll_wait_secs
+            ),
+            (7, 3, 10)
+        );
+        assert_eq!((c.rest_poll_batch, c.join_timeout_secs), (2, 4));
+        assert_eq!((c.max_rate_violations, c.max_tracked_ips), (5, 6));
+        assert_eq!((c.mailbox_max_msgs, c.mailbox_max_bytes), (7, 65536));
+        assert_eq!((c.max_held_candidates, c.ws_outbound_queue), (8, 9));
+        assert_eq!((c.jwt_leeway_secs, c.shutdown_grace_ms), (1, 200));
+        assert!(c.hub_config().is_ok());
+        assert!(Cli::try_parse_from(["x", "--trusted-proxy", "10.0.0.0/40"]).is_err());
+        assert!(toml::from_str::<SignalConfig>("trusted_proxies = [\"nope\"]").is_err());
+
+        for name in [
+            "max_rest_waiters",
+            "max_rest_waiters_per_session",
+            "max_poll_wait_secs",
+            "rest_poll_batch",
+            "join_timeout_secs",
+            "max_rate_violations",
+            "max_tracked_ips",
+            "mailbox_max_msgs",
+            "max_held_candidates",
+            "ws_outbound_queue",
+        ] {
+            let c: SignalConfig = toml::from_str(&format!("{name} = 0")).unwrap();
+            let e = c
+                .hub_config()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert_eq!(e, format!("{name} must be at least 1"));
+        }
+        let c = SignalConfig {
+            mailbox_max_bytes: 1000,
+            ..SignalConfig::default()
+        };
+        assert!(matches!(
+            c.hub_config(),
+            Err(ConfigError::MailboxTooSmall { .. })
+        ));
+        let c = SignalConfig {
+            max_poll_wait_secs: 301,
+            ..SignalConfig::default()
+        };
+        assert!(matches!(
+            c.hub_config(),
+            Err(ConfigError::TooLarge {
+                name: "max_poll_wait_secs",
+                ..
+            })
+        ));
+        let c = SignalConfig {
+            allow_origins: vec!["*".into()],
+            ..SignalConfig::default()
+        };
+        assert!(matches!(
+            c.hub_config(),
+            Err(ConfigError::Origin(OriginError::WildcardInDevelopment))
+        ));
+        let c = SignalConfig {
+            allow_origins: vec!["https://app.example/path".into()],
+            jwt_secret: Some("k".into()),
+            ..SignalConfig::default()
+        };
+        assert!(matches!(
+            c.hub_config(),
+            Err(ConfigError::Origin(OriginError::Invalid(_)))
+        ));
+    }
+
+    #[test]
+    fn long_polls_stay_below_the_resume_ttl() {
+        assert_eq!(
+            SignalConfig::default().poll_wait_cap(),
+            Duration::from_secs(25)
+        );
+        let c = SignalConfig {
+            resume_ttl_secs: 10,
+            ..SignalConfig::default()
+        };
+        assert_eq!(c.poll_wait_cap(), Duration::from_secs(9));
     }
 
     #[test]

@@ -18,13 +18,18 @@
 //! [`SignalServer`] for the optional metrics hook. With `redis_url` set, rooms are shared with
 //! other nodes through Redis (`redis_bus`: Lua scripts for membership, pub/sub for events).
 //! Without it, in-process [`floe_signal::bus::LocalBus`].
+//! The client IP comes from the socket peer, or from `X-Forwarded-For`/`Forwarded` when the peer
+//! is a `--trusted-proxy` (`client_ip`); `origin` decides which web pages may use the server
+//! (the `Origin` check and CORS, `--allow-origin`).
 //! Flags: [`SignalArgs`]; config file section:
 //! [`SignalConfig`]. docs/signalling.md documents the protocol.
 #![forbid(unsafe_code)]
 
 mod actor;
 pub mod assets;
+mod client_ip;
 pub mod config;
+mod origin;
 mod redis_bus;
 mod server;
 

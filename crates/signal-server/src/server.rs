@@ -9,7 +9,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,15 +25,14 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use floe_signal::bus::LocalBus;
 
-use crate::actor::{self, HubHandle, NodeBus, Outbound, OUTBOUND_QUEUE};
+use crate::actor::{self, HubHandle, NodeBus, Outbound};
+use crate::client_ip::{client_ip, Cidr};
 use crate::config::{ConfigError, SignalConfig};
+use crate::origin::{self, OriginPolicy, Verdict};
 use crate::redis_bus::{self, RedisSettings};
 
 /// Renders the Prometheus text exposition for `GET /metrics`.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
-
-/// Longest REST long-poll, seconds.
-const MAX_POLL_WAIT_SECS: u64 = 25;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +110,13 @@ impl SignalServer {
                 (NodeBus::Redis(bus), Some(events), Some(driver))
             }
         };
-        let (hub, hub_task) = actor::spawn(hub_config, bus, bus_events);
+        let origins = self.config.origin_policy().map_err(ConfigError::from)?;
+        let (hub, hub_task) = actor::spawn(
+            hub_config,
+            bus,
+            bus_events,
+            self.config.max_rest_waiters_per_session,
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let conn_limit = Arc::new(Semaphore::new(self.config.max_ws_connections));
         let state = AppState(Arc::new(Inner {
@@ -118,6 +124,11 @@ impl SignalServer {
             auth,
             ice,
             conn_limit: conn_limit.clone(),
+            rest_waiters: Arc::new(Semaphore::new(self.config.max_rest_waiters)),
+            poll_wait_cap: self.config.poll_wait_cap(),
+            outbound_queue: self.config.ws_outbound_queue,
+            trusted_proxies: self.config.trusted_proxies.clone(),
+            origins,
             max_message_bytes: self.config.max_message_bytes,
             metrics: self.metrics,
             stop: stop_rx,
@@ -164,19 +175,29 @@ struct Inner {
     auth: Auth,
     ice: IceConfig,
     conn_limit: Arc<Semaphore>,
+    /// Parked REST long-polls (`max_rest_waiters`).
+    rest_waiters: Arc<Semaphore>,
+    /// Longest REST long-poll.
+    poll_wait_cap: Duration,
+    /// Frames queued towards one WebSocket (`ws_outbound_queue`).
+    outbound_queue: usize,
+    trusted_proxies: Vec<Cidr>,
+    origins: OriginPolicy,
     max_message_bytes: usize,
     metrics: Option<MetricsRender>,
     stop: watch::Receiver<bool>,
 }
 
+impl Inner {
+    /// The client's address: the socket peer, or what a trusted proxy says (`client_ip`).
+    fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        client_ip(peer.ip(), headers, &self.trusted_proxies)
+    }
+}
+
 fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/index.html", get(index))
-        .route("/floe.js", get(client_js))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .route("/v1/ws", get(ws_upgrade))
+    // The routes a page on another origin may call (CORS, preflight, `Origin` check).
+    let api = Router::new()
         .route("/v1/ice-servers", get(ice_servers))
         .route("/v1/rest/join", post(rest_join))
         .route(
@@ -187,7 +208,43 @@ fn router(state: AppState) -> Router {
             "/v1/rest/sessions/{session}",
             axum::routing::delete(rest_leave),
         )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors));
+    Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/floe.js", get(client_js))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/ws", get(ws_upgrade))
+        .merge(api)
         .with_state(state)
+}
+
+/// CORS for the API routes: refuses pages the origin policy refuses (`forbidden`), answers
+/// preflights for allowed origins, and marks allowed cross-origin answers readable.
+async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let verdict = state.0.origins.check(req.headers());
+    let request_headers = req.headers().clone();
+    let preflight = req.method() == Method::OPTIONS;
+    let mut resp = match (verdict, preflight) {
+        (Verdict::Refused, _) => refuse(ErrorCode::Forbidden, state.0.origins.refusal()),
+        (Verdict::Cors, true) => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            origin::preflight_headers(r.headers_mut());
+            r
+        }
+        (_, true) => refuse(
+            ErrorCode::Forbidden,
+            "cross-origin requests need --allow-origin for this page's origin",
+        ),
+        (_, false) => next.run(req).await,
+    };
+    if verdict == Verdict::Cors {
+        origin::allow_headers(&request_headers, resp.headers_mut());
+    }
+    resp.headers_mut()
+        .append(header::VARY, HeaderValue::from_static("origin"));
+    resp
 }
 
 // ---- errors -------------------------------------------------------------------------------
@@ -214,33 +271,6 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
 
 fn gone() -> Response {
     refuse(ErrorCode::ServerShutdown, "the server is shutting down")
-}
-
-/// Development mode: a page from a non-local origin must not use a developer's localhost server
-/// (a malicious site could otherwise join rooms through the visitor's browser).
-fn origin_refused(state: &Inner, headers: &HeaderMap) -> Option<Response> {
-    if state.auth.is_production() {
-        return None;
-    }
-    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("");
-    let local = origin_host(origin).is_some_and(|h| {
-        h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(is_loopback)
-    });
-    (!local).then(|| {
-        refuse(
-            ErrorCode::Forbidden,
-            "development mode accepts pages served from localhost only",
-        )
-    })
-}
-
-/// The host of an `Origin` header value (`scheme://host[:port]`), without IPv6 brackets.
-fn origin_host(origin: &str) -> Option<&str> {
-    let authority = origin.split_once("://")?.1;
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split_once(']').map(|(h, _)| h);
-    }
-    Some(authority.rsplit_once(':').map_or(authority, |(h, _)| h))
 }
 
 // ---- static files and small routes --------------------------------------------------------
@@ -309,14 +339,11 @@ async fn ice_servers(
     let now = unix_now();
     let user = match &state.0.auth {
         Auth::Development => {
-            if !is_loopback(addr.ip()) {
+            if !is_loopback(state.0.client_ip(addr, &headers)) {
                 return refuse(
                     ErrorCode::AuthRequired,
                     "development mode serves localhost only",
                 );
-            }
-            if let Some(r) = origin_refused(&state.0, &headers) {
-                return r;
             }
             "anonymous".to_string()
         }
@@ -351,9 +378,12 @@ async fn ws_upgrade(
     if *state.0.stop.borrow() {
         return gone();
     }
-    if let Some(r) = origin_refused(&state.0, &headers) {
-        return r;
+    // Development mode: a page from a non-local origin must not use a developer's localhost
+    // server (a malicious site could otherwise join rooms through the visitor's browser).
+    if state.0.origins.check(&headers) == Verdict::Refused {
+        return refuse(ErrorCode::Forbidden, state.0.origins.refusal());
     }
+    let ip = state.0.client_ip(addr, &headers);
     let Ok(permit) = state.0.conn_limit.clone().try_acquire_owned() else {
         return refuse(
             ErrorCode::ServerBusy,
@@ -366,14 +396,14 @@ async fn ws_upgrade(
     ws.max_message_size(hard_cap)
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| async move {
-            connection(socket, addr.ip(), state).await;
+            connection(socket, ip, state).await;
             drop(permit);
         })
 }
 
 async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
     let hub = state.0.hub.clone();
-    let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let (tx, mut rx) = mpsc::channel(state.0.outbound_queue);
     let Ok(conn) = hub.connect(ip, tx).await else {
         return;
     };
@@ -425,20 +455,6 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
     hub.disconnect(conn).await;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origin_hosts() {
-        assert_eq!(origin_host("http://localhost:8080"), Some("localhost"));
-        assert_eq!(origin_host("http://127.0.0.1"), Some("127.0.0.1"));
-        assert_eq!(origin_host("http://[::1]:80"), Some("::1"));
-        assert_eq!(origin_host("https://evil.example"), Some("evil.example"));
-        assert_eq!(origin_host("null"), None);
-    }
-}
-
 fn is_capacity_error(e: axum::Error) -> bool {
     e.into_inner()
         .downcast::<tokio_tungstenite::tungstenite::Error>()
@@ -478,18 +494,13 @@ async fn rest_join(
     if *state.0.stop.borrow() {
         return gone();
     }
-    if let Some(r) = origin_refused(&state.0, req.headers()) {
-        return r;
-    }
+    let ip = state.0.client_ip(addr, req.headers());
     let body = match read_body(&state.0, req.into_body()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let answer = tokio::time::timeout(
-        Duration::from_secs(10),
-        state.0.hub.rest_join(addr.ip(), body),
-    )
-    .await;
+    let answer =
+        tokio::time::timeout(Duration::from_secs(10), state.0.hub.rest_join(ip, body)).await;
     match answer {
         Ok(Ok(ServerMsg::Error(e))) => error_response(e),
         Ok(Ok(msg)) => Json(msg).into_response(),
@@ -546,7 +557,13 @@ struct PollQuery {
 }
 
 /// `GET /v1/rest/sessions/{session}/messages?after=N&wait=S`: acknowledges up to `after` and
-/// answers `{"messages":[...],"lastSeq":N}`, waiting up to `wait` seconds (max 25) for one.
+/// answers `{"messages":[...],"lastSeq":N}`, waiting up to `wait` seconds (max
+/// `max_poll_wait_secs`) for one.
+///
+/// Bounds: a poll that has to park needs one of `max_rest_waiters` permits (else 503
+/// `server_busy`; a poll that finds messages is answered anyway), and the hub task keeps at
+/// most `max_rest_waiters_per_session` parked per session, answering the oldest at once when a
+/// newer one arrives.
 async fn rest_poll(
     State(state): State<AppState>,
     Path(session): Path<String>,
@@ -557,10 +574,17 @@ async fn rest_poll(
         Ok(t) => t,
         Err(r) => return *r,
     };
-    let wait = Duration::from_secs(q.wait.min(MAX_POLL_WAIT_SECS));
+    let wait = Duration::from_secs(q.wait).min(state.0.poll_wait_cap);
     let hub = &state.0.hub;
+    // Taken before the first poll so that the hub only parks (and supersedes older polls for)
+    // a poll that will really wait.
+    let permit = if wait.is_zero() {
+        None
+    } else {
+        state.0.rest_waiters.clone().try_acquire_owned().ok()
+    };
     let (watch_tx, watch_rx) = oneshot::channel();
-    let watch = (!wait.is_zero()).then_some(watch_tx);
+    let watch = permit.is_some().then_some(watch_tx);
     let first = match hub
         .rest_poll(session.clone(), token.clone(), q.after, watch)
         .await
@@ -569,12 +593,21 @@ async fn rest_poll(
         Err(_) => return gone(),
     };
     let poll = match first {
+        Ok(p) if p.messages.is_empty() && !wait.is_zero() && permit.is_none() => {
+            return refuse(
+                ErrorCode::ServerBusy,
+                "too many long-polls are waiting on this node; retry shortly",
+            );
+        }
         Ok(p) if p.messages.is_empty() && !wait.is_zero() => {
+            // Counted until this future ends or is dropped (the client went away).
+            let parked = Parked::new(permit);
             let mut stop = state.0.stop.clone();
             tokio::select! {
                 _ = tokio::time::timeout(wait, watch_rx) => {}
                 _ = stop.wait_for(|s| *s) => {}
             }
+            drop(parked);
             match hub.rest_poll(session, token, q.after, None).await {
                 Ok(r) => r,
                 Err(_) => return gone(),
@@ -585,6 +618,24 @@ async fn rest_poll(
     match poll {
         Ok(p) => Json(json!({ "messages": p.messages, "lastSeq": p.last_seq })).into_response(),
         Err(e) => error_response(e),
+    }
+}
+
+/// A parked long-poll: holds its `max_rest_waiters` permit and counts in the
+/// `floe_signal_rest_waiters` gauge while it lives.
+struct Parked(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Parked {
+    fn new(permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
+        metrics::gauge!("floe_signal_rest_waiters").increment(1.0);
+        Self(permit)
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        metrics::gauge!("floe_signal_rest_waiters").decrement(1.0);
+        self.0.take();
     }
 }
 

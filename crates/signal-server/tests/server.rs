@@ -89,6 +89,22 @@ impl Ws {
             .expect("connect in time")?;
         Ok(Self { inner })
     }
+    /// Connects with extra request headers; answers the HTTP status of a refused upgrade.
+    async fn connect_with(addr: SocketAddr, headers: &[(&str, &str)]) -> Result<Self, u16> {
+        let mut req = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
+        for (k, v) in headers {
+            let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes());
+            req.headers_mut().append(name.unwrap(), v.parse().unwrap());
+        }
+        match tokio::time::timeout(T, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("connect in time")
+        {
+            Ok((inner, _)) => Ok(Self { inner }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+            Err(e) => panic!("unexpected WebSocket error {e:?}"),
+        }
+    }
     async fn send(&mut self, v: Value) {
         self.inner
             .send(Message::Text(v.to_string().into()))
@@ -146,6 +162,18 @@ async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, Value) {
+    let (status, _, body) = http_full(addr, method, path, headers, body).await;
+    (status, body)
+}
+
+/// [`http`] that also returns the response head (status line and headers, lower-cased).
+async fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Value) {
     let mut s = tokio::time::timeout(T, TcpStream::connect(addr))
         .await
         .unwrap()
@@ -167,9 +195,10 @@ async fn http(
         .unwrap();
     let text = String::from_utf8_lossy(&buf);
     let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (
         status,
+        head.to_ascii_lowercase(),
         serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
     )
 }
@@ -658,5 +687,529 @@ async fn silent_connections_are_closed_by_the_heartbeat_timer_and_resume_works()
     a2.send(json!({"type":"resume","session":wa["session"],"resumeToken":wa["resumeToken"]}))
         .await;
     assert_eq!(a2.recv().await["type"], "resumed");
+    s.stop().await;
+}
+
+fn token_for_any_room() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let claims = Claims {
+        room: "*".into(),
+        peer: None,
+        perms: None,
+        exp,
+        nbf: None,
+        iat: None,
+    };
+    mint_hs256(b"k3y", &claims).unwrap()
+}
+
+/// REST join in `room` with extra headers; answers (status, body).
+async fn rest_join_with(
+    addr: SocketAddr,
+    room: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    let body = json!({"type":"join","v":1,"room":room,"token":token});
+    http(
+        addr,
+        "POST",
+        "/v1/rest/join",
+        &h,
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+async fn metrics_text(addr: SocketAddr) -> String {
+    let (st, body) = http(addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(st, 200);
+    body.as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_newer_long_poll_answers_the_older_one_of_the_same_session() {
+    let s = Server::start(SignalConfig {
+        max_rest_waiters_per_session: 1,
+        ..SignalConfig::default()
+    })
+    .await;
+    let (mut a, _) = s.join("r", "alice").await;
+    let (st, w) = rest_join_with(s.addr, "r", None, &[]).await;
+    assert_eq!(st, 200, "{w}");
+    a.recv().await; // peer_joined
+    let peer = w["peer"].as_str().unwrap().to_string();
+    let path = format!(
+        "/v1/rest/sessions/{}/messages?after=0&wait=20",
+        w["session"].as_str().unwrap()
+    );
+    let auth = format!("Bearer {}", w["resumeToken"].as_str().unwrap());
+    let poll = |path: String, auth: String| {
+        let addr = s.addr;
+        tokio::spawn(
+            async move { http(addr, "GET", &path, &[("authorization", &auth)], b"").await },
+        )
+    };
+    let mut first = poll(path.clone(), auth.clone());
+    let mut second = poll(path.clone(), auth.clone());
+    // Whichever reached the hub first is answered at once, empty, when the other parks.
+    let (answered, mut parked) = tokio::select! {
+        r = &mut first => (r.unwrap(), second),
+        r = &mut second => (r.unwrap(), first),
+        () = tokio::time::sleep(T) => panic!("no long-poll was superseded"),
+    };
+    assert_eq!(answered, (200, json!({"messages": [], "lastSeq": 0})));
+    assert!(!parked.is_finished());
+    a.send(json!({"type":"data","to":peer,"data":"hi"})).await;
+    let (st, got) = tokio::time::timeout(T, &mut parked)
+        .await
+        .expect("the remaining poll is woken")
+        .unwrap();
+    assert_eq!((st, got["messages"][0]["data"].as_str()), (200, Some("hi")));
+    let text = metrics_text(s.addr).await;
+    assert!(
+        text.contains("floe_signal_rest_polls_superseded_total"),
+        "{text}"
+    );
+    assert!(text.contains("floe_signal_rest_waiters"), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn parked_long_polls_are_capped_per_node_with_server_busy() {
+    let s = Server::start(SignalConfig {
+        max_rest_waiters: 1,
+        ..SignalConfig::default()
+    })
+    .await;
+    let (mut a, _) = s.join("r", "alice").await;
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let (st, w) = rest_join_with(s.addr, "r", None, &[]).await;
+        assert_eq!(st, 200, "{w}");
+        sessions.push((
+            w["peer"].as_str().unwrap().to_string(),
+            format!(
+                "/v1/rest/sessions/{}/messages",
+                w["session"].as_str().unwrap()
+            ),
+            format!("Bearer {}", w["resumeToken"].as_str().unwrap()),
+        ));
+    }
+    let poll = |path: String, auth: String| {
+        let addr = s.addr;
+        tokio::spawn(
+            async move { http(addr, "GET", &path, &[("authorization", &auth)], b"").await },
+        )
+    };
+    let (p1, path1, auth1) = sessions[0].clone();
+    let (p2, path2, auth2) = sessions[1].clone();
+    // Two waits of session 1 (after its peer_joined about session 2) race for the one permit:
+    // exactly one is refused, the other parks.
+    let mut x = poll(format!("{path1}?after=1&wait=20"), auth1.clone());
+    let mut y = poll(format!("{path1}?after=1&wait=20"), auth1.clone());
+    let (refused, mut parked) = tokio::select! {
+        r = &mut x => (r.unwrap(), y),
+        r = &mut y => (r.unwrap(), x),
+        () = tokio::time::sleep(T) => panic!("no long-poll was refused"),
+    };
+    assert_eq!(
+        (refused.0, refused.1["code"].as_str()),
+        (503, Some("server_busy")),
+        "{refused:?}"
+    );
+    // Session 2 is refused while it would have to wait, but not when it need not wait.
+    let (st, e) = http(
+        s.addr,
+        "GET",
+        &format!("{path2}?after=0&wait=5"),
+        &[("authorization", &auth2)],
+        b"",
+    )
+    .await;
+    assert_eq!((st, e["code"].as_str()), (503, Some("server_busy")));
+    let (st, v) = http(
+        s.addr,
+        "GET",
+        &format!("{path2}?after=0&wait=0"),
+        &[("authorization", &auth2)],
+        b"",
+    )
+    .await;
+    assert_eq!((st, v["messages"].as_array().map(Vec::len)), (200, Some(0)));
+    a.send(json!({"type":"data","to":p2,"data":"for two"}))
+        .await;
+    a.send(json!({"type":"data","to":p1,"data":"for one"}))
+        .await;
+    let (st, got) = tokio::time::timeout(T, &mut parked).await.unwrap().unwrap();
+    assert_eq!(
+        (st, got["messages"][0]["data"].as_str()),
+        (200, Some("for one"))
+    );
+    // Messages waiting: answered even at the cap (the permit is free again by now anyway).
+    let (st, v) = http(
+        s.addr,
+        "GET",
+        &format!("{path2}?after=0&wait=5"),
+        &[("authorization", &auth2)],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (st, v["messages"][0]["data"].as_str()),
+        (200, Some("for two"))
+    );
+    let text = metrics_text(s.addr).await;
+    assert!(
+        text.contains("floe_signal_errors_total{code=\"server_busy\"}"),
+        "{text}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn forwarded_headers_count_only_from_trusted_proxies() {
+    let xff = [("x-forwarded-for", "192.0.2.1")];
+    let fwd = [("forwarded", "for=192.0.2.1")];
+    // Development mode, the loopback peer is not a trusted proxy: spoofed headers are ignored
+    // (had they been believed, the remote address would be refused in development mode).
+    let s = Server::start(SignalConfig {
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..SignalConfig::default()
+    })
+    .await;
+    for h in [&xff[..], &fwd[..]] {
+        let (st, w) = rest_join_with(s.addr, "r", None, h).await;
+        assert_eq!((st, w["type"].as_str()), (200, Some("welcome")), "{w}");
+    }
+    let mut ws = Ws::connect_with(s.addr, &xff).await.unwrap();
+    ws.send(json!({"type":"join","v":1,"room":"r"})).await;
+    assert_eq!(ws.recv().await["type"], "welcome");
+    assert_eq!(
+        http(s.addr, "GET", "/v1/ice-servers", &xff, b"").await.0,
+        200
+    );
+    s.stop().await;
+
+    // Behind a trusted local proxy the forwarded client is remote: development mode refuses it.
+    let s = Server::start(SignalConfig {
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..SignalConfig::default()
+    })
+    .await;
+    for h in [
+        &xff[..],
+        &fwd[..],
+        &[("x-forwarded-for", "192.0.2.1, 127.0.0.1")][..],
+    ] {
+        let (st, e) = rest_join_with(s.addr, "r", None, h).await;
+        assert_eq!(
+            (st, e["code"].as_str()),
+            (401, Some("auth_required")),
+            "{h:?}"
+        );
+    }
+    let (st, e) = http(s.addr, "GET", "/v1/ice-servers", &xff, b"").await;
+    assert_eq!((st, e["code"].as_str()), (401, Some("auth_required")));
+    let mut ws = Ws::connect_with(s.addr, &xff).await.unwrap();
+    ws.send(json!({"type":"join","v":1,"room":"r"})).await;
+    ws.expect_error("auth_required").await;
+    let (st, _) = rest_join_with(s.addr, "r", None, &[]).await;
+    assert_eq!(st, 200, "the proxy itself is local");
+    s.stop().await;
+
+    // Production mode: the join budget is per forwarded client, the right-most untrusted hop.
+    let token = token_for_any_room();
+    let s = Server::start(SignalConfig {
+        jwt_secret: Some("k3y".into()),
+        joins_per_min_per_ip: 1,
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+        ..SignalConfig::default()
+    })
+    .await;
+    let join = |h: &'static str, v: &'static str| {
+        let (addr, token) = (s.addr, token.clone());
+        async move { rest_join_with(addr, "r", Some(&token), &[(h, v)]).await }
+    };
+    assert_eq!(
+        join("x-forwarded-for", "203.0.113.9, 192.0.2.1").await.0,
+        200
+    );
+    let (st, e) = join("x-forwarded-for", "192.0.2.1").await;
+    assert_eq!((st, e["code"].as_str()), (429, Some("join_rate_limited")));
+    let (st, e) = join("forwarded", "for=192.0.2.1").await;
+    assert_eq!((st, e["code"].as_str()), (429, Some("join_rate_limited")));
+    assert_eq!(join("x-forwarded-for", "192.0.2.1, 192.0.2.2").await.0, 200);
+    assert_eq!(join("forwarded", "for=\"[2001:db8::7]:443\"").await.0, 200);
+    let mut ws = Ws::connect_with(s.addr, &[("x-forwarded-for", "192.0.2.1")])
+        .await
+        .unwrap();
+    ws.send(json!({"type":"join","v":1,"room":"r","token":token}))
+        .await;
+    ws.expect_error("join_rate_limited").await;
+    s.stop().await;
+
+    // Production mode, untrusted peer: every forged address is the same socket peer.
+    let s = Server::start(SignalConfig {
+        jwt_secret: Some("k3y".into()),
+        joins_per_min_per_ip: 1,
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..SignalConfig::default()
+    })
+    .await;
+    let t = Some(token.as_str());
+    assert_eq!(
+        rest_join_with(s.addr, "r", t, &[("x-forwarded-for", "192.0.2.1")])
+            .await
+            .0,
+        200
+    );
+    let (st, e) = rest_join_with(s.addr, "r", t, &[("x-forwarded-for", "192.0.2.2")]).await;
+    assert_eq!((st, e["code"].as_str()), (429, Some("join_rate_limited")));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cors_and_origin_checks_follow_the_allow_list() {
+    let token = token_for_any_room();
+    let auth = format!("Bearer {token}");
+    let s = Server::start(SignalConfig {
+        jwt_secret: Some("k3y".into()),
+        allow_origins: vec!["https://app.example".into()],
+        ..SignalConfig::default()
+    })
+    .await;
+    let app = ("origin", "https://app.example");
+    let evil = ("origin", "https://evil.example");
+    let preflight = [
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "authorization, content-type",
+        ),
+    ];
+    let (st, head, _) = http_full(
+        s.addr,
+        "OPTIONS",
+        "/v1/rest/join",
+        &[app, preflight[0], preflight[1]],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 204, "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: https://app.example"),
+        "{head}"
+    );
+    assert!(
+        head.contains("access-control-allow-headers: authorization, content-type"),
+        "{head}"
+    );
+    assert!(
+        head.contains("access-control-allow-methods: get, post, delete"),
+        "{head}"
+    );
+    assert!(!head.contains("access-control-allow-credentials"), "{head}");
+    let (st, head, e) = http_full(
+        s.addr,
+        "OPTIONS",
+        "/v1/rest/sessions/0123456789abcdef/messages",
+        &[evil, preflight[0]],
+        b"",
+    )
+    .await;
+    assert_eq!((st, e["code"].as_str()), (403, Some("forbidden")));
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    let (st, head, v) = http_full(
+        s.addr,
+        "GET",
+        "/v1/ice-servers",
+        &[app, ("authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        head.contains("access-control-allow-origin: https://app.example"),
+        "{head}"
+    );
+    assert!(head.contains("vary: origin"), "{head}");
+    let (st, e) = http(
+        s.addr,
+        "GET",
+        "/v1/ice-servers",
+        &[evil, ("authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!((st, e["code"].as_str()), (403, Some("forbidden")));
+    let (st, e) = rest_join_with(s.addr, "r", Some(&token), &[evil]).await;
+    assert_eq!((st, e["code"].as_str()), (403, Some("forbidden")));
+    let (st, head, w) = http_full(
+        s.addr,
+        "POST",
+        "/v1/rest/join",
+        &[app, ("content-type", "application/json")],
+        json!({"type":"join","v":1,"room":"r","token":token})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!((st, w["type"].as_str()), (200, Some("welcome")));
+    assert!(
+        head.contains("access-control-allow-origin: https://app.example"),
+        "{head}"
+    );
+    // No Origin (not a browser): served, no CORS headers.
+    let (st, head, _) = http_full(
+        s.addr,
+        "GET",
+        "/v1/ice-servers",
+        &[("authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    // The WebSocket honours the same list; same-origin pages (the demo page) always pass.
+    assert_eq!(Ws::connect_with(s.addr, &[evil]).await.err(), Some(403));
+    assert!(Ws::connect_with(s.addr, &[app]).await.is_ok());
+    let same = format!("http://{}", s.addr);
+    assert!(Ws::connect_with(s.addr, &[("origin", &same)]).await.is_ok());
+    s.stop().await;
+
+    // Production without a list: any page may use the WebSocket (a token is still needed), but
+    // cross-origin REST answers carry no CORS headers and preflights are refused.
+    let s = Server::start(SignalConfig {
+        jwt_secret: Some("k3y".into()),
+        ..SignalConfig::default()
+    })
+    .await;
+    let (st, head, _) = http_full(
+        s.addr,
+        "GET",
+        "/v1/ice-servers",
+        &[evil, ("authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    let (st, _) = http(
+        s.addr,
+        "OPTIONS",
+        "/v1/rest/join",
+        &[evil, preflight[0]],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 403);
+    assert!(Ws::connect_with(s.addr, &[evil]).await.is_ok());
+    s.stop().await;
+
+    // Development mode: localhost pages get CORS (a front-end dev server on another port).
+    let s = Server::start(SignalConfig::default()).await;
+    let local = ("origin", "http://localhost:5173");
+    let (st, head, _) = http_full(
+        s.addr,
+        "OPTIONS",
+        "/v1/rest/join",
+        &[local, preflight[0]],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 204);
+    assert!(
+        head.contains("access-control-allow-origin: http://localhost:5173"),
+        "{head}"
+    );
+    assert_eq!(
+        http(
+            s.addr,
+            "OPTIONS",
+            "/v1/rest/join",
+            &[evil, preflight[0]],
+            b""
+        )
+        .await
+        .0,
+        403
+    );
+    s.stop().await;
+
+    // "*" would open a developer's local server to every web site: refused at start.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = SignalServer::new(SignalConfig {
+        allow_origins: vec!["*".into()],
+        ..SignalConfig::default()
+    })
+    .run(listener, std::future::pending())
+    .await
+    .expect_err("refused at start");
+    assert!(
+        err.to_string()
+            .contains("\"*\" is refused in development mode"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn hub_limits_from_the_config_take_effect() {
+    let s = Server::start(SignalConfig {
+        join_timeout_secs: 1,
+        max_held_candidates: 1,
+        rest_poll_batch: 1,
+        mailbox_max_msgs: 4,
+        ..SignalConfig::default()
+    })
+    .await;
+    let mut idle = s.ws().await;
+    let e = idle.expect_error("join_timeout").await;
+    assert_eq!(e["fatal"], true);
+    assert_eq!(idle.expect_close().await, (1008, "join_timeout".into()));
+    let (mut a, _) = s.join("r", "alice").await;
+    let (st, w) = rest_join_with(s.addr, "r", None, &[]).await;
+    assert_eq!(st, 200);
+    a.recv().await;
+    let peer = w["peer"].as_str().unwrap();
+    let cand = json!({"type":"candidate","to":peer,"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host"});
+    a.send(cand.clone()).await;
+    a.send(cand).await;
+    a.expect_error("candidate_buffer_full").await;
+    for i in 0..2 {
+        a.send(json!({"type":"data","to":peer,"data":i})).await;
+    }
+    a.send(json!({"type":"ping"})).await;
+    assert_eq!(a.recv().await["type"], "pong");
+    let path = format!(
+        "/v1/rest/sessions/{}/messages?after=0",
+        w["session"].as_str().unwrap()
+    );
+    let auth = format!("Bearer {}", w["resumeToken"].as_str().unwrap());
+    let (st, v) = http(s.addr, "GET", &path, &[("authorization", &auth)], b"").await;
+    assert_eq!(
+        (
+            st,
+            v["messages"].as_array().map(Vec::len),
+            v["lastSeq"].as_u64()
+        ),
+        (200, Some(1), Some(2))
+    );
+    // Three more unacknowledged messages overflow the 4-message mailbox: the session ends.
+    for i in 0..3 {
+        a.send(json!({"type":"data","to":peer,"data":i})).await;
+    }
+    let left = a.recv().await;
+    assert_eq!(
+        (left["type"].as_str(), left["reason"].as_str()),
+        (Some("peer_left"), Some("overflow")),
+        "{left}"
+    );
     s.stop().await;
 }

@@ -68,6 +68,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut signal = std::mem::take(&mut file.signal);
     args.signal.apply(&mut signal);
+    // Refuse a bad signalling configuration before starting anything (checked again at run).
+    signal.hub_config().context("signalling configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -55,6 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: SignalConfig) -> anyhow::Result<()> {
+    // Refuse a bad configuration before binding anything (the server checks again).
+    config.hub_config().context("signalling configuration")?;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
