@@ -692,6 +692,23 @@ fn unknown_methods_and_stray_messages() {
 }
 
 #[test]
+fn unauthenticated_answers_over_tcp_are_not_rate_limited() {
+    // The handshake proved the source; a dropped 401 would leave the client waiting 39.5 s.
+    let mut cfg = config();
+    cfg.rate_limit.per_source_burst = 3;
+    cfg.rate_limit.per_source_per_sec = 1;
+    let mut h = Harness::with(cfg, Default::default());
+    for transport in [Transport::Tcp, Transport::Tls] {
+        let mut c = TestClient::new(transport, "203.0.113.5:40000", "alice", "alice-pw");
+        for _ in 0..10 {
+            let req = c.request(Method::ALLOCATE, |_| {});
+            assert!(h.client(c.tuple, &req).is_some(), "{transport:?}");
+        }
+    }
+    assert_eq!(h.server.stats().dropped.get(DropReason::RateLimited), 0);
+}
+
+#[test]
 fn unauthenticated_answers_are_rate_limited_per_source() {
     let mut cfg = config();
     cfg.rate_limit.per_source_burst = 3;

@@ -511,8 +511,14 @@ impl TurnServer {
         }
     }
 
-    /// An error to an unauthenticated request: rate limited per source (RFC 8656 §21.1), never
-    /// signed; 401 and 438 carry REALM, a fresh NONCE and PASSWORD-ALGORITHMS (RFC 8489 §9.2.4).
+    /// An error to an unauthenticated request: never signed; 401 and 438 carry REALM, a fresh
+    /// NONCE and PASSWORD-ALGORITHMS (RFC 8489 §9.2.4).
+    ///
+    /// Over UDP it is rate limited per source (RFC 8656 §21.1): a spoofed source must not turn
+    /// the server into a reflector. Over TCP and TLS the handshake proved the source, the answer
+    /// goes back on the attacker's own connection (no reflection, no amplification beyond what
+    /// it sends), and dropping it would leave an honest client waiting for its 39.5 s
+    /// transaction timeout; connection counts and idle timeouts bound that path instead.
     fn unauthenticated_error(
         &mut self,
         now: Instant,
@@ -522,7 +528,9 @@ impl TurnServer {
         reject: Reject,
         out: &mut [u8],
     ) -> Option<Transmit> {
-        if !self.limiter.check(client.remote.ip(), now).is_allowed() {
+        if client.transport == Transport::Udp
+            && !self.limiter.check(client.remote.ip(), now).is_allowed()
+        {
             self.stats.dropped.add(DropReason::RateLimited);
             return None;
         }
