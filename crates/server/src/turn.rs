@@ -879,7 +879,17 @@ where
     let mut out = vec![0u8; OUT_BUF];
     let mut filled = 0usize;
     let mut bound = None;
+    // A client's first frame is a STUN request (Allocate, Binding, ConnectionBind): ChannelData
+    // needs a channel bound by an earlier request. Checking this closes connections that speak
+    // another protocol at once ("GET / HTTP/1.1" would otherwise read as a ChannelData header
+    // announcing 21 536 bytes and hold the connection until the idle timeout).
+    let mut first_frame = true;
     'conn: loop {
+        if first_frame && filled > 0 && buf[0] >= 4 {
+            metrics::counter!("floe_turn_dropped_total", "reason" => "bad_stream_frame")
+                .increment(1);
+            break 'conn;
+        }
         // Handle every complete frame already buffered.
         loop {
             let Some(len) = frame_len(&buf[..filled]) else {
@@ -905,6 +915,7 @@ where
                 turn.handle_client_packet(now, unix, client, frame, out, binder)
             });
             let b = d.finish(&ctx, &shard, &out).await;
+            first_frame = false;
             buf.copy_within(len..filled, 0);
             filled -= len;
             if let Some((id, c)) = b {
