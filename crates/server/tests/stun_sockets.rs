@@ -1,4 +1,5 @@
-//! The STUN server on real loopback sockets: UDP and TCP, IPv4 and IPv6, RFC 5780, bad input.
+//! STUN Binding through floe's TURN service (what `floe serve` and `floe turn` run) on real
+//! loopback sockets: UDP and TCP, IPv4 and IPv6, RFC 5780, bad input.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
@@ -6,10 +7,14 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use floe_server::stun::{StunConfig, StunServer};
 use floe_server::stun_client::{self, Behaviour, ClientError};
+use floe_server::turn::{TurnService, TurnShellConfig};
 use floe_stun::attr::{ErrorCode, Software, XorMappedAddress};
 use floe_stun::{AttrType, Class, Message, MessageBuilder, Method, TransactionId};
+use floe_turn::credentials::{CredentialStore, StaticUser};
+use floe_turn::nonce::NonceSecret;
+use floe_turn::quota::QuotaConfig;
+use floe_turn::server::TurnConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -31,7 +36,7 @@ impl Drop for Running {
     }
 }
 
-fn start(config: StunConfig) -> Running {
+fn start(config: TurnShellConfig) -> Running {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -41,7 +46,7 @@ fn start(config: StunConfig) -> Running {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let server = StunServer::bind(config).await.unwrap();
+            let server = TurnService::bind(config).await.unwrap();
             addr_tx.send(server.local_addrs()).unwrap();
             server
                 .run(async {
@@ -58,11 +63,28 @@ fn start(config: StunConfig) -> Running {
     }
 }
 
-fn config(listen: &[&str]) -> StunConfig {
-    StunConfig {
-        listen: listen.iter().map(|s| s.parse().unwrap()).collect(),
+fn config(listen: &[&str]) -> TurnShellConfig {
+    let listen: Vec<SocketAddr> = listen.iter().map(|s| s.parse().unwrap()).collect();
+    let mut store = CredentialStore::new("test.floe");
+    store
+        .add_user("alice:pw".parse::<StaticUser>().unwrap())
+        .unwrap();
+    let turn = TurnConfig::new(
+        store,
+        vec![listen[0].ip()],
+        NonceSecret::from_bytes([7; 32]),
+        [9; 32],
+    );
+    TurnShellConfig {
+        listen,
+        alternate_ip: None,
+        tls_listen: Vec::new(),
+        tls: None,
         workers: 2,
-        ..StunConfig::default()
+        turn,
+        quotas: QuotaConfig::default(),
+        max_tcp_connections: 16,
+        tcp_idle_timeout: Duration::from_secs(30),
     }
 }
 
@@ -148,6 +170,8 @@ fn tcp_answers_pipelined_requests_split_across_writes() {
 fn tcp_non_stun_input_closes_the_connection() {
     let server = start(config(&["127.0.0.1:0"]));
     let mut stream = TcpStream::connect(server.addrs[0]).unwrap();
+    // The server's idle timeout is 30 s: a connection not closed at once is still open when
+    // this read gives up ("GET " reads like a ChannelData header announcing 21 536 bytes).
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
