@@ -3,89 +3,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use common::start;
 use floe_server::stun_client::{self, Behaviour, ClientError};
-use floe_server::turn::{TurnService, TurnShellConfig};
+use floe_server::turn::TurnShellConfig;
 use floe_stun::attr::{ErrorCode, Software, XorMappedAddress};
 use floe_stun::{AttrType, Class, Message, MessageBuilder, Method, TransactionId};
-use floe_turn::credentials::{CredentialStore, StaticUser};
-use floe_turn::nonce::NonceSecret;
-use floe_turn::quota::QuotaConfig;
-use floe_turn::server::TurnConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Starts a server on a runtime of its own thread; dropping the guard stops it.
-struct Running {
-    addrs: Vec<SocketAddr>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn start(config: TurnShellConfig) -> Running {
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let server = TurnService::bind(config).await.unwrap();
-            addr_tx.send(server.local_addrs()).unwrap();
-            server
-                .run(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-        });
-    });
-    let addrs = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    Running {
-        addrs,
-        stop: Some(stop_tx),
-        thread: Some(thread),
-    }
-}
-
 fn config(listen: &[&str]) -> TurnShellConfig {
-    let listen: Vec<SocketAddr> = listen.iter().map(|s| s.parse().unwrap()).collect();
-    let mut store = CredentialStore::new("test.floe");
-    store
-        .add_user("alice:pw".parse::<StaticUser>().unwrap())
-        .unwrap();
-    let turn = TurnConfig::new(
-        store,
-        vec![listen[0].ip()],
-        NonceSecret::from_bytes([7; 32]),
-        [9; 32],
-    );
-    TurnShellConfig {
-        listen,
-        alternate_ip: None,
-        tls_listen: Vec::new(),
-        tls: None,
-        workers: 2,
-        turn,
-        quotas: QuotaConfig::default(),
-        max_tcp_connections: 16,
-        tcp_idle_timeout: Duration::from_secs(30),
-    }
+    common::config(listen, false)
 }
 
 fn request(tid: TransactionId, extra: impl FnOnce(&mut MessageBuilder<'_>)) -> Vec<u8> {
@@ -104,11 +37,11 @@ fn udp_ipv4_binding_answers_with_mapped_address_software_fingerprint() {
     socket.set_read_timeout(Some(TIMEOUT)).unwrap();
     let tid = TransactionId([1; 12]);
     socket
-        .send_to(&request(tid, |_| {}), server.addrs[0])
+        .send_to(&request(tid, |_| {}), server.addr())
         .unwrap();
     let mut buf = [0u8; 1500];
     let (n, from) = socket.recv_from(&mut buf).unwrap();
-    assert_eq!(from, server.addrs[0]);
+    assert_eq!(from, server.addr());
     let msg = Message::parse(&buf[..n]).unwrap();
     assert_eq!(msg.class(), Class::SuccessResponse);
     assert_eq!(msg.transaction_id(), tid);
@@ -129,9 +62,9 @@ fn udp_ipv4_binding_answers_with_mapped_address_software_fingerprint() {
 fn udp_and_tcp_over_ipv6() {
     let server = start(config(&["[::1]:0"]));
     let socket = UdpSocket::bind("[::1]:0").unwrap();
-    let r = stun_client::binding_udp(&socket, server.addrs[0], None, TIMEOUT).unwrap();
+    let r = stun_client::binding_udp(&socket, server.addr(), None, TIMEOUT).unwrap();
     assert_eq!(r.mapped, socket.local_addr().unwrap());
-    let r = stun_client::binding_tcp(server.addrs[0], TIMEOUT).unwrap();
+    let r = stun_client::binding_tcp(server.addr(), TIMEOUT).unwrap();
     assert!(r.mapped.is_ipv6());
     assert!(r.mapped.ip().is_loopback());
 }
@@ -139,7 +72,7 @@ fn udp_and_tcp_over_ipv6() {
 #[test]
 fn tcp_answers_pipelined_requests_split_across_writes() {
     let server = start(config(&["127.0.0.1:0"]));
-    let mut stream = TcpStream::connect(server.addrs[0]).unwrap();
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     let a = request(TransactionId([0xa; 12]), |_| {});
     let b = request(TransactionId([0xb; 12]), |_| {});
@@ -169,7 +102,7 @@ fn tcp_answers_pipelined_requests_split_across_writes() {
 #[test]
 fn tcp_non_stun_input_closes_the_connection() {
     let server = start(config(&["127.0.0.1:0"]));
-    let mut stream = TcpStream::connect(server.addrs[0]).unwrap();
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
     // The server's idle timeout is 30 s: a connection not closed at once is still open when
     // this read gives up ("GET " reads like a ChannelData header announcing 21 536 bytes).
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -206,12 +139,12 @@ fn malformed_and_non_stun_datagrams_get_no_answer() {
         &[0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4], // ChannelData: not for a STUN server
     ];
     for g in garbage {
-        socket.send_to(g, server.addrs[0]).unwrap();
+        socket.send_to(g, server.addr()).unwrap();
     }
     // Then a valid request: its answer must be the first and only datagram back.
     let tid = TransactionId([9; 12]);
     socket
-        .send_to(&request(tid, |_| {}), server.addrs[0])
+        .send_to(&request(tid, |_| {}), server.addr())
         .unwrap();
     let mut buf = [0u8; 1500];
     let (n, _) = socket.recv_from(&mut buf).unwrap();
@@ -234,7 +167,7 @@ fn unknown_comprehension_required_attribute_gets_420() {
     socket
         .send_to(
             &request(tid, |b| b.add_raw(AttrType(0x7777), &[1, 2, 3, 4]).unwrap()),
-            server.addrs[0],
+            server.addr(),
         )
         .unwrap();
     let mut buf = [0u8; 1500];
@@ -250,11 +183,11 @@ fn rfc5780_discovery_on_two_loopback_addresses() {
     cfg.alternate_ip = Some("127.0.0.2".parse().unwrap());
     let server = start(cfg);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let report = stun_client::discover_nat(&socket, server.addrs[0], TIMEOUT).unwrap();
+    let report = stun_client::discover_nat(&socket, server.addr(), TIMEOUT).unwrap();
     assert_eq!(report.mapped, socket.local_addr().unwrap());
     assert_eq!(
         report.other,
-        SocketAddr::new("127.0.0.2".parse().unwrap(), server.addrs[0].port() + 1)
+        SocketAddr::new("127.0.0.2".parse().unwrap(), server.addr().port() + 1)
     );
     assert_eq!(report.mapping, Behaviour::NoNat);
     assert_eq!(report.filtering, Behaviour::NoNat);
@@ -264,6 +197,6 @@ fn rfc5780_discovery_on_two_loopback_addresses() {
 fn discovery_against_a_server_without_alternate_fails_clearly() {
     let server = start(config(&["127.0.0.1:0"]));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let err = stun_client::discover_nat(&socket, server.addrs[0], TIMEOUT).unwrap_err();
+    let err = stun_client::discover_nat(&socket, server.addr(), TIMEOUT).unwrap_err();
     assert!(matches!(err, ClientError::NoDiscoverySupport), "{err}");
 }

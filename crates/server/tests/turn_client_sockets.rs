@@ -6,89 +6,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use floe_server::turn::{TurnService, TurnShellConfig};
 use floe_turn::client::{StreamDecoder, TurnClient, TurnClientConfig, TurnEvent, TurnState};
-use floe_turn::credentials::{CredentialStore, StaticUser};
-use floe_turn::nonce::NonceSecret;
-use floe_turn::policy::{Cidr, PeerPolicy};
-use floe_turn::quota::QuotaConfig;
-use floe_turn::server::TurnConfig;
 
-const REALM: &str = "test.floe";
 /// The longest any step may take on loopback.
 const DEADLINE: Duration = Duration::from_secs(5);
 
-struct Running {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The floe TURN shell on 127.0.0.1 (UDP and TCP on one port), allowing loopback peers.
-fn start() -> Running {
-    let mut store = CredentialStore::new(REALM);
-    store
-        .add_user("alice:pw".parse::<StaticUser>().unwrap())
-        .unwrap();
-    let mut turn = TurnConfig::new(
-        store,
-        vec!["127.0.0.1".parse().unwrap()],
-        NonceSecret::from_bytes([7; 32]),
-        [9; 32],
-    );
-    turn.policy = PeerPolicy::new()
-        .with_own_addresses(["127.0.0.1".parse().unwrap()])
-        .with_allow(["127.0.0.0/8".parse::<Cidr>().unwrap()]);
-    let config = TurnShellConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        alternate_ip: None,
-        tls_listen: Vec::new(),
-        tls: None,
-        workers: 2,
-        turn,
-        quotas: QuotaConfig::default(),
-        max_tcp_connections: 16,
-        tcp_idle_timeout: Duration::from_secs(30),
-    };
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let service = TurnService::bind(config).await.unwrap();
-            addr_tx.send(service.local_addrs()[0]).unwrap();
-            service
-                .run(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-        });
-    });
-    let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    Running {
-        addr,
-        stop: Some(stop_tx),
-        thread: Some(thread),
-    }
+fn start() -> common::Running {
+    common::start(common::config(&["127.0.0.1:0"], true))
 }
 
 /// The client's connection to the server.
@@ -236,13 +167,13 @@ fn peer_recv(peer: &UdpSocket) -> (Vec<u8>, SocketAddr) {
 /// release.
 fn relay_round_trip(stream: bool) {
     let server = start();
-    let mut d = Driver::new(server.addr, stream);
+    let mut d = Driver::new(server.addr(), stream);
     let peer = peer_socket();
     let peer_addr = peer.local_addr().unwrap();
 
     d.run_until("the allocation", |d| d.client.relayed_addr().is_some());
     let relayed = d.client.relayed_addr().unwrap();
-    assert_eq!(relayed.ip(), server.addr.ip());
+    assert_eq!(relayed.ip(), server.addr().ip());
     assert_eq!(d.client.mapped_addr(), Some(d.conn.local_addr()));
 
     // First data: waits for the permission, goes out; the channel is bound meanwhile.
@@ -289,7 +220,7 @@ fn turn_client_relays_over_tcp() {
 #[test]
 fn turn_client_sees_a_data_indication_before_the_channel_is_bound() {
     let server = start();
-    let mut d = Driver::new(server.addr, false);
+    let mut d = Driver::new(server.addr(), false);
     let peer = peer_socket();
     let peer_addr = peer.local_addr().unwrap();
     d.run_until("the allocation", |d| d.client.relayed_addr().is_some());
@@ -312,10 +243,10 @@ fn turn_client_sees_a_data_indication_before_the_channel_is_bound() {
 fn turn_client_reports_a_wrong_password() {
     let server = start();
     let conn = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut cfg = TurnClientConfig::new(server.addr, "alice", "wrong");
+    let mut cfg = TurnClientConfig::new(server.addr(), "alice", "wrong");
     cfg.auto_channel = false;
     let mut d = Driver {
-        conn: Conn::Udp(conn, server.addr),
+        conn: Conn::Udp(conn, server.addr()),
         client: TurnClient::new(cfg, Instant::now()),
         events: Vec::new(),
         received: Vec::new(),

@@ -4,94 +4,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use floe_server::turn::{TurnService, TurnShellConfig};
 use floe_stun::attr::{
     ChannelNumber, Data, ErrorCode, Lifetime, Nonce, Realm, RequestedTransport, Username,
     XorPeerAddress, XorRelayedAddress,
 };
 use floe_stun::integrity::long_term_key_md5;
 use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method, TransactionId};
-use floe_turn::credentials::{CredentialStore, StaticUser};
-use floe_turn::nonce::NonceSecret;
-use floe_turn::policy::{Cidr, PeerPolicy};
-use floe_turn::quota::QuotaConfig;
-use floe_turn::server::TurnConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
-const REALM: &str = "test.floe";
+use common::REALM;
 
-struct Running {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn start(allow_loopback: bool) -> Running {
-    let mut store = CredentialStore::new(REALM);
-    store
-        .add_user("alice:pw".parse::<StaticUser>().unwrap())
-        .unwrap();
-    let mut turn = TurnConfig::new(
-        store,
-        vec!["127.0.0.1".parse().unwrap()],
-        NonceSecret::from_bytes([7; 32]),
-        [9; 32],
-    );
-    let mut policy = PeerPolicy::new().with_own_addresses(["127.0.0.1".parse().unwrap()]);
-    if allow_loopback {
-        policy = policy.with_allow(["127.0.0.0/8".parse::<Cidr>().unwrap()]);
-    }
-    turn.policy = policy;
-    let config = TurnShellConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        alternate_ip: None,
-        tls_listen: Vec::new(),
-        tls: None,
-        workers: 2,
-        turn,
-        quotas: QuotaConfig::default(),
-        max_tcp_connections: 16,
-        tcp_idle_timeout: Duration::from_secs(30),
-    };
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let service = TurnService::bind(config).await.unwrap();
-            addr_tx.send(service.local_addrs()[0]).unwrap();
-            service
-                .run(async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-        });
-    });
-    let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    Running {
-        addr,
-        stop: Some(stop_tx),
-        thread: Some(thread),
-    }
+fn start(allow_loopback: bool) -> common::Running {
+    common::start(common::config(&["127.0.0.1:0"], allow_loopback))
 }
 
 /// A TURN client over UDP or TCP with long-term credentials.
@@ -284,19 +214,19 @@ fn relay_round_trip(mut c: Client) {
 #[test]
 fn udp_client_relays_both_ways_with_indications_and_channels() {
     let server = start(true);
-    relay_round_trip(Client::udp(server.addr));
+    relay_round_trip(Client::udp(server.addr()));
 }
 
 #[test]
 fn tcp_client_relays_both_ways_with_padded_channel_data() {
     let server = start(true);
-    relay_round_trip(Client::tcp(server.addr));
+    relay_round_trip(Client::tcp(server.addr()));
 }
 
 #[test]
 fn loopback_peers_are_refused_by_default() {
     let server = start(false);
-    let mut c = Client::udp(server.addr);
+    let mut c = Client::udp(server.addr());
     c.allocate();
     // 403 from the peer policy; the IPv4-mapped IPv6 form is refused earlier with 443, since
     // this allocation is IPv4 (the policy's own tests cover that form too).
@@ -322,7 +252,7 @@ fn loopback_peers_are_refused_by_default() {
 #[test]
 fn wrong_password_is_refused() {
     let server = start(true);
-    let mut c = Client::udp(server.addr);
+    let mut c = Client::udp(server.addr());
     c.key = long_term_key_md5("alice", REALM, "not-the-password");
     let add = |b: &mut MessageBuilder<'_>| {
         b.add(&RequestedTransport(RequestedTransport::UDP)).unwrap();
