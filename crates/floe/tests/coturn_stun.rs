@@ -9,9 +9,8 @@
 
 mod common;
 
-use common::{require, run, wait_for_stun, Proc, TempDir};
+use common::{require, run, start_turnserver, wait_for_stun, Proc, TempDir};
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 
@@ -111,33 +110,15 @@ fn coturn_natdiscovery_against_floe_with_rfc5780() {
 
 /// coturn's own server, listening on two loopback addresses so it answers RFC 5780.
 fn start_coturn(port: u16) -> (Proc, TempDir) {
-    require("turnserver");
     let dir = TempDir::new("coturn");
-    let child = Command::new("turnserver")
-        .args([
-            "-n",
-            "--listening-ip=127.0.0.1",
-            "--listening-ip=127.0.0.2",
-            &format!("--listening-port={port}"),
-            &format!("--alt-listening-port={}", port + 1),
-            "--stun-only",
-            "--no-tls",
-            "--no-dtls",
-            "--no-cli",
-            "--log-file=stdout",
-            "--simple-log",
-            &format!("--pidfile={}/turnserver.pid", dir.path()),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start turnserver");
-    let mut proc = Proc(child);
-    // Drain coturn's log so it never blocks on a full pipe.
-    if let Some(out) = proc.0.stdout.take() {
-        std::thread::spawn(move || for _ in BufReader::new(out).lines() {});
-    }
-    wait_for_stun(SocketAddr::from(([127, 0, 0, 1], port)));
+    let args = [
+        "--listening-ip=127.0.0.1".to_owned(),
+        "--listening-ip=127.0.0.2".to_owned(),
+        format!("--listening-port={port}"),
+        format!("--alt-listening-port={}", port + 1),
+        "--stun-only".to_owned(),
+    ];
+    let proc = start_turnserver(&dir, &args, SocketAddr::from(([127, 0, 0, 1], port)));
     (proc, dir)
 }
 

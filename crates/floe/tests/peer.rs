@@ -299,34 +299,20 @@ fn turns_with_an_untrusted_certificate_is_refused() {
 
 /// coturn's `turnserver` on loopback with a static long-term user; relays from `relay_ports`.
 fn coturn(dir: &TempDir, relay_ports: (u16, u16)) -> (Proc, u16) {
-    common::require("turnserver");
     let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let child = Command::new("turnserver")
-        .args([
-            "-n",
-            "--listening-ip=127.0.0.1",
-            "--relay-ip=127.0.0.1",
-            &format!("--listening-port={port}"),
-            &format!("--min-port={}", relay_ports.0),
-            &format!("--max-port={}", relay_ports.1),
-            "--lt-cred-mech",
-            "--user=alice:wonderland",
-            "--realm=coturn.test",
-            "--allow-loopback-peers",
-            "--no-tls",
-            "--no-dtls",
-            "--no-cli",
-            "--log-file=stdout",
-            "--simple-log",
-            &format!("--pidfile={}/turnserver.pid", dir.path()),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start turnserver");
-    let proc = Proc(child);
-    wait_for_stun(SocketAddr::from(([127, 0, 0, 1], port)));
-    (proc, port)
+    let args = [
+        "--listening-ip=127.0.0.1".to_owned(),
+        "--relay-ip=127.0.0.1".to_owned(),
+        format!("--listening-port={port}"),
+        format!("--min-port={}", relay_ports.0),
+        format!("--max-port={}", relay_ports.1),
+        "--lt-cred-mech".to_owned(),
+        "--user=alice:wonderland".to_owned(),
+        "--realm=coturn.test".to_owned(),
+        "--allow-loopback-peers".to_owned(),
+    ];
+    let ready = SocketAddr::from(([127, 0, 0, 1], port));
+    (common::start_turnserver(dir, &args, ready), port)
 }
 
 /// floe's own TURN client against another implementation: both peers relay-only through

@@ -157,3 +157,32 @@ pub fn self_signed_cert(dir: &TempDir) -> (String, String) {
     assert!(out.status.success(), "openssl req failed:\n{text}");
     (cert, key)
 }
+
+/// coturn's `turnserver` with `args` plus the flags every test wants (no TLS/DTLS/CLI, log to a
+/// drained pipe, pid file in `dir`); returns once it answers STUN at `ready`.
+pub fn start_turnserver(dir: &TempDir, args: &[String], ready: SocketAddr) -> Proc {
+    use std::io::{BufRead, BufReader};
+    require("turnserver");
+    let child = Command::new("turnserver")
+        .arg("-n")
+        .args(args)
+        .args([
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--log-file=stdout",
+            "--simple-log",
+        ])
+        .arg(format!("--pidfile={}/turnserver.pid", dir.path()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start turnserver");
+    let mut proc = Proc(child);
+    // Drain coturn's log so it never blocks on a full pipe.
+    if let Some(out) = proc.0.stdout.take() {
+        std::thread::spawn(move || for _ in BufReader::new(out).lines() {});
+    }
+    wait_for_stun(ready);
+    proc
+}
