@@ -71,6 +71,14 @@ mod tests {
             relay_ports = "50000-50100"
             max_tcp_connections = 10
             tcp_idle_timeout_secs = 700
+            max_bps = 0
+            user_max_bps = 12500000
+            max_permissions_per_allocation = 16
+            max_channels_per_allocation = 8
+            auth_rate = 5
+            auth_burst = 20
+            auth_rate_total = 1000
+            auth_burst_total = 2000
             [signal]
             http = "127.0.0.1:8081"
             redis_url = "redis://127.0.0.1:6379/1"
@@ -86,6 +94,13 @@ mod tests {
         assert_eq!(c.stun.max_padding, Some(600));
         assert_eq!(c.turn.auth_secrets.len(), 2);
         assert_eq!(c.turn.max_tcp_connections, Some(10));
+        assert_eq!(
+            (c.turn.max_bps, c.turn.user_max_bps),
+            (Some(0), Some(12_500_000))
+        );
+        assert_eq!(c.turn.max_channels_per_allocation, Some(8));
+        assert_eq!((c.turn.auth_rate, c.turn.auth_burst), (Some(5), Some(20)));
+        assert_eq!(c.turn.auth_burst_total, Some(2000));
         assert_eq!(c.signal.http.port(), 8081);
         assert_eq!(
             c.signal.redis_url.as_deref(),

@@ -68,6 +68,13 @@ pub struct TurnArgs {
     /// 6250000 (50 Mbit/s).
     #[arg(long, value_name = "BYTES")]
     pub user_max_bps: Option<u64>,
+    /// Answers to unauthenticated UDP requests (401 challenges) per second per source address.
+    /// Default 10.
+    #[arg(long, value_name = "N")]
+    pub auth_rate: Option<u32>,
+    /// Burst of such answers per source address. Default 40.
+    #[arg(long, value_name = "N")]
+    pub auth_burst: Option<u32>,
 }
 
 /// `[turn]` section of the config file.
@@ -113,6 +120,14 @@ pub struct TurnSection {
     pub max_bps: Option<u64>,
     /// `--user-max-bps`.
     pub user_max_bps: Option<u64>,
+    /// `--auth-rate`.
+    pub auth_rate: Option<u32>,
+    /// `--auth-burst`.
+    pub auth_burst: Option<u32>,
+    /// Unauthenticated UDP answers per second over all sources (default 2000).
+    pub auth_rate_total: Option<u32>,
+    /// Their burst over all sources (default 4000).
+    pub auth_burst_total: Option<u32>,
     /// Permissions per allocation (508 beyond).
     pub max_permissions_per_allocation: Option<u32>,
     /// Channels per allocation (508 beyond).
@@ -311,6 +326,29 @@ pub fn plan(
         rand::random(),
     );
     config.policy = policy;
+    let rl = &mut config.rate_limit;
+    for (name, value, field) in [
+        (
+            "auth_rate",
+            args.auth_rate.or(t.auth_rate),
+            &mut rl.per_source_per_sec,
+        ),
+        (
+            "auth_burst",
+            args.auth_burst.or(t.auth_burst),
+            &mut rl.per_source_burst,
+        ),
+        ("auth_rate_total", t.auth_rate_total, &mut rl.global_per_sec),
+        ("auth_burst_total", t.auth_burst_total, &mut rl.global_burst),
+    ] {
+        if let Some(v) = value {
+            anyhow::ensure!(
+                v > 0,
+                "{name} must be at least 1 (0 would refuse every login over UDP)"
+            );
+            *field = v;
+        }
+    }
     config.external_ips = args
         .external_ip
         .iter()
