@@ -173,12 +173,17 @@ describe('Chromium and floe peer', { timeout: 300_000 }, () => {
     await waitInPage(page, () => window.t.chats.some((c) => c.from === 'rusty' && c.text === 'hello from rust'));
     await page.evaluate(() => window.room.broadcastChat('hello from the browser'));
     // floe peer prints "<peer>: <line>" on stdout; end its input once the line is there.
-    const deadline = Date.now() + 20_000;
     let out = '';
-    chat.proc.stdout.on('data', (d) => (out += d));
-    while (!out.includes('browser: hello from the browser') && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, 20_000);
+      chat.proc.stdout.on('data', (d) => {
+        out += d;
+        if (out.includes('browser: hello from the browser')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
     chat.proc.stdin.end();
     const r = await chat.done;
     assert.equal(r.code, 0, `floe peer chat failed:\n${r.stdout}\n${r.stderr}`);

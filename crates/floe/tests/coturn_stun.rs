@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::{require, run, start_turnserver, wait_for_stun, Proc, TempDir};
+use common::{require, run, spawn_floe, start_turnserver, Proc, TempDir};
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe");
 
@@ -40,25 +40,15 @@ fn free_port_pair() -> u16 {
 }
 
 fn start_floe(port: u16, alternate: bool) -> Proc {
-    let mut cmd = Command::new(FLOE);
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--http",
-        "127.0.0.1:0",
-    ]);
+    let mut args = vec![
+        "serve".to_owned(),
+        format!("--listen=127.0.0.1:{port}"),
+        "--http=127.0.0.1:0".to_owned(),
+    ];
     if alternate {
-        cmd.args(["--alternate-ip", "127.0.0.2"]);
+        args.push("--alternate-ip=127.0.0.2".to_owned());
     }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start floe serve");
-    let proc = Proc(child);
-    wait_for_stun(SocketAddr::from(([127, 0, 0, 1], port)));
-    proc
+    spawn_floe(&args, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port_pair, run, self_signed_cert, wait_for_stun, wait_for_tcp, Proc, TempDir};
+use common::{free_port_pair, run, self_signed_cert, spawn_floe, wait_for_tcp, Proc, TempDir};
 
 struct Serve {
     _proc: Proc,
@@ -29,28 +29,16 @@ fn serve() -> Serve {
     let port = free_port_pair(lo);
     let tls_port = free_port_pair(lo);
     let http_port = free_port_pair(lo);
-    let child = Command::new(env!("CARGO_BIN_EXE_floe"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--tls-listen",
-            &format!("127.0.0.1:{tls_port}"),
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--allow-peer",
-            "127.0.0.0/8",
-            "--http",
-            &format!("127.0.0.1:{http_port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start floe serve");
-    let proc = Proc(child);
-    wait_for_stun(SocketAddr::from(([127, 0, 0, 1], port)));
+    let args = [
+        "serve".to_owned(),
+        format!("--listen=127.0.0.1:{port}"),
+        format!("--tls-listen=127.0.0.1:{tls_port}"),
+        format!("--tls-cert={cert}"),
+        format!("--tls-key={key}"),
+        "--allow-peer=127.0.0.0/8".to_owned(),
+        format!("--http=127.0.0.1:{http_port}"),
+    ];
+    let proc = spawn_floe(&args, SocketAddr::from(([127, 0, 0, 1], port)));
     wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], http_port)));
     Serve {
         _proc: proc,

@@ -763,9 +763,20 @@ fn nodes_recover_after_redis_restarts() {
     let (mut bob, _) = b.join("phoenix", "bob");
     assert_eq!(alice.recv()["peer"], "bob");
 
-    // An outage of a second (several reconnect attempts), then an empty Redis on the same port.
+    // An outage that both nodes notice (their bus reports disconnected, so they are in their
+    // reconnect loop), then an empty Redis on the same port.
     redis.kill();
-    std::thread::sleep(Duration::from_secs(1));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ![&a, &b]
+        .iter()
+        .all(|n| n.metrics().contains("floe_signal_bus_connected 0"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not notice the outage"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // A join during the outage waits for Redis (up to 5 s) instead of failing at once.
     let mut dave = a.ws();
     dave.send(json!({"type":"join","v":1,"room":"phoenix","peer":"dave"}));

@@ -139,7 +139,8 @@ pub fn parse_ice_servers(v: &serde_json::Value) -> (Vec<IceServer>, Vec<UrlError
     (ok, bad)
 }
 
-fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
+/// `host[:port]` or `[v6][:port]` → (host without brackets, port).
+pub(crate) fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
     if s.is_empty() {
         return None;
     }

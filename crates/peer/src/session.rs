@@ -485,14 +485,9 @@ async fn resolve_servers(servers: &[IceServer]) -> Vec<(SocketAddr, IceServer)> 
 }
 
 async fn signal_ip(url: &str) -> Option<SocketAddr> {
-    let rest = url.split_once("://").map(|(_, r)| r)?;
-    let authority = rest.split('/').next()?;
-    let with_port = if authority.contains(':') && !authority.ends_with(']') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    tokio::net::lookup_host(with_port).await.ok()?.next()
+    let (host, port) = signal::host_port(&signal::ws_url(url).ok()?).ok()?;
+    let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
+    addrs.next()
 }
 
 /// The local addresses the kernel would use to reach `targets` (a connected UDP socket sends

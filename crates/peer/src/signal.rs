@@ -265,7 +265,7 @@ type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 /// Opens the WebSocket: TCP, TLS for `wss://`, then the HTTP upgrade.
 async fn open_ws(url: &str, ca_file: Option<&std::path::Path>) -> Result<Ws, PeerError> {
     let tls = url.starts_with("wss://");
-    let (host, port) = host_port(url, if tls { 443 } else { 80 })?;
+    let (host, port) = host_port(url)?;
     let tcp = connect_tcp(&host, port).await?;
     let stream: Box<dyn Io> = if tls {
         let config = crate::tls::client_config(ca_file)?;
@@ -329,23 +329,18 @@ async fn connect_tcp(host: &str, port: u16) -> Result<tokio::net::TcpStream, Pee
     .map_err(|e| PeerError::Signal(format!("cannot connect to {host}:{port}: {e}")))
 }
 
-/// Host (brackets removed) and port of a `scheme://host[:port]/...` URL.
-fn host_port(url: &str, default_port: u16) -> Result<(String, u16), PeerError> {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+/// Host (brackets removed) and port of a `ws(s)://host[:port]/...` URL (default port 443 for
+/// `wss`, else 80).
+pub(crate) fn host_port(url: &str) -> Result<(String, u16), PeerError> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("ws", url));
     let authority = rest.split('/').next().unwrap_or(rest);
-    let bad = || PeerError::Config(format!("malformed URL {url:?}"));
-    if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(bad)?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None => default_port,
-        };
-        return Ok((host.to_owned(), port));
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) => Ok((h.to_owned(), p.parse().map_err(|_| bad())?)),
-        None => Ok((authority.to_owned(), default_port)),
-    }
+    let default = if scheme.eq_ignore_ascii_case("wss") {
+        443
+    } else {
+        80
+    };
+    crate::ice_servers::split_host_port(authority, default)
+        .ok_or_else(|| PeerError::Config(format!("malformed URL {url:?}")))
 }
 
 /// Routed messages (docs/signalling.md §2) carry a client `seq` and are kept until acknowledged.
@@ -572,11 +567,11 @@ mod tests {
         assert!(ws_url("ftp://h").is_err());
         assert!(ws_url("h:8080").is_err());
         assert_eq!(
-            host_port("wss://x.example/v1/ws", 443).unwrap(),
+            host_port("wss://x.example/v1/ws").unwrap(),
             ("x.example".into(), 443)
         );
         assert_eq!(
-            host_port("wss://[2001:db8::1]:8443/v1/ws", 443).unwrap(),
+            host_port("wss://[2001:db8::1]:8443/v1/ws").unwrap(),
             ("2001:db8::1".into(), 8443)
         );
     }

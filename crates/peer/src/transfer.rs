@@ -135,7 +135,7 @@ pub fn header_for(name: &str, data: &[u8]) -> FileHeader {
 #[derive(Debug)]
 pub struct Receiving {
     header: FileHeader,
-    hasher: Sha256,
+    hasher: Checksum,
     received: u64,
 }
 
@@ -155,7 +155,7 @@ impl Receiving {
     pub fn new(header: FileHeader) -> Self {
         Receiving {
             header,
-            hasher: Sha256::new(),
+            hasher: Checksum::default(),
             received: 0,
         }
     }
@@ -188,7 +188,7 @@ impl Receiving {
     /// Ends the file: the ack to send back and the result (an error when the checksum differs;
     /// the ack then says `ok: false`).
     pub fn finish(self) -> (FileAck, Result<Received, TransferError>) {
-        let actual = hex(&self.hasher.finalize());
+        let actual = self.hasher.hex();
         let complete = self.received == self.header.size;
         let checksum = match &self.header.sha256 {
             Some(expected) if !expected.eq_ignore_ascii_case(&actual) => {

@@ -133,29 +133,48 @@ pub fn wait_for_tcp(addr: SocketAddr) {
 
 /// A self-signed P-256 certificate for 127.0.0.1, ::1 and localhost: (cert path, key path).
 pub fn self_signed_cert(dir: &TempDir) -> (String, String) {
-    require("openssl");
     let (cert, key) = (dir.file("cert.pem"), dir.file("key.pem"));
-    let (out, text) = run(Command::new("openssl").args([
+    openssl_cert(
+        &cert,
+        &key,
+        "localhost",
+        &["subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost"],
+    );
+    (cert, key)
+}
+
+/// Writes a self-signed P-256 certificate with subject `CN=cn` and the given `-addext`
+/// extensions, and its key, with the openssl CLI.
+pub fn openssl_cert(cert: &str, key: &str, cn: &str, extensions: &[&str]) {
+    require("openssl");
+    let mut cmd = Command::new("openssl");
+    cmd.args([
         "req",
         "-x509",
         "-newkey",
         "ec",
         "-pkeyopt",
         "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost",
-        "-keyout",
-        &key,
-        "-out",
-        &cert,
-    ]));
+    ])
+    .args(["-nodes", "-days", "2", "-subj", &format!("/CN={cn}")]);
+    for e in extensions {
+        cmd.args(["-addext", e]);
+    }
+    let (out, text) = run(cmd.args(["-keyout", key, "-out", cert]));
     assert!(out.status.success(), "openssl req failed:\n{text}");
-    (cert, key)
+}
+
+/// Starts `floe` with `args` (output discarded) and waits until it answers STUN at `ready`.
+pub fn spawn_floe(args: &[String], ready: SocketAddr) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start floe");
+    let proc = Proc(child);
+    wait_for_stun(ready);
+    proc
 }
 
 /// coturn's `turnserver` with `args` plus the flags every test wants (no TLS/DTLS/CLI, log to a

@@ -786,31 +786,14 @@ impl Lab {
         let cert = self.tmp.file("cert.pem");
         let key = self.tmp.file("key.pem");
         if !std::path::Path::new(&cert).exists() {
-            crate::common::require("openssl");
-            sh(
-                "openssl",
+            crate::common::openssl_cert(
+                &cert,
+                &key,
+                &SERVER_IP.to_string(),
                 &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=203.0.113.10",
-                    "-addext",
                     &format!("subjectAltName=IP:{SERVER_IP}"),
-                    "-addext",
                     "basicConstraints=critical,CA:FALSE",
-                    "-addext",
                     "extendedKeyUsage=serverAuth",
-                    "-keyout",
-                    &key,
-                    "-out",
-                    &cert,
                 ],
             );
         }
