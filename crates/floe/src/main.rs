@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "floe", version, about, propagate_version = true)]
 struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `floe_server=debug`.
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `floe_turn_server=debug`.
     #[arg(long, global = true, env = "FLOE_LOG", default_value = "info")]
     log: String,
     /// Log as JSON lines instead of human-readable text.

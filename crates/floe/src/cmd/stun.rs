@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use floe_server::stun_client;
+use floe_turn_server::stun_client;
 
 /// Arguments of `floe stun`.
 #[derive(Debug, clap::Args)]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use floe_server::turn::{TurnService, TurnShellConfig};
+use floe_turn_server::turn::{TurnService, TurnShellConfig};
 use floe_turn::credentials::{CredentialStore, ExpiryPolicy, RestSecret, StaticUser};
 use floe_turn::nonce::NonceSecret;
 use floe_turn::policy::{Cidr, PeerPolicy};
@@ -402,7 +402,7 @@ pub fn plan(
             .clone()
             .or_else(|| t.tls_key.clone())
             .context("--tls-listen needs --tls-key")?;
-        Some(floe_server::tls::server_config(&cert, &key)?)
+        Some(floe_turn_server::tls::server_config(&cert, &key)?)
     };
     let shell = TurnShellConfig {
         listen,

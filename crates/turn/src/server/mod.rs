@@ -57,7 +57,7 @@ mod requests;
 mod rng;
 mod shared;
 mod stats;
-mod tcp;
+mod rfc6062;
 mod types;
 
 use core::net::{IpAddr, SocketAddr};

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use floe_server::turn::{TurnService, TurnShellConfig};
+use floe_turn_server::turn::{TurnService, TurnShellConfig};
 use floe_turn::credentials::{CredentialStore, StaticUser};
 use floe_turn::nonce::NonceSecret;
 use floe_turn::policy::{Cidr, PeerPolicy};

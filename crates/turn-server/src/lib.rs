@@ -1,4 +1,4 @@
-//! floe-server: the IO shells around floe's sans-IO protocol crates.
+//! floe-turn-server: the STUN/TURN IO shell around floe-turn's sans-IO state machines.
 //!
 //! [`turn`] runs the TURN relay and the STUN Binding service (with RFC 5780 discovery) on UDP,
 //! TCP and TLS listeners, one shard thread per worker. [`stun_client`] is the client side used by
