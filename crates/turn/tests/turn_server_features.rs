@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -773,4 +774,65 @@ fn send_and_channels_are_not_used_on_tcp_allocations() {
     assert!(h
         .client(c.tuple, &send_indication(addr(PEER), b"x"))
         .is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Relay port placement near exhaustion (random first, then a sweep: never 508 while one is free)
+// ---------------------------------------------------------------------------------------------
+
+fn small_range_harness(lo: u16, hi: u16) -> Harness {
+    let mut cfg = config();
+    cfg.relay_ports = lo..=hi;
+    Harness::with(cfg, QuotaConfig::unlimited())
+}
+
+fn client_n(i: usize) -> TestClient {
+    // One source IP per client: the 401 answers are rate-limited per IP.
+    TestClient::udp(&format!("203.0.{}.{}:40000", 113 + i / 250, 1 + i % 250))
+}
+
+#[test]
+fn every_port_of_a_small_range_is_placed_before_508() {
+    let mut h = small_range_harness(40_000, 40_063);
+    // Another process holds a third of the range.
+    for p in (40_000..=40_063).step_by(3) {
+        h.binder.busy.insert(addr(&format!("{RELAY_V4}:{p}")));
+    }
+    let free = 64 - h.binder.busy.len();
+    let mut ports = BTreeSet::new();
+    for i in 0..free {
+        let mut c = client_n(i);
+        let relay = h.allocate(&mut c);
+        assert!(
+            ports.insert(relay.port()),
+            "port {} placed twice",
+            relay.port()
+        );
+    }
+    assert_eq!(ports.len(), free);
+    let mut last = client_n(free);
+    assert_error(&h.allocate_with(&mut last, |_| {}), 508, &last);
+    // A freed port is found again at once.
+    h.binder.busy.remove(&addr(&format!("{RELAY_V4}:40000")));
+    assert_eq!(h.allocate(&mut last).port(), 40_000);
+}
+
+#[test]
+fn even_port_with_reservation_finds_the_last_free_pair() {
+    let mut h = small_range_harness(40_000, 40_031);
+    // Every even port but one pair (40020, 40021) is held by someone else.
+    for p in (40_000..=40_031).step_by(2).filter(|p| *p != 40_020) {
+        h.binder.busy.insert(addr(&format!("{RELAY_V4}:{p}")));
+    }
+    let mut c = client_n(0);
+    let resp = h.allocate_with(&mut c, |b| {
+        b.add(&EvenPort { reserve_next: true }).expect("even")
+    });
+    assert_success(&resp, &c);
+    assert_eq!(relayed(&resp)[0].port(), 40_020);
+    let mut d = client_n(1);
+    let resp = h.allocate_with(&mut d, |b| {
+        b.add(&EvenPort { reserve_next: true }).expect("even")
+    });
+    assert_error(&resp, 508, &d);
 }

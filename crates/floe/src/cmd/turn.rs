@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use floe_turn_server::turn::{TurnService, TurnShellConfig};
 use floe_turn::credentials::{CredentialStore, ExpiryPolicy, RestSecret, StaticUser};
 use floe_turn::nonce::NonceSecret;
 use floe_turn::policy::{Cidr, PeerPolicy};
 use floe_turn::quota::{Bandwidth, QuotaConfig};
 use floe_turn::server::TurnConfig;
+use floe_turn_server::turn::{TurnService, TurnShellConfig};
 use serde::Deserialize;
 
 use crate::config::FileConfig;

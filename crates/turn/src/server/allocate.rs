@@ -285,12 +285,22 @@ impl TurnServer {
         if lo > hi {
             return Err(ErrorCode::INSUFFICIENT_CAPACITY);
         }
-        for _ in 0..BIND_ATTEMPTS {
-            let Some(port) = self.pick_port(lo, hi, even) else {
-                continue;
+        // Random placement first (RFC 8656 §7.2 recommends it; RFC 6056 explains why), then a
+        // deterministic sweep of the whole range from a random start, so that Allocate fails
+        // with 508 only when no port of the range can be bound.
+        let start = self.pick_port(lo, hi, even);
+        let random = (0..BIND_ATTEMPTS).map(|_| None::<u16>);
+        let sweep = PortSweep::new(lo, hi, even, start).map(Some);
+        for candidate in random.chain(sweep) {
+            let port = match candidate {
+                Some(port) => port,
+                None => match self.pick_port(lo, hi, even) {
+                    Some(port) => port,
+                    None => continue,
+                },
             };
             let addr = SocketAddr::new(ip, port);
-            if self.is_reserved(addr) {
+            if self.is_reserved(addr) || self.by_relay.contains_key(&addr) {
                 continue;
             }
             match binder.bind(addr, transport) {
@@ -411,6 +421,62 @@ impl TurnServer {
     }
 }
 
+/// Every candidate port of `lo..=hi` once, in order from `start` and wrapping around: all ports,
+/// or with EVEN-PORT only even ones (and, with its R bit, only those whose successor is in the
+/// range too). The fallback after random placement has failed [`BIND_ATTEMPTS`] times.
+#[derive(Debug, Clone)]
+struct PortSweep {
+    lo: u32,
+    /// Number of candidates.
+    count: u32,
+    step: u32,
+    /// Index of the first candidate visited.
+    first: u32,
+    taken: u32,
+}
+
+impl PortSweep {
+    fn new(lo: u16, hi: u16, even: Option<bool>, start: Option<u16>) -> PortSweep {
+        let (lo, hi) = (u32::from(lo), u32::from(hi));
+        let (first_port, step, last_port) = match even {
+            None => (lo, 1, hi),
+            Some(reserve) => (
+                lo + (lo & 1),
+                2,
+                if reserve { hi.saturating_sub(1) } else { hi },
+            ),
+        };
+        let count = if first_port > last_port || first_port > hi {
+            0
+        } else {
+            (last_port - first_port) / step + 1
+        };
+        let first = start
+            .map(|p| (u32::from(p).saturating_sub(first_port) / step).min(count.saturating_sub(1)))
+            .unwrap_or(0);
+        PortSweep {
+            lo: first_port,
+            count,
+            step,
+            first,
+            taken: 0,
+        }
+    }
+}
+
+impl Iterator for PortSweep {
+    type Item = u16;
+
+    fn next(&mut self) -> Option<u16> {
+        if self.taken >= self.count {
+            return None;
+        }
+        let index = (self.first + self.taken) % self.count;
+        self.taken += 1;
+        u16::try_from(self.lo + index * self.step).ok()
+    }
+}
+
 /// RFC 8656 §7.2: the success response: XOR-RELAYED-ADDRESS (one per family), ADDRESS-ERROR-CODE
 /// when the additional family failed, LIFETIME, RESERVATION-TOKEN, XOR-MAPPED-ADDRESS.
 fn write_success(
@@ -437,4 +503,40 @@ fn write_success(
     }
     b.add(&XorMappedAddress(client.remote))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PortSweep;
+
+    fn sweep(lo: u16, hi: u16, even: Option<bool>, start: Option<u16>) -> Vec<u16> {
+        PortSweep::new(lo, hi, even, start).collect()
+    }
+
+    #[test]
+    fn sweep_visits_every_port_once_from_the_start() {
+        assert_eq!(sweep(10, 14, None, Some(12)), vec![12, 13, 14, 10, 11]);
+        assert_eq!(sweep(10, 14, None, None), vec![10, 11, 12, 13, 14]);
+        assert_eq!(sweep(7, 7, None, Some(7)), vec![7]);
+    }
+
+    #[test]
+    fn sweep_even_ports_and_room_for_the_reserved_successor() {
+        assert_eq!(sweep(9, 14, Some(false), Some(12)), vec![12, 14, 10]);
+        // R bit: 14 has no successor inside the range.
+        assert_eq!(sweep(9, 14, Some(true), Some(13)), vec![12, 10]);
+        assert_eq!(sweep(9, 9, Some(false), None), Vec::<u16>::new());
+        assert_eq!(sweep(10, 10, Some(true), None), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn sweep_covers_the_whole_u16_range_without_overflow() {
+        let all = sweep(1, u16::MAX, None, Some(u16::MAX));
+        assert_eq!(all.len(), usize::from(u16::MAX));
+        assert_eq!(all[0], u16::MAX);
+        assert_eq!(
+            sweep(u16::MAX - 1, u16::MAX, Some(true), None),
+            vec![u16::MAX - 1]
+        );
+    }
 }
