@@ -41,11 +41,19 @@ function wsUrl(base) {
 }
 
 /**
- * One signalling session. Events (CustomEvent, data in `detail`):
- * - `welcome` (the join answer), `resumed` (after a reconnect)
+ * One signalling session: join, heartbeats, acknowledgements, resume after a network blip, the
+ * outbox of unconfirmed messages, go_away, and the REST post box as a fallback transport.
+ *
+ * Events (CustomEvent, data in `detail`):
+ * - `welcome` (the join answer), `resumed` (the resume answer, after a reconnect)
  * - `message` (every numbered server message, exactly once and in order)
  * - `state` ('connecting' | 'open' | 'reconnecting' | 'closed')
  * - `error` (FloeError for refused messages), `transport` ('ws' | 'rest')
+ * - `sessionlost` (the session could not be resumed; a fresh join follows), `refreshed` (the
+ *   answer to refresh())
+ *
+ * Read-only for the application: `state`, `peer`, `session`, `welcome`, `lastSeq`, `outbox`,
+ * `activeTransport`, `reconnectAttempts`.
  */
 export class FloeSignal extends EventTarget {
   /**
@@ -55,25 +63,35 @@ export class FloeSignal extends EventTarget {
    * @param {string} [o.token] JWT (production mode)
    * @param {string} [o.url] server base URL (default: this page's origin)
    * @param {'auto'|'ws'|'rest'} [o.transport] default 'auto': WebSocket, REST if it cannot open
+   * @param {typeof WebSocket} [o.WebSocket] WebSocket constructor (default: the global one; the
+   *   unit tests pass a fake)
    */
   constructor(o) {
     super();
     this.room = o.room;
-    this.peer = o.peer;
+    this.peer = o.peer; // as requested until `welcome`, then the server's answer
     this.token = o.token;
     this.base = httpBase(o.url);
-    this.transport = o.transport || 'auto';
+    this.transport = o.transport || 'auto'; // as configured
+    this.activeTransport = null; // 'ws' | 'rest': the transport of the current join
     this.state = 'closed';
-    this.welcome = null;
-    this.session = null;
+    this.welcome = null; // the last `welcome`
+    this.session = null; // session id; null before the join and after the session is lost
     this.resumeToken = null;
     this.lastSeq = 0; // highest server seq processed
     this.clientSeq = 0; // last client seq assigned
     this.outbox = []; // sent but not confirmed by the server (pong.ack / resumed.received)
-    this.ws = null;
-    this.closed = false;
+    this.ws = null; // the current WebSocket (null while there is none)
+    this.closed = false; // close() was called: no reconnecting
+    this.reconnectAttempts = 0; // resume attempts since construction
+    this._WebSocket = o.WebSocket || null; // null: globalThis.WebSocket, looked up when opening
     this._pending = null; // {resolve, reject} of join()
-    this._timers = [];
+    this._reconnecting = false; // the _reconnect loop runs
+    this._resumeWaiter = null; // settles the current resume attempt (true, false or 'lost')
+    this._goAwayMs = null; // `go_away.reconnectMs`: the delay before reconnecting after 1012
+    this._ackTimer = null; // pending `ack` (sent 200 ms after the first unacknowledged message)
+    this._hb = null; // heartbeat interval
+    this._restChain = Promise.resolve(); // REST POSTs, one at a time and in order
   }
 
   _emit(type, detail) {
@@ -121,7 +139,7 @@ export class FloeSignal extends EventTarget {
   _openWs(onOpen, first) {
     let ws;
     try {
-      ws = new WebSocket(wsUrl(this.base));
+      ws = new (this._WebSocket || globalThis.WebSocket)(wsUrl(this.base));
     } catch (e) {
       if (first && this._pending) this._pending.reject(Object.assign(new Error(String(e)), { wsUnavailable: true }));
       return;
@@ -157,10 +175,10 @@ export class FloeSignal extends EventTarget {
     this._reconnecting = true;
     this._setState('reconnecting');
     let delay = delayMs;
-    for (let attempt = 0; !this.closed; attempt++) {
+    while (!this.closed) {
       await sleep(delay);
       if (this.closed) break;
-      this.reconnectAttempts = (this.reconnectAttempts || 0) + 1;
+      this.reconnectAttempts += 1;
       const ok = await new Promise((resolve) => {
         let settled = false;
         const done = (v) => {
@@ -309,7 +327,7 @@ export class FloeSignal extends EventTarget {
   _raw(m) {
     if (this.activeTransport === 'rest') {
       if (this.session) {
-        this._restChain = (this._restChain || Promise.resolve()).then(() => this._restPost(m)).catch(() => {});
+        this._restChain = this._restChain.then(() => this._restPost(m)).catch(() => {});
       }
       return;
     }
@@ -330,7 +348,7 @@ export class FloeSignal extends EventTarget {
   _transmit(m) {
     if (this.activeTransport === 'rest') {
       // One POST at a time, so the server sees client seqs in order.
-      this._restChain = (this._restChain || Promise.resolve())
+      this._restChain = this._restChain
         .then(() => (this.outbox.includes(m) ? this._restPost(m) : null))
         .then(() => this._confirmOne(m))
         .catch(() => {});
@@ -448,11 +466,6 @@ export class FloeSignal extends EventTarget {
 
 const FILE_CHUNK = 16 * 1024;
 
-/**
- * The connection with one other peer. Events: `chat` ({from, text}), `file` ({name, size, type,
- * blob}), `fileprogress` ({direction, name, sent|received, size}), `track` (RTCTrackEvent),
- * `state` (connectionState), `closed`.
- */
 const SHA256_K = new Uint32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
   0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -507,7 +520,23 @@ export async function sha256Hex(data) {
   return [...digest].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * The connection with one other peer of a FloeRoom (created by the room: listen for its `peer`
+ * event): an RTCPeerConnection negotiated with perfect negotiation in the roles the server
+ * assigned, a `chat` data channel (negotiated id 0) and a `file` channel (id 1).
+ *
+ * Events (CustomEvent, data in `detail`): `open` (the chat channel opened), `chat` ({from, text}),
+ * `file` ({name, size, type, blob, sha256, verified}), `fileprogress` ({direction, name,
+ * sent|received, size}), `fileack` (the receiver's answer to a file we sent), `track`
+ * (RTCTrackEvent), `state` (connectionState), `closed`.
+ *
+ * Read-only for the application: `id`, `offerer`, `polite`, `pc`, `chat`, `files`, `closed`.
+ */
 export class FloePeer extends EventTarget {
+  /**
+   * @param {FloeRoom} room
+   * @param {{peer: string, polite: boolean, offerer: boolean}} info the PeerInfo from the server
+   */
   constructor(room, info) {
     super();
     this.room = room;
@@ -517,21 +546,25 @@ export class FloePeer extends EventTarget {
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.negotiated = false; // first negotiation done (the non-offerer may start renegotiations after)
-    this.pendingCandidates = [];
-    this.queue = Promise.resolve();
-    this._open();
+    this.pendingCandidates = []; // received before the remote description
+    this.queue = Promise.resolve(); // incoming signals, handled one after another
+    this.ackWaiters = []; // resolvers of sendFile() calls waiting for the receiver's file-ack
+    this.incoming = null; // the file being received: its header, chunks and byte count
+    this.closed = false;
+    this.pc = new RTCPeerConnection(room._rtcConfig());
+    this.chat = this.pc.createDataChannel('chat', { negotiated: true, id: 0 });
+    this.files = this.pc.createDataChannel('file', { negotiated: true, id: 1 });
+    this.files.binaryType = 'arraybuffer';
+    this._listen();
   }
 
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
-  _open() {
-    const pc = new RTCPeerConnection(this.room._rtcConfig());
-    this.pc = pc;
-    this.chat = pc.createDataChannel('chat', { negotiated: true, id: 0 });
-    this.files = pc.createDataChannel('file', { negotiated: true, id: 1 });
-    this.files.binaryType = 'arraybuffer';
+  /** Wires the connection's and the channels' handlers, and adds the room's local media. */
+  _listen() {
+    const pc = this.pc;
     this.chat.onmessage = (e) => this._emit('chat', { from: this.id, text: String(e.data) });
     this.chat.onopen = () => this._emit('open', {});
     this.files.onmessage = (e) => this._onFileData(e.data);
@@ -641,10 +674,7 @@ export class FloePeer extends EventTarget {
     ch.bufferedAmountLowThreshold = 256 * 1024;
     const name = file.name || 'blob';
     const sha256 = await sha256Hex(await file.arrayBuffer());
-    const acked = new Promise((resolve) => {
-      this.ackWaiters = this.ackWaiters || [];
-      this.ackWaiters.push(resolve);
-    });
+    const acked = new Promise((resolve) => this.ackWaiters.push(resolve));
     ch.send(JSON.stringify({ kind: 'file', name, size: file.size, type: file.type || '', sha256 }));
     let sent = 0;
     while (sent < file.size) {
@@ -672,7 +702,7 @@ export class FloePeer extends EventTarget {
     if (typeof data === 'string') {
       const h = JSON.parse(data);
       if (h.kind === 'file-ack') {
-        const w = (this.ackWaiters || []).shift();
+        const w = this.ackWaiters.shift();
         if (w) w(h);
         this._emit('fileack', h);
         return;
@@ -730,9 +760,10 @@ export class FloePeer extends EventTarget {
     };
   }
 
+  /** Closes the connection (no signalling message: the room's peer_left or bye caused it). */
   close() {
-    if (this.closedFlag) return;
-    this.closedFlag = true;
+    if (this.closed) return;
+    this.closed = true;
     this.pc.close();
     this._emit('closed', {});
   }
@@ -741,18 +772,23 @@ export class FloePeer extends EventTarget {
 /**
  * A room: signalling plus one FloePeer per other peer. Events: `peer` (FloePeer),
  * `peerleft` ({peer, reason}), `state` (signalling state), `error`, `welcome`, `data`
- * ({from, data}: signalling-level `data` messages).
+ * ({from, data, broadcast}: signalling-level `data` messages).
  *
  * Options: those of FloeSignal plus `iceTransportPolicy` ('all' | 'relay'), `iceServers`
  * (override the server's list), `localStream` (MediaStream to send).
+ *
+ * Read-only for the application: `id` (our peer id), `signal` (the FloeSignal), `peers` (Map of
+ * peer id to FloePeer).
  */
 export class FloeRoom extends EventTarget {
+  /** @param {object} o the options of FloeSignal and those above */
   constructor(o) {
     super();
     this.options = o;
     this.signal = new FloeSignal(o);
-    this.peers = new Map();
+    this.peers = new Map(); // peer id -> FloePeer
     this.localStream = o.localStream || null;
+    this.iceServers = null; // from the last welcome/resumed (fresh TURN credentials)
     this.signal.addEventListener('message', (e) => this._onMessage(e.detail));
     this.signal.addEventListener('state', (e) => this._emit('state', e.detail));
     this.signal.addEventListener('error', (e) => this._emit('error', e.detail));
