@@ -21,6 +21,10 @@ export const PROTOCOL_VERSION = 1;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Fatal errors after which the server has ended the session (docs/signalling.md §4): the
+ * client does not try to resume it. (`heartbeat_timeout` and `server_shutdown` keep it.) */
+const SESSION_ENDING = new Set(['kicked', 'session_replaced', 'token_expired', 'mailbox_overflow']);
+
 /** An error answer from the server (`code` is stable; see docs/signalling.md). */
 export class FloeError extends Error {
   constructor(body) {
@@ -266,6 +270,13 @@ export class FloeSignal extends EventTarget {
           this._pending = null;
           p.reject(err);
           return;
+        }
+        if (err.fatal && SESSION_ENDING.has(m.code) && this.session) {
+          // The server ended the session (kicked, replaced, expired, overflowed): reconnecting
+          // would walk a kicked peer back in, or fight the connection that replaced us.
+          this.session = null;
+          this.outbox = [];
+          this._setState('closed');
         }
         this._emit('error', err);
         return;

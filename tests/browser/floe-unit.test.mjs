@@ -317,3 +317,24 @@ test('resume_failed ends the old session and joins afresh', async (t) => {
   assert.equal(net.sockets.length, 3);
   assert.ok(net.sockets.every((w) => w === ws2 || !w.sent.some((m) => m.type === 'resume')));
 });
+
+test('a session the server ends (kicked) is not resumed: no reconnect, the error reaches the app', async (t) => {
+  const { s, net, ws } = await joined(t);
+  const errors = [];
+  s.addEventListener('error', (e) => errors.push(e.detail));
+  ws.deliver({ type: 'error', code: 'kicked', message: 'an admin removed you', fatal: true });
+  ws.drop(1008, 'kicked');
+  await advance(t, 60_000, 500);
+  assert.equal(net.sockets.length, 1, 'a kicked client must not reconnect and rejoin');
+  assert.equal(s.reconnectAttempts, 0);
+  assert.equal(s.state, 'closed');
+  assert.deepEqual(errors.map((e) => e.code), ['kicked']);
+});
+
+test('heartbeat_timeout keeps the session: the client resumes', async (t) => {
+  const { net, ws } = await joined(t);
+  ws.deliver({ type: 'error', code: 'heartbeat_timeout', message: 'silent', fatal: true });
+  ws.drop(1008, 'heartbeat_timeout');
+  const next = await reconnected(t, net);
+  assert.equal(next.sent[0].type, 'resume');
+});
