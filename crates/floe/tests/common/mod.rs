@@ -55,8 +55,13 @@ pub fn wait_for_stun(addr: SocketAddr) {
     };
     let socket = UdpSocket::bind(local).unwrap();
     while Instant::now() < deadline {
-        if floe_turn_server::stun_client::binding_udp(&socket, addr, None, Duration::from_millis(300))
-            .is_ok()
+        if floe_turn_server::stun_client::binding_udp(
+            &socket,
+            addr,
+            None,
+            Duration::from_millis(300),
+        )
+        .is_ok()
         {
             return;
         }

@@ -54,10 +54,10 @@ mod config;
 mod relay;
 mod reply;
 mod requests;
+mod rfc6062;
 mod rng;
 mod shared;
 mod stats;
-mod rfc6062;
 mod types;
 
 use core::net::{IpAddr, SocketAddr};
