@@ -1,11 +1,18 @@
 //! The configuration file (TOML). Every command-line flag has a key here; flags given on the
 //! command line override the file. Unknown keys are rejected, so a typo is an error, not a
 //! silently ignored setting.
+//!
+//! Each section belongs to its shell crate, which also owns the matching flags, defaults and
+//! validation: the top-level listening keys, `[stun]` and `[turn]` to
+//! [`floe_turn_server::config`], `[signal]` to [`floe_signal_server::config`]. This file only
+//! puts them together.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use anyhow::Context as _;
+use floe_signal_server::SignalConfig;
+use floe_turn_server::config::{ListenConfig, StunSection, TurnSection};
 use serde::Deserialize;
 
 /// The whole file.
@@ -24,28 +31,35 @@ pub struct FileConfig {
     pub stun: StunSection,
     /// TURN options (`floe turn`, `floe serve`).
     #[serde(default)]
-    pub turn: crate::cmd::turn::TurnSection,
+    pub turn: TurnSection,
     /// Signalling options (`floe signal`, `floe serve`), keys as in docs/signalling.md.
     #[serde(default)]
-    pub signal: floe_signal_server::SignalConfig,
-}
-
-/// `[stun]` section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StunSection {
-    /// SOFTWARE attribute; empty string omits it. Flag: `--software`.
-    pub software: Option<String>,
-    /// Largest PADDING echoed in RFC 5780 responses, bytes.
-    pub max_padding: Option<usize>,
+    pub signal: SignalConfig,
 }
 
 impl FileConfig {
+    /// Reads and parses `path`, or an empty file without one.
+    pub fn load_or_default(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+        match path {
+            Some(path) => FileConfig::load(path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// The top-level listening keys, for [`floe_turn_server::config::ListenArgs::apply`].
+    pub fn listen(&self) -> ListenConfig {
+        ListenConfig {
+            listen: self.listen.clone(),
+            alternate_ip: self.alternate_ip,
+            workers: self.workers,
+        }
     }
 }
 

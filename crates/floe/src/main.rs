@@ -5,6 +5,7 @@
 
 mod cmd;
 mod config;
+mod shutdown;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

@@ -6,91 +6,21 @@
 //! and taking the first address that is not itself a trusted proxy. Everything to its left was
 //! written by the client or by proxies we know nothing about, so it is never believed. A header
 //! from an untrusted peer is ignored outright: anyone can send one.
+//!
+//! Proxy networks are [`floe_turn::policy::Cidr`]s, the type of the TURN peer rules, with its
+//! rule: host bits below the prefix are refused (`10.0.0.1/8` asks "did you mean 10.0.0.0/8?").
+//! A prefix matches its own family only; every address is canonicalised first, so an
+//! IPv4-mapped IPv6 peer (`::ffff:10.0.0.9`) matches the IPv4 networks.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
 
 use axum::http::{header, HeaderMap};
-use serde::Deserialize;
-
-/// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or
-/// /128). IPv4-mapped IPv6 addresses match the IPv4 networks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-/// A `--trusted-proxy` value that is not a CIDR network.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid CIDR {0:?}: expected ADDRESS[/PREFIX], e.g. 10.0.0.0/8 or 2001:db8::/32")]
-pub struct CidrError(String);
-
-impl FromStr for Cidr {
-    type Err = CidrError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || CidrError(s.to_string());
-        let (addr, prefix) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s.trim(), None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| err())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(err)?,
-        };
-        Ok(Self {
-            addr: mask(addr, prefix),
-            prefix,
-        })
-    }
-}
-
-impl TryFrom<String> for Cidr {
-    type Error = CidrError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl Cidr {
-    /// Whether `ip` lies in this network.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
-    }
-}
-
-fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(bits & m))
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(bits & m))
-        }
-    }
-}
+use floe_turn::policy::Cidr;
 
 /// The client address for a request from socket peer `peer` (see the module docs).
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
     let peer = peer.to_canonical();
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip.to_canonical()));
     if !is_trusted(peer) {
         return peer;
     }
@@ -183,10 +113,24 @@ mod tests {
 
     #[test]
     fn cidrs_parse_and_match() {
-        let c: Cidr = "10.1.2.3/8".parse().unwrap();
+        // One rule with the TURN peer ranges: host bits are a typo, not a network.
+        let e = "10.1.2.3/8".parse::<Cidr>().unwrap_err().to_string();
+        assert!(e.contains("did you mean 10.0.0.0/8?"), "{e}");
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
         assert_eq!(c.to_string(), "10.0.0.0/8");
         assert!(c.contains(ip("10.200.0.1")));
-        assert!(c.contains(ip("::ffff:10.0.0.9")), "v4-mapped matches");
+        let none = HeaderMap::new();
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.9"), &none, &[c]),
+            ip("10.0.0.9"),
+            "v4-mapped matches"
+        );
+        let h = headers(&[("x-forwarded-for", "192.0.2.1")]);
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.9"), &h, &[c]),
+            ip("192.0.2.1"),
+            "v4-mapped peer is trusted"
+        );
         assert!(!c.contains(ip("11.0.0.1")));
         let c: Cidr = "2001:db8::/32".parse().unwrap();
         assert!(c.contains(ip("2001:db8:1::5")));

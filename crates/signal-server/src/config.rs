@@ -10,8 +10,8 @@ use floe_signal::ice::{IceConfig, DEFAULT_TURN_TTL_SECS};
 use floe_signal::HubConfig;
 use serde::Deserialize;
 
-pub use crate::client_ip::{Cidr, CidrError};
 pub use crate::origin::OriginError;
+pub use floe_turn::policy::{Cidr, CidrError};
 
 /// JWT signature algorithm for a public-key verifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -76,8 +76,10 @@ pub struct SignalConfig {
     /// Multi-node: a node silent for this long is considered dead and its peers leave with
     /// `timeout`, seconds (default 10).
     pub redis_node_ttl_secs: u64,
-    /// Reverse proxies (CIDR) whose `X-Forwarded-For`/`Forwarded` headers name the client
-    /// (default none: the socket peer is the client and such headers are ignored).
+    /// Reverse proxies (CIDR, no host bits: `10.0.0.0/8`, not `10.0.0.1/8`) whose
+    /// `X-Forwarded-For`/`Forwarded` headers name the client (default none: the socket peer is
+    /// the client and such headers are ignored).
+    #[serde(deserialize_with = "cidrs")]
     pub trusted_proxies: Vec<Cidr>,
     /// Web origins (`https://app.example`) allowed to use the server from another origin: CORS
     /// for REST and `/v1/ice-servers`, and the WebSocket/REST `Origin` check (default none).
@@ -348,6 +350,14 @@ impl SignalConfig {
         let below_ttl = self.resume_ttl_secs.saturating_sub(1).max(1);
         Duration::from_secs(self.max_poll_wait_secs.min(below_ttl))
     }
+}
+
+/// Deserialises a list of CIDR strings ([`Cidr`]'s `FromStr`: its errors name the problem).
+fn cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// Command-line flags for the signalling server (flatten into `floe signal` and `floe serve`).

@@ -24,9 +24,10 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use floe_signal::bus::LocalBus;
+use floe_turn::policy::Cidr;
 
 use crate::actor::{self, HubHandle, NodeBus, Outbound};
-use crate::client_ip::{client_ip, Cidr};
+use crate::client_ip::client_ip;
 use crate::config::{ConfigError, SignalConfig};
 use crate::origin::{self, OriginPolicy, Verdict};
 use crate::redis_bus::{self, RedisSettings};

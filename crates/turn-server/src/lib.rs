@@ -2,8 +2,10 @@
 //!
 //! [`turn`] runs the TURN relay and the STUN Binding service (with RFC 5780 discovery) on UDP,
 //! TCP and TLS listeners, one shard thread per worker. [`stun_client`] is the client side used by
-//! `floe stun`. The binary (`crates/floe`) owns the configuration parsing and logging.
+//! `floe stun`. [`config`] owns the STUN/TURN flags and config-file keys and builds the
+//! [`turn::TurnShellConfig`]; the binary (`crates/floe`) wires them and sets up logging.
 
+pub mod config;
 pub mod net;
 pub mod stun_client;
 pub mod tls;

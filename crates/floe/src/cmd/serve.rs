@@ -7,23 +7,30 @@
 //!   credentials minted with the TURN shared secret (a random one when none is configured).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use floe_signal_server::{SignalArgs, SignalServer};
+use floe_turn_server::config::{ListenArgs, StunArgs, TurnArgs};
 
-use crate::cmd::turn::{self, ListenArgs, TurnArgs};
+use crate::cmd::turn;
+use crate::config::FileConfig;
+use crate::shutdown::shutdown_signal;
 
 /// Arguments of `floe serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// TOML configuration file; flags override its keys.
+    #[arg(long, short = 'c', env = "FLOE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Listening options.
     #[command(flatten)]
     pub net: ListenArgs,
-    /// SOFTWARE attribute in STUN/TURN responses ("" to omit).
-    #[arg(long, value_name = "TEXT")]
-    pub software: Option<String>,
+    /// STUN options.
+    #[command(flatten)]
+    pub stun: StunArgs,
     /// TURN options.
     #[command(flatten)]
     pub turn: TurnArgs,
@@ -55,17 +62,13 @@ fn ice_urls(udp_tcp: &[SocketAddr], tls: &[SocketAddr]) -> (Vec<String>, Vec<Str
 
 /// Runs `floe serve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut file = args.net.file()?;
-    let mut plan = args.net.plan(&args.turn, &file, true)?;
-    let software = args.software.clone().or_else(|| file.stun.software.clone());
-    if let Some(s) = software {
-        let s = if s.is_empty() { None } else { Some(s) };
-        plan.shell.turn.software = s.clone();
-        plan.shell.turn.binding.software = s;
-    }
-    if let Some(p) = file.stun.max_padding {
-        plan.shell.turn.binding.max_padding = p;
-    }
+    let mut file = FileConfig::load_or_default(args.config.as_deref())?;
+    let mut listen = file.listen();
+    args.net.apply(&mut listen);
+    args.turn.apply(&mut file.turn);
+    let mut plan = file.turn.shell_config(&listen, true)?;
+    args.stun.apply(&mut file.stun);
+    file.stun.apply_to(&mut plan.shell.turn);
     let mut signal = std::mem::take(&mut file.signal);
     args.signal.apply(&mut signal);
     // Refuse a bad signalling configuration before starting anything (checked again at run).
@@ -87,11 +90,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             signal.turn_urls = turn;
         }
         if signal.turn_secret.is_none() {
-            signal.turn_secret = args
+            // The first configured secret (flags before the file), else the generated one.
+            signal.turn_secret = file
                 .turn
-                .auth_secret
+                .auth_secrets
                 .first()
-                .or(file.turn.auth_secrets.first())
                 .cloned()
                 .or(plan.generated_secret.clone());
         }
@@ -121,9 +124,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("floe: stopped");
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    crate::cmd::signal::shutdown_signal().await
 }

@@ -11,6 +11,8 @@ use anyhow::Context as _;
 use floe_signal_server::{SignalArgs, SignalConfig, SignalServer};
 use serde::Deserialize;
 
+use crate::shutdown::shutdown_signal;
+
 /// Arguments of `floe signal`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -72,28 +74,4 @@ async fn serve(config: SignalConfig) -> anyhow::Result<()> {
         .await
         .context("signalling server")?;
     Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

@@ -1,0 +1,681 @@
+//! Configuration: the STUN/TURN part of a floe config file and the matching command-line flags,
+//! in the same recipe as `floe_signal_server::config`:
+//!
+//! | flags (clap) | file keys (serde, unknown keys are errors) |
+//! |---|---|
+//! | [`ListenArgs`] | [`ListenConfig`]: top level (`listen`, `alternate_ip`, `workers`) |
+//! | [`StunArgs`] (`floe serve` only) | [`StunSection`]: `[stun]` |
+//! | [`TurnArgs`] | [`TurnSection`]: `[turn]` |
+//!
+//! Each `*Args::apply` lays the flags that were given over the file's values: a single-valued
+//! flag replaces its key, a repeatable TURN flag adds its values before the key's. Then
+//! [`TurnSection::shell_config`] checks the settings and builds the [`TurnShellConfig`] that
+//! [`crate::turn::TurnService::bind`] takes. A new option is one field in the `Args` struct, one
+//! in the section, and one line in `apply` (plus its row in docs/turn.md).
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::ParseIntError;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use floe_turn::credentials::{
+    CredentialError, CredentialStore, ExpiryPolicy, RestSecret, StaticUser,
+};
+use floe_turn::nonce::NonceSecret;
+use floe_turn::policy::{Cidr, CidrError, PeerPolicy};
+use floe_turn::quota::{Bandwidth, QuotaConfig};
+use floe_turn::server::TurnConfig;
+use serde::Deserialize;
+
+use crate::tls::TlsError;
+use crate::turn::TurnShellConfig;
+
+/// Default realm (RFC 8489 §14.9).
+pub const DEFAULT_REALM: &str = "floe";
+
+/// Default STUN/TURN listening address (UDP and TCP).
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), 3478);
+
+/// Listening flags, shared by `floe turn` and `floe serve`. Each has a top-level key of the same
+/// name in the config file ([`ListenConfig`]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ListenArgs {
+    /// STUN/TURN listening address, UDP and TCP (repeatable). Default 127.0.0.1:3478.
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Second IP address of this host: turns on RFC 5780 NAT discovery on the same ports
+    /// (alternate port = primary port + 1).
+    #[arg(long, value_name = "IP")]
+    pub alternate_ip: Option<IpAddr>,
+    /// UDP sockets (shards) per address (0 = one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+/// The listening keys at the top level of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// STUN/TURN listening addresses (UDP and TCP on each); empty: [`DEFAULT_LISTEN`].
+    pub listen: Vec<SocketAddr>,
+    /// RFC 5780 alternate IP.
+    pub alternate_ip: Option<IpAddr>,
+    /// UDP sockets per address (default 0 = one per core).
+    pub workers: Option<usize>,
+}
+
+impl ListenArgs {
+    /// Applies the flags that were given on top of `config` (usually from the file).
+    pub fn apply(self, config: &mut ListenConfig) {
+        if !self.listen.is_empty() {
+            config.listen = self.listen;
+        }
+        if self.alternate_ip.is_some() {
+            config.alternate_ip = self.alternate_ip;
+        }
+        if self.workers.is_some() {
+            config.workers = self.workers;
+        }
+    }
+}
+
+impl ListenConfig {
+    /// The listening addresses, or [`DEFAULT_LISTEN`].
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        if self.listen.is_empty() {
+            vec![DEFAULT_LISTEN]
+        } else {
+            self.listen.clone()
+        }
+    }
+}
+
+/// STUN flags (`floe serve`). Each has a `[stun]` config-file key.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StunArgs {
+    /// SOFTWARE attribute in STUN/TURN responses ("" to omit).
+    #[arg(long, value_name = "TEXT")]
+    pub software: Option<String>,
+}
+
+/// `[stun]` section of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StunSection {
+    /// SOFTWARE attribute; empty string omits it. Flag: `--software`.
+    pub software: Option<String>,
+    /// Largest PADDING echoed in RFC 5780 responses, bytes.
+    pub max_padding: Option<usize>,
+}
+
+impl StunArgs {
+    /// Applies the flags that were given on top of `section`.
+    pub fn apply(self, section: &mut StunSection) {
+        if self.software.is_some() {
+            section.software = self.software;
+        }
+    }
+}
+
+impl StunSection {
+    /// Sets what this section sets in the state machine's configuration (STUN Binding is
+    /// answered by the TURN state machine); unset keys keep floe-turn's defaults.
+    pub fn apply_to(&self, config: &mut TurnConfig) {
+        if let Some(s) = &self.software {
+            let s = if s.is_empty() { None } else { Some(s.clone()) };
+            config.software = s.clone();
+            config.binding.software = s;
+        }
+        if let Some(p) = self.max_padding {
+            config.binding.max_padding = p;
+        }
+    }
+}
+
+/// TURN flags, shared by `floe turn` and `floe serve`. Each has a `[turn]` config-file key
+/// ([`TurnSection`]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TurnArgs {
+    /// TURN over TLS listening address (repeatable); needs --tls-cert and --tls-key.
+    #[arg(long = "tls-listen", value_name = "ADDR:PORT")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Relay address to allocate from (repeatable, at most one per family). Default: the IP of
+    /// the first listening address.
+    #[arg(long = "relay-ip", value_name = "IP")]
+    pub relay_ip: Vec<IpAddr>,
+    /// Advertised relay IP for a server behind 1:1 NAT (repeatable, one per family).
+    #[arg(long = "external-ip", value_name = "IP")]
+    pub external_ip: Vec<IpAddr>,
+    /// Realm for long-term credentials.
+    #[arg(long, value_name = "NAME")]
+    pub realm: Option<String>,
+    /// Static user (repeatable).
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    pub user: Vec<String>,
+    /// TURN REST API shared secret (repeatable: every one is accepted, for rotation).
+    #[arg(long = "auth-secret", value_name = "SECRET")]
+    pub auth_secret: Vec<String>,
+    /// Open a peer range that the default policy denies (repeatable).
+    #[arg(long = "allow-peer", value_name = "CIDR")]
+    pub allow_peer: Vec<Cidr>,
+    /// Deny a peer range (repeatable; wins over --allow-peer).
+    #[arg(long = "deny-peer", value_name = "CIDR")]
+    pub deny_peer: Vec<Cidr>,
+    /// Relay port range.
+    #[arg(long, value_name = "MIN-MAX")]
+    pub relay_ports: Option<String>,
+    /// End an allocation as soon as its REST credential expires (default: at its next Refresh).
+    #[arg(long)]
+    pub strict_expiry: bool,
+    /// Relayed bytes per second per allocation, both directions (0 = unlimited). Default
+    /// 2500000 (20 Mbit/s); packets beyond are dropped.
+    #[arg(long, value_name = "BYTES")]
+    pub max_bps: Option<u64>,
+    /// Relayed bytes per second per user over all its allocations (0 = unlimited). Default
+    /// 6250000 (50 Mbit/s).
+    #[arg(long, value_name = "BYTES")]
+    pub user_max_bps: Option<u64>,
+    /// Answers to unauthenticated UDP requests (401 challenges) per second per source address.
+    /// Default 10.
+    #[arg(long, value_name = "N")]
+    pub auth_rate: Option<u32>,
+    /// Burst of such answers per source address. Default 40.
+    #[arg(long, value_name = "N")]
+    pub auth_burst: Option<u32>,
+}
+
+/// `[turn]` section of the config file. Unset keys keep floe-turn's defaults (docs/turn.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnSection {
+    /// `--tls-listen`.
+    #[serde(default)]
+    pub tls_listen: Vec<SocketAddr>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// `--relay-ip`.
+    #[serde(default)]
+    pub relay_ips: Vec<IpAddr>,
+    /// `--external-ip`.
+    #[serde(default)]
+    pub external_ips: Vec<IpAddr>,
+    /// `--realm`.
+    pub realm: Option<String>,
+    /// `--user`, as `NAME:PASSWORD` strings.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// `--auth-secret`.
+    #[serde(default)]
+    pub auth_secrets: Vec<String>,
+    /// `--allow-peer`, as CIDR strings (checked by [`TurnSection::shell_config`]).
+    #[serde(default)]
+    pub allow_peers: Vec<String>,
+    /// `--deny-peer`, as CIDR strings.
+    #[serde(default)]
+    pub deny_peers: Vec<String>,
+    /// `--relay-ports`, `"MIN-MAX"`.
+    pub relay_ports: Option<String>,
+    /// `--strict-expiry`.
+    pub strict_expiry: Option<bool>,
+    /// Allocations in total (486 beyond).
+    pub max_allocations: Option<u32>,
+    /// Allocations per user (486 beyond).
+    pub max_allocations_per_user: Option<u32>,
+    /// `--max-bps`.
+    pub max_bps: Option<u64>,
+    /// `--user-max-bps`.
+    pub user_max_bps: Option<u64>,
+    /// `--auth-rate`.
+    pub auth_rate: Option<u32>,
+    /// `--auth-burst`.
+    pub auth_burst: Option<u32>,
+    /// Unauthenticated UDP answers per second over all sources (default 2000).
+    pub auth_rate_total: Option<u32>,
+    /// Their burst over all sources (default 4000).
+    pub auth_burst_total: Option<u32>,
+    /// Permissions per allocation (508 beyond).
+    pub max_permissions_per_allocation: Option<u32>,
+    /// Channels per allocation (508 beyond).
+    pub max_channels_per_allocation: Option<u32>,
+    /// Default allocation lifetime, seconds.
+    pub default_lifetime_secs: Option<u64>,
+    /// Largest allocation lifetime, seconds.
+    pub max_lifetime_secs: Option<u64>,
+    /// TCP/TLS client connections at once (default 4096).
+    pub max_tcp_connections: Option<usize>,
+    /// Idle TCP/TLS client connections are closed after this many seconds (default 600).
+    pub tcp_idle_timeout_secs: Option<u64>,
+}
+
+impl TurnArgs {
+    /// Applies the flags that were given on top of `section` (usually from the file): a
+    /// single-valued flag replaces its key; a repeatable flag's values come before the key's.
+    pub fn apply(self, section: &mut TurnSection) {
+        fn set<T>(dst: &mut Option<T>, v: Option<T>) {
+            if v.is_some() {
+                *dst = v;
+            }
+        }
+        fn prepend<T>(dst: &mut Vec<T>, v: impl IntoIterator<Item = T>) {
+            dst.splice(0..0, v);
+        }
+        prepend(&mut section.tls_listen, self.tls_listen);
+        set(&mut section.tls_cert, self.tls_cert);
+        set(&mut section.tls_key, self.tls_key);
+        prepend(&mut section.relay_ips, self.relay_ip);
+        prepend(&mut section.external_ips, self.external_ip);
+        set(&mut section.realm, self.realm);
+        prepend(&mut section.users, self.user);
+        prepend(&mut section.auth_secrets, self.auth_secret);
+        prepend(
+            &mut section.allow_peers,
+            self.allow_peer.iter().map(Cidr::to_string),
+        );
+        prepend(
+            &mut section.deny_peers,
+            self.deny_peer.iter().map(Cidr::to_string),
+        );
+        set(&mut section.relay_ports, self.relay_ports);
+        if self.strict_expiry {
+            section.strict_expiry = Some(true);
+        }
+        set(&mut section.max_bps, self.max_bps);
+        set(&mut section.user_max_bps, self.user_max_bps);
+        set(&mut section.auth_rate, self.auth_rate);
+        set(&mut section.auth_burst, self.auth_burst);
+    }
+}
+
+/// A TURN start-up: the shell configuration and what to tell the operator about it.
+#[derive(Debug)]
+pub struct TurnPlan {
+    /// The shell configuration.
+    pub shell: TurnShellConfig,
+    /// The random REST secret generated because no credentials were configured, if any.
+    pub generated_secret: Option<String>,
+}
+
+/// A STUN/TURN configuration that cannot be used. The messages name the flag or key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A `--user` / `users` entry is not `NAME:PASSWORD`.
+    #[error("--user NAME:PASSWORD: {0}")]
+    UserSyntax(CredentialError),
+    /// A user could not be added (for example a duplicate name).
+    #[error("--user: {0}")]
+    User(CredentialError),
+    /// Neither users nor REST secrets (and none to generate).
+    #[error("no TURN credentials: give --user NAME:PASSWORD or --auth-secret SECRET")]
+    NoCredentials,
+    /// A REST secret is unusable.
+    #[error("--auth-secret: {0}")]
+    AuthSecret(CredentialError),
+    /// No relay address given and the first listening address is unspecified.
+    #[error("listening on an unspecified address: give --relay-ip")]
+    NoRelayIp,
+    /// An `allow_peers`/`deny_peers` entry is not a CIDR prefix (host bits set, say).
+    #[error("{key} {input:?}: {error}")]
+    PeerRange {
+        /// `allow_peers` or `deny_peers`.
+        key: &'static str,
+        /// The entry.
+        input: String,
+        /// Why it was refused.
+        error: CidrError,
+    },
+    /// A rate-limit key or flag is zero.
+    #[error("{0} must be at least 1 (0 would refuse every login over UDP)")]
+    ZeroAuthRate(&'static str),
+    /// `relay_ports` is not `MIN-MAX`.
+    #[error("relay ports {0:?}: expected MIN-MAX")]
+    PortsSyntax(String),
+    /// A `relay_ports` bound is not a number.
+    #[error(transparent)]
+    PortNumber(#[from] ParseIntError),
+    /// `relay_ports` bounds out of order or zero.
+    #[error("relay ports {0:?}: need 1 <= MIN <= MAX")]
+    PortsRange(String),
+    /// TLS listening addresses without a certificate or key (`"--tls-cert"`, `"--tls-key"`).
+    #[error("--tls-listen needs {0}")]
+    TlsMissing(&'static str),
+    /// The certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl TurnSection {
+    /// Checks the settings (flags already applied) and builds the shell configuration for
+    /// `listen`. With `generate_secret` and no REST secret, a random one is made (for `floe
+    /// serve`, whose signalling server mints credentials with it); without it, a section with
+    /// no credentials at all is refused.
+    pub fn shell_config(
+        &self,
+        listen: &ListenConfig,
+        generate_secret: bool,
+    ) -> Result<TurnPlan, ConfigError> {
+        let addrs = listen.addrs();
+        let (store, generated_secret) = self.credentials(generate_secret)?;
+        let mut relay_ips = self.relay_ips.clone();
+        if relay_ips.is_empty() {
+            match addrs.first() {
+                Some(l) if !l.ip().is_unspecified() => relay_ips.push(l.ip()),
+                _ => return Err(ConfigError::NoRelayIp),
+            }
+        }
+        // The server's own addresses (listening, alternate, advertised) are never peers: a
+        // client must not relay back into the server (hairpin).
+        let own: Vec<IpAddr> = addrs
+            .iter()
+            .map(|l| l.ip())
+            .chain(listen.alternate_ip)
+            .chain(self.external_ips.iter().copied())
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        let policy = PeerPolicy::new()
+            .with_own_addresses(relay_ips.iter().copied().chain(own))
+            .with_allow(peer_ranges("allow_peers", &self.allow_peers)?)
+            .with_deny(peer_ranges("deny_peers", &self.deny_peers)?);
+        let mut config = TurnConfig::new(
+            store,
+            relay_ips,
+            NonceSecret::from_bytes(rand::random()),
+            rand::random(),
+        );
+        config.policy = policy;
+        self.apply_rate_limits(&mut config)?;
+        config.external_ips = self.external_ips.clone();
+        if let Some(p) = self.relay_ports.as_deref() {
+            config.relay_ports = parse_ports(p)?;
+        }
+        if let Some(s) = self.default_lifetime_secs {
+            config.lifetimes.default = Duration::from_secs(s);
+        }
+        if let Some(s) = self.max_lifetime_secs {
+            config.lifetimes.max = Duration::from_secs(s);
+        }
+        let shell = TurnShellConfig {
+            listen: addrs,
+            alternate_ip: listen.alternate_ip,
+            tls_listen: self.tls_listen.clone(),
+            tls: self.tls()?,
+            workers: listen.workers.unwrap_or(0),
+            turn: config,
+            quotas: self.quotas(),
+            max_tcp_connections: self.max_tcp_connections.unwrap_or(4096),
+            tcp_idle_timeout: Duration::from_secs(self.tcp_idle_timeout_secs.unwrap_or(600)),
+        };
+        Ok(TurnPlan {
+            shell,
+            generated_secret,
+        })
+    }
+
+    /// The credential store (realm, users, REST secrets, expiry policy) and the generated
+    /// secret, if one was made.
+    fn credentials(
+        &self,
+        generate_secret: bool,
+    ) -> Result<(CredentialStore, Option<String>), ConfigError> {
+        let realm = self.realm.as_deref().unwrap_or(DEFAULT_REALM);
+        let mut store = CredentialStore::new(realm);
+        for u in &self.users {
+            let user: StaticUser = u.parse().map_err(ConfigError::UserSyntax)?;
+            store.add_user(user).map_err(ConfigError::User)?;
+        }
+        let mut secrets = self.auth_secrets.clone();
+        let mut generated_secret = None;
+        if secrets.is_empty() {
+            if generate_secret {
+                let s = random_secret();
+                secrets.push(s.clone());
+                generated_secret = Some(s);
+            } else if self.users.is_empty() {
+                return Err(ConfigError::NoCredentials);
+            }
+        }
+        for s in &secrets {
+            store.add_rest_secret(RestSecret::new(s.as_bytes()).map_err(ConfigError::AuthSecret)?);
+        }
+        if self.strict_expiry.unwrap_or(false) {
+            store.set_expiry_policy(ExpiryPolicy::Immediately);
+        }
+        Ok((store, generated_secret))
+    }
+
+    /// `auth_rate`, `auth_burst` and their totals: each at least 1.
+    fn apply_rate_limits(&self, config: &mut TurnConfig) -> Result<(), ConfigError> {
+        let rl = &mut config.rate_limit;
+        for (name, value, field) in [
+            ("auth_rate", self.auth_rate, &mut rl.per_source_per_sec),
+            ("auth_burst", self.auth_burst, &mut rl.per_source_burst),
+            (
+                "auth_rate_total",
+                self.auth_rate_total,
+                &mut rl.global_per_sec,
+            ),
+            (
+                "auth_burst_total",
+                self.auth_burst_total,
+                &mut rl.global_burst,
+            ),
+        ] {
+            if let Some(v) = value {
+                if v == 0 {
+                    return Err(ConfigError::ZeroAuthRate(name));
+                }
+                *field = v;
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocation counts and bandwidth.
+    fn quotas(&self) -> QuotaConfig {
+        let mut quotas = QuotaConfig::default();
+        if let Some(n) = self.max_allocations {
+            quotas.max_allocations_total = n;
+        }
+        if let Some(n) = self.max_allocations_per_user {
+            quotas.max_allocations_per_user = n;
+        }
+        if let Some(n) = self.max_permissions_per_allocation {
+            quotas.max_permissions_per_allocation = n;
+        }
+        if let Some(n) = self.max_channels_per_allocation {
+            quotas.max_channels_per_allocation = n;
+        }
+        if let Some(bps) = self.max_bps {
+            quotas.allocation_bandwidth = bandwidth(bps);
+        }
+        if let Some(bps) = self.user_max_bps {
+            quotas.user_bandwidth = bandwidth(bps);
+        }
+        quotas
+    }
+
+    /// The TLS configuration when there are TLS listening addresses.
+    fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+        if self.tls_listen.is_empty() {
+            return Ok(None);
+        }
+        let cert = self
+            .tls_cert
+            .as_ref()
+            .ok_or(ConfigError::TlsMissing("--tls-cert"))?;
+        let key = self
+            .tls_key
+            .as_ref()
+            .ok_or(ConfigError::TlsMissing("--tls-key"))?;
+        Ok(Some(crate::tls::server_config(cert, key)?))
+    }
+}
+
+fn peer_ranges(key: &'static str, entries: &[String]) -> Result<Vec<Cidr>, ConfigError> {
+    entries
+        .iter()
+        .map(|c| {
+            c.parse().map_err(|error| ConfigError::PeerRange {
+                key,
+                input: c.clone(),
+                error,
+            })
+        })
+        .collect()
+}
+
+fn parse_ports(s: &str) -> Result<RangeInclusive<u16>, ConfigError> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| ConfigError::PortsSyntax(s.to_owned()))?;
+    let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
+    if a == 0 || a > b {
+        return Err(ConfigError::PortsRange(s.to_owned()));
+    }
+    Ok(a..=b)
+}
+
+/// A 32-character REST secret from `[a-z0-9]`.
+fn random_secret() -> String {
+    (0..32)
+        .map(|_| {
+            let i = rand::random::<u8>() % 36;
+            char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(i)])
+        })
+        .collect()
+}
+
+/// A bytes-per-second limit with a one-second burst; 0 means unlimited.
+fn bandwidth(bytes_per_sec: u64) -> Option<Bandwidth> {
+    (bytes_per_sec > 0).then(|| Bandwidth::per_sec(bytes_per_sec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        listen: ListenArgs,
+        #[command(flatten)]
+        turn: TurnArgs,
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap()
+    }
+
+    fn error(section: &TurnSection) -> String {
+        section
+            .shell_config(&ListenConfig::default(), false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn flags_override_or_add_to_file_keys() {
+        let mut section: TurnSection = toml::from_str(
+            "realm = \"file\"\nusers = [\"bob:pw\"]\nallow_peers = [\"192.0.2.0/24\"]\n\
+             auth_rate = 5\nauth_burst = 6\n",
+        )
+        .unwrap();
+        let mut listen: ListenConfig =
+            toml::from_str("listen = [\"127.0.0.1:4000\"]\nworkers = 2\n").unwrap();
+        let cli = parse(&[
+            "--realm",
+            "flag",
+            "--user",
+            "alice:pw",
+            "--allow-peer",
+            "10.0.0.0/8",
+            "--auth-rate",
+            "7",
+            "--strict-expiry",
+            "--workers",
+            "3",
+        ]);
+        cli.listen.apply(&mut listen);
+        cli.turn.apply(&mut section);
+        assert_eq!(section.realm.as_deref(), Some("flag"));
+        assert_eq!(section.users, ["alice:pw", "bob:pw"]);
+        assert_eq!(section.allow_peers, ["10.0.0.0/8", "192.0.2.0/24"]);
+        assert_eq!((section.auth_rate, section.auth_burst), (Some(7), Some(6)));
+        assert_eq!(section.strict_expiry, Some(true));
+        assert_eq!(listen.addrs(), [SocketAddr::from(([127, 0, 0, 1], 4000))]);
+        let plan = section.shell_config(&listen, false).unwrap();
+        assert_eq!(plan.shell.workers, 3);
+        assert_eq!(plan.shell.turn.realm(), "flag");
+        assert_eq!(plan.shell.turn.rate_limit.per_source_per_sec, 7);
+        assert!(plan.generated_secret.is_none());
+    }
+
+    #[test]
+    fn defaults_and_a_generated_secret() {
+        let plan = TurnSection::default()
+            .shell_config(&ListenConfig::default(), true)
+            .unwrap();
+        assert_eq!(plan.shell.listen, [DEFAULT_LISTEN]);
+        assert_eq!(plan.shell.turn.realm(), DEFAULT_REALM);
+        assert_eq!(plan.shell.turn.relay_ips, [DEFAULT_LISTEN.ip()]);
+        assert_eq!(plan.shell.max_tcp_connections, 4096);
+        assert_eq!(plan.generated_secret.map(|s| s.len()), Some(32));
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_with_the_key_in_the_message() {
+        assert_eq!(
+            error(&TurnSection::default()),
+            "no TURN credentials: give --user NAME:PASSWORD or --auth-secret SECRET"
+        );
+        let users = vec!["alice:pw".to_owned()];
+        let s = TurnSection {
+            users: users.clone(),
+            auth_burst_total: Some(0),
+            ..TurnSection::default()
+        };
+        assert_eq!(
+            error(&s),
+            "auth_burst_total must be at least 1 (0 would refuse every login over UDP)"
+        );
+        let s = TurnSection {
+            users: users.clone(),
+            deny_peers: vec!["10.0.0.1/8".into()],
+            ..TurnSection::default()
+        };
+        assert_eq!(
+            error(&s),
+            "deny_peers \"10.0.0.1/8\": 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"
+        );
+        let s = TurnSection {
+            users: users.clone(),
+            relay_ports: Some("2000-1000".into()),
+            ..TurnSection::default()
+        };
+        assert_eq!(error(&s), "relay ports \"2000-1000\": need 1 <= MIN <= MAX");
+        let s = TurnSection {
+            users,
+            tls_listen: vec![DEFAULT_LISTEN],
+            ..TurnSection::default()
+        };
+        assert_eq!(error(&s), "--tls-listen needs --tls-cert");
+        let err = Cli::try_parse_from(["x", "--deny-peer", "10.0.0.1/8"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("did you mean 10.0.0.0/8?"), "{err}");
+        assert!(toml::from_str::<TurnSection>("realms = \"x\"").is_err());
+    }
+}
