@@ -243,9 +243,7 @@ impl TurnService {
             .unwrap_or(0);
         let mut turn_config = config.turn.clone();
         // RFC 5780 through the TURN port: the Binding service learns the alternate addresses.
-        if let Some(g) = groups.first() {
-            turn_config.binding.alternate = g.alternate;
-        }
+        turn_config.binding.alternates = groups.iter().filter_map(|g| g.alternate).collect();
         let shards = runtimes
             .into_iter()
             .zip(listeners)

@@ -86,8 +86,11 @@ impl AlternateAddress {
 pub struct BindingConfig {
     /// SOFTWARE attribute value (RFC 8489 §14.14); `None` to omit it.
     pub software: Option<String>,
-    /// RFC 5780 discovery: the alternate address, when configured.
-    pub alternate: Option<AlternateAddress>,
+    /// RFC 5780 discovery: one primary/alternate quad per listening address that has an
+    /// alternate IP of its family (at most one per family in floe's configuration). A request
+    /// received on an address of a quad is answered with that quad's OTHER-ADDRESS and may use
+    /// CHANGE-REQUEST; one received anywhere else is answered as plain Binding (RFC 8489).
+    pub alternates: Vec<AlternateAddress>,
     /// Largest PADDING echoed in a response (RFC 5780 §7.6), in bytes.
     pub max_padding: usize,
 }
@@ -96,7 +99,7 @@ impl Default for BindingConfig {
     fn default() -> Self {
         BindingConfig {
             software: Some(concat!("floe ", env!("CARGO_PKG_VERSION")).to_owned()),
-            alternate: None,
+            alternates: Vec::new(),
             max_padding: 1200,
         }
     }
@@ -242,7 +245,8 @@ impl BindingService {
             Some(Err(_)) => 0,
         };
         let changes = change.change_ip || change.change_port;
-        let from = match (changes, self.config.alternate) {
+        let alternate = self.alternate_for(local);
+        let from = match (changes, alternate) {
             (false, _) => local,
             // RFC 5780 §6.1: without an alternate address, CHANGE-REQUEST gets 420.
             (true, None) => return Err(RequestError::UnknownAttributes),
@@ -267,9 +271,7 @@ impl BindingService {
                 }
             }
         };
-        if response_port.is_some()
-            && (self.config.alternate.is_none() || transport == Transport::Tcp)
-        {
+        if response_port.is_some() && (alternate.is_none() || transport == Transport::Tcp) {
             return Err(RequestError::UnknownAttributes);
         }
         Ok(Plan {
@@ -294,7 +296,7 @@ impl BindingService {
             msg.transaction_id(),
         )?;
         b.add(&XorMappedAddress(peer))?;
-        if let Some(alt) = self.config.alternate {
+        if let Some(alt) = self.alternate_for(local) {
             if let Some(other) = alt.other_of(local) {
                 b.add(&OtherAddress(other))?;
             }
@@ -325,7 +327,8 @@ impl BindingService {
                 b.add(&ErrorCode::new(ErrorCode::UNKNOWN_ATTRIBUTE))?;
                 let mut unknown = [AttrType(0); 16];
                 let mut n = 0;
-                let is_known = |t: AttrType| is_understood(t) && self.understood_here(msg, t);
+                let is_known =
+                    |t: AttrType| is_understood(t) && self.understood_here(msg, local, t);
                 for t in msg.unknown_comprehension_required(is_known).take(16) {
                     unknown[n] = t;
                     n += 1;
@@ -342,9 +345,19 @@ impl BindingService {
         self.finish(b, local, peer)
     }
 
-    /// CHANGE-REQUEST and RESPONSE-PORT are understood only when discovery is configured.
-    fn understood_here(&self, msg: &Message<'_>, t: AttrType) -> bool {
-        let discovery = self.config.alternate.is_some();
+    /// The discovery quad that `local` (the address a request arrived on) belongs to.
+    fn alternate_for(&self, local: SocketAddr) -> Option<AlternateAddress> {
+        self.config
+            .alternates
+            .iter()
+            .find(|a| a.listen_addresses().contains(&local))
+            .copied()
+    }
+
+    /// CHANGE-REQUEST and RESPONSE-PORT are understood only where discovery is configured (on
+    /// the addresses of an alternate quad).
+    fn understood_here(&self, msg: &Message<'_>, local: SocketAddr, t: AttrType) -> bool {
+        let discovery = self.alternate_for(local).is_some();
         match t {
             AttrType::RESPONSE_PORT => discovery,
             AttrType::CHANGE_REQUEST => {
@@ -418,12 +431,12 @@ mod tests {
 
     fn discovery() -> BindingService {
         BindingService::new(BindingConfig {
-            alternate: Some(AlternateAddress {
+            alternates: vec![AlternateAddress {
                 primary_ip: "192.0.2.1".parse().unwrap(),
                 alternate_ip: "192.0.2.2".parse().unwrap(),
                 primary_port: 3478,
                 alternate_port: 3479,
-            }),
+            }],
             ..BindingConfig::default()
         })
     }
@@ -454,6 +467,63 @@ mod tests {
         );
         assert!(resp.get::<Software<'_>>().is_some());
         assert!(resp.verify_fingerprint());
+        assert!(resp.get::<OtherAddress>().is_none());
+    }
+
+    #[test]
+    fn each_family_uses_its_own_alternate_and_others_answer_plain_binding() {
+        let v4 = AlternateAddress {
+            primary_ip: "192.0.2.1".parse().unwrap(),
+            alternate_ip: "192.0.2.2".parse().unwrap(),
+            primary_port: 3478,
+            alternate_port: 3479,
+        };
+        let v6 = AlternateAddress {
+            primary_ip: "2001:db8::1".parse().unwrap(),
+            alternate_ip: "2001:db8::2".parse().unwrap(),
+            primary_port: 3478,
+            alternate_port: 3479,
+        };
+        let svc = BindingService::new(BindingConfig {
+            alternates: vec![v4, v6],
+            ..BindingConfig::default()
+        });
+        let change_both = request(|b| {
+            b.add(&ChangeRequest {
+                change_ip: true,
+                change_port: true,
+            })
+            .unwrap()
+        });
+        let msg = Message::parse(&change_both).unwrap();
+        let mut out = [0u8; 1500];
+        for (local, other, peer) in [
+            ("192.0.2.1:3478", "192.0.2.2:3479", "198.51.100.7:5000"),
+            (
+                "[2001:db8::2]:3479",
+                "[2001:db8::1]:3478",
+                "[2001:db8:5::7]:5000",
+            ),
+        ] {
+            let r = reply(svc.handle(&msg, addr(local), addr(peer), Transport::Udp, &mut out));
+            assert_eq!(r.from, addr(other), "CHANGE-REQUEST on {local}");
+            let resp = Message::parse(&out[..r.len]).unwrap();
+            assert_eq!(
+                resp.get::<OtherAddress>(),
+                Some(Ok(OtherAddress(addr(other))))
+            );
+        }
+        // A listening address without an alternate (here a second IPv6 address): plain Binding.
+        let local = addr("[2001:db8::9]:3478");
+        let peer = addr("[2001:db8:5::7]:5000");
+        let r = reply(svc.handle(&msg, local, peer, Transport::Udp, &mut out));
+        let resp = Message::parse(&out[..r.len]).unwrap();
+        assert_eq!(resp.class(), Class::ErrorResponse);
+        let req = request(|_| {});
+        let msg = Message::parse(&req).unwrap();
+        let r = reply(svc.handle(&msg, local, peer, Transport::Udp, &mut out));
+        let resp = Message::parse(&out[..r.len]).unwrap();
+        assert_eq!(resp.class(), Class::SuccessResponse);
         assert!(resp.get::<OtherAddress>().is_none());
     }
 
