@@ -17,7 +17,6 @@ pub mod error;
 pub mod hub;
 pub mod ice;
 pub mod ids;
-pub mod limits;
 pub mod mailbox;
 pub mod proto;
 

@@ -1,6 +1,8 @@
 //! Hub limits and settings.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use floe_turn::ratelimit::TokenBucket;
 
 use crate::auth::Auth;
 use crate::ice::IceConfig;
@@ -67,5 +69,22 @@ impl Default for HubConfig {
             max_held_candidates: 128,
             rest_poll_batch: 256,
         }
+    }
+}
+
+impl HubConfig {
+    /// A full message bucket: `msgs_per_sec` sustained, `msg_burst` (at least 1) at once. Each
+    /// WebSocket connection and each post-box session has one.
+    pub(super) fn message_bucket(&self, now: Instant) -> TokenBucket {
+        let burst = u64::from(self.msg_burst.max(1));
+        TokenBucket::new(u64::from(self.msgs_per_sec), burst, now)
+    }
+
+    /// A full join bucket for one IP address: `joins_per_min_per_ip` per minute, as many (at
+    /// least 1) at once.
+    pub(super) fn join_bucket(&self, now: Instant) -> TokenBucket {
+        let per_min = self.joins_per_min_per_ip;
+        let minute = Duration::from_secs(60);
+        TokenBucket::with_period(u64::from(per_min), minute, u64::from(per_min.max(1)), now)
     }
 }

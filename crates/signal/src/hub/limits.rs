@@ -9,7 +9,6 @@ use super::{Hub, Now};
 use crate::bus::Bus;
 use crate::error::ErrorCode;
 use crate::ids::ConnId;
-use crate::limits::TokenBucket;
 
 impl<B: Bus> Hub<B> {
     pub(super) fn prune_ips(&mut self, now: Now) {
@@ -28,12 +27,12 @@ impl<B: Bus> Hub<B> {
                 return false;
             }
         }
-        let per_min = self.config.joins_per_min_per_ip;
+        let config = &self.config;
         let bucket = self
             .ip_joins
             .entry(ip)
-            .or_insert_with(|| TokenBucket::new(f64::from(per_min) / 60.0, per_min, now.mono));
-        let ok = bucket.try_take(now.mono);
+            .or_insert_with(|| config.join_bucket(now.mono));
+        let ok = bucket.try_take(1, now.mono);
         if !self.ip_prune_scheduled {
             self.ip_prune_scheduled = true;
             self.timers

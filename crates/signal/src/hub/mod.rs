@@ -10,7 +10,7 @@
 //! | file | concern |
 //! |---|---|
 //! | `mod.rs` | the [`Hub`] type, construction, connection entry points (`handle_connect`, `handle_frame`, ...), `poll_*` |
-//! | `config.rs` | [`HubConfig`] and its defaults |
+//! | `config.rs` | [`HubConfig`], its defaults and the token buckets it sizes |
 //! | `state.rs` | per-connection, per-session, per-room and timer records |
 //! | `dispatch.rs` | routing a parsed client message to its handler |
 //! | `session.rs` | join, resume, token refresh, leave; generated ids and tokens |
@@ -41,8 +41,8 @@ use rand::rngs::StdRng;
 use crate::bus::{Bus, LocalBus};
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, RoomId, SessionId};
-use crate::limits::TokenBucket;
 use crate::proto::{parse_client_msg, ServerMsg};
+use floe_turn::ratelimit::TokenBucket;
 
 pub use config::HubConfig;
 pub use post_box::RestPoll;
@@ -186,7 +186,7 @@ impl<B: Bus> Hub<B> {
                 pending_join: None,
                 unjoined_since: now.mono,
                 last_rx: now.mono,
-                bucket: TokenBucket::new(f64::from(c.msgs_per_sec), c.msg_burst, now.mono),
+                bucket: c.message_bucket(now.mono),
                 violations: 0,
             },
         );
@@ -216,7 +216,7 @@ impl<B: Bus> Hub<B> {
             );
             return;
         }
-        if !c.bucket.try_take(now.mono) {
+        if !c.bucket.try_take(1, now.mono) {
             c.violations += 1;
             let fatal = c.violations > self.config.max_rate_violations;
             self.rate_limited(conn, fatal, now);

@@ -47,7 +47,7 @@ impl<B: Bus> Hub<B> {
             );
         }
         if let Some(s) = self.sessions.get_mut(session) {
-            if !s.rest_bucket.try_take(now.mono) {
+            if !s.rest_bucket.try_take(1, now.mono) {
                 return refuse(
                     self,
                     ErrorCode::RateLimited,

@@ -12,7 +12,6 @@ use crate::auth::{grant_for_room, Auth};
 use crate::bus::{Bus, BusCommand, Member};
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId};
-use crate::limits::TokenBucket;
 use crate::mailbox::Mailbox;
 use crate::proto::{LeaveReason, PeerInfo, Resumed, ServerMsg, Welcome, PROTOCOL_VERSION};
 
@@ -137,11 +136,7 @@ impl<B: Bus> Hub<B> {
             mailbox: Mailbox::new(),
             last_client_seq: 0,
             pairs: BTreeMap::new(),
-            rest_bucket: TokenBucket::new(
-                f64::from(self.config.msgs_per_sec),
-                self.config.msg_burst,
-                now.mono,
-            ),
+            rest_bucket: self.config.message_bucket(now.mono),
         };
         if let Some(d) = token_deadline {
             self.timers.insert((d, Timer::TokenExpiry(sid.clone())));

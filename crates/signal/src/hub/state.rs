@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use super::Now;
 use crate::ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId};
-use crate::limits::TokenBucket;
 use crate::mailbox::Mailbox;
 use crate::proto::{Permissions, Signal};
+use floe_turn::ratelimit::TokenBucket;
 
 #[derive(Debug)]
 pub(super) struct Conn {
