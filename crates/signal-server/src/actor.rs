@@ -1,5 +1,6 @@
-//! The hub task: one tokio task owns the sans-IO [`Hub`], reads the clock, fires its timers and
-//! routes its outputs to connection tasks. Everything else talks to it through [`HubHandle`].
+//! The hub task: one tokio task owns the sans-IO [`Hub`], fires its timers and routes its outputs
+//! to connection tasks. Everything else talks to it through [`HubHandle`]. [`now`] is where the
+//! signalling server reads the clock.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -185,8 +186,11 @@ impl HubHandle {
     }
 }
 
-/// Reads the clock: the one place in the signalling server that does.
-fn now() -> Now {
+/// Reads the clock: the one place in the signalling server that does for the hub and its rules.
+/// The hub task calls it for every input; `GET /v1/ice-servers`, answered outside the hub task,
+/// calls it for token and TURN credential expiry. (The Redis driver task runs its own tokio
+/// timers, reconnect backoff and heartbeats, which never reach the hub.)
+pub(crate) fn now() -> Now {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -1,6 +1,7 @@
 //! floe-signal-server: the IO shell around the [`floe_signal`] hub.
 //!
-//! One tokio task owns the sans-IO hub and the clock; axum serves:
+//! One tokio task owns the sans-IO hub; `actor::now` is the one function that reads the clock
+//! (for the hub and for `/v1/ice-servers`). axum serves:
 //!
 //! | route | what |
 //! |---|---|

@@ -14,10 +14,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use floe_signal::auth::{is_loopback, Auth};
+use floe_signal::auth::Auth;
 use floe_signal::ice::IceConfig;
 use floe_signal::proto::{ErrorBody, ServerMsg};
-use floe_signal::{ErrorCode, PeerId, SessionId};
+use floe_signal::{ErrorCode, SessionId};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -323,12 +323,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// `GET /v1/ice-servers`: the same list as in `welcome`. Production mode: `Authorization:
 /// Bearer <JWT>` (any room); the token's `peer` claim names the TURN user.
 async fn ice_servers(
@@ -336,32 +330,16 @@ async fn ice_servers(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let now = unix_now();
-    let user = match &state.0.auth {
-        Auth::Development => {
-            if !is_loopback(state.0.client_ip(addr, &headers)) {
-                return refuse(
-                    ErrorCode::AuthRequired,
-                    "development mode serves localhost only",
-                );
-            }
-            "anonymous".to_string()
-        }
-        Auth::Jwt(v) => {
-            let Some(token) = bearer(&headers) else {
-                return refuse(ErrorCode::AuthRequired, "send Authorization: Bearer <JWT>");
-            };
-            match v.verify(token, now) {
-                Ok(c) => c.peer.unwrap_or_else(|| "anonymous".into()),
-                Err(d) => return refuse(d.code, d.message),
-            }
-        }
-    };
-    let Ok(peer) = PeerId::new(user) else {
-        return refuse(
-            ErrorCode::InvalidToken,
-            "the token's peer claim is not a valid peer id",
-        );
+    // Answered outside the hub task, with the clock read by the same function as for the hub.
+    let now = actor::now().unix;
+    let ip = state.0.client_ip(addr, &headers);
+    let peer = match state
+        .0
+        .auth
+        .authorize_ice_servers(bearer(&headers), ip, now)
+    {
+        Ok(p) => p,
+        Err(d) => return refuse(d.code, d.message),
     };
     let servers = state.0.ice.servers_for(&peer, now);
     Json(json!({ "iceServers": servers, "ttl": state.0.ice.turn_ttl_secs })).into_response()
