@@ -158,7 +158,7 @@ impl Default for SignalConfig {
             max_rest_waiters: 10_000,
             max_rest_waiters_per_session: 2,
             max_poll_wait_secs: 25,
-            rest_poll_batch: hub.rest_poll_batch,
+            rest_poll_batch: hub.post_box_poll_batch,
             join_timeout_secs: hub.join_timeout.as_secs(),
             max_rate_violations: hub.max_rate_violations,
             max_tracked_ips: hub.max_tracked_ips,
@@ -333,7 +333,7 @@ impl SignalConfig {
             mailbox_max_msgs: self.mailbox_max_msgs,
             mailbox_max_bytes: self.mailbox_max_bytes,
             max_held_candidates: self.max_held_candidates,
-            rest_poll_batch: self.rest_poll_batch,
+            post_box_poll_batch: self.rest_poll_batch,
         })
     }
 
@@ -631,7 +631,7 @@ mod tests {
         let hub = c.hub_config().unwrap();
         assert_eq!(
             (
-                hub.rest_poll_batch,
+                hub.post_box_poll_batch,
                 hub.max_held_candidates,
                 hub.mailbox_max_msgs
             ),

@@ -1,4 +1,4 @@
-//! The HTTP surface: routes, the WebSocket connection task, the REST post box, ICE servers,
+//! The HTTP surface: routes, the WebSocket connection task, the HTTP post box, ICE servers,
 //! static files, metrics, and the run loop with graceful shutdown.
 
 use std::future::Future;
@@ -124,7 +124,7 @@ impl SignalServer {
             auth,
             ice,
             conn_limit: conn_limit.clone(),
-            rest_waiters: Arc::new(Semaphore::new(self.config.max_rest_waiters)),
+            post_box_waiters: Arc::new(Semaphore::new(self.config.max_rest_waiters)),
             poll_wait_cap: self.config.poll_wait_cap(),
             outbound_queue: self.config.ws_outbound_queue,
             trusted_proxies: self.config.trusted_proxies.clone(),
@@ -175,9 +175,9 @@ struct Inner {
     auth: Auth,
     ice: IceConfig,
     conn_limit: Arc<Semaphore>,
-    /// Parked REST long-polls (`max_rest_waiters`).
-    rest_waiters: Arc<Semaphore>,
-    /// Longest REST long-poll.
+    /// Parked post-box long-polls (config key `max_rest_waiters`).
+    post_box_waiters: Arc<Semaphore>,
+    /// Longest post-box long-poll.
     poll_wait_cap: Duration,
     /// Frames queued towards one WebSocket (`ws_outbound_queue`).
     outbound_queue: usize,
@@ -199,14 +199,14 @@ fn router(state: AppState) -> Router {
     // The routes a page on another origin may call (CORS, preflight, `Origin` check).
     let api = Router::new()
         .route("/v1/ice-servers", get(ice_servers))
-        .route("/v1/rest/join", post(rest_join))
+        .route("/v1/rest/join", post(post_box_join))
         .route(
             "/v1/rest/sessions/{session}/messages",
-            post(rest_post).get(rest_poll),
+            post(post_box_message).get(post_box_poll),
         )
         .route(
             "/v1/rest/sessions/{session}",
-            axum::routing::delete(rest_leave),
+            axum::routing::delete(post_box_leave),
         )
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors));
     Router::new()
@@ -449,7 +449,7 @@ fn close_code(code: ErrorCode) -> u16 {
     }
 }
 
-// ---- REST post box -----------------------------------------------------------------------
+// ---- HTTP post box -----------------------------------------------------------------------
 
 async fn read_body(state: &Inner, body: Body) -> Result<Vec<u8>, Response> {
     // Read a little past the limit so the hub can tell "too large" apart from a cut body.
@@ -464,7 +464,7 @@ async fn read_body(state: &Inner, body: Body) -> Result<Vec<u8>, Response> {
 }
 
 /// `POST /v1/rest/join`: body is a `join` message; answers `welcome` (200) or an error.
-async fn rest_join(
+async fn post_box_join(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     req: Request,
@@ -478,7 +478,7 @@ async fn rest_join(
         Err(r) => return r,
     };
     let answer =
-        tokio::time::timeout(Duration::from_secs(10), state.0.hub.rest_join(ip, body)).await;
+        tokio::time::timeout(Duration::from_secs(10), state.0.hub.post_box_join(ip, body)).await;
     match answer {
         Ok(Ok(ServerMsg::Error(e))) => error_response(e),
         Ok(Ok(msg)) => Json(msg).into_response(),
@@ -487,8 +487,11 @@ async fn rest_join(
     }
 }
 
-/// The session of a REST path and the bearer token, or the refusal.
-fn rest_target(session: &str, headers: &HeaderMap) -> Result<(SessionId, String), Box<Response>> {
+/// The session of a post-box path and the bearer token, or the refusal.
+fn post_box_target(
+    session: &str,
+    headers: &HeaderMap,
+) -> Result<(SessionId, String), Box<Response>> {
     let Some(token) = bearer(headers) else {
         return Err(Box::new(refuse(
             ErrorCode::AuthRequired,
@@ -506,12 +509,12 @@ fn rest_target(session: &str, headers: &HeaderMap) -> Result<(SessionId, String)
 
 /// `POST /v1/rest/sessions/{session}/messages`: one client message; answers
 /// `{"replies":[...]}` (errors for asynchronous refusals, `pong`, `refreshed`).
-async fn rest_post(
+async fn post_box_message(
     State(state): State<AppState>,
     Path(session): Path<String>,
     req: Request,
 ) -> Response {
-    let (session, token) = match rest_target(&session, req.headers()) {
+    let (session, token) = match post_box_target(&session, req.headers()) {
         Ok(t) => t,
         Err(r) => return *r,
     };
@@ -519,7 +522,7 @@ async fn rest_post(
         Ok(b) => b,
         Err(r) => return r,
     };
-    match state.0.hub.rest_post(session, token, body).await {
+    match state.0.hub.post_box_message(session, token, body).await {
         Ok(Ok(replies)) => Json(json!({ "replies": replies })).into_response(),
         Ok(Err(e)) => error_response(e),
         Err(_) => gone(),
@@ -542,13 +545,13 @@ struct PollQuery {
 /// `server_busy`; a poll that finds messages is answered anyway), and the hub task keeps at
 /// most `max_rest_waiters_per_session` parked per session, answering the oldest at once when a
 /// newer one arrives.
-async fn rest_poll(
+async fn post_box_poll(
     State(state): State<AppState>,
     Path(session): Path<String>,
     Query(q): Query<PollQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (session, token) = match rest_target(&session, &headers) {
+    let (session, token) = match post_box_target(&session, &headers) {
         Ok(t) => t,
         Err(r) => return *r,
     };
@@ -559,12 +562,12 @@ async fn rest_poll(
     let permit = if wait.is_zero() {
         None
     } else {
-        state.0.rest_waiters.clone().try_acquire_owned().ok()
+        state.0.post_box_waiters.clone().try_acquire_owned().ok()
     };
     let (watch_tx, watch_rx) = oneshot::channel();
     let watch = permit.is_some().then_some(watch_tx);
     let first = match hub
-        .rest_poll(session.clone(), token.clone(), q.after, watch)
+        .post_box_poll(session.clone(), token.clone(), q.after, watch)
         .await
     {
         Ok(r) => r,
@@ -586,7 +589,7 @@ async fn rest_poll(
                 _ = stop.wait_for(|s| *s) => {}
             }
             drop(parked);
-            match hub.rest_poll(session, token, q.after, None).await {
+            match hub.post_box_poll(session, token, q.after, None).await {
                 Ok(r) => r,
                 Err(_) => return gone(),
             }
@@ -618,19 +621,19 @@ impl Drop for Parked {
 }
 
 /// `DELETE /v1/rest/sessions/{session}`: leave the room (204).
-async fn rest_leave(
+async fn post_box_leave(
     State(state): State<AppState>,
     Path(session): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (session, token) = match rest_target(&session, &headers) {
+    let (session, token) = match post_box_target(&session, &headers) {
         Ok(t) => t,
         Err(r) => return *r,
     };
     match state
         .0
         .hub
-        .rest_post(session, token, br#"{"type":"leave"}"#.to_vec())
+        .post_box_message(session, token, br#"{"type":"leave"}"#.to_vec())
         .await
     {
         Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),

@@ -100,7 +100,7 @@ fn denied(code: ErrorCode, message: impl Into<String>) -> Denied {
 
 impl Auth {
     /// The authentication rule of every signalling entry point (a join over the WebSocket or the
-    /// REST post box, `GET /v1/ice-servers`): development mode admits loopback addresses only and
+    /// HTTP post box, `GET /v1/ice-servers`): development mode admits loopback addresses only and
     /// ignores tokens; production mode needs a `token` that verifies at `now_unix`. Returns the
     /// verified claims (`None` in development mode).
     pub fn authenticate(

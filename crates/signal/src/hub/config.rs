@@ -44,8 +44,8 @@ pub struct HubConfig {
     pub mailbox_max_bytes: usize,
     /// Candidates held per peer pair until an offer or answer passes (default 128).
     pub max_held_candidates: usize,
-    /// Messages returned by one REST poll (default 256).
-    pub rest_poll_batch: usize,
+    /// Messages returned by one post-box poll (default 256).
+    pub post_box_poll_batch: usize,
 }
 
 impl Default for HubConfig {
@@ -67,7 +67,7 @@ impl Default for HubConfig {
             mailbox_max_msgs: 1024,
             mailbox_max_bytes: 1024 * 1024,
             max_held_candidates: 128,
-            rest_poll_batch: 256,
+            post_box_poll_batch: 256,
         }
     }
 }

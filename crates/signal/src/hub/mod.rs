@@ -1,7 +1,7 @@
 //! The sans-IO room hub: connections, sessions, mailboxes, limits and timers for one node.
 //!
-//! Feed it with `handle_*` (connections, frames, REST requests, timeouts), drain what it wants
-//! done with [`Hub::poll_output`] until `None`, and call [`Hub::handle_timeout`] at
+//! Feed it with `handle_*` (connections, frames, HTTP post-box requests, timeouts), drain what it
+//! wants done with [`Hub::poll_output`] until `None`, and call [`Hub::handle_timeout`] at
 //! [`Hub::poll_timeout`]. It never reads the clock ([`Now`] is passed in), never touches a socket
 //! and takes its randomness from an injected, seedable RNG.
 //!
@@ -9,14 +9,14 @@
 //!
 //! | file | concern |
 //! |---|---|
-//! | `mod.rs` | the [`Hub`] type, construction, connection entry points (`handle_connect`, `handle_frame`, ...), `poll_*` |
+//! | `mod.rs` | the [`Hub`] type, construction, connection entry points, `poll_*` |
 //! | `config.rs` | [`HubConfig`], its defaults and the token buckets it sizes |
 //! | `state.rs` | per-connection, per-session, per-room and timer records |
 //! | `dispatch.rs` | routing a parsed client message to its handler |
 //! | `session.rs` | join, resume, token refresh, leave; generated ids and tokens |
 //! | `routing.rs` | signals between peers: permission checks, held candidates, data, kick |
 //! | `bus_events.rs` | directory events: presence, mailbox delivery, eviction |
-//! | `post_box.rs` | the REST post box (send, poll) |
+//! | `post_box.rs` | the HTTP post box (send, poll) |
 //! | `limits.rs` | the per-IP join limiter and the message rate-limit answer |
 //! | `timers.rs` | join, heartbeat, resume-TTL and token-expiry deadlines |
 //! | `reply.rs` | replies, errors and fatal closes |
@@ -45,7 +45,7 @@ use crate::proto::{parse_client_msg, ServerMsg};
 use floe_turn::ratelimit::TokenBucket;
 
 pub use config::HubConfig;
-pub use post_box::RestPoll;
+pub use post_box::PostBoxPoll;
 use state::{Conn, LocalRoom, PendingJoin, ReplyTo, Session, Timer};
 
 /// The current time, read once by the IO shell: monotonic for deadlines, unix seconds for token
@@ -77,13 +77,13 @@ pub enum Output {
         /// Why (the last error sent, or `server_shutdown`).
         code: ErrorCode,
     },
-    /// A message was queued for `session`, which has no WebSocket: wake its REST long-polls.
+    /// A message was queued for `session`, which has no WebSocket: wake its post-box long-polls.
     Wake {
         /// The session.
         session: SessionId,
     },
     /// An input was refused with `code` (for the `floe_signal_errors_total` counter). Emitted
-    /// for every refusal, including those answered through the REST API.
+    /// for every refusal, including those answered through the HTTP post box.
     Rejected {
         /// The code.
         code: ErrorCode,
@@ -93,7 +93,7 @@ pub enum Output {
 /// Counts for gauges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HubStats {
-    /// Open connections (WebSocket and REST in flight).
+    /// Open connections (WebSocket, and post-box joins in flight).
     pub connections: usize,
     /// Sessions, attached or waiting for resume.
     pub sessions: usize,
@@ -116,8 +116,8 @@ pub struct Hub<B: Bus = LocalBus> {
     timers: BTreeSet<(Instant, Timer)>,
     ip_prune_scheduled: bool,
     outputs: VecDeque<Output>,
-    /// Replies collected for the REST request being processed, and its session.
-    rest: Option<(SessionId, Vec<ServerMsg>)>,
+    /// Replies collected for the post-box request being processed, and its session.
+    post_box: Option<(SessionId, Vec<ServerMsg>)>,
     shutting_down: bool,
 }
 
@@ -137,7 +137,7 @@ impl<B: Bus> Hub<B> {
             timers: BTreeSet::new(),
             ip_prune_scheduled: false,
             outputs: VecDeque::new(),
-            rest: None,
+            post_box: None,
             shutting_down: false,
         }
     }

@@ -1,4 +1,4 @@
-//! The REST post box: one client message per POST, and a polled mailbox cursor.
+//! The HTTP post box: one client message per POST, and a polled mailbox cursor.
 
 use super::state::ReplyTo;
 use super::state::Timer;
@@ -8,9 +8,9 @@ use crate::error::ErrorCode;
 use crate::ids::SessionId;
 use crate::proto::{parse_client_msg, ClientMsg, ErrorBody, ServerMsg};
 
-/// The result of a REST poll.
+/// The result of a post-box poll.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RestPoll {
+pub struct PostBoxPoll {
     /// Messages with `seq > after`, oldest first.
     pub messages: Vec<ServerMsg>,
     /// The highest `seq` assigned so far; the next poll's `after` is the last one processed.
@@ -18,16 +18,16 @@ pub struct RestPoll {
 }
 
 impl<B: Bus> Hub<B> {
-    /// REST: one client message for `session`, authenticated by its resume token. Returns the
+    /// Post box: one client message for `session`, authenticated by its resume token. Returns the
     /// immediate replies (errors, `pong`, `refreshed`), or the error that refused the request.
-    pub fn handle_rest_post(
+    pub fn handle_post_box_message(
         &mut self,
         session: &SessionId,
         token: &str,
         body: &[u8],
         now: Now,
     ) -> Result<Vec<ServerMsg>, ErrorBody> {
-        self.rest_session(session, token, now)?;
+        self.post_box_session(session, token, now)?;
         let refuse = |hub: &mut Self, code: ErrorCode, msg: String, ref_seq| {
             hub.outputs.push_back(Output::Rejected { code });
             Err(ErrorBody {
@@ -47,7 +47,7 @@ impl<B: Bus> Hub<B> {
             );
         }
         if let Some(s) = self.sessions.get_mut(session) {
-            if !s.rest_bucket.try_take(1, now.mono) {
+            if !s.post_box_bucket.try_take(1, now.mono) {
                 return refuse(
                     self,
                     ErrorCode::RateLimited,
@@ -72,45 +72,50 @@ impl<B: Bus> Hub<B> {
             return refuse(
                 self,
                 ErrorCode::BadMessage,
-                "join through POST /v1/rest/join; REST sessions need no resume".into(),
+                "join through POST /v1/rest/join; post-box sessions need no resume".into(),
                 None,
             );
         }
-        self.rest = Some((session.clone(), Vec::new()));
-        self.dispatch_session(ReplyTo::Rest, session.clone(), msg, now);
+        self.post_box = Some((session.clone(), Vec::new()));
+        self.dispatch_session(ReplyTo::PostBox, session.clone(), msg, now);
         self.pump_bus(now);
-        Ok(self.rest.take().map(|(_, r)| r).unwrap_or_default())
+        Ok(self.post_box.take().map(|(_, r)| r).unwrap_or_default())
     }
 
-    /// REST: acknowledge up to `after` and return the messages after it (possibly none; the
+    /// Post box: acknowledge up to `after` and return the messages after it (possibly none; the
     /// shell long-polls by waiting for [`Output::Wake`]).
-    pub fn handle_rest_poll(
+    pub fn handle_post_box_poll(
         &mut self,
         session: &SessionId,
         token: &str,
         after: u64,
         now: Now,
-    ) -> Result<RestPoll, ErrorBody> {
-        self.rest_session(session, token, now)?;
-        let batch = self.config.rest_poll_batch;
+    ) -> Result<PostBoxPoll, ErrorBody> {
+        self.post_box_session(session, token, now)?;
+        let batch = self.config.post_box_poll_batch;
         let Some(s) = self.sessions.get_mut(session) else {
             return Err(not_found_body());
         };
         s.mailbox.ack(after);
-        Ok(RestPoll {
+        Ok(PostBoxPoll {
             messages: s.mailbox.since(after).take(batch).cloned().collect(),
             last_seq: s.mailbox.last_seq(),
         })
     }
 
     /// Whether `session` exists and `token` is its resume token (for the shell's long-poll loop).
-    pub fn rest_session_valid(&self, session: &SessionId, token: &str) -> bool {
+    pub fn post_box_session_valid(&self, session: &SessionId, token: &str) -> bool {
         self.sessions
             .get(session)
             .is_some_and(|s| s.resume_token.matches(token))
     }
 
-    fn rest_session(&mut self, sid: &SessionId, token: &str, now: Now) -> Result<(), ErrorBody> {
+    fn post_box_session(
+        &mut self,
+        sid: &SessionId,
+        token: &str,
+        now: Now,
+    ) -> Result<(), ErrorBody> {
         let ttl = self.config.resume_ttl;
         match self.sessions.get_mut(sid) {
             Some(s) if s.resume_token.matches(token) => {

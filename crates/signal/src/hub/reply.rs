@@ -31,8 +31,8 @@ impl<B: Bus> Hub<B> {
     pub(super) fn reply(&mut self, to: ReplyTo, msg: ServerMsg) {
         match to {
             ReplyTo::Conn(conn) => self.outputs.push_back(Output::Send { conn, msg }),
-            ReplyTo::Rest => {
-                if let Some((_, replies)) = &mut self.rest {
+            ReplyTo::PostBox => {
+                if let Some((_, replies)) = &mut self.post_box {
                     replies.push(msg);
                 }
             }
@@ -58,8 +58,8 @@ impl<B: Bus> Hub<B> {
         message: String,
         ref_seq: Option<u64>,
     ) {
-        if self.rest.as_ref().is_some_and(|(s, _)| s == sid) {
-            return self.reply_error(ReplyTo::Rest, code, message, ref_seq);
+        if self.post_box.as_ref().is_some_and(|(s, _)| s == sid) {
+            return self.reply_error(ReplyTo::PostBox, code, message, ref_seq);
         }
         match self.sessions.get(sid).and_then(|s| s.conn) {
             Some(conn) => self.reply_error(ReplyTo::Conn(conn), code, message, ref_seq),

@@ -136,7 +136,7 @@ impl<B: Bus> Hub<B> {
             mailbox: Mailbox::new(),
             last_client_seq: 0,
             pairs: BTreeMap::new(),
-            rest_bucket: self.config.message_bucket(now.mono),
+            post_box_bucket: self.config.message_bucket(now.mono),
         };
         if let Some(d) = token_deadline {
             self.timers.insert((d, Timer::TokenExpiry(sid.clone())));

@@ -40,12 +40,12 @@ pub(super) struct Session {
     pub(super) token_exp: Option<u64>,
     pub(super) token_deadline: Option<Instant>,
     pub(super) conn: Option<ConnId>,
-    /// Last time a client was attached or a REST request touched the session.
+    /// Last time a client was attached or a post-box request touched the session.
     pub(super) detached_at: Instant,
     pub(super) mailbox: Mailbox,
     pub(super) last_client_seq: u64,
     pub(super) pairs: BTreeMap<PeerId, PairState>,
-    pub(super) rest_bucket: TokenBucket,
+    pub(super) post_box_bucket: TokenBucket,
 }
 
 #[derive(Debug)]
@@ -77,5 +77,5 @@ pub(super) enum Timer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ReplyTo {
     Conn(ConnId),
-    Rest,
+    PostBox,
 }
