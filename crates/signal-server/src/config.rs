@@ -82,14 +82,15 @@ pub struct SignalConfig {
     /// Web origins (`https://app.example`) allowed to use the server from another origin: CORS
     /// for REST and `/v1/ice-servers`, and the WebSocket/REST `Origin` check (default none).
     pub allow_origins: Vec<String>,
-    /// REST long-polls parked at once on this node; beyond, `server_busy` 503 (default 10000).
+    /// HTTP post-box long-polls parked at once on this node; beyond, `server_busy` 503 (default
+    /// 10000).
     pub max_rest_waiters: usize,
-    /// REST long-polls parked at once per session; a newer one answers the oldest at once
+    /// Post-box long-polls parked at once per session; a newer one answers the oldest at once
     /// (default 2).
     pub max_rest_waiters_per_session: usize,
-    /// Longest REST long-poll, seconds (default 25; also kept below `resume_ttl_secs`).
+    /// Longest post-box long-poll, seconds (default 25; also kept below `resume_ttl_secs`).
     pub max_poll_wait_secs: u64,
-    /// Messages returned by one REST poll (default 256).
+    /// Messages returned by one post-box poll (default 256).
     pub rest_poll_batch: usize,
     /// Time allowed between connecting and `join`/`resume`, seconds (default 10).
     pub join_timeout_secs: u64,
@@ -342,7 +343,7 @@ impl SignalConfig {
         crate::origin::OriginPolicy::new(&self.allow_origins, !self.is_production())
     }
 
-    /// The longest REST long-poll: `max_poll_wait_secs`, kept below the resume TTL so that a
+    /// The longest post-box long-poll: `max_poll_wait_secs`, kept below the resume TTL so that a
     /// parked poll cannot outlive its session.
     pub(crate) fn poll_wait_cap(&self) -> Duration {
         let below_ttl = self.resume_ttl_secs.saturating_sub(1).max(1);
@@ -441,16 +442,17 @@ pub struct SignalArgs {
     /// https://app.example; `*` for any (production mode only).
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
-    /// REST long-polls parked at once on this node [default: 10000].
+    /// HTTP post-box long-polls parked at once on this node [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_rest_waiters: Option<usize>,
-    /// REST long-polls parked at once per session; a newer one answers the oldest [default: 2].
+    /// Post-box long-polls parked at once per session; a newer one answers the oldest
+    /// [default: 2].
     #[arg(long, value_name = "N")]
     pub max_rest_waiters_per_session: Option<usize>,
-    /// Longest REST long-poll (at most 300, kept below --resume-ttl) [default: 25].
+    /// Longest post-box long-poll (at most 300, kept below --resume-ttl) [default: 25].
     #[arg(long, value_name = "SECONDS")]
     pub max_poll_wait: Option<u64>,
-    /// Messages returned by one REST poll [default: 256].
+    /// Messages returned by one post-box poll [default: 256].
     #[arg(long, value_name = "N")]
     pub rest_poll_batch: Option<usize>,
     /// Time allowed between connecting and join/resume [default: 10].
