@@ -15,39 +15,23 @@ impl<B: Bus> Hub<B> {
         let session = c.session.clone();
         let busy = session.is_some() || c.pending_join.is_some();
         match msg {
+            ClientMsg::Join { .. } | ClientMsg::Resume { .. } if busy => self.reply_error(
+                ReplyTo::Conn(conn),
+                ErrorCode::AlreadyJoined,
+                "this connection already has a session",
+                None,
+            ),
             ClientMsg::Join {
                 v,
                 room,
                 peer,
                 token,
-            } => {
-                if busy {
-                    self.reply_error(
-                        ReplyTo::Conn(conn),
-                        ErrorCode::AlreadyJoined,
-                        "this connection already has a session",
-                        None,
-                    );
-                } else {
-                    self.join(conn, v, room, peer, token.as_deref(), now);
-                }
-            }
+            } => self.join(conn, v, room, peer, token.as_deref(), now),
             ClientMsg::Resume {
                 session: sid,
                 resume_token,
                 last_seq,
-            } => {
-                if busy {
-                    self.reply_error(
-                        ReplyTo::Conn(conn),
-                        ErrorCode::AlreadyJoined,
-                        "this connection already has a session",
-                        None,
-                    );
-                } else {
-                    self.resume(conn, &sid, &resume_token, last_seq, now);
-                }
-            }
+            } => self.resume(conn, &sid, &resume_token, last_seq, now),
             ClientMsg::Ping { .. } if session.is_none() => {
                 self.reply(ReplyTo::Conn(conn), ServerMsg::Pong { ack: 0 });
             }

@@ -207,14 +207,7 @@ impl<B: Bus> Hub<B> {
         };
         c.last_rx = now.mono;
         if frame.len() > self.config.max_message_bytes {
-            let max = self.config.max_message_bytes;
-            self.fail(
-                conn,
-                ErrorCode::MessageTooLarge,
-                format!("frame exceeds {max} bytes"),
-                now,
-            );
-            return;
+            return self.handle_oversized(conn, now);
         }
         if !c.bucket.try_take(1, now.mono) {
             c.violations += 1;
