@@ -923,7 +923,10 @@ fn rest_sessions_post_poll_and_wake() {
     h.drain();
     h.send(a, json!({"type":"answer","to":"rest","sdp":"a"}));
     assert_eq!(h.wakes, vec![w.session.clone()]);
-    let poll = h.hub.handle_post_box_poll(&w.session, &tok, 0, now).unwrap();
+    let poll = h
+        .hub
+        .handle_post_box_poll(&w.session, &tok, 0, now)
+        .unwrap();
     assert_eq!(poll.messages.len(), 1);
     assert_eq!(poll.last_seq, 1);
     // Polling keeps the session alive past the resume TTL.
