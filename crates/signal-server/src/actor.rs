@@ -1,5 +1,6 @@
-//! The hub task: one tokio task owns the sans-IO [`Hub`], reads the clock, fires its timers and
-//! routes its outputs to connection tasks. Everything else talks to it through [`HubHandle`].
+//! The hub task: one tokio task owns the sans-IO [`Hub`], fires its timers and routes its outputs
+//! to connection tasks. Everything else talks to it through [`HubHandle`]. [`now`] is where the
+//! signalling server reads the clock.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -7,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use floe_signal::bus::{Bus, BusCommand, BusEvent, LocalBus};
 use floe_signal::proto::{ErrorBody, ServerMsg};
-use floe_signal::{ConnId, ErrorCode, Hub, HubConfig, Now, Output, RestPoll, SessionId};
+use floe_signal::{ConnId, ErrorCode, Hub, HubConfig, Now, Output, PostBoxPoll, SessionId};
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 
@@ -49,8 +50,8 @@ pub(crate) enum Outbound {
 
 enum Sink {
     Ws(mpsc::Sender<Outbound>),
-    /// A REST join: the first message answers it.
-    RestJoin(Option<oneshot::Sender<ServerMsg>>),
+    /// A post-box join: the first message answers it.
+    PostBoxJoin(Option<oneshot::Sender<ServerMsg>>),
 }
 
 enum Cmd {
@@ -69,23 +70,23 @@ enum Cmd {
     Disconnect {
         conn: ConnId,
     },
-    RestJoin {
+    PostBoxJoin {
         ip: IpAddr,
         body: Vec<u8>,
         reply: oneshot::Sender<ServerMsg>,
     },
-    RestPost {
+    PostBoxMessage {
         session: SessionId,
         token: String,
         body: Vec<u8>,
         reply: oneshot::Sender<Result<Vec<ServerMsg>, ErrorBody>>,
     },
-    RestPoll {
+    PostBoxPoll {
         session: SessionId,
         token: String,
         after: u64,
         watch: Option<oneshot::Sender<()>>,
-        reply: oneshot::Sender<Result<RestPoll, ErrorBody>>,
+        reply: oneshot::Sender<Result<PostBoxPoll, ErrorBody>>,
     },
     Shutdown {
         reconnect_ms: u64,
@@ -139,17 +140,22 @@ impl HubHandle {
         let _ = self.tx.send(Cmd::Disconnect { conn }).await;
     }
 
-    pub(crate) async fn rest_join(&self, ip: IpAddr, body: Vec<u8>) -> Result<ServerMsg, HubGone> {
-        self.call(|reply| Cmd::RestJoin { ip, body, reply }).await
+    pub(crate) async fn post_box_join(
+        &self,
+        ip: IpAddr,
+        body: Vec<u8>,
+    ) -> Result<ServerMsg, HubGone> {
+        self.call(|reply| Cmd::PostBoxJoin { ip, body, reply })
+            .await
     }
 
-    pub(crate) async fn rest_post(
+    pub(crate) async fn post_box_message(
         &self,
         session: SessionId,
         token: String,
         body: Vec<u8>,
     ) -> Result<Result<Vec<ServerMsg>, ErrorBody>, HubGone> {
-        self.call(|reply| Cmd::RestPost {
+        self.call(|reply| Cmd::PostBoxMessage {
             session,
             token,
             body,
@@ -158,14 +164,14 @@ impl HubHandle {
         .await
     }
 
-    pub(crate) async fn rest_poll(
+    pub(crate) async fn post_box_poll(
         &self,
         session: SessionId,
         token: String,
         after: u64,
         watch: Option<oneshot::Sender<()>>,
-    ) -> Result<Result<RestPoll, ErrorBody>, HubGone> {
-        self.call(|reply| Cmd::RestPoll {
+    ) -> Result<Result<PostBoxPoll, ErrorBody>, HubGone> {
+        self.call(|reply| Cmd::PostBoxPoll {
             session,
             token,
             after,
@@ -185,8 +191,11 @@ impl HubHandle {
     }
 }
 
-/// Reads the clock: the one place in the signalling server that does.
-fn now() -> Now {
+/// Reads the clock: the one place in the signalling server that does for the hub and its rules.
+/// The hub task calls it for every input; `GET /v1/ice-servers`, answered outside the hub task,
+/// calls it for token and TURN credential expiry. (The Redis driver task runs its own tokio
+/// timers, reconnect backoff and heartbeats, which never reach the hub.)
+pub(crate) fn now() -> Now {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -197,7 +206,7 @@ fn now() -> Now {
 }
 
 /// Spawns the hub task. `bus_events` carries the events of a remote bus (Redis).
-/// `waiters_per_session` bounds the REST long-polls parked per session (the oldest is answered
+/// `waiters_per_session` bounds the post-box long-polls parked per session (the oldest is answered
 /// when a newer one would exceed it).
 pub(crate) fn spawn(
     config: HubConfig,
@@ -223,7 +232,7 @@ pub(crate) fn spawn(
 struct Actor {
     hub: Hub<NodeBus>,
     sinks: HashMap<ConnId, Sink>,
-    /// Parked REST long-polls per session, oldest first.
+    /// Parked post-box long-polls per session, oldest first.
     waiters: HashMap<SessionId, VecDeque<oneshot::Sender<()>>>,
     waiters_per_session: usize,
     /// Sweep sessions whose every waiter is gone once the map grows past this.
@@ -289,29 +298,35 @@ impl Actor {
                 self.sinks.remove(&conn);
                 self.hub.handle_disconnect(conn, now());
             }
-            Cmd::RestJoin { ip, body, reply } => {
+            Cmd::PostBoxJoin { ip, body, reply } => {
                 let t = now();
                 let conn = self.hub.handle_connect(ip, t);
-                self.sinks.insert(conn, Sink::RestJoin(Some(reply)));
+                self.sinks.insert(conn, Sink::PostBoxJoin(Some(reply)));
                 self.hub.handle_frame(conn, &body, t);
             }
-            Cmd::RestPost {
+            Cmd::PostBoxMessage {
                 session,
                 token,
                 body,
                 reply,
             } => {
                 metrics::counter!("floe_signal_messages_total", "direction" => "in").increment(1);
-                let _ = reply.send(self.hub.handle_rest_post(&session, &token, &body, now()));
+                let _ =
+                    reply.send(
+                        self.hub
+                            .handle_post_box_message(&session, &token, &body, now()),
+                    );
             }
-            Cmd::RestPoll {
+            Cmd::PostBoxPoll {
                 session,
                 token,
                 after,
                 watch,
                 reply,
             } => {
-                let res = self.hub.handle_rest_poll(&session, &token, after, now());
+                let res = self
+                    .hub
+                    .handle_post_box_poll(&session, &token, after, now());
                 if let (Ok(p), Some(w)) = (&res, watch) {
                     if p.messages.is_empty() {
                         self.park(session, w);
@@ -331,7 +346,7 @@ impl Actor {
         }
     }
 
-    /// Parks a REST long-poll of `session`. Beyond `waiters_per_session` the oldest is answered
+    /// Parks a post-box long-poll of `session`. Beyond `waiters_per_session` the oldest is answered
     /// now (with what the mailbox holds, usually nothing): a client that lost track of its
     /// earlier poll (a reloaded page, a dropped connection the server has not noticed) is never
     /// locked out by it, and one session cannot pile up waiters.
@@ -393,11 +408,11 @@ impl Actor {
                     self.hub.handle_disconnect(conn, now());
                 }
             }
-            Some(Sink::RestJoin(reply)) => {
+            Some(Sink::PostBoxJoin(reply)) => {
                 if let Some(reply) = reply.take() {
                     let _ = reply.send(msg);
                 }
-                // The REST join's virtual connection ends with its answer.
+                // The post-box join's virtual connection ends with its answer.
                 self.sinks.remove(&conn);
                 self.hub.handle_disconnect(conn, now());
             }

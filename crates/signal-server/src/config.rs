@@ -84,14 +84,15 @@ pub struct SignalConfig {
     /// Web origins (`https://app.example`) allowed to use the server from another origin: CORS
     /// for REST and `/v1/ice-servers`, and the WebSocket/REST `Origin` check (default none).
     pub allow_origins: Vec<String>,
-    /// REST long-polls parked at once on this node; beyond, `server_busy` 503 (default 10000).
+    /// HTTP post-box long-polls parked at once on this node; beyond, `server_busy` 503 (default
+    /// 10000).
     pub max_rest_waiters: usize,
-    /// REST long-polls parked at once per session; a newer one answers the oldest at once
+    /// Post-box long-polls parked at once per session; a newer one answers the oldest at once
     /// (default 2).
     pub max_rest_waiters_per_session: usize,
-    /// Longest REST long-poll, seconds (default 25; also kept below `resume_ttl_secs`).
+    /// Longest post-box long-poll, seconds (default 25; also kept below `resume_ttl_secs`).
     pub max_poll_wait_secs: u64,
-    /// Messages returned by one REST poll (default 256).
+    /// Messages returned by one post-box poll (default 256).
     pub rest_poll_batch: usize,
     /// Time allowed between connecting and `join`/`resume`, seconds (default 10).
     pub join_timeout_secs: u64,
@@ -160,7 +161,7 @@ impl Default for SignalConfig {
             max_rest_waiters: 10_000,
             max_rest_waiters_per_session: 2,
             max_poll_wait_secs: 25,
-            rest_poll_batch: hub.rest_poll_batch,
+            rest_poll_batch: hub.post_box_poll_batch,
             join_timeout_secs: hub.join_timeout.as_secs(),
             max_rate_violations: hub.max_rate_violations,
             max_tracked_ips: hub.max_tracked_ips,
@@ -335,7 +336,7 @@ impl SignalConfig {
             mailbox_max_msgs: self.mailbox_max_msgs,
             mailbox_max_bytes: self.mailbox_max_bytes,
             max_held_candidates: self.max_held_candidates,
-            rest_poll_batch: self.rest_poll_batch,
+            post_box_poll_batch: self.rest_poll_batch,
         })
     }
 
@@ -344,7 +345,7 @@ impl SignalConfig {
         crate::origin::OriginPolicy::new(&self.allow_origins, !self.is_production())
     }
 
-    /// The longest REST long-poll: `max_poll_wait_secs`, kept below the resume TTL so that a
+    /// The longest post-box long-poll: `max_poll_wait_secs`, kept below the resume TTL so that a
     /// parked poll cannot outlive its session.
     pub(crate) fn poll_wait_cap(&self) -> Duration {
         let below_ttl = self.resume_ttl_secs.saturating_sub(1).max(1);
@@ -451,16 +452,17 @@ pub struct SignalArgs {
     /// https://app.example; `*` for any (production mode only).
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
-    /// REST long-polls parked at once on this node [default: 10000].
+    /// HTTP post-box long-polls parked at once on this node [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_rest_waiters: Option<usize>,
-    /// REST long-polls parked at once per session; a newer one answers the oldest [default: 2].
+    /// Post-box long-polls parked at once per session; a newer one answers the oldest
+    /// [default: 2].
     #[arg(long, value_name = "N")]
     pub max_rest_waiters_per_session: Option<usize>,
-    /// Longest REST long-poll (at most 300, kept below --resume-ttl) [default: 25].
+    /// Longest post-box long-poll (at most 300, kept below --resume-ttl) [default: 25].
     #[arg(long, value_name = "SECONDS")]
     pub max_poll_wait: Option<u64>,
-    /// Messages returned by one REST poll [default: 256].
+    /// Messages returned by one post-box poll [default: 256].
     #[arg(long, value_name = "N")]
     pub rest_poll_batch: Option<usize>,
     /// Time allowed between connecting and join/resume [default: 10].
@@ -641,7 +643,7 @@ mod tests {
         let hub = c.hub_config().unwrap();
         assert_eq!(
             (
-                hub.rest_poll_batch,
+                hub.post_box_poll_batch,
                 hub.max_held_candidates,
                 hub.mailbox_max_msgs
             ),

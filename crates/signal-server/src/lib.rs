@@ -1,14 +1,15 @@
 //! floe-signal-server: the IO shell around the [`floe_signal`] hub.
 //!
-//! One tokio task owns the sans-IO hub and the clock; axum serves:
+//! One tokio task owns the sans-IO hub; `actor::now` is the one function that reads the clock
+//! (for the hub and for `/v1/ice-servers`). axum serves:
 //!
 //! | route | what |
 //! |---|---|
 //! | `GET /v1/ws` | the signalling WebSocket (JSON text frames, protocol v1) |
-//! | `POST /v1/rest/join` | REST post box: join (answers `welcome`) |
-//! | `POST /v1/rest/sessions/{session}/messages` | REST: send one message |
-//! | `GET /v1/rest/sessions/{session}/messages?after=N&wait=S` | REST: cursor + long-poll |
-//! | `DELETE /v1/rest/sessions/{session}` | REST: leave |
+//! | `POST /v1/rest/join` | HTTP post box: join (answers `welcome`) |
+//! | `POST /v1/rest/sessions/{session}/messages` | post box: send one message |
+//! | `GET /v1/rest/sessions/{session}/messages?after=N&wait=S` | post box: cursor + long-poll |
+//! | `DELETE /v1/rest/sessions/{session}` | post box: leave |
 //! | `GET /v1/ice-servers` | STUN/TURN list with minted TURN credentials |
 //! | `GET /`, `GET /floe.js` | the demo page and the browser client module |
 //! | `GET /metrics` | Prometheus text from the binary's render callback |

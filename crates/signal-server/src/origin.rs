@@ -1,5 +1,5 @@
-//! Which web pages may use this server: the `Origin` check of the WebSocket upgrade and REST
-//! requests, and CORS for the REST post box and `/v1/ice-servers`.
+//! Which web pages may use this server: the `Origin` check of the WebSocket upgrade and HTTP
+//! post-box requests, and CORS for the post box and `/v1/ice-servers`.
 //!
 //! * Same-origin pages (the demo page served by this server) are always allowed (development
 //!   mode: when served from localhost, see below).
@@ -9,9 +9,10 @@
 //! * Development mode also allows pages from `localhost`/loopback (and gives them CORS, so that a
 //!   front-end dev server on another port works) and refuses every other page: a site visited by
 //!   the developer must not drive their local server.
-//! * Production mode without a list accepts any `Origin` on the WebSocket and REST (backwards
-//!   compatible; a token is still required) but gives no CORS answers, so cross-origin pages
-//!   cannot read REST responses. With a list, other origins are refused (`forbidden`).
+//! * Production mode without a list accepts any `Origin` on the WebSocket and the post box
+//!   (backwards compatible; a token is still required) but gives no CORS answers, so
+//!   cross-origin pages cannot read post-box responses. With a list, other origins are refused
+//!   (`forbidden`).
 
 use std::net::IpAddr;
 

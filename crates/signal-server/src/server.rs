@@ -1,4 +1,4 @@
-//! The HTTP surface: routes, the WebSocket connection task, the REST post box, ICE servers,
+//! The HTTP surface: routes, the WebSocket connection task, the HTTP post box, ICE servers,
 //! static files, metrics, and the run loop with graceful shutdown.
 
 use std::future::Future;
@@ -14,10 +14,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use floe_signal::auth::{is_loopback, Auth};
+use floe_signal::auth::Auth;
 use floe_signal::ice::IceConfig;
 use floe_signal::proto::{ErrorBody, ServerMsg};
-use floe_signal::{ErrorCode, PeerId, SessionId};
+use floe_signal::{ErrorCode, SessionId};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -125,7 +125,7 @@ impl SignalServer {
             auth,
             ice,
             conn_limit: conn_limit.clone(),
-            rest_waiters: Arc::new(Semaphore::new(self.config.max_rest_waiters)),
+            post_box_waiters: Arc::new(Semaphore::new(self.config.max_rest_waiters)),
             poll_wait_cap: self.config.poll_wait_cap(),
             outbound_queue: self.config.ws_outbound_queue,
             trusted_proxies: self.config.trusted_proxies.clone(),
@@ -176,9 +176,9 @@ struct Inner {
     auth: Auth,
     ice: IceConfig,
     conn_limit: Arc<Semaphore>,
-    /// Parked REST long-polls (`max_rest_waiters`).
-    rest_waiters: Arc<Semaphore>,
-    /// Longest REST long-poll.
+    /// Parked post-box long-polls (config key `max_rest_waiters`).
+    post_box_waiters: Arc<Semaphore>,
+    /// Longest post-box long-poll.
     poll_wait_cap: Duration,
     /// Frames queued towards one WebSocket (`ws_outbound_queue`).
     outbound_queue: usize,
@@ -200,14 +200,14 @@ fn router(state: AppState) -> Router {
     // The routes a page on another origin may call (CORS, preflight, `Origin` check).
     let api = Router::new()
         .route("/v1/ice-servers", get(ice_servers))
-        .route("/v1/rest/join", post(rest_join))
+        .route("/v1/rest/join", post(post_box_join))
         .route(
             "/v1/rest/sessions/{session}/messages",
-            post(rest_post).get(rest_poll),
+            post(post_box_message).get(post_box_poll),
         )
         .route(
             "/v1/rest/sessions/{session}",
-            axum::routing::delete(rest_leave),
+            axum::routing::delete(post_box_leave),
         )
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors));
     Router::new()
@@ -324,12 +324,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// `GET /v1/ice-servers`: the same list as in `welcome`. Production mode: `Authorization:
 /// Bearer <JWT>` (any room); the token's `peer` claim names the TURN user.
 async fn ice_servers(
@@ -337,32 +331,16 @@ async fn ice_servers(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let now = unix_now();
-    let user = match &state.0.auth {
-        Auth::Development => {
-            if !is_loopback(state.0.client_ip(addr, &headers)) {
-                return refuse(
-                    ErrorCode::AuthRequired,
-                    "development mode serves localhost only",
-                );
-            }
-            "anonymous".to_string()
-        }
-        Auth::Jwt(v) => {
-            let Some(token) = bearer(&headers) else {
-                return refuse(ErrorCode::AuthRequired, "send Authorization: Bearer <JWT>");
-            };
-            match v.verify(token, now) {
-                Ok(c) => c.peer.unwrap_or_else(|| "anonymous".into()),
-                Err(d) => return refuse(d.code, d.message),
-            }
-        }
-    };
-    let Ok(peer) = PeerId::new(user) else {
-        return refuse(
-            ErrorCode::InvalidToken,
-            "the token's peer claim is not a valid peer id",
-        );
+    // Answered outside the hub task, with the clock read by the same function as for the hub.
+    let now = actor::now().unix;
+    let ip = state.0.client_ip(addr, &headers);
+    let peer = match state
+        .0
+        .auth
+        .authorize_ice_servers(bearer(&headers), ip, now)
+    {
+        Ok(p) => p,
+        Err(d) => return refuse(d.code, d.message),
     };
     let servers = state.0.ice.servers_for(&peer, now);
     Json(json!({ "iceServers": servers, "ttl": state.0.ice.turn_ttl_secs })).into_response()
@@ -472,7 +450,7 @@ fn close_code(code: ErrorCode) -> u16 {
     }
 }
 
-// ---- REST post box -----------------------------------------------------------------------
+// ---- HTTP post box -----------------------------------------------------------------------
 
 async fn read_body(state: &Inner, body: Body) -> Result<Vec<u8>, Response> {
     // Read a little past the limit so the hub can tell "too large" apart from a cut body.
@@ -487,7 +465,7 @@ async fn read_body(state: &Inner, body: Body) -> Result<Vec<u8>, Response> {
 }
 
 /// `POST /v1/rest/join`: body is a `join` message; answers `welcome` (200) or an error.
-async fn rest_join(
+async fn post_box_join(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     req: Request,
@@ -501,7 +479,7 @@ async fn rest_join(
         Err(r) => return r,
     };
     let answer =
-        tokio::time::timeout(Duration::from_secs(10), state.0.hub.rest_join(ip, body)).await;
+        tokio::time::timeout(Duration::from_secs(10), state.0.hub.post_box_join(ip, body)).await;
     match answer {
         Ok(Ok(ServerMsg::Error(e))) => error_response(e),
         Ok(Ok(msg)) => Json(msg).into_response(),
@@ -510,8 +488,11 @@ async fn rest_join(
     }
 }
 
-/// The session of a REST path and the bearer token, or the refusal.
-fn rest_target(session: &str, headers: &HeaderMap) -> Result<(SessionId, String), Box<Response>> {
+/// The session of a post-box path and the bearer token, or the refusal.
+fn post_box_target(
+    session: &str,
+    headers: &HeaderMap,
+) -> Result<(SessionId, String), Box<Response>> {
     let Some(token) = bearer(headers) else {
         return Err(Box::new(refuse(
             ErrorCode::AuthRequired,
@@ -529,12 +510,12 @@ fn rest_target(session: &str, headers: &HeaderMap) -> Result<(SessionId, String)
 
 /// `POST /v1/rest/sessions/{session}/messages`: one client message; answers
 /// `{"replies":[...]}` (errors for asynchronous refusals, `pong`, `refreshed`).
-async fn rest_post(
+async fn post_box_message(
     State(state): State<AppState>,
     Path(session): Path<String>,
     req: Request,
 ) -> Response {
-    let (session, token) = match rest_target(&session, req.headers()) {
+    let (session, token) = match post_box_target(&session, req.headers()) {
         Ok(t) => t,
         Err(r) => return *r,
     };
@@ -542,7 +523,7 @@ async fn rest_post(
         Ok(b) => b,
         Err(r) => return r,
     };
-    match state.0.hub.rest_post(session, token, body).await {
+    match state.0.hub.post_box_message(session, token, body).await {
         Ok(Ok(replies)) => Json(json!({ "replies": replies })).into_response(),
         Ok(Err(e)) => error_response(e),
         Err(_) => gone(),
@@ -565,13 +546,13 @@ struct PollQuery {
 /// `server_busy`; a poll that finds messages is answered anyway), and the hub task keeps at
 /// most `max_rest_waiters_per_session` parked per session, answering the oldest at once when a
 /// newer one arrives.
-async fn rest_poll(
+async fn post_box_poll(
     State(state): State<AppState>,
     Path(session): Path<String>,
     Query(q): Query<PollQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (session, token) = match rest_target(&session, &headers) {
+    let (session, token) = match post_box_target(&session, &headers) {
         Ok(t) => t,
         Err(r) => return *r,
     };
@@ -582,12 +563,12 @@ async fn rest_poll(
     let permit = if wait.is_zero() {
         None
     } else {
-        state.0.rest_waiters.clone().try_acquire_owned().ok()
+        state.0.post_box_waiters.clone().try_acquire_owned().ok()
     };
     let (watch_tx, watch_rx) = oneshot::channel();
     let watch = permit.is_some().then_some(watch_tx);
     let first = match hub
-        .rest_poll(session.clone(), token.clone(), q.after, watch)
+        .post_box_poll(session.clone(), token.clone(), q.after, watch)
         .await
     {
         Ok(r) => r,
@@ -609,7 +590,7 @@ async fn rest_poll(
                 _ = stop.wait_for(|s| *s) => {}
             }
             drop(parked);
-            match hub.rest_poll(session, token, q.after, None).await {
+            match hub.post_box_poll(session, token, q.after, None).await {
                 Ok(r) => r,
                 Err(_) => return gone(),
             }
@@ -641,19 +622,19 @@ impl Drop for Parked {
 }
 
 /// `DELETE /v1/rest/sessions/{session}`: leave the room (204).
-async fn rest_leave(
+async fn post_box_leave(
     State(state): State<AppState>,
     Path(session): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (session, token) = match rest_target(&session, &headers) {
+    let (session, token) = match post_box_target(&session, &headers) {
         Ok(t) => t,
         Err(r) => return *r,
     };
     match state
         .0
         .hub
-        .rest_post(session, token, br#"{"type":"leave"}"#.to_vec())
+        .post_box_message(session, token, br#"{"type":"leave"}"#.to_vec())
         .await
     {
         Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),

@@ -99,7 +99,33 @@ fn denied(code: ErrorCode, message: impl Into<String>) -> Denied {
 }
 
 impl Auth {
-    /// Authorises a join of `room` by a client at `ip` presenting `token`.
+    /// The authentication rule of every signalling entry point (a join over the WebSocket or the
+    /// HTTP post box, `GET /v1/ice-servers`): development mode admits loopback addresses only and
+    /// ignores tokens; production mode needs a `token` that verifies at `now_unix`. Returns the
+    /// verified claims (`None` in development mode).
+    pub fn authenticate(
+        &self,
+        token: Option<&str>,
+        ip: IpAddr,
+        now_unix: u64,
+    ) -> Result<Option<Claims>, Denied> {
+        match self {
+            Auth::Development if is_loopback(ip) => Ok(None),
+            Auth::Development => Err(denied(
+                ErrorCode::AuthRequired,
+                "development mode accepts anonymous requests from localhost only",
+            )),
+            Auth::Jwt(v) => {
+                let token = token.ok_or_else(|| {
+                    denied(ErrorCode::AuthRequired, "this server requires a token")
+                })?;
+                v.verify(token, now_unix).map(Some)
+            }
+        }
+    }
+
+    /// Authorises a join of `room` by a client at `ip` presenting `token`
+    /// ([`Auth::authenticate`], then the token must admit to `room`).
     pub fn authorize_join(
         &self,
         room: &RoomId,
@@ -107,29 +133,33 @@ impl Auth {
         ip: IpAddr,
         now_unix: u64,
     ) -> Result<Grant, Denied> {
-        match self {
-            Auth::Development => {
-                if is_loopback(ip) {
-                    Ok(Grant {
-                        peer: None,
-                        perms: Permissions::DEFAULT,
-                        exp: None,
-                    })
-                } else {
-                    Err(denied(
-                        ErrorCode::AuthRequired,
-                        "development mode accepts anonymous joins from localhost only",
-                    ))
-                }
-            }
-            Auth::Jwt(v) => {
-                let token = token.ok_or_else(|| {
-                    denied(ErrorCode::AuthRequired, "this server requires a token")
-                })?;
-                let claims = v.verify(token, now_unix)?;
-                grant_for_room(&claims, room)
-            }
+        match self.authenticate(token, ip, now_unix)? {
+            None => Ok(Grant {
+                peer: None,
+                perms: Permissions::DEFAULT,
+                exp: None,
+            }),
+            Some(claims) => grant_for_room(&claims, room),
         }
+    }
+
+    /// Authorises `GET /v1/ice-servers` ([`Auth::authenticate`]; a token for any room will do)
+    /// and names the TURN user to mint credentials for: the token's `peer` claim, else
+    /// `anonymous`.
+    pub fn authorize_ice_servers(
+        &self,
+        token: Option<&str>,
+        ip: IpAddr,
+        now_unix: u64,
+    ) -> Result<PeerId, Denied> {
+        let claims = self.authenticate(token, ip, now_unix)?;
+        let user = claims.and_then(|c| c.peer);
+        PeerId::new(user.unwrap_or_else(|| "anonymous".into())).map_err(|_| {
+            denied(
+                ErrorCode::InvalidToken,
+                "the token's peer claim is not a valid peer id",
+            )
+        })
     }
 
     /// Whether tokens are required.
@@ -348,6 +378,48 @@ mod tests {
                 .unwrap_err()
                 .code,
             ErrorCode::AuthRequired
+        );
+    }
+
+    #[test]
+    fn ice_servers_follow_the_join_rule_in_any_room() {
+        let dev = Auth::Development;
+        let anonymous = PeerId::new("anonymous").unwrap();
+        assert_eq!(
+            dev.authorize_ice_servers(None, LOCAL, NOW),
+            Ok(anonymous.clone())
+        );
+        assert_eq!(
+            dev.authorize_ice_servers(None, REMOTE, NOW)
+                .unwrap_err()
+                .code,
+            ErrorCode::AuthRequired
+        );
+
+        let jwt = Auth::Jwt(JwtVerifier::hs256(b"k").unwrap());
+        let alice = mint_hs256(b"k", &claims("some-room", Some("alice"), NOW + 60)).unwrap();
+        let nobody = mint_hs256(b"k", &claims("r", None, NOW + 60)).unwrap();
+        let bad_peer = mint_hs256(b"k", &claims("r", Some("not a peer id"), NOW + 60)).unwrap();
+        let code = |r: Result<PeerId, Denied>| r.unwrap_err().code;
+        assert_eq!(
+            jwt.authorize_ice_servers(Some(&alice), REMOTE, NOW),
+            Ok(PeerId::new("alice").unwrap())
+        );
+        assert_eq!(
+            jwt.authorize_ice_servers(Some(&nobody), REMOTE, NOW),
+            Ok(anonymous)
+        );
+        assert_eq!(
+            code(jwt.authorize_ice_servers(None, LOCAL, NOW)),
+            ErrorCode::AuthRequired
+        );
+        assert_eq!(
+            code(jwt.authorize_ice_servers(Some(&alice), REMOTE, NOW + 61)),
+            ErrorCode::TokenExpired
+        );
+        assert_eq!(
+            code(jwt.authorize_ice_servers(Some(&bad_peer), REMOTE, NOW)),
+            ErrorCode::InvalidToken
         );
     }
 

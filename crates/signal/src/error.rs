@@ -1,4 +1,4 @@
-//! Stable error codes: the `code` field of every `error` message, the REST error body and the
+//! Stable error codes: the `code` field of every `error` message, the HTTP error body and the
 //! `code` label of the `floe_signal_errors_total` counter. Codes are never renamed or reused;
 //! docs/signalling.md lists them all.
 
@@ -27,7 +27,7 @@ pub enum ErrorCode {
     RoomFull,
     /// This node already hosts the maximum number of rooms.
     TooManyRooms,
-    /// The node has reached its connection limit (REST: 503).
+    /// The node has reached its connection limit (HTTP: 503).
     ServerBusy,
     /// The `v` field of `join` names a protocol version this server does not speak.
     UnsupportedVersion,
@@ -50,7 +50,7 @@ pub enum ErrorCode {
     PeerNotFound,
     /// `resume` named an unknown or expired session, or the resume token did not match.
     ResumeFailed,
-    /// The REST session does not exist (or the bearer token does not match it).
+    /// The post-box session does not exist (or the bearer token does not match it).
     SessionNotFound,
     /// Nothing was received within three heartbeat intervals. Fatal.
     HeartbeatTimeout,
@@ -152,7 +152,8 @@ impl ErrorCode {
         )
     }
 
-    /// The HTTP status the REST API answers with for this code.
+    /// The HTTP status that answers carry for this code (the post box, `/v1/ice-servers`, a
+    /// refused WebSocket upgrade).
     pub fn http_status(self) -> u16 {
         match self {
             Self::BadJson

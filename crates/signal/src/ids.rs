@@ -126,7 +126,7 @@ impl fmt::Debug for ResumeToken {
     }
 }
 
-/// A connection handle assigned by the hub: one WebSocket, or one REST request's virtual
+/// A connection handle assigned by the hub: one WebSocket, or one post-box join's virtual
 /// connection. Never reused within a hub's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);

@@ -1,6 +1,6 @@
 //! floe-signal: the signalling protocol and the sans-IO room hub.
 //!
-//! - [`proto`]: the versioned JSON wire types (`/v1/ws` and the REST post box) and their parser.
+//! - [`proto`]: the versioned JSON wire types (`/v1/ws` and the HTTP post box) and their parser.
 //! - [`hub`]: the room hub state machine: connections, sessions, per-peer mailboxes with
 //!   sequence numbers, acknowledgements and resume, heartbeats, limits, held candidates, roles.
 //! - [`bus`]: the boundary between a node and the room directory, with the in-process
@@ -17,10 +17,9 @@ pub mod error;
 pub mod hub;
 pub mod ice;
 pub mod ids;
-pub mod limits;
 pub mod mailbox;
 pub mod proto;
 
 pub use error::ErrorCode;
-pub use hub::{Hub, HubConfig, HubStats, Now, Output, RestPoll};
+pub use hub::{Hub, HubConfig, HubStats, Now, Output, PostBoxPoll};
 pub use ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId};

@@ -1,5 +1,5 @@
 //! The wire protocol, version 1: JSON text frames over WebSocket at `/v1/ws`, and the same
-//! messages over the REST post box. Every message is an object whose `type` field names it;
+//! messages over the HTTP post box. Every message is an object whose `type` field names it;
 //! field names are camelCase (candidate fields match the browser's `RTCIceCandidateInit`).
 //! Unknown fields are ignored so that newer clients keep working against older servers.
 //!
@@ -429,7 +429,7 @@ pub struct Welcome {
     pub peer: PeerId,
     /// This session's id.
     pub session: SessionId,
-    /// Secret for `resume` and the REST bearer token. Keep it private.
+    /// Secret for `resume` and the HTTP post box's bearer token. Keep it private.
     pub resume_token: ResumeToken,
     /// How long a disconnected session is kept for `resume`.
     pub resume_ttl_ms: u64,
@@ -487,7 +487,7 @@ pub struct ErrorBody {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LeaveReason {
-    /// The peer sent `leave` (or REST `DELETE`).
+    /// The peer sent `leave` (or the post box's `DELETE`).
     Left,
     /// The peer disconnected and did not resume within the TTL.
     Timeout,

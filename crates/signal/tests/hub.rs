@@ -888,7 +888,7 @@ fn rest_sessions_post_poll_and_wake() {
     let now = h.now();
     let replies = h
         .hub
-        .handle_rest_post(
+        .handle_post_box_message(
             &w.session,
             &tok,
             br#"{"type":"offer","to":"alice","sdp":"s"}"#,
@@ -900,7 +900,7 @@ fn rest_sessions_post_poll_and_wake() {
     assert!(matches!(h.take(a).as_slice(), [ServerMsg::Offer { .. }]));
     let replies = h
         .hub
-        .handle_rest_post(
+        .handle_post_box_message(
             &w.session,
             &tok,
             br#"{"type":"data","to":"ghost","data":1,"seq":9}"#,
@@ -912,18 +912,21 @@ fn rest_sessions_post_poll_and_wake() {
     );
     let err = h
         .hub
-        .handle_rest_post(&w.session, "wrong", b"{}", now)
+        .handle_post_box_message(&w.session, "wrong", b"{}", now)
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::SessionNotFound);
     let err = h
         .hub
-        .handle_rest_post(&w.session, &tok, b"{", now)
+        .handle_post_box_message(&w.session, &tok, b"{", now)
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::BadJson);
     h.drain();
     h.send(a, json!({"type":"answer","to":"rest","sdp":"a"}));
     assert_eq!(h.wakes, vec![w.session.clone()]);
-    let poll = h.hub.handle_rest_poll(&w.session, &tok, 0, now).unwrap();
+    let poll = h
+        .hub
+        .handle_post_box_poll(&w.session, &tok, 0, now)
+        .unwrap();
     assert_eq!(poll.messages.len(), 1);
     assert_eq!(poll.last_seq, 1);
     // Polling keeps the session alive past the resume TTL.
@@ -933,7 +936,7 @@ fn rest_sessions_post_poll_and_wake() {
         let now = h.now();
         assert!(h
             .hub
-            .handle_rest_poll(&w.session, &tok, 1, now)
+            .handle_post_box_poll(&w.session, &tok, 1, now)
             .unwrap()
             .messages
             .is_empty());
@@ -942,7 +945,7 @@ fn rest_sessions_post_poll_and_wake() {
     let now = h.now();
     assert_eq!(
         h.hub
-            .handle_rest_poll(&w.session, &tok, 1, now)
+            .handle_post_box_poll(&w.session, &tok, 1, now)
             .unwrap_err()
             .code,
         ErrorCode::SessionNotFound

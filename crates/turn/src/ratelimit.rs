@@ -1,4 +1,5 @@
-//! Rate limiting for answers to unauthenticated requests, and the token bucket used by quotas.
+//! Rate limiting for answers to unauthenticated requests, and the token bucket used by quotas
+//! and by floe-signal's message and join limits.
 //!
 //! RFC 8489 §9.2.4 answers an unauthenticated request with a 401 that carries REALM and NONCE: the
 //! answer is larger than the request that caused it, so a server that answers every spoofed
@@ -223,33 +224,46 @@ fn splitmix64(mut z: u64) -> u64 {
 // Token bucket
 // ---------------------------------------------------------------------------------------------
 
-const NANOS: u128 = 1_000_000_000;
-
-/// A token bucket with exact integer arithmetic: `rate` tokens per second up to `capacity`,
-/// starting full. Used for unauthenticated answers here and for relay bandwidth quotas
-/// (RFC 8656 §7.2 leaves the quota policy to the server). No drift: fractions of a token are kept
-/// in nanotokens, so many tiny refills add up to exactly the same as one big one.
+/// A token bucket with exact integer arithmetic: `rate` tokens per period (a second unless
+/// [`TokenBucket::with_period`] says otherwise) up to `capacity`, starting full. Used for
+/// unauthenticated answers here, for relay bandwidth quotas (RFC 8656 §7.2 leaves the quota
+/// policy to the server) and for floe-signal's message and join limits. No drift: a token is
+/// `period` (in nanoseconds) units, so `rate` tokens per period is exactly `rate` units per
+/// nanosecond, and many tiny refills add up to exactly the same as one big one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenBucket {
     rate: u64,
     capacity: u64,
-    /// Tokens times 10^9.
-    nano: u128,
+    /// Units per token: the period in nanoseconds (1 to `u64::MAX`, so products with a `u64`
+    /// token count fit in a `u128`).
+    scale: u128,
+    /// Tokens times `scale`.
+    units: u128,
     last: Instant,
 }
 
 impl TokenBucket {
     /// A full bucket refilled at `rate` tokens per second, holding at most `capacity`.
     pub fn new(rate: u64, capacity: u64, now: Instant) -> Self {
+        Self::with_period(rate, Duration::from_secs(1), capacity, now)
+    }
+
+    /// A full bucket refilled at `rate` tokens per `period` (for example 60 per minute, which is
+    /// not a whole number per second), holding at most `capacity`. A zero period counts as 1 ns;
+    /// periods beyond `u64::MAX` ns (584 years) are cut to it.
+    pub fn with_period(rate: u64, period: Duration, capacity: u64, now: Instant) -> Self {
+        let scale = period.as_nanos().clamp(1, u128::from(u64::MAX));
         Self {
             rate,
             capacity,
-            nano: u128::from(capacity) * NANOS,
+            scale,
+            units: u128::from(capacity) * scale,
             last: now,
         }
     }
 
-    /// Refill rate in tokens per second.
+    /// Refill rate in tokens per period (per second unless built with
+    /// [`TokenBucket::with_period`]).
     pub fn rate(&self) -> u64 {
         self.rate
     }
@@ -262,16 +276,22 @@ impl TokenBucket {
     /// Tokens available at `now`.
     pub fn available(&mut self, now: Instant) -> u64 {
         self.refill(now);
-        u64::try_from(self.nano / NANOS).unwrap_or(u64::MAX)
+        u64::try_from(self.units / self.scale).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the bucket is full at `now` (an idle user: its entry can be dropped).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.units >= u128::from(self.capacity) * self.scale
     }
 
     /// Takes `n` tokens if that many are available at `now`; otherwise takes none.
     #[must_use]
     pub fn try_take(&mut self, n: u64, now: Instant) -> bool {
         self.refill(now);
-        let need = u128::from(n) * NANOS;
-        if self.nano >= need {
-            self.nano -= need;
+        let need = u128::from(n) * self.scale;
+        if self.units >= need {
+            self.units -= need;
             true
         } else {
             false
@@ -282,14 +302,15 @@ impl TokenBucket {
     /// zero rate). Useful for a `poll_timeout`.
     pub fn time_until(&mut self, n: u64, now: Instant) -> Option<Duration> {
         self.refill(now);
-        let need = u128::from(n) * NANOS;
-        if self.nano >= need {
+        let need = u128::from(n) * self.scale;
+        if self.units >= need {
             return Some(Duration::ZERO);
         }
         if n > self.capacity || self.rate == 0 {
             return None;
         }
-        let missing = need - self.nano;
+        // `rate` units arrive per nanosecond.
+        let missing = need - self.units;
         let nanos = missing.div_ceil(u128::from(self.rate));
         Some(Duration::from_nanos(
             u64::try_from(nanos).unwrap_or(u64::MAX),
@@ -301,9 +322,9 @@ impl TokenBucket {
         if now > self.last {
             self.last = now;
         }
-        let cap = u128::from(self.capacity) * NANOS;
+        let cap = u128::from(self.capacity) * self.scale;
         let add = elapsed.saturating_mul(u128::from(self.rate));
-        self.nano = self.nano.saturating_add(add).min(cap);
+        self.units = self.units.saturating_add(add).min(cap);
     }
 }
 
@@ -486,6 +507,44 @@ mod tests {
         let mut z = TokenBucket::new(0, 5, t0);
         assert!(z.try_take(5, t0));
         assert_eq!(z.time_until(1, t0 + Duration::from_secs(100)), None);
+    }
+
+    #[test]
+    fn token_bucket_refills_per_second_and_reports_full() {
+        // The case floe-signal's message limit relies on (formerly its own f64 bucket's test).
+        let t0 = origin();
+        let mut b = TokenBucket::new(10, 3, t0);
+        assert!(b.try_take(1, t0) && b.try_take(1, t0) && b.try_take(1, t0));
+
+        assert!(!b.try_take(1, t0));
+        assert!(!b.try_take(1, ms(t0, 50)));
+        assert!(b.try_take(1, ms(t0, 101)));
+        assert!(!b.is_full(ms(t0, 101)));
+        assert!(b.is_full(ms(t0, 1000)));
+    }
+
+    #[test]
+    fn token_bucket_with_a_period_refills_exactly() {
+        // 60 joins per minute: one per second, without a fractional per-second rate.
+        let t0 = origin();
+        let mut b = TokenBucket::with_period(60, Duration::from_secs(60), 60, t0);
+        assert!(b.try_take(60, t0));
+
+        assert!(!b.try_take(1, ms(t0, 999)));
+        assert!(b.try_take(1, ms(t0, 1000)));
+        assert_eq!(b.time_until(1, ms(t0, 1000)), Some(Duration::from_secs(1)));
+        // 7 per minute: 4 tokens after exactly 4/7 of a minute, not a nanosecond earlier.
+        let mut odd = TokenBucket::with_period(7, Duration::from_secs(60), 7, t0);
+        assert!(odd.try_take(7, t0));
+        let four = Duration::from_nanos(60_000_000_000 * 4 / 7 + 1);
+        assert_eq!(odd.time_until(4, t0), Some(four));
+        assert_eq!(odd.available(t0 + four - Duration::from_nanos(1)), 3);
+        assert_eq!(odd.available(t0 + four), 4);
+        assert!(odd.is_full(t0 + Duration::from_secs(60)));
+        // A zero period is one nanosecond: never a division by zero.
+        let mut z = TokenBucket::with_period(1, Duration::ZERO, 2, t0);
+        assert!(z.try_take(2, t0));
+        assert!(z.try_take(1, t0 + Duration::from_nanos(1)));
     }
 
     mod props {

@@ -1,0 +1,375 @@
+//! A session's life: join (authorised, rate-limited, confirmed by the directory), resume,
+//! token refresh and leave; the random ids and tokens it is given.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+
+use super::state::{LocalRoom, PendingJoin, ReplyTo, Session, Timer};
+use super::{Hub, Now, Output};
+use crate::auth::{grant_for_room, Auth};
+use crate::bus::{Bus, BusCommand, Member};
+use crate::error::ErrorCode;
+use crate::ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId};
+use crate::mailbox::Mailbox;
+use crate::proto::{LeaveReason, PeerInfo, Resumed, ServerMsg, Welcome, PROTOCOL_VERSION};
+
+impl<B: Bus> Hub<B> {
+    pub(super) fn join(
+        &mut self,
+        conn: ConnId,
+        v: u32,
+        room: RoomId,
+        peer: Option<PeerId>,
+        token: Option<&str>,
+        now: Now,
+    ) {
+        let to = ReplyTo::Conn(conn);
+        if v != PROTOCOL_VERSION {
+            let m = format!(
+                "protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"
+            );
+            return self.reply_error(to, ErrorCode::UnsupportedVersion, m, None);
+        }
+        let Some(ip) = self.conns.get(&conn).map(|c| c.ip) else {
+            return;
+        };
+        if !self.take_join_token(ip, now) {
+            return self.reply_error(
+                to,
+                ErrorCode::JoinRateLimited,
+                "too many joins from this address; retry in a minute",
+                None,
+            );
+        }
+        let grant = match self.config.auth.authorize_join(&room, token, ip, now.unix) {
+            Ok(g) => g,
+            Err(d) => return self.reply_error(to, d.code, d.message, None),
+        };
+        let peer = match (grant.peer, peer) {
+            (Some(p), Some(q)) if p != q => {
+                return self.reply_error(
+                    to,
+                    ErrorCode::Forbidden,
+                    format!("the token is for peer {p}, not {q}"),
+                    None,
+                )
+            }
+            (Some(p), _) | (None, Some(p)) => p,
+            (None, None) => self.random_peer_id(),
+        };
+        if !self.rooms.contains_key(&room) && self.rooms.len() >= self.config.max_rooms {
+            let m = format!(
+                "this node hosts the maximum of {} rooms",
+                self.config.max_rooms
+            );
+            return self.reply_error(to, ErrorCode::TooManyRooms, m, None);
+        }
+        let session = self.random_session_id();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.pending_join = Some(session.clone());
+        }
+        self.pending.insert(
+            session.clone(),
+            PendingJoin {
+                conn,
+                peer: peer.clone(),
+                perms: grant.perms,
+                token_exp: grant.exp,
+                requested_at: now,
+            },
+        );
+        self.bus.send(BusCommand::Join {
+            room,
+            peer,
+            session,
+            subscribe: grant.perms.subscribe,
+            max_peers: self.config.max_peers_per_room,
+        });
+    }
+
+    pub(super) fn join_accepted(
+        &mut self,
+        room: RoomId,
+        sid: SessionId,
+        join_index: u64,
+        members: Vec<Member>,
+        now: Now,
+    ) {
+        let Some(p) = self.pending.remove(&sid) else {
+            return;
+        };
+        let conn_alive = self
+            .conns
+            .get(&p.conn)
+            .is_some_and(|c| c.pending_join.as_ref() == Some(&sid));
+        if !conn_alive || self.shutting_down {
+            // The client is gone; nobody will ever learn this session's token.
+            let reason = LeaveReason::Left;
+            self.bus.send(BusCommand::Leave {
+                room,
+                peer: p.peer,
+                session: sid,
+                reason,
+            });
+            return;
+        }
+        let local = self.rooms.entry(room.clone()).or_default();
+        for m in &members {
+            local.members.insert(m.peer.clone(), m.join_index);
+        }
+        local.members.insert(p.peer.clone(), join_index);
+        local.sessions.insert(sid.clone());
+        let resume_token = self.random_token();
+        let token_deadline = p.token_exp.map(|exp| deadline_for(exp, p.requested_at));
+        let session = Session {
+            room: room.clone(),
+            peer: p.peer.clone(),
+            join_index,
+            resume_token: resume_token.clone(),
+            perms: p.perms,
+            token_exp: p.token_exp,
+            token_deadline,
+            conn: Some(p.conn),
+            detached_at: now.mono,
+            mailbox: Mailbox::new(),
+            last_client_seq: 0,
+            pairs: BTreeMap::new(),
+            post_box_bucket: self.config.message_bucket(now.mono),
+        };
+        if let Some(d) = token_deadline {
+            self.timers.insert((d, Timer::TokenExpiry(sid.clone())));
+        }
+        self.sessions.insert(sid.clone(), session);
+        if let Some(c) = self.conns.get_mut(&p.conn) {
+            c.pending_join = None;
+            c.session = Some(sid.clone());
+        }
+        self.arm_idle_timer(p.conn, now);
+        let welcome = Welcome {
+            v: PROTOCOL_VERSION,
+            room,
+            peer: p.peer.clone(),
+            session: sid,
+            resume_token,
+            resume_ttl_ms: duration_ms(self.config.resume_ttl),
+            heartbeat_ms: duration_ms(self.config.heartbeat),
+            max_message_bytes: self.config.max_message_bytes,
+            peers: members
+                .iter()
+                .map(|m| PeerInfo {
+                    peer: m.peer.clone(),
+                    polite: false,
+                    offerer: true,
+                })
+                .collect(),
+            ice_servers: self.config.ice.servers_for(&p.peer, now.unix),
+            permissions: p.perms.to_list(),
+            token_exp: p.token_exp,
+        };
+        self.reply(ReplyTo::Conn(p.conn), ServerMsg::Welcome(Box::new(welcome)));
+    }
+
+    pub(super) fn join_rejected(&mut self, sid: &SessionId, code: ErrorCode, message: String) {
+        let Some(p) = self.pending.remove(sid) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&p.conn) else {
+            return;
+        };
+        if c.pending_join.as_ref() == Some(sid) {
+            c.pending_join = None;
+            self.reply_error(ReplyTo::Conn(p.conn), code, message, None);
+        }
+    }
+
+    pub(super) fn resume(
+        &mut self,
+        conn: ConnId,
+        sid: &SessionId,
+        token: &ResumeToken,
+        last_seq: u64,
+        now: Now,
+    ) {
+        let ok = self
+            .sessions
+            .get(sid)
+            .is_some_and(|s| s.resume_token.matches(token.as_str()));
+        if !ok {
+            let m = "unknown or expired session, or wrong resume token; join again";
+            return self.reply_error(ReplyTo::Conn(conn), ErrorCode::ResumeFailed, m, None);
+        }
+        let old = self.sessions.get(sid).and_then(|s| s.conn);
+        if let Some(old) = old {
+            self.fail(
+                old,
+                ErrorCode::SessionReplaced,
+                "the session was resumed on another connection".into(),
+                now,
+            );
+        }
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        s.conn = Some(conn);
+        s.mailbox.ack(last_seq);
+        let peers = peer_infos(self.rooms.get(&s.room), &s.peer, s.join_index);
+        let resumed = Resumed {
+            room: s.room.clone(),
+            peer: s.peer.clone(),
+            session: sid.clone(),
+            peers,
+            ice_servers: self.config.ice.servers_for(&s.peer, now.unix),
+            received: s.last_client_seq,
+            last_seq: s.mailbox.last_seq(),
+        };
+        let replay: Vec<ServerMsg> = s.mailbox.since(last_seq).cloned().collect();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(sid.clone());
+        }
+        self.arm_idle_timer(conn, now);
+        self.outputs.push_back(Output::Send {
+            conn,
+            msg: ServerMsg::Resumed(Box::new(resumed)),
+        });
+        for msg in replay {
+            self.outputs.push_back(Output::Send { conn, msg });
+        }
+    }
+
+    /// Ends a session for good: tells the directory (when `notify_bus`) and forgets it.
+    pub(super) fn end_session(
+        &mut self,
+        sid: &SessionId,
+        reason: LeaveReason,
+        notify_bus: bool,
+        now: Now,
+    ) {
+        let Some(s) = self.sessions.remove(sid) else {
+            return;
+        };
+        if let Some(conn) = s.conn {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.session = None;
+                c.unjoined_since = now.mono;
+                // Duplicate timers for one connection are harmless: the check is idempotent.
+                self.timers
+                    .insert((now.mono + self.config.join_timeout, Timer::Conn(conn)));
+            }
+        }
+        if let Some(local) = self.rooms.get_mut(&s.room) {
+            local.sessions.remove(sid);
+            if local.sessions.is_empty() {
+                self.rooms.remove(&s.room);
+            }
+        }
+        if notify_bus {
+            self.bus.send(BusCommand::Leave {
+                room: s.room,
+                peer: s.peer,
+                session: sid.clone(),
+                reason,
+            });
+        }
+    }
+
+    pub(super) fn refresh(&mut self, to: ReplyTo, sid: &SessionId, token: &str, now: Now) {
+        let Auth::Jwt(verifier) = &self.config.auth else {
+            return self.reply(to, ServerMsg::Refreshed { exp: None });
+        };
+        let claims = match verifier.verify(token, now.unix) {
+            Ok(c) => c,
+            Err(d) => return self.reply_error(to, d.code, d.message, None),
+        };
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        let grant = match grant_for_room(&claims, &s.room) {
+            Ok(g) => g,
+            Err(d) => return self.reply_error(to, d.code, d.message, None),
+        };
+        if grant.peer.as_ref().is_some_and(|p| *p != s.peer) {
+            return self.reply_error(
+                to,
+                ErrorCode::Forbidden,
+                "the new token is for another peer",
+                None,
+            );
+        }
+        let deadline = deadline_for(claims.exp, now);
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.perms = grant.perms;
+            s.token_exp = Some(claims.exp);
+            s.token_deadline = Some(deadline);
+        }
+        self.timers
+            .insert((deadline, Timer::TokenExpiry(sid.clone())));
+        self.reply(
+            to,
+            ServerMsg::Refreshed {
+                exp: Some(claims.exp),
+            },
+        );
+    }
+
+    fn random_hex(&mut self, bytes: usize) -> String {
+        let mut buf = vec![0u8; bytes];
+        self.rng.fill_bytes(&mut buf);
+        buf.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn random_session_id(&mut self) -> SessionId {
+        loop {
+            let id = self.random_hex(8);
+            // Hex of 8 bytes is a valid id by construction; `ok()` guards the invariant anyway.
+            if let Ok(id) = SessionId::new(id) {
+                if !self.sessions.contains_key(&id) && !self.pending.contains_key(&id) {
+                    return id;
+                }
+            }
+        }
+    }
+
+    fn random_peer_id(&mut self) -> PeerId {
+        let hex = self.random_hex(6);
+        // "p-" + 12 hex digits is valid by construction.
+        PeerId::new(format!("p-{hex}"))
+            .unwrap_or_else(|_| unreachable!("generated peer id is valid"))
+    }
+
+    fn random_token(&mut self) -> ResumeToken {
+        ResumeToken::new(self.random_hex(16))
+    }
+}
+
+/// The other members of `room` as seen by the member with `my_index`.
+fn peer_infos(room: Option<&LocalRoom>, me: &PeerId, my_index: u64) -> Vec<PeerInfo> {
+    let Some(room) = room else { return Vec::new() };
+    let mut v: Vec<(&PeerId, u64)> = room
+        .members
+        .iter()
+        .filter(|(p, _)| *p != me)
+        .map(|(p, i)| (p, *i))
+        .collect();
+    v.sort_by_key(|(_, i)| *i);
+    v.into_iter()
+        .map(|(p, idx)| {
+            let i_am_newer = my_index > idx;
+            PeerInfo {
+                peer: p.clone(),
+                polite: !i_am_newer,
+                offerer: i_am_newer,
+            }
+        })
+        .collect()
+}
+
+/// The monotonic instant at which unix time `exp` is reached, seen from `now`.
+fn deadline_for(exp: u64, now: Now) -> Instant {
+    now.mono + Duration::from_secs(exp.saturating_sub(now.unix))
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
