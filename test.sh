@@ -55,8 +55,8 @@ cargo fmt --all -- --check
 
 step "sans-IO rule: protocol crates read no clock and use no tokio or sockets"
 # Production code only: a file's unit tests start at its `#[cfg(test)]` line; comments are skipped.
-# crates/peer/src/core.rs is the Rust peer's sans-IO core (its shell is session.rs).
-violations=$(find crates/stun/src crates/turn/src crates/signal/src crates/peer/src/core.rs -name '*.rs' -print0 |
+# crates/peer/src/core/ is the Rust peer's sans-IO core (its shell is session.rs).
+violations=$(find crates/stun/src crates/turn/src crates/signal/src crates/peer/src/core -name '*.rs' -print0 |
   xargs -0 awk '/^#\[cfg\(test\)\]/ { nextfile } /^[[:space:]]*\/\// { next }
     /Instant::now|SystemTime::now|tokio|std::net::(Udp|Tcp)/ { print FILENAME ":" FNR ": " $0 }')
 if [ -n "$violations" ]; then
