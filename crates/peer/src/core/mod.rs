@@ -11,10 +11,12 @@ mod negotiation;
 mod stun;
 mod turn;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde_json::{json, Value};
 use str0m::channel::ChannelId;
 use str0m::net::{Protocol, Receive};
@@ -124,6 +126,8 @@ impl Default for CoreConfig {
 /// The peer's state machine (see the module docs).
 pub struct PeerCore {
     rtc: Rtc,
+    /// Injected randomness: STUN transaction ids, TURN clients' seeds.
+    rng: StdRng,
     remote: RemotePeer,
     cfg: CoreConfig,
     hosts: Vec<SocketAddr>,
@@ -131,7 +135,8 @@ pub struct PeerCore {
     /// TURN servers not started yet, in transport order.
     turn_queue: Vec<(SocketAddr, IceServer)>,
     next_turn_group: Instant,
-    stun: HashMap<[u8; 12], StunTxn>,
+    /// Ordered, so that retransmissions go out in a deterministic order.
+    stun: BTreeMap<[u8; 12], StunTxn>,
     locals: Vec<LocalCandidate>,
     remotes: Vec<(CandidateType, SocketAddr)>,
     /// Remote candidates received before the remote description.
@@ -169,11 +174,17 @@ impl std::fmt::Debug for PeerCore {
 impl PeerCore {
     /// A core talking to `remote` from the UDP sockets `hosts` (their local addresses), with
     /// the resolved ICE servers. Offers at once when the roles say we offer.
+    ///
+    /// `seed` seeds the CSPRNG (ChaCha) behind the STUN transaction ids and each TURN client's
+    /// own seed: the core reads no randomness itself, so the shell passes 32 bytes from the OS
+    /// and tests a constant. (str0m's `Rtc` still draws its ICE credentials and DTLS
+    /// certificate itself.)
     pub fn new(
         cfg: CoreConfig,
         remote: RemotePeer,
         hosts: Vec<SocketAddr>,
         servers: Vec<(SocketAddr, IceServer)>,
+        seed: [u8; 32],
         now: Instant,
     ) -> Result<PeerCore, PeerError> {
         if hosts.is_empty() {
@@ -184,6 +195,7 @@ impl PeerCore {
             .build(now);
         let mut core = PeerCore {
             rtc,
+            rng: StdRng::from_seed(seed),
             remote,
             gather_deadline: now + cfg.gather_timeout,
             cfg,
@@ -191,7 +203,7 @@ impl PeerCore {
             turns: Vec::new(),
             turn_queue: Vec::new(),
             next_turn_group: now,
-            stun: HashMap::new(),
+            stun: BTreeMap::new(),
             locals: Vec::new(),
             remotes: Vec::new(),
             held_remote: Vec::new(),
@@ -246,12 +258,17 @@ impl PeerCore {
         &self.remote
     }
 
-    /// The next thing to do.
+    /// The next thing for the shell to do ([`Output`]: send, open a TURN link, signal, report an
+    /// event), until `None`. Call it until `None` after `new` and after every `handle_*`,
+    /// `send`, `close` or `fail_outbox` call, then ask [`PeerCore::poll_timeout`].
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }
 
-    /// When [`PeerCore::handle_timeout`] wants to be called.
+    /// When [`PeerCore::handle_timeout`] must be called next (str0m always has a deadline, so
+    /// there is one). Ask again after every call that changes the core: any may move it.
+    #[must_use]
     pub fn poll_timeout(&self) -> Instant {
         let mut d = self.rtc_timeout;
         for t in &self.turns {
@@ -271,7 +288,8 @@ impl PeerCore {
         d
     }
 
-    /// Time passed.
+    /// Time passed: runs str0m's and the TURN clients' timers. Call it when
+    /// [`PeerCore::poll_timeout`] is reached (calling it early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), PeerError> {
         self.rtc
             .handle_input(Input::Timeout(now))

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use floe_stun::attr::XorMappedAddress;
 use floe_stun::{Class, Message, MessageBuilder, Method, TransactionId};
+use rand::RngCore;
 
 use super::{Output, PeerCore};
 use crate::pair::{CandidateType, LocalCandidate};
@@ -28,7 +29,7 @@ impl PeerCore {
             if host.is_ipv4() != server.is_ipv4() {
                 continue;
             }
-            let tid = TransactionId(rand::random());
+            let tid = self.new_tid();
             let mut buf = vec![0u8; 64];
             let Ok(mut b) = MessageBuilder::new(&mut buf, Class::Request, Method::BINDING, tid)
             else {
@@ -50,6 +51,13 @@ impl PeerCore {
                 },
             );
         }
+    }
+
+    /// RFC 8489 §5: a transaction id from the CSPRNG.
+    fn new_tid(&mut self) -> TransactionId {
+        let mut id = [0u8; 12];
+        self.rng.fill_bytes(&mut id);
+        TransactionId(id)
     }
 
     pub(super) fn send_stun(&mut self, now: Instant) {

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use floe_turn::client::{TurnClient, TurnClientConfig, TurnEvent};
+use rand::RngCore;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
@@ -43,7 +44,12 @@ impl PeerCore {
     }
 
     /// The link to TURN server `idx` failed or closed.
-    pub fn turn_down(&mut self, idx: usize, reason: String, now: Instant) -> Result<(), PeerError> {
+    pub fn handle_turn_closed(
+        &mut self,
+        idx: usize,
+        reason: String,
+        now: Instant,
+    ) -> Result<(), PeerError> {
         if let Some(t) = self.turns.get_mut(idx) {
             let server = format!("{} {}", t.transport, t.server);
             if !t.done {
@@ -99,7 +105,9 @@ impl PeerCore {
             else {
                 continue;
             };
-            let mut cfg = TurnClientConfig::new(server, username, credential);
+            let mut seed = [0u8; 32];
+            self.rng.fill_bytes(&mut seed);
+            let mut cfg = TurnClientConfig::new(server, username, credential, seed);
             cfg.software = Some(concat!("floe-peer ", env!("CARGO_PKG_VERSION")).to_owned());
             cfg.stream = transport != TurnTransport::Udp;
             let idx = self.turns.len();

@@ -7,7 +7,7 @@
 //! moves bytes between the client and one socket (UDP) or stream (TCP, TLS) to the server.
 //!
 //! ```text
-//! let mut turn = TurnClient::new(TurnClientConfig::new(server, user, pass), now);
+//! let mut turn = TurnClient::new(TurnClientConfig::new(server, user, pass, seed), now);
 //! loop {
 //!     while let Some(bytes) = turn.poll_transmit() { socket.send_to(&bytes, server) }
 //!     while let Some(event) = turn.poll_event() { /* Allocated { relayed, mapped, .. }, ... */ }
@@ -122,8 +122,9 @@ pub struct TurnClientConfig {
     /// Use SHA-256 keys and MESSAGE-INTEGRITY-SHA256 when the server offers them in
     /// PASSWORD-ALGORITHMS (RFC 8489 §9.2.3); default false: MD5, which every server accepts.
     pub prefer_sha256: bool,
-    /// Seed of the CSPRNG (ChaCha) behind transaction ids. [`TurnClientConfig::new`] fills it
-    /// from the operating system; set it only to make tests deterministic.
+    /// Seed of the CSPRNG (ChaCha) behind transaction ids (RFC 8489 §5: they must be
+    /// cryptographically random). The IO shell draws it from the operating system; tests fix it,
+    /// so the client is deterministic.
     pub seed: [u8; 32],
 }
 
@@ -143,11 +144,13 @@ impl fmt::Debug for TurnClientConfig {
 
 impl TurnClientConfig {
     /// A UDP configuration with the defaults: lifetime 600 s, automatic channels, MD5, no
-    /// SOFTWARE, and a seed from the operating system's RNG.
+    /// SOFTWARE. `seed` seeds the transaction-id CSPRNG ([`TurnClientConfig::seed`]): the
+    /// client reads no randomness itself, so give it 32 bytes from the OS (`rand::random()`).
     pub fn new(
         server: SocketAddr,
         username: impl Into<String>,
         password: impl Into<String>,
+        seed: [u8; 32],
     ) -> Self {
         TurnClientConfig {
             server,
@@ -158,7 +161,7 @@ impl TurnClientConfig {
             stream: false,
             auto_channel: true,
             prefer_sha256: false,
-            seed: rand::random(),
+            seed,
         }
     }
 
@@ -277,12 +280,16 @@ impl TurnClient {
 
     /// The next bytes to send to the server, until `None`: requests, retransmissions, Send
     /// indications and ChannelData, in order. Over TCP/TLS write them to the stream as they are.
+    /// Call it until `None` after `new` and after every `handle_*`, `send_to`,
+    /// `create_permission`, `bind_channel`, `refresh` or `release` call.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.transmits.pop_front()
     }
 
-    /// The next event, until `None`.
+    /// The next event ([`TurnEvent`]: what happened to the allocation, its permissions and
+    /// channels), until `None`. Call it, like [`TurnClient::poll_transmit`], until `None` after
+    /// every call that changes the client.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<TurnEvent> {
         self.events.pop_front()
