@@ -53,15 +53,18 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "sans-IO rule: protocol crates read no clock and use no tokio or sockets"
+step "sans-IO rule: protocol crates read no clock or OS randomness and use no tokio or sockets"
 # Production code only: a file's unit tests start at its `#[cfg(test)]` line; comments are skipped.
-# crates/peer/src/core.rs is the Rust peer's sans-IO core (its shell is session.rs).
-violations=$(find crates/stun/src crates/turn/src crates/signal/src crates/peer/src/core.rs -name '*.rs' -print0 |
+# crates/peer/src/core/ is the Rust peer's sans-IO core (its shell is session.rs). Randomness is
+# injected (a seed or an RNG passed in), so any OS-seeded RNG here is a violation.
+violations=$(find crates/stun/src crates/turn/src crates/signal/src crates/peer/src/core -name '*.rs' -print0 |
   xargs -0 awk '/^#\[cfg\(test\)\]/ { nextfile } /^[[:space:]]*\/\// { next }
-    /Instant::now|SystemTime::now|tokio|std::net::(Udp|Tcp)/ { print FILENAME ":" FNR ": " $0 }')
+    /Instant::now|SystemTime::now|tokio|std::net::(Udp|Tcp)/ { print FILENAME ":" FNR ": " $0; next }
+    /rand::random|thread_rng|OsRng|rand::rng\(\)|getrandom|from_entropy|from_os_rng/ {
+      print FILENAME ":" FNR ": " $0 }')
 if [ -n "$violations" ]; then
   printf '%s\n' "$violations"
-  echo "a sans-IO crate reads the clock or does IO (see ARCHITECTURE.md)" >&2
+  echo "a sans-IO crate reads the clock or OS randomness, or does IO (see ARCHITECTURE.md)" >&2
   exit 1
 fi
 

@@ -27,9 +27,8 @@ fuzz_target!(|data: &[u8]| {
     let server: SocketAddr = "203.0.113.10:3478".parse().unwrap();
     let peer: SocketAddr = "198.51.100.7:9000".parse().unwrap();
     let mut now = Instant::now();
-    let mut cfg = TurnClientConfig::new(server, "alice", "secret");
+    let mut cfg = TurnClientConfig::new(server, "alice", "secret", [mode; 32]);
     cfg.stream = mode & 1 == 1;
-    cfg.seed = [mode; 32];
     let mut c = TurnClient::new(cfg, now);
     check_transmits(&mut c);
     let mut decoder = StreamDecoder::new();

@@ -278,7 +278,7 @@ impl Shell {
             relay_only: opts.relay_only,
             gather_timeout: opts.gather_timeout,
         };
-        let core = PeerCore::new(cfg, remote, addrs, servers, Instant::now())?;
+        let core = PeerCore::new(cfg, remote, addrs, servers, rand::random(), Instant::now())?;
         Ok(Shell {
             core,
             signal,
@@ -315,7 +315,7 @@ impl Shell {
                 net = self.net_rx.recv() => match net {
                     Some(Net::Host { local, from, data }) => self.core.handle_udp(local, from, &data, Instant::now()),
                     Some(Net::Turn { idx, data }) => self.core.handle_turn(idx, &data, Instant::now()),
-                    Some(Net::TurnDown { idx, reason }) => self.core.turn_down(idx, reason, Instant::now()),
+                    Some(Net::TurnDown { idx, reason }) => self.core.handle_turn_closed(idx, reason, Instant::now()),
                     None => Err(PeerError::Closed("socket readers ended".into())),
                 },
                 m = self.signal.incoming.recv() => match m {
@@ -383,7 +383,10 @@ impl Shell {
                             self.turns.insert(idx, link);
                         }
                         // That server is unusable; the others and the direct paths go on.
-                        Err(e) => self.core.turn_down(idx, e.to_string(), Instant::now())?,
+                        Err(e) => {
+                            self.core
+                                .handle_turn_closed(idx, e.to_string(), Instant::now())?
+                        }
                     }
                 }
                 Output::Turn { idx, data } => match self.turns.get(&idx) {

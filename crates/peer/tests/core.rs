@@ -43,7 +43,16 @@ fn side(name: &'static str, addr: &str, remote: &str, offerer: bool, now: Instan
         offerer,
         polite: !offerer,
     };
-    let core = PeerCore::new(CoreConfig::default(), remote, vec![addr], Vec::new(), now).unwrap();
+    let seed = [u8::from(offerer); 32];
+    let core = PeerCore::new(
+        CoreConfig::default(),
+        remote,
+        vec![addr],
+        Vec::new(),
+        seed,
+        now,
+    )
+    .unwrap();
     Side {
         name,
         core,
@@ -330,4 +339,57 @@ fn garbage_from_the_remote_peer_is_an_error_not_a_panic() {
         from: "mallory".into(),
     };
     alice.core.handle_signal(other, now).unwrap();
+}
+
+/// The datagrams a fresh core sends to a STUN server and a UDP TURN server.
+fn first_server_datagrams(seed: [u8; 32]) -> Vec<(SocketAddr, Vec<u8>)> {
+    use floe_peer::ice_servers::{IceServer, TurnTransport};
+    let now = Instant::now();
+    let remote = RemotePeer {
+        peer: "b".into(),
+        offerer: false,
+        polite: true,
+    };
+    let stun = IceServer::Stun {
+        host: "192.0.2.1".into(),
+        port: 3478,
+    };
+    let turn = IceServer::Turn {
+        host: "192.0.2.2".into(),
+        port: 3478,
+        transport: TurnTransport::Udp,
+        username: "u".into(),
+        credential: "p".into(),
+    };
+    let servers = vec![
+        ("192.0.2.1:3478".parse().unwrap(), stun),
+        ("192.0.2.2:3478".parse().unwrap(), turn),
+    ];
+    let host = "10.0.0.1:5000".parse().unwrap();
+    let mut core = PeerCore::new(
+        CoreConfig::default(),
+        remote,
+        vec![host],
+        servers,
+        seed,
+        now,
+    )
+    .unwrap();
+    let mut sent = Vec::new();
+    while let Some(o) = core.poll_output() {
+        match o {
+            Output::Udp { to, data, .. } => sent.push((to, data)),
+            Output::Turn { data, .. } => sent.push(("192.0.2.2:3478".parse().unwrap(), data)),
+            _ => {}
+        }
+    }
+    sent
+}
+
+#[test]
+fn randomness_is_injected_the_seed_fixes_transaction_ids() {
+    let a = first_server_datagrams([1; 32]);
+    assert_eq!(a.len(), 2, "one Binding request, one Allocate: {a:?}");
+    assert_eq!(a, first_server_datagrams([1; 32]));
+    assert_ne!(a, first_server_datagrams([2; 32]));
 }

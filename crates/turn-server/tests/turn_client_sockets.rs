@@ -95,7 +95,7 @@ impl Driver {
         } else {
             Conn::Udp(UdpSocket::bind("127.0.0.1:0").unwrap(), server)
         };
-        let mut cfg = TurnClientConfig::new(server, "alice", "pw");
+        let mut cfg = TurnClientConfig::new(server, "alice", "pw", rand::random());
         cfg.stream = stream;
         cfg.software = Some("floe-test-client".to_owned());
         Driver {
@@ -243,7 +243,7 @@ fn turn_client_sees_a_data_indication_before_the_channel_is_bound() {
 fn turn_client_reports_a_wrong_password() {
     let server = start();
     let conn = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut cfg = TurnClientConfig::new(server.addr(), "alice", "wrong");
+    let mut cfg = TurnClientConfig::new(server.addr(), "alice", "wrong", rand::random());
     cfg.auto_channel = false;
     let mut d = Driver {
         conn: Conn::Udp(conn, server.addr()),

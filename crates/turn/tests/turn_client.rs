@@ -26,8 +26,7 @@ const CLIENT: &str = "203.0.113.7:40000";
 const S: fn(u64) -> Duration = Duration::from_secs;
 
 fn cfg(password: &str) -> TurnClientConfig {
-    let mut c = TurnClientConfig::new(addr(SERVER), "alice", password);
-    c.seed = [5; 32];
+    let mut c = TurnClientConfig::new(addr(SERVER), "alice", password, [5; 32]);
     c.software = Some("floe-client-test".to_owned());
     c
 }
