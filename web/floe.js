@@ -7,7 +7,7 @@
 //   room.broadcastChat('hello');
 //
 // Two layers:
-// - FloeSignal: the signalling session. WebSocket at /v1/ws (or the REST post box), join,
+// - FloeSignal: the signalling session. WebSocket at /v1/ws (or the HTTP post box), join,
 //   heartbeats, acknowledgements, resume after a network blip (every missed message is replayed
 //   in order, unacknowledged outgoing messages are resent and deduplicated by the server),
 //   go_away handling, and automatic fallback to REST when a WebSocket cannot be opened.
@@ -46,7 +46,7 @@ function wsUrl(base) {
 
 /**
  * One signalling session: join, heartbeats, acknowledgements, resume after a network blip, the
- * outbox of unconfirmed messages, go_away, and the REST post box as a fallback transport.
+ * outbox of unconfirmed messages, go_away, and the HTTP post box as a fallback transport.
  *
  * Events (CustomEvent, data in `detail`):
  * - `welcome` (the join answer), `resumed` (the resume answer, after a reconnect)

@@ -36,7 +36,7 @@ enum Command {
     Turn(Box<cmd::turn::Args>),
     /// Mint a TURN REST API credential (username and password) from a shared secret.
     Credentials(cmd::credentials::Args),
-    /// Run the signalling server alone (WebSocket, REST post box, demo page).
+    /// Run the signalling server alone (WebSocket, HTTP post box, demo page).
     Signal(Box<cmd::signal::Args>),
     /// Mint a signalling JWT (HS256) for scripts, tests and the demo.
     Token(cmd::token::Args),

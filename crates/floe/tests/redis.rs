@@ -507,7 +507,7 @@ fn peers_on_two_nodes_share_a_room() {
         "{m}"
     );
 
-    // A third peer over the REST post box on node B.
+    // A third peer over the HTTP post box on node B.
     let (st, body) = http(
         b.addr,
         "POST",

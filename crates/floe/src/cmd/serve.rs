@@ -2,7 +2,7 @@
 //!
 //! * STUN and TURN on 127.0.0.1:3478 (UDP and TCP) unless `--listen` says otherwise, RFC 5780
 //!   discovery with `--alternate-ip`, TURN over TLS with `--tls-listen`;
-//! * signalling (WebSocket, REST post box, ICE servers, demo page) on 127.0.0.1:8080 unless
+//! * signalling (WebSocket, HTTP post box, ICE servers, demo page) on 127.0.0.1:8080 unless
 //!   `--http` says otherwise. Its join answers carry this server's STUN/TURN URLs and TURN REST
 //!   credentials minted with the TURN shared secret (a random one when none is configured).
 

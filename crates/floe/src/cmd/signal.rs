@@ -1,4 +1,4 @@
-//! `floe signal`: the signalling server alone (WebSocket, REST post box, ICE servers, demo page).
+//! `floe signal`: the signalling server alone (WebSocket, HTTP post box, ICE servers, demo page).
 //!
 //! `floe serve` embeds the same server: it flattens [`floe_signal_server::SignalArgs`], reads the
 //! `[signal]` section into [`floe_signal_server::SignalConfig`], and calls
