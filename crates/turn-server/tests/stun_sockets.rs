@@ -10,10 +10,10 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use common::start;
-use floe_turn_server::stun_client::{self, Behaviour, ClientError};
-use floe_turn_server::turn::TurnShellConfig;
 use floe_stun::attr::{ErrorCode, Software, XorMappedAddress};
 use floe_stun::{AttrType, Class, Message, MessageBuilder, Method, TransactionId};
+use floe_turn_server::stun_client::{self, Behaviour, ClientError};
+use floe_turn_server::turn::TurnShellConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 

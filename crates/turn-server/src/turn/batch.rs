@@ -48,7 +48,7 @@ impl RecvBuffers {
         Box::new(RecvBuffers {
             data: vec![0u8; SLOT * BATCH],
             meta: [RecvMeta::default(); BATCH],
-            out: vec![0u8; super::OUT_BUF],
+            out: vec![0u8; super::dispatch::OUT_BUF],
         })
     }
 }
@@ -140,7 +140,7 @@ pub(super) fn recv_batch(
 /// Fallback where `quinn-udp` could not set up: one `recv_from` per call.
 fn recv_one(socket: &UdpSocket, mut handle: impl FnMut(SocketAddr, &[u8], &mut [u8])) -> Batch {
     let mut buf = vec![0u8; SLOT];
-    let mut out = vec![0u8; super::OUT_BUF];
+    let mut out = vec![0u8; super::dispatch::OUT_BUF];
     match socket.try_recv_from(&mut buf) {
         Ok((n, from)) => {
             handle(from, &buf[..n], &mut out);

@@ -7,12 +7,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use floe_turn_server::turn::{TurnService, TurnShellConfig};
 use floe_turn::credentials::{CredentialStore, StaticUser};
 use floe_turn::nonce::NonceSecret;
 use floe_turn::policy::{Cidr, PeerPolicy};
 use floe_turn::quota::QuotaConfig;
 use floe_turn::server::TurnConfig;
+use floe_turn_server::turn::{TurnService, TurnShellConfig};
 
 /// Realm of the test server.
 pub const REALM: &str = "test.floe";
