@@ -22,9 +22,6 @@ use super::batch;
 use super::shard::{lock, Ctx, FastMap, Relay, Shard, ShardState};
 use super::sockets;
 
-/// Output buffer: the largest relayed UDP payload plus a Data indication's header.
-pub(super) const OUT_BUF: usize = 65_600;
-
 /// Where `out[..len]` goes, resolved under the shard lock.
 enum Route {
     Udp(Arc<UdpSocket>, SocketAddr),

@@ -22,13 +22,19 @@
 //!   byte pipe to the peer connection.
 //!
 //! # Files
-//! This file starts the service ([`TurnService`]). `config.rs`: its configuration. `shard.rs`:
-//! shard state and threads. `sockets.rs`: relay sockets. `dispatch.rs`: one call into a shard's
-//! state machine, returning what to start next. `relay.rs`: starts it (relay receive tasks,
-//! peer connects) and the UDP relay loop. `udp.rs`: the UDP listener loop. `stream.rs`: TCP/TLS
-//! clients. `rfc6062.rs`: peer connections and splices. `timer.rs`, `metrics.rs`; `batch.rs` and
-//! `mmsg.rs`: batched UDP socket calls. Calls only go down that list from the loops to
-//! `dispatch.rs`: no file imports its caller.
+//! Each file imports only files listed before it (so none imports its caller); this one, the
+//! start-up ([`TurnService`]), imports them all.
+//! * `mmsg.rs`, `batch.rs`: batched UDP socket calls (`sendmmsg`, `recvmmsg`).
+//! * `config.rs`: [`TurnShellConfig`], [`TurnShellError`].
+//! * `shard.rs`: shard state, the state shared by every task, shard threads and runtimes.
+//! * `sockets.rs`: relay socket creation.
+//! * `dispatch.rs`: one call into a shard's state machine, its route and send; it starts no
+//!   task but returns its follow-ups (new relay sockets, RFC 6062 connects and binds).
+//! * `rfc6062.rs`: peer connect, relay TCP accept, splice.
+//! * `relay.rs`: starts a dispatch's follow-ups; the UDP relay receive loop.
+//! * `udp.rs`, `timer.rs`, `stream.rs`: the UDP listener loop, the shard timer, TCP/TLS
+//!   clients (accept and framing).
+//! * `metrics.rs`: the shards' counters as Prometheus metrics.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use floe_turn::server::{ClientTuple, ConnectionId};
 use tokio::net::UdpSocket;
@@ -61,18 +60,13 @@ async fn relay_udp_loop(
     relay: SocketAddr,
     socket: Arc<UdpSocket>,
 ) {
-    loop {
-        if let Err(e) = socket.readable().await {
-            tracing::debug!(%relay, error = %e, "relay socket failed");
-            return;
-        }
-        let now = Instant::now();
-        batch::recv_batch(&socket, |peer, data, out| {
-            let d = dispatch(&ctx, &shard, out, |turn, _, out| {
-                turn.handle_peer_packet(now, relay, peer, data, out)
-            });
-            // Peer data binds nothing and opens nothing: the follow-ups are empty.
-            let _ = start(&ctx, &shard, d.finish_now(&ctx, out));
+    let e = batch::serve(&socket, |now, peer, data, out| {
+        let d = dispatch(&ctx, &shard, out, |turn, _, out| {
+            turn.handle_peer_packet(now, relay, peer, data, out)
         });
-    }
+        // Peer data binds nothing and opens nothing: the follow-ups are empty.
+        let _ = start(&ctx, &shard, d.finish_now(&ctx, out));
+    })
+    .await;
+    tracing::debug!(%relay, error = %e, "relay socket failed");
 }

@@ -12,7 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::dispatch::{dispatch, OUT_BUF};
+use super::batch::OUT_BUF;
+use super::dispatch::dispatch;
 use super::relay;
 use super::rfc6062;
 use super::shard::{lock, Ctx, Shard};

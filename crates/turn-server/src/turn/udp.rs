@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use floe_turn::server::{ClientTuple, Transport};
 use tokio::net::UdpSocket;
@@ -21,25 +20,20 @@ pub(super) async fn udp_client_loop(
     local: SocketAddr,
     socket: Arc<UdpSocket>,
 ) {
-    loop {
-        if let Err(e) = socket.readable().await {
-            tracing::debug!(%local, error = %e, "udp listener failed");
-            return;
-        }
-        let now = Instant::now();
+    let e = batch::serve(&socket, |now, remote, packet, out| {
         let unix = ctx.unix_secs(now);
-        batch::recv_batch(&socket, |remote, packet, out| {
-            let client = ClientTuple {
-                transport: Transport::Udp,
-                local,
-                remote,
-            };
-            let d = dispatch(&ctx, &shard, out, |turn, binder, out| {
-                turn.handle_client_packet(now, unix, client, packet, out, binder)
-            });
-            // A UDP client never binds an RFC 6062 data connection (§5.1: TCP allocations are
-            // for TCP/TLS clients only), so there is no bound connection to act on.
-            let _ = relay::start(&ctx, &shard, d.finish_now(&ctx, out));
+        let client = ClientTuple {
+            transport: Transport::Udp,
+            local,
+            remote,
+        };
+        let d = dispatch(&ctx, &shard, out, |turn, binder, out| {
+            turn.handle_client_packet(now, unix, client, packet, out, binder)
         });
-    }
+        // A UDP client never binds an RFC 6062 data connection (§5.1: TCP allocations are
+        // for TCP/TLS clients only), so there is no bound connection to act on.
+        let _ = relay::start(&ctx, &shard, d.finish_now(&ctx, out));
+    })
+    .await;
+    tracing::debug!(%local, error = %e, "udp listener failed");
 }
