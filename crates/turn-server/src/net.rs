@@ -23,6 +23,16 @@ pub fn udp_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 
 /// Binds a non-blocking TCP listener with SO_REUSEADDR and SO_REUSEPORT.
 pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = tcp_socket(addr)?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// The one TCP socket set-up of the shell, for client listeners and RFC 6062 relay sockets
+/// alike: a non-blocking socket bound to `addr` with TCP_NODELAY, SO_REUSEADDR and SO_REUSEPORT
+/// (so that an RFC 6062 Connect can originate from the address its relay listener is bound
+/// to), IPv6-only for an IPv6 address. The caller listens on it or connects it.
+pub(crate) fn tcp_socket(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -32,8 +42,7 @@ pub fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.set_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// Number of worker sockets to open per UDP address: one per available core.

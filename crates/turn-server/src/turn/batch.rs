@@ -21,6 +21,7 @@ use std::cell::RefCell;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState, BATCH_SIZE};
 use tokio::io::Interest;
@@ -33,6 +34,8 @@ use super::mmsg;
 pub(super) const BATCH: usize = BATCH_SIZE;
 /// Room for the largest UDP datagram.
 const SLOT: usize = 65_536;
+/// Output buffer: the largest relayed UDP payload plus a Data indication's header.
+pub(super) const OUT_BUF: usize = 65_600;
 
 /// One thread's buffers: `BATCH` receive slots of `SLOT` bytes and one output buffer for the
 /// state machine (allocated zeroed, so pages a small datagram never touches are never faulted
@@ -48,7 +51,7 @@ impl RecvBuffers {
         Box::new(RecvBuffers {
             data: vec![0u8; SLOT * BATCH],
             meta: [RecvMeta::default(); BATCH],
-            out: vec![0u8; super::OUT_BUF],
+            out: vec![0u8; OUT_BUF],
         })
     }
 }
@@ -82,6 +85,24 @@ pub(super) enum Batch {
     More,
     /// The queue is drained (or the socket failed); the task should wait for readiness.
     Drained,
+}
+
+/// A UDP socket's receive loop (a shard's listener or relay socket): waits for readiness, then
+/// hands every queued datagram to `handle(now, from, datagram, out)` with [`recv_batch`], the
+/// clock read once per batch. Runs until the socket fails; returns that error.
+pub(super) async fn serve(
+    socket: &UdpSocket,
+    mut handle: impl FnMut(Instant, SocketAddr, &[u8], &mut [u8]),
+) -> io::Error {
+    loop {
+        if let Err(e) = socket.readable().await {
+            return e;
+        }
+        let now = Instant::now();
+        recv_batch(socket, |from, datagram, out| {
+            handle(now, from, datagram, out)
+        });
+    }
 }
 
 /// Receives every queued datagram (up to [`BATCH`]) from `socket` and calls `handle(from,
@@ -140,7 +161,7 @@ pub(super) fn recv_batch(
 /// Fallback where `quinn-udp` could not set up: one `recv_from` per call.
 fn recv_one(socket: &UdpSocket, mut handle: impl FnMut(SocketAddr, &[u8], &mut [u8])) -> Batch {
     let mut buf = vec![0u8; SLOT];
-    let mut out = vec![0u8; super::OUT_BUF];
+    let mut out = vec![0u8; OUT_BUF];
     match socket.try_recv_from(&mut buf) {
         Ok((n, from)) => {
             handle(from, &buf[..n], &mut out);

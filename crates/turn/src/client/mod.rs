@@ -56,7 +56,6 @@
 //! [`TurnEvent::Released`]); after a 437 to the Allocate, from a new local port (RFC 8656 §7.3).
 
 mod auth;
-mod framing;
 mod peers;
 mod transaction;
 mod types;
@@ -77,7 +76,7 @@ use floe_stun::{Class, Message, Method, TransactionId};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-pub use framing::{FramingError, StreamDecoder};
+pub use floe_stun::stream::{FramingError, StreamDecoder};
 pub use types::{Error, TurnEvent, TurnState};
 
 use auth::{Account, Credentials};

@@ -1,0 +1,294 @@
+//! One call into a shard's state machine: the call and the route of its output are resolved
+//! under the shard lock ([`dispatch`]); the send and the events follow after it is released
+//! ([`Dispatch::finish`], [`Dispatch::finish_now`]).
+//!
+//! A dispatch starts no task. What must run next — a receive task for each relay socket the
+//! binder opened, an RFC 6062 peer connection to open, a data connection to splice — comes back
+//! to the caller as [`Followups`] (`relay::start` starts them), so this module imports none of
+//! the loops that call it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use floe_turn::server::{
+    BindError, ClientTuple, ConnectionId, Event, RelayBinder, RelayTransport, Transmit, Transport,
+    TurnServer,
+};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+use super::batch;
+use super::shard::{lock, Ctx, FastMap, Relay, Shard, ShardState};
+use super::sockets;
+
+/// Where `out[..len]` goes, resolved under the shard lock.
+enum Route {
+    Udp(Arc<UdpSocket>, SocketAddr),
+    /// To a UDP client: from a client-facing socket (queued on the UDP fast path).
+    UdpClient(Arc<UdpSocket>, SocketAddr),
+    Stream(mpsc::Sender<Vec<u8>>),
+}
+
+/// The result of [`dispatch`]: what to send, and what to do after.
+#[must_use = "call finish or finish_now to send and to learn the follow-ups"]
+pub(super) struct Dispatch {
+    route: Option<(Route, usize)>,
+    events: Vec<Event>,
+    relays: Vec<NewRelay>,
+}
+
+/// A relay socket the binder opened during a dispatch; its task is the caller's to start and
+/// to hand to [`Shard::attach`].
+pub(super) struct NewRelay {
+    /// The relayed address.
+    pub(super) addr: SocketAddr,
+    /// Which bind this is (see [`ShardState::next_serial`]).
+    pub(super) serial: u64,
+    /// The socket its task serves.
+    pub(super) socket: RelaySocket,
+}
+
+/// The socket of a [`NewRelay`].
+pub(super) enum RelaySocket {
+    /// Receives from peers (registered with the shard's runtime).
+    Udp(Arc<UdpSocket>),
+    /// RFC 6062 §5.3: accepts peer connections (registered with the current runtime).
+    Tcp(TcpListener),
+}
+
+impl NewRelay {
+    /// The key of its entry in [`ShardState::relays`].
+    pub(super) fn key(&self) -> (SocketAddr, RelayTransport) {
+        let transport = match self.socket {
+            RelaySocket::Udp(_) => RelayTransport::Udp,
+            RelaySocket::Tcp(_) => RelayTransport::Tcp,
+        };
+        (self.addr, transport)
+    }
+}
+
+/// RFC 6062 §5.2: a peer TCP connection to open from `relay` to `peer`.
+pub(super) struct Connect {
+    pub(super) id: ConnectionId,
+    pub(super) relay: SocketAddr,
+    pub(super) peer: SocketAddr,
+}
+
+/// What a dispatch leaves its caller to do. Empty on the relay path: the vectors allocate only
+/// when something is pushed, so relaying a packet allocates nothing.
+#[must_use = "relay::start starts the follow-ups"]
+#[derive(Default)]
+pub(super) struct Followups {
+    /// Relay sockets bound during the call, each needing its receive (or accept) task.
+    pub(super) relays: Vec<NewRelay>,
+    /// RFC 6062 §5.2: peer connections to open.
+    pub(super) connects: Vec<Connect>,
+    /// RFC 6062 §5.4: a client data connection bound to a peer connection.
+    pub(super) bound: Option<(ConnectionId, ClientTuple)>,
+}
+
+/// Runs `f` against the shard's state machine with a binder, resolves the route of what it
+/// produced and drains its events, all under the shard lock.
+pub(super) fn dispatch<F>(ctx: &Ctx, shard: &Shard, out: &mut [u8], f: F) -> Dispatch
+where
+    F: FnOnce(&mut TurnServer, &mut dyn RelayBinder, &mut [u8]) -> Option<Transmit>,
+{
+    let mut guard = lock(&shard.state);
+    let st = &mut *guard;
+    let mut relays = Vec::new();
+    let mut binder = Binder {
+        ctx,
+        rt: &shard.rt,
+        relays: &mut st.relays,
+        next_serial: &mut st.next_serial,
+        new: &mut relays,
+    };
+    let transmit = f(&mut st.turn, &mut binder, out);
+    let route = transmit.and_then(|t| resolve(st, t));
+    let mut events = Vec::new();
+    while let Some(ev) = st.turn.poll_event() {
+        events.push(ev);
+    }
+    Dispatch {
+        route,
+        events,
+        relays,
+    }
+}
+
+/// Opens and closes relay sockets for a shard; runs under the shard lock. Binding is
+/// synchronous (the state machine needs Ok or Err to answer or try another port); starting the
+/// socket's task is left to the caller ([`NewRelay`]).
+struct Binder<'a> {
+    ctx: &'a Ctx,
+    /// The shard's runtime, which drives its UDP relay sockets.
+    rt: &'a tokio::runtime::Handle,
+    relays: &'a mut FastMap<(SocketAddr, RelayTransport), Relay>,
+    next_serial: &'a mut u64,
+    new: &'a mut Vec<NewRelay>,
+}
+
+impl RelayBinder for Binder<'_> {
+    fn bind(&mut self, addr: SocketAddr, transport: RelayTransport) -> Result<(), BindError> {
+        let (udp, socket) = match transport {
+            RelayTransport::Udp => {
+                let s = sockets::udp_relay(addr, self.rt)?;
+                (Some(s.clone()), RelaySocket::Udp(s))
+            }
+            RelayTransport::Tcp => (
+                None,
+                RelaySocket::Tcp(sockets::tcp_relay_listener(self.ctx, addr)?),
+            ),
+        };
+        let serial = *self.next_serial;
+        *self.next_serial += 1;
+        metrics::gauge!("floe_turn_relay_sockets").increment(1.0);
+        self.relays.insert(
+            (addr, transport),
+            Relay {
+                udp,
+                task: None,
+                serial,
+            },
+        );
+        self.new.push(NewRelay {
+            addr,
+            serial,
+            socket,
+        });
+        Ok(())
+    }
+
+    fn release(&mut self, addr: SocketAddr, transport: RelayTransport) {
+        if let Some(relay) = self.relays.remove(&(addr, transport)) {
+            relay.stop();
+            metrics::gauge!("floe_turn_relay_sockets").decrement(1.0);
+        }
+        // Bound and released in the same call (an EVEN-PORT probe): no task to start.
+        self.new.retain(|r| r.key() != (addr, transport));
+        if transport == RelayTransport::Tcp {
+            sockets::release_tcp_relay(self.ctx, addr);
+        }
+    }
+}
+
+fn resolve(st: &ShardState, t: Transmit) -> Option<(Route, usize)> {
+    match t {
+        Transmit::ToClient { client, len } => match client.transport {
+            Transport::Udp => st
+                .udp
+                .get(&client.local)
+                .map(|s| (Route::UdpClient(s.clone(), client.remote), len)),
+            _ => st
+                .streams
+                .get(&(client.local, client.remote))
+                .map(|tx| (Route::Stream(tx.clone()), len)),
+        },
+        Transmit::ToPeer {
+            relay, peer, len, ..
+        } => st
+            .relays
+            .get(&(relay, RelayTransport::Udp))
+            .and_then(|r| r.udp.clone())
+            .map(|s| (Route::Udp(s, peer), len)),
+    }
+}
+
+impl Dispatch {
+    /// Whether the call produced something to send.
+    pub(super) fn has_route(&self) -> bool {
+        self.route.is_some()
+    }
+
+    /// Sends the routed bytes and acts on the events; returns what is left for the caller.
+    pub(super) async fn finish(self, ctx: &Ctx, out: &[u8]) -> Followups {
+        if let Some((route, len)) = self.route {
+            send(route, &out[..len]).await;
+        }
+        followups(ctx, self.events, self.relays)
+    }
+
+    /// The UDP fast path's [`finish`](Dispatch::finish): sends without awaiting (a datagram that
+    /// meets a full socket buffer is handed, copied, to a task that waits for room).
+    pub(super) fn finish_now(self, ctx: &Ctx, out: &[u8]) -> Followups {
+        if let Some((route, len)) = self.route {
+            send_now(route, &out[..len]);
+        }
+        followups(ctx, self.events, self.relays)
+    }
+}
+
+async fn send(route: Route, bytes: &[u8]) {
+    match route {
+        Route::Udp(socket, to) | Route::UdpClient(socket, to) => {
+            if let Err(e) = socket.send_to(bytes, to).await {
+                udp_send_failed(to, &e);
+            }
+        }
+        Route::Stream(tx) => send_stream(&tx, bytes),
+    }
+}
+
+fn send_now(route: Route, bytes: &[u8]) {
+    match route {
+        Route::Udp(socket, to) => batch::send_or_defer(&socket, bytes, to, udp_send_failed),
+        Route::UdpClient(socket, to) => batch::queue_send(&socket, bytes, to, udp_send_failed),
+        Route::Stream(tx) => send_stream(&tx, bytes),
+    }
+}
+
+/// Counts a UDP send that failed (the datagram is lost, as it could be on the wire).
+pub(super) fn udp_send_failed(to: SocketAddr, e: &io::Error) {
+    tracing::trace!(%to, error = %e, "udp send failed");
+    metrics::counter!("floe_turn_send_errors_total", "transport" => "udp").increment(1);
+}
+
+fn send_stream(tx: &mpsc::Sender<Vec<u8>>, bytes: &[u8]) {
+    if tx.try_send(bytes.to_vec()).is_err() {
+        metrics::counter!("floe_turn_send_errors_total", "transport" => "stream").increment(1);
+    }
+}
+
+/// Acts on the events that need no task (logs, RFC 6062 CloseConnection) and collects the rest.
+fn followups(ctx: &Ctx, events: Vec<Event>, relays: Vec<NewRelay>) -> Followups {
+    let mut f = Followups {
+        relays,
+        ..Followups::default()
+    };
+    for ev in events {
+        on_event(ctx, ev, &mut f);
+    }
+    f
+}
+
+fn on_event(ctx: &Ctx, ev: Event, f: &mut Followups) {
+    match ev {
+        Event::AllocationCreated {
+            client,
+            username,
+            transport,
+            relays,
+        } => {
+            tracing::info!(client = %client.remote, transport = client.transport.label(), %username, relay_transport = ?transport, ?relays, "allocation created");
+        }
+        Event::AllocationDeleted { client, reason } => {
+            tracing::info!(client = %client.remote, reason = reason.label(), "allocation deleted");
+        }
+        Event::ConnectPeer {
+            connection_id,
+            relay,
+            peer,
+        } => f.connects.push(Connect {
+            id: connection_id,
+            relay,
+            peer,
+        }),
+        Event::ConnectionBound {
+            connection_id,
+            client,
+        } => f.bound = Some((connection_id, client)),
+        Event::CloseConnection { connection_id } => ctx.close_connection(connection_id),
+        _ => {}
+    }
+}

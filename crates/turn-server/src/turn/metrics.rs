@@ -1,0 +1,191 @@
+//! Publishes the shards' [`TurnStats`] as Prometheus metrics once a second.
+//!
+//! Every plain counter of [`TurnStats`] is one row of [`STATS`] (metric name, label, kind and
+//! field), so exporting a new one touches that table only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::metrics::{counter, gauge};
+use floe_turn::server::TurnStats;
+
+use super::shard::{lock, Ctx};
+
+/// How a [`Stat`] is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A monotonic total (`absolute`).
+    Counter,
+    /// A current value.
+    Gauge,
+}
+
+/// One exported field of [`TurnStats`].
+struct Stat {
+    name: &'static str,
+    /// A `direction` label, for the relayed packet and byte totals.
+    direction: Option<&'static str>,
+    kind: Kind,
+    get: fn(&TurnStats) -> u64,
+}
+
+const fn stat(name: &'static str, kind: Kind, get: fn(&TurnStats) -> u64) -> Stat {
+    Stat {
+        name,
+        direction: None,
+        kind,
+        get,
+    }
+}
+
+const fn relayed(name: &'static str, direction: &'static str, get: fn(&TurnStats) -> u64) -> Stat {
+    Stat {
+        name,
+        direction: Some(direction),
+        kind: Kind::Counter,
+        get,
+    }
+}
+
+/// The exported counters and gauges (metric names in `docs/turn.md`).
+const STATS: &[Stat] = &[
+    stat("floe_turn_allocations_created_total", Kind::Counter, |s| {
+        s.allocations_created
+    }),
+    stat("floe_turn_allocations_deleted_total", Kind::Counter, |s| {
+        s.allocations_deleted
+    }),
+    stat("floe_turn_allocations", Kind::Gauge, |s| {
+        s.allocations_active
+    }),
+    stat("floe_turn_permissions_created_total", Kind::Counter, |s| {
+        s.permissions_created
+    }),
+    stat("floe_turn_permissions", Kind::Gauge, |s| {
+        s.permissions_active
+    }),
+    stat("floe_turn_channels_created_total", Kind::Counter, |s| {
+        s.channels_created
+    }),
+    stat("floe_turn_channels", Kind::Gauge, |s| s.channels_active),
+    relayed("floe_turn_relayed_packets_total", "to_peer", |s| {
+        s.packets_to_peer
+    }),
+    relayed("floe_turn_relayed_bytes_total", "to_peer", |s| {
+        s.bytes_to_peer
+    }),
+    relayed("floe_turn_relayed_packets_total", "to_client", |s| {
+        s.packets_to_client
+    }),
+    relayed("floe_turn_relayed_bytes_total", "to_client", |s| {
+        s.bytes_to_client
+    }),
+    stat("floe_turn_requests_total", Kind::Counter, |s| s.requests),
+    stat("floe_turn_retransmissions_total", Kind::Counter, |s| {
+        s.retransmissions
+    }),
+    stat("floe_turn_auth_failures_total", Kind::Counter, |s| {
+        s.auth_failures
+    }),
+];
+
+/// Publishes the shards' counters once a second.
+pub(super) async fn metrics_loop(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let mut total = Totals::default();
+        for shard in &ctx.shards {
+            total.add(lock(&shard.state).turn.stats());
+        }
+        total.export();
+    }
+}
+
+/// The shards' [`TurnStats`] summed: `values[i]` is the total of `STATS[i]`.
+#[derive(Default)]
+struct Totals {
+    values: [u64; STATS.len()],
+    errors: BTreeMap<u16, u64>,
+    dropped: BTreeMap<&'static str, u64>,
+}
+
+impl Totals {
+    fn add(&mut self, s: &TurnStats) {
+        for (total, stat) in self.values.iter_mut().zip(STATS) {
+            *total += (stat.get)(s);
+        }
+        for (code, n) in s.errors.iter() {
+            *self.errors.entry(code).or_default() += n;
+        }
+        for (reason, n) in s.dropped.iter() {
+            *self.dropped.entry(reason.label()).or_default() += n;
+        }
+    }
+
+    fn export(&self) {
+        for (&value, stat) in self.values.iter().zip(STATS) {
+            stat.export(value);
+        }
+        for (code, n) in &self.errors {
+            counter!("floe_turn_error_responses_total", "code" => code.to_string()).absolute(*n);
+        }
+        for (reason, n) in &self.dropped {
+            counter!("floe_turn_dropped_total", "reason" => *reason).absolute(*n);
+        }
+    }
+}
+
+impl Stat {
+    fn export(&self, value: u64) {
+        match (self.kind, self.direction) {
+            (Kind::Counter, None) => counter!(self.name).absolute(value),
+            (Kind::Counter, Some(d)) => counter!(self.name, "direction" => d).absolute(value),
+            (Kind::Gauge, None) => gauge!(self.name).set(value as f64),
+            (Kind::Gauge, Some(d)) => gauge!(self.name, "direction" => d).set(value as f64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_and_label_pair_is_exported_once() {
+        let mut seen = std::collections::HashSet::new();
+        for stat in STATS {
+            assert!(
+                seen.insert((stat.name, stat.direction)),
+                "{} twice",
+                stat.name
+            );
+        }
+    }
+
+    #[test]
+    fn totals_sum_each_field_into_its_own_row() {
+        let mut stats = TurnStats::default();
+        stats.allocations_created = 1;
+        stats.packets_to_client = 7;
+        stats.auth_failures = 3;
+        let mut total = Totals::default();
+        total.add(&stats);
+        total.add(&stats);
+        let value = |name, direction| {
+            let i = STATS
+                .iter()
+                .position(|s| s.name == name && s.direction == direction)
+                .expect("exported");
+            total.values[i]
+        };
+        assert_eq!(value("floe_turn_allocations_created_total", None), 2);
+        assert_eq!(
+            value("floe_turn_relayed_packets_total", Some("to_client")),
+            14
+        );
+        assert_eq!(value("floe_turn_auth_failures_total", None), 6);
+        assert_eq!(value("floe_turn_requests_total", None), 0);
+    }
+}

@@ -1,0 +1,184 @@
+//! Shards: the state each worker owns (a [`TurnServer`] and the routes to its sockets), the
+//! state every task shares ([`Ctx`]), and the shard threads with their current-thread runtimes.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use floe_turn::server::{ConnectionId, RelayTransport, TurnServer};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::AbortHandle;
+
+/// One worker's state.
+pub(super) struct Shard {
+    pub(super) state: Mutex<ShardState>,
+    /// The shard's own current-thread runtime: it drives the shard's UDP listener sockets, its
+    /// relay sockets and its timer, all on one OS thread (see [`spawn_shard_runtime`]).
+    pub(super) rt: tokio::runtime::Handle,
+    /// The shard's UDP listener sockets, registered with `rt`.
+    pub(super) listeners: Vec<(SocketAddr, Arc<UdpSocket>)>,
+}
+
+/// The route maps, looked up for every relayed packet: foldhash, seeded per map (see
+/// `floe_turn::server`'s `FastMap` for why that is safe enough here).
+pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// What a shard's mutex guards.
+pub(super) struct ShardState {
+    pub(super) turn: TurnServer,
+    /// Relay sockets bound by this shard.
+    pub(super) relays: FastMap<(SocketAddr, RelayTransport), Relay>,
+    /// Names the next relay bound, so that a receive task started after the lock was released
+    /// finds its own relay and not a later one on the same address ([`Shard::attach`]).
+    pub(super) next_serial: u64,
+    /// This shard's client-facing UDP sockets by local address.
+    pub(super) udp: FastMap<SocketAddr, Arc<UdpSocket>>,
+    /// This shard's TCP/TLS clients by (local, remote).
+    pub(super) streams: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>,
+}
+
+impl ShardState {
+    /// A shard with no relays and no stream clients yet.
+    pub(super) fn new(turn: TurnServer, udp: FastMap<SocketAddr, Arc<UdpSocket>>) -> Self {
+        ShardState {
+            turn,
+            relays: FastMap::default(),
+            next_serial: 0,
+            udp,
+            streams: HashMap::new(),
+        }
+    }
+}
+
+/// A bound relay socket.
+pub(super) struct Relay {
+    /// The socket, for a UDP relay (packets to peers leave from it).
+    pub(super) udp: Option<Arc<UdpSocket>>,
+    /// Its receive task (UDP) or accept task (TCP), once the dispatch's caller started it.
+    pub(super) task: Option<AbortHandle>,
+    /// Which bind this is ([`ShardState::next_serial`]).
+    pub(super) serial: u64,
+}
+
+impl Relay {
+    /// Stops the relay's task, if it has one.
+    pub(super) fn stop(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Shard {
+    /// Gives the relay bound as `serial` its task. A relay released before its task started
+    /// (another task's call into the shard came in between) has no use for it: the task stops.
+    pub(super) fn attach(&self, key: (SocketAddr, RelayTransport), serial: u64, task: AbortHandle) {
+        match lock(&self.state).relays.get_mut(&key) {
+            Some(relay) if relay.serial == serial && relay.task.is_none() => {
+                relay.task = Some(task)
+            }
+            _ => task.abort(),
+        }
+    }
+}
+
+/// State every task can reach.
+pub(super) struct Ctx {
+    pub(super) shards: Vec<Arc<Shard>>,
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) tcp_slots: Arc<Semaphore>,
+    pub(super) idle: Duration,
+    pub(super) hasher: std::collections::hash_map::RandomState,
+    /// RFC 6062 peer connections not yet spliced to a client data connection.
+    pub(super) peer_conns: Mutex<HashMap<ConnectionId, TcpStream>>,
+    /// Running splices, to stop them on CloseConnection.
+    pub(super) splices: Mutex<HashMap<ConnectionId, AbortHandle>>,
+    /// TCP relay addresses in use by this process (their listeners use SO_REUSEPORT so that
+    /// Connect can originate from the same address; this set keeps them unique).
+    pub(super) tcp_relays: Mutex<HashSet<SocketAddr>>,
+    /// A monotonic instant and the unix time (seconds) it stood for.
+    pub(super) epoch: (Instant, u64),
+}
+
+/// A poisoned mutex only means another task panicked while holding it; the state machine's data
+/// is still consistent between calls, so keep serving.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Ctx {
+    /// The unix time at `now`, derived from the epoch (the clock is read once per batch).
+    pub(super) fn unix_secs(&self, now: Instant) -> u64 {
+        self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()
+    }
+
+    /// The shard serving a TCP/TLS client: a hash of its address.
+    pub(super) fn shard_for(&self, remote: SocketAddr) -> &Arc<Shard> {
+        let n = self.shards.len().max(1);
+        &self.shards[(self.hasher.hash_one(remote) as usize) % n]
+    }
+
+    /// RFC 6062 §5.3/§5.4: forgets the peer connection `id` and stops its splice, if any.
+    pub(super) fn close_connection(&self, id: ConnectionId) {
+        lock(&self.peer_conns).remove(&id);
+        if let Some(h) = lock(&self.splices).remove(&id) {
+            h.abort();
+        }
+    }
+
+    /// At shutdown: stops every relay task and splice and drops every connection.
+    pub(super) fn stop_all(&self) {
+        for shard in &self.shards {
+            let mut st = lock(&shard.state);
+            for (_, relay) in st.relays.drain() {
+                relay.stop();
+            }
+            st.streams.clear();
+        }
+        for (_, h) in lock(&self.splices).drain() {
+            h.abort();
+        }
+        lock(&self.peer_conns).clear();
+    }
+}
+
+/// Starts a shard's OS thread running a current-thread tokio runtime until the returned sender
+/// is dropped. A shard's UDP sockets are registered with and driven by this runtime only, so a
+/// relayed datagram is received, handled and sent on one thread: no work stealing, no
+/// cross-thread wake-ups, and the shard's mutex is uncontended on the UDP path (TCP/TLS clients,
+/// served by the caller's runtime, still take it).
+pub(super) fn spawn_shard_runtime(
+    worker: usize,
+) -> io::Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(format!("floe-turn-{worker}"))
+        .spawn(move || {
+            let _ = rt.block_on(stopped);
+        })?;
+    Ok((handle, stop))
+}
+
+/// Moves a UDP socket registered with the current runtime onto `rt`'s IO driver.
+pub(super) fn reregister(
+    socket: Arc<UdpSocket>,
+    rt: &tokio::runtime::Handle,
+) -> io::Result<Arc<UdpSocket>> {
+    match Arc::try_unwrap(socket) {
+        Ok(socket) => {
+            let std_socket = socket.into_std()?;
+            let _entered = rt.enter();
+            Ok(Arc::new(UdpSocket::from_std(std_socket)?))
+        }
+        // Shared elsewhere (not expected): keep it where it is; it works from any runtime.
+        Err(shared) => Ok(shared),
+    }
+}
