@@ -49,15 +49,11 @@ impl TurnServer {
             return Err(bad);
         }
         let relay = relay.ok_or(Reject::new(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH))?;
-        // The server's own relayed addresses are relayed inside the process for UDP allocations
-        // only; a TCP connection to one would go through the host (see `own_relay.rs`).
-        let verdict = if self.is_own_relay_ip(peer.ip()) {
-            Err("own_relay_tcp")
-        } else {
-            self.config.policy.check(peer).map_err(|d| denied_label(&d))
-        };
-        if let Err(reason) = verdict {
-            self.refuse_peer(now, client, PeerRequest::Connect, peer, reason);
+        // The own-relay rule (`own_relay.rs`) is for UDP allocations only: a TCP connection to
+        // one of the server's addresses would go through the host's TCP stack, so it takes the
+        // plain policy (refused unless an `--allow-peer` range opens it).
+        if let Err(denied) = self.config.policy.check(peer) {
+            self.refuse_peer(now, client, PeerRequest::Connect, peer, denied_label(&denied));
             return Err(Reject::new(ErrorCode::FORBIDDEN));
         }
         let connection_id = {

@@ -171,7 +171,7 @@ pub struct TurnStats {
 }
 
 /// Refused peer addresses by reason label (a policy category such as `private`, or
-/// `denied_range`, `own_address`, `port_zero`, `no_permission`, `own_relay_tcp`). Few distinct
+/// `denied_range`, `own_address`, `port_zero`, `no_permission`). Few distinct
 /// labels exist, so a small vector is enough and nothing is allocated after a label is first
 /// seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
