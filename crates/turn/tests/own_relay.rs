@@ -51,10 +51,17 @@ fn own_relay_address_is_granted_and_relayed_inside_the_process() {
     let (t, _) = h
         .client(a.tuple, &send_indication(relay_b, b"hello bob"))
         .expect("relayed");
-    let Transmit::ToRelay { relay, from, len } = t else {
+    let Transmit::ToRelay {
+        relay,
+        worker,
+        from,
+        len,
+    } = t
+    else {
         panic!("expected an in-process handoff, got {t:?}");
     };
     assert_eq!((relay, from, len), (relay_b, relay_a, 9));
+    assert_eq!(worker, h.server.worker_index());
     // B has no permission for A yet: dropped like any peer datagram (RFC 8656 §9).
     let mut out = vec![0u8; 1500];
     let none = h
@@ -116,19 +123,48 @@ fn a_port_without_a_live_allocation_receives_nothing() {
     for port in [3478, relay_b.port().wrapping_add(1)] {
         let target = SocketAddr::new(relay_b.ip(), port);
         assert_success(&permit(&mut h, &mut a, target), &a);
-        let (t, _) = h
-            .client(a.tuple, &send_indication(target, b"x"))
-            .expect("handoff");
-        let Transmit::ToRelay { relay, from, .. } = t else {
-            panic!("own relay IP must never go to the network: {t:?}");
-        };
-        let mut out = vec![0u8; 1500];
-        assert!(h
-            .server
-            .handle_relay_datagram(h.now, relay, from, b"x", &mut out)
-            .is_none());
+        assert!(
+            h.client(a.tuple, &send_indication(target, b"x")).is_none(),
+            "data for {target} must go nowhere"
+        );
     }
     assert_eq!(h.server.stats().dropped.get(DropReason::NoSuchRelay), 2);
+    // A relay socket released after the handoff was produced: the owner drops it too.
+    let mut out = vec![0u8; 1500];
+    let gone = SocketAddr::new(relay_b.ip(), relay_b.port().wrapping_add(1));
+    assert!(h
+        .server
+        .handle_relay_datagram(h.now, gone, relay_b, b"x", &mut out)
+        .is_none());
+    assert_eq!(h.server.stats().dropped.get(DropReason::NoSuchRelay), 3);
+}
+
+#[test]
+fn an_allow_peer_range_over_the_relay_ip_still_reaches_other_ports_through_the_network() {
+    // As an operator who runs a peer on the relay host and opened it (coturn's interop tests
+    // do this on loopback): ports without an allocation go to the network, allocations are
+    // still reached inside the process.
+    let mut cfg = config();
+    cfg.policy = PeerPolicy::new()
+        .with_own_addresses([ip(RELAY_V4)])
+        .with_allow(["192.0.2.0/24".parse::<Cidr>().expect("cidr")]);
+    let (mut h, mut a, _relay_a, _b, relay_b) = two_allocations(cfg);
+    let service = SocketAddr::new(relay_b.ip(), 9);
+    assert_success(&permit(&mut h, &mut a, service), &a);
+    let (t, _) = h
+        .client(a.tuple, &send_indication(service, b"x"))
+        .expect("sent");
+    assert!(
+        matches!(t, Transmit::ToPeer { peer, .. } if peer == service),
+        "{t:?}"
+    );
+    let (t, _) = h
+        .client(a.tuple, &send_indication(relay_b, b"x"))
+        .expect("sent");
+    assert!(
+        matches!(t, Transmit::ToRelay { relay, .. } if relay == relay_b),
+        "{t:?}"
+    );
 }
 
 #[test]
@@ -223,3 +259,39 @@ fn refusals_are_counted_by_reason_and_reported_within_a_budget() {
 }
 
 const PEER_FLOOD: &str = "8.8.4.4:9";
+
+#[test]
+fn the_handoff_names_the_worker_that_owns_the_destination() {
+    let shared = std::sync::Arc::new(floe_turn::server::Shared::new(
+        floe_turn::quota::QuotaConfig::default(),
+    ));
+    let mut w0 = Harness::sharing(config(), shared.clone());
+    let mut w1 = Harness::sharing(config(), shared);
+    let mut a = TestClient::udp("203.0.113.5:40000");
+    let mut b = TestClient::udp("203.0.113.6:40000");
+    let relay_a = w0.allocate(&mut a);
+    // One host: the port worker 0 bound is busy for worker 1 (the fake binders are separate).
+    w1.binder.busy.insert(relay_a);
+    let relay_b = w1.allocate(&mut b);
+    assert_success(&permit(&mut w0, &mut a, relay_b), &a);
+    assert_success(&permit(&mut w1, &mut b, relay_a), &b);
+    let (t, _) = w0
+        .client(a.tuple, &send_indication(relay_b, b"hi"))
+        .expect("relayed");
+    let Transmit::ToRelay {
+        relay,
+        worker,
+        from,
+        ..
+    } = t
+    else {
+        panic!("expected an in-process handoff, got {t:?}");
+    };
+    assert_eq!(worker, w1.server.worker_index());
+    assert_ne!(worker, w0.server.worker_index());
+    let mut out = vec![0u8; 1500];
+    let t = w1
+        .server
+        .handle_relay_datagram(w1.now, relay, from, b"hi", &mut out);
+    assert!(matches!(t, Some(Transmit::ToClient { client, .. }) if client == b.tuple));
+}

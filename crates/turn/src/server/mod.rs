@@ -286,6 +286,12 @@ impl TurnServer {
         self.events.pop_front()
     }
 
+    /// This worker's index among the servers sharing its [`Shared`]: 0, 1, ... in the order
+    /// they were created (see [`Transmit::ToRelay`]).
+    pub fn worker_index(&self) -> u32 {
+        self.worker.0
+    }
+
     /// Counters of this worker.
     pub fn stats(&self) -> &TurnStats {
         &self.stats
@@ -660,7 +666,7 @@ impl TurnServer {
         };
         self.by_client.remove(&a.client);
         for relay in a.relays.iter().flatten() {
-            self.by_relay.remove(&relay.local);
+            self.forget_relay(relay.local, a.transport);
             binder.release(relay.local, a.transport);
         }
         self.timers.remove(&(a.deadline(), Timer::Allocation(id)));

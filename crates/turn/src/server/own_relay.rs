@@ -23,9 +23,18 @@ use std::time::{Duration, Instant};
 use floe_stun::attr::Family;
 
 use super::stats::DropReason;
-use super::types::{ClientTuple, Event, PeerRequest, Transmit};
+use super::types::{ClientTuple, Event, PeerRequest, RelayTransport, Transmit};
 use super::TurnServer;
 use crate::policy::PeerDenied;
+
+/// Where data for one of the server's own relayed addresses goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnTarget {
+    /// To the live relay socket `relay` of worker `worker`, inside the process.
+    Relay { relay: SocketAddr, worker: u32 },
+    /// Nowhere: dropped and counted ([`DropReason::NoSuchRelay`]).
+    Nothing,
+}
 
 /// Refusal events per worker per [`REFUSAL_LOG_WINDOW`]; further refusals are only counted.
 pub const REFUSAL_LOG_BURST: u32 = 20;
@@ -83,6 +92,34 @@ impl TurnServer {
                 .map(|local| SocketAddr::new(local, peer.port()));
         }
         None
+    }
+
+    /// Forgets a relay socket that is being released.
+    pub(crate) fn forget_relay(&mut self, local: SocketAddr, transport: RelayTransport) {
+        self.by_relay.remove(&local);
+        if transport == RelayTransport::Udp {
+            self.shared.remove_udp_relay(local);
+        }
+    }
+
+    /// Where data that a client sends to `peer` goes (RFC 8656 §11.2, §12.6) when `peer` may
+    /// be one of this server's relayed addresses: `None` for any other address (the network);
+    /// else the live relay socket to hand it to inside the process and its worker, or
+    /// [`OwnTarget::Nothing`] for a port of the relay IP without a live UDP allocation, unless
+    /// the operator's `--allow-peer` opened that address (then it goes through the network
+    /// like any peer, as before relay-to-relay existed).
+    pub(crate) fn own_target(&self, peer: SocketAddr) -> Option<OwnTarget> {
+        let local = self.own_relay_socket(peer)?;
+        if let Some(owner) = self.shared.udp_relay_owner(local) {
+            return Some(OwnTarget::Relay {
+                relay: local,
+                worker: owner.0,
+            });
+        }
+        if self.config.policy.check(peer).is_ok() {
+            return None;
+        }
+        Some(OwnTarget::Nothing)
     }
 
     /// Whether `ip` is one of this server's relayed IPs (external or local).

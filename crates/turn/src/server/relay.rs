@@ -9,6 +9,7 @@ use floe_stun::attr::{Data, DontFragment, Family, XorPeerAddress};
 use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method, TransactionId};
 
 use super::allocation::Allocation;
+use super::own_relay::OwnTarget;
 use super::shared::{Shared, BANDWIDTH_LEASE};
 use super::stats::DropReason;
 use super::types::{ClientTuple, PeerRequest, RelayTransport, Transmit};
@@ -148,12 +149,20 @@ impl TurnServer {
         self.stats.bytes_to_peer += data.len() as u64;
         // Both peers relay through this server: hand the data over inside the process (see
         // `own_relay.rs`); it never reaches the host's network stack.
-        if let Some(to) = self.own_relay_socket(peer) {
-            return Some(Transmit::ToRelay {
-                relay: to,
-                from: relay.advertised,
-                len: data.len(),
-            });
+        match self.own_target(peer) {
+            None => {}
+            Some(OwnTarget::Relay { relay: to, worker }) => {
+                return Some(Transmit::ToRelay {
+                    relay: to,
+                    worker,
+                    from: relay.advertised,
+                    len: data.len(),
+                })
+            }
+            Some(OwnTarget::Nothing) => {
+                self.stats.dropped.add(DropReason::NoSuchRelay);
+                return None;
+            }
         }
         Some(Transmit::ToPeer {
             relay: relay.local,

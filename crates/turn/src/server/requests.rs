@@ -15,7 +15,7 @@ use super::allocation::{
 };
 use super::own_relay::denied_label;
 use super::reply::Reject;
-use super::types::{ClientTuple, DeleteReason, PeerRequest, RelayBinder};
+use super::types::{ClientTuple, DeleteReason, PeerRequest, RelayBinder, RelayTransport};
 use super::{Handled, Timer, TurnServer};
 use crate::policy::PeerDenied;
 
@@ -95,6 +95,9 @@ impl TurnServer {
             return;
         };
         self.by_relay.remove(&relay.local);
+        if a.transport == RelayTransport::Udp {
+            self.shared.remove_udp_relay(relay.local);
+        }
         binder.release(relay.local, a.transport);
         let ips: Vec<IpAddr> = a
             .permissions

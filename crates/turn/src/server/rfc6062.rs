@@ -53,7 +53,13 @@ impl TurnServer {
         // one of the server's addresses would go through the host's TCP stack, so it takes the
         // plain policy (refused unless an `--allow-peer` range opens it).
         if let Err(denied) = self.config.policy.check(peer) {
-            self.refuse_peer(now, client, PeerRequest::Connect, peer, denied_label(&denied));
+            self.refuse_peer(
+                now,
+                client,
+                PeerRequest::Connect,
+                peer,
+                denied_label(&denied),
+            );
             return Err(Reject::new(ErrorCode::FORBIDDEN));
         }
         let connection_id = {

@@ -95,12 +95,14 @@ pub enum Transmit {
     /// named one of the server's own relayed addresses as its peer (both sides relay-only
     /// through one server). Never put on the wire: hand it to the worker that owns the relay
     /// socket bound at `relay` with [`crate::server::TurnServer::handle_relay_datagram`], which
-    /// applies that allocation's permissions as if it came from `from` (RFC 8656 §11.3). If no
-    /// worker owns `relay`, give it to any worker's `handle_relay_datagram`: it is dropped and
-    /// counted.
+    /// applies that allocation's permissions as if it came from `from` (RFC 8656 §11.3).
     ToRelay {
         /// The destination relay socket's local address (as passed to [`RelayBinder::bind`]).
         relay: SocketAddr,
+        /// The worker that owns it: [`crate::server::TurnServer::worker_index`] of one of the
+        /// servers sharing this one's [`crate::server::Shared`]. (If it has released the socket
+        /// meanwhile, its `handle_relay_datagram` drops the data and counts it.)
+        worker: u32,
         /// The sending allocation's relayed address as its peers know it (advertised).
         from: SocketAddr,
         /// Bytes in `out`.
