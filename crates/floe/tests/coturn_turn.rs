@@ -584,3 +584,30 @@ fn summary_parser() {
     );
     assert_eq!(summary("0: : ERROR: Cannot complete Allocation"), None);
 }
+
+/// Both ends relay through one server (issue 10): coturn's uclient with `-y` pairs its own
+/// clients, so each installs a permission for the *other client's relayed address* on floe and
+/// sends to it. floe runs with its default peer policy (no `--allow-peer`), as a deployment does:
+/// the relay IP 127.0.0.1 is loopback and an address of the server, and only the own-relay rule
+/// (in-process handoff between allocations) lets this through. UDP, TCP and TLS clients, with
+/// channels and with Send/Data indications.
+#[test]
+fn client_to_client_through_one_server_with_the_default_policy() {
+    let _serial = serial();
+    let floe = start_floe_with(true, false, false);
+    for (what, flags) in [
+        ("udp, relay to relay, channels", &["-y"][..]),
+        ("udp, relay to relay, send/data", &["-y", "-s"][..]),
+        ("tcp, relay to relay, channels", &["-y", "-t"][..]),
+        ("tcp, relay to relay, send/data", &["-y", "-t", "-s"][..]),
+    ] {
+        relay_all(what, flags, &static_auth(), "127.0.0.1", floe.port);
+    }
+    relay_all(
+        "tls, relay to relay, channels",
+        &["-y", "-t", "-S"],
+        &static_auth(),
+        "127.0.0.1",
+        floe.tls_port.unwrap(),
+    );
+}

@@ -111,14 +111,23 @@ impl PeerPolicy {
     /// Decides whether a client may install a permission for `ip` (RFC 8656 §9: permissions are
     /// per IP address, the port is ignored).
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), PeerDenied> {
+        self.check_explicit_deny(ip)?;
         let normalized = normalize(ip);
-        // Explicit deny is checked against every form, including the IPv6 spelling of a mapped
-        // address, so `--deny-peer ::ffff:0:0/96` works as written.
         let nsp = self.nat64_embedded(normalized.canonical());
-        for addr in std::iter::once(ip)
-            .chain(normalized.addresses())
-            .chain(nsp.clone())
-        {
+        for addr in normalized.addresses().chain(nsp) {
+            self.check_form(ip, addr)?;
+        }
+        Ok(())
+    }
+
+    /// Only the operator's `--deny-peer` ranges, checked against every form of `ip` (including
+    /// the IPv6 spelling of a mapped address, so `--deny-peer ::ffff:0:0/96` works as written).
+    /// The server's own relayed addresses are checked with this alone: they are relayed inside
+    /// the process, never through the network (see `floe_turn::server`'s own-relay rule).
+    pub fn check_explicit_deny(&self, ip: IpAddr) -> Result<(), PeerDenied> {
+        let normalized = normalize(ip);
+        let nsp = self.nat64_embedded(normalized.canonical());
+        for addr in std::iter::once(ip).chain(normalized.addresses()).chain(nsp) {
             if let Some(rule) = self.deny.iter().find(|c| c.contains(addr)) {
                 return Err(PeerDenied::ExplicitDeny {
                     peer: ip,
@@ -126,9 +135,6 @@ impl PeerPolicy {
                     rule: *rule,
                 });
             }
-        }
-        for addr in normalized.addresses().chain(nsp) {
-            self.check_form(ip, addr)?;
         }
         Ok(())
     }
@@ -437,6 +443,33 @@ pub enum DenyCategory {
     /// reserved space, IPv4-translated `::ffff:0:a.b.c.d`, SRv6 SIDs 5f00::/16 (RFC 9602) and
     /// whatever gets assigned there later.
     NotGlobalUnicast,
+}
+
+impl DenyCategory {
+    /// A stable snake_case label for metrics (`floe_turn_peer_refused_total{reason}`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Loopback => "loopback",
+            Self::Private => "private",
+            Self::SharedCgnat => "shared_cgnat",
+            Self::LinkLocal => "link_local",
+            Self::Multicast => "multicast",
+            Self::Broadcast => "broadcast",
+            Self::Documentation => "documentation",
+            Self::Benchmarking => "benchmarking",
+            Self::IetfProtocol => "ietf_protocol",
+            Self::Reserved => "reserved",
+            Self::Deprecated6to4Relay => "deprecated_6to4_relay",
+            Self::InfrastructureAnycast => "infrastructure_anycast",
+            Self::UniqueLocal => "unique_local",
+            Self::SiteLocal => "site_local",
+            Self::DiscardOnly => "discard_only",
+            Self::Ipv4Compatible => "ipv4_compatible",
+            Self::Nat64LocalUse => "nat64_local_use",
+            Self::NotGlobalUnicast => "not_global_unicast",
+        }
+    }
 }
 
 impl fmt::Display for DenyCategory {

@@ -155,6 +155,7 @@ impl Pair {
                 self.deliver_to_client(bytes);
             }
             Transmit::ToPeer { relay, peer, .. } => self.to_peer.push((relay, peer, bytes)),
+            Transmit::ToRelay { .. } => panic!("these tests name no relayed address as a peer"),
         }
     }
 

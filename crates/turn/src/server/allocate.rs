@@ -195,6 +195,9 @@ impl TurnServer {
     fn install(&mut self, id: AllocId, alloc: Allocation) {
         for relay in alloc.relays.iter().flatten() {
             self.by_relay.insert(relay.local, id);
+            if alloc.transport == RelayTransport::Udp {
+                self.shared.add_udp_relay(relay.local, self.worker);
+            }
         }
         self.by_client.insert(alloc.client, id);
         self.timers

@@ -51,6 +51,7 @@ mod allocation;
 mod auth;
 mod cache;
 mod config;
+mod own_relay;
 mod relay;
 mod reply;
 mod requests;
@@ -74,11 +75,12 @@ use crate::ratelimit::SourceRateLimiter;
 
 pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use config::{Lifetimes, TurnConfig};
+pub use own_relay::{REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW};
 pub use shared::Shared;
-pub use stats::{DropCounts, DropReason, ErrorCounts, TurnStats, ERROR_CODES};
+pub use stats::{DropCounts, DropReason, ErrorCounts, RefusalCounts, TurnStats, ERROR_CODES};
 pub use types::{
-    BindError, ClientTuple, ConnectionId, DeleteReason, Event, RelayBinder, RelayTransport,
-    Transmit, Transport,
+    BindError, ClientTuple, ConnectionId, DeleteReason, Event, PeerRequest, RelayBinder,
+    RelayTransport, Transmit, Transport,
 };
 
 use allocation::{AllocId, Allocation, Signer};
@@ -148,6 +150,7 @@ pub struct TurnServer {
     events: VecDeque<Event>,
     connects: HashMap<ConnectionId, PendingConnect>,
     stats: TurnStats,
+    refusal_log: own_relay::RefusalLog,
 }
 
 impl TurnServer {
@@ -182,6 +185,7 @@ impl TurnServer {
             events: VecDeque::new(),
             connects: HashMap::new(),
             stats: TurnStats::default(),
+            refusal_log: own_relay::RefusalLog::default(),
         }
     }
 
@@ -280,6 +284,12 @@ impl TurnServer {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// This worker's index among the servers sharing its [`Shared`]: 0, 1, ... in the order
+    /// they were created (see [`Transmit::ToRelay`]).
+    pub fn worker_index(&self) -> u32 {
+        self.worker.0
     }
 
     /// Counters of this worker.
@@ -656,7 +666,7 @@ impl TurnServer {
         };
         self.by_client.remove(&a.client);
         for relay in a.relays.iter().flatten() {
-            self.by_relay.remove(&relay.local);
+            self.forget_relay(relay.local, a.transport);
             binder.release(relay.local, a.transport);
         }
         self.timers.remove(&(a.deadline(), Timer::Allocation(id)));

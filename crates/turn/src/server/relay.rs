@@ -9,9 +9,10 @@ use floe_stun::attr::{Data, DontFragment, Family, XorPeerAddress};
 use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method, TransactionId};
 
 use super::allocation::Allocation;
+use super::own_relay::OwnTarget;
 use super::shared::{Shared, BANDWIDTH_LEASE};
 use super::stats::DropReason;
-use super::types::{ClientTuple, RelayTransport, Transmit};
+use super::types::{ClientTuple, PeerRequest, RelayTransport, Transmit};
 use super::TurnServer;
 
 /// After a bandwidth refusal, packets are dropped without asking the shared buckets again for
@@ -118,7 +119,7 @@ impl TurnServer {
             self.stats.dropped.add(DropReason::NoAllocation);
             return None;
         };
-        let Some(relay) = a.relay(Family::of(&peer)).map(|r| r.local) else {
+        let Some(relay) = a.relay(Family::of(&peer)).copied() else {
             self.stats.dropped.add(DropReason::BadIndication);
             return None;
         };
@@ -131,6 +132,7 @@ impl TurnServer {
         // allows; port 0 is never a valid destination (RFC 8656 §18.3).
         if peer.port() == 0 || !a.permitted(peer.ip(), now) {
             self.stats.dropped.add(DropReason::NoPermission);
+            self.refuse_peer(now, client, PeerRequest::Send, peer, "no_permission");
             return None;
         }
         let Some(dst) = out.get_mut(..data.len()) else {
@@ -145,8 +147,25 @@ impl TurnServer {
         let dont_fragment = dont_fragment || a.dont_fragment;
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += data.len() as u64;
+        // Both peers relay through this server: hand the data over inside the process (see
+        // `own_relay.rs`); it never reaches the host's network stack.
+        match self.own_target(peer) {
+            None => {}
+            Some(OwnTarget::Relay { relay: to, worker }) => {
+                return Some(Transmit::ToRelay {
+                    relay: to,
+                    worker,
+                    from: relay.advertised,
+                    len: data.len(),
+                })
+            }
+            Some(OwnTarget::Nothing) => {
+                self.stats.dropped.add(DropReason::NoSuchRelay);
+                return None;
+            }
+        }
         Some(Transmit::ToPeer {
-            relay,
+            relay: relay.local,
             peer,
             len: data.len(),
             dont_fragment,

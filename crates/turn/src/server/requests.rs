@@ -13,9 +13,11 @@ use super::allocate::optional;
 use super::allocation::{
     family_index, family_of_ip, AllocId, Channel, CHANNEL_LIFETIME, PERMISSION_LIFETIME,
 };
+use super::own_relay::denied_label;
 use super::reply::Reject;
-use super::types::{ClientTuple, DeleteReason, RelayBinder};
+use super::types::{ClientTuple, DeleteReason, PeerRequest, RelayBinder, RelayTransport};
 use super::{Handled, Timer, TurnServer};
+use crate::policy::PeerDenied;
 
 /// At most this many XOR-PEER-ADDRESS attributes in one CreatePermission.
 const MAX_PEERS_PER_REQUEST: usize = 64;
@@ -93,6 +95,9 @@ impl TurnServer {
             return;
         };
         self.by_relay.remove(&relay.local);
+        if a.transport == RelayTransport::Udp {
+            self.shared.remove_udp_relay(relay.local);
+        }
         binder.release(relay.local, a.transport);
         let ips: Vec<IpAddr> = a
             .permissions
@@ -120,18 +125,34 @@ impl TurnServer {
         }
     }
 
-    /// Checks a peer address against the allocation's families (443) and the peer policy (403).
-    fn check_peer(&self, id: AllocId, peer: SocketAddr, port_matters: bool) -> Result<(), Reject> {
+    /// Checks a peer address against the allocation's families (443) and the peer policy (403;
+    /// counted and reported by reason). The server's own relayed addresses pass (relayed inside
+    /// the process, see `own_relay.rs`) unless an explicit `--deny-peer` range covers them.
+    fn check_peer(
+        &mut self,
+        now: Instant,
+        client: ClientTuple,
+        request: PeerRequest,
+        id: AllocId,
+        peer: SocketAddr,
+    ) -> Result<(), Reject> {
         let a = self.allocations.get(&id).ok_or(Reject::new(437))?;
         if !a.has_family(Family::of(&peer)) {
             return Err(Reject::new(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH));
         }
-        let allowed = if port_matters {
-            self.config.policy.check(peer).is_ok()
+        let policy = &self.config.policy;
+        let port_matters = request == PeerRequest::ChannelBind;
+        let verdict = if port_matters && peer.port() == 0 {
+            Err(PeerDenied::PortZero { peer })
+        } else if self.is_own_relay_ip(peer.ip()) {
+            policy.check_explicit_deny(peer.ip())
+        } else if request == PeerRequest::ChannelBind {
+            policy.check(peer)
         } else {
-            self.config.policy.check_ip(peer.ip()).is_ok()
+            policy.check_ip(peer.ip())
         };
-        if !allowed {
+        if let Err(denied) = verdict {
+            self.refuse_peer(now, client, request, peer, denied_label(&denied));
             return Err(Reject::new(ErrorCode::FORBIDDEN));
         }
         Ok(())
@@ -154,7 +175,7 @@ impl TurnServer {
             if count == MAX_PEERS_PER_REQUEST {
                 return Err(Reject::new(ErrorCode::BAD_REQUEST));
             }
-            self.check_peer(id, peer, false)?;
+            self.check_peer(now, client, PeerRequest::CreatePermission, id, peer)?;
             peers[count] = Some(peer.ip());
             count += 1;
         }
@@ -212,7 +233,7 @@ impl TurnServer {
             return Err(bad);
         }
         let XorPeerAddress(peer) = optional::<XorPeerAddress>(msg)?.ok_or(bad)?;
-        self.check_peer(id, peer, true)?;
+        self.check_peer(now, client, PeerRequest::ChannelBind, id, peer)?;
         let a = self.allocations.get(&id).ok_or(Reject::new(437))?;
         let bound_peer = a.channels.get(&number).map(|c| c.peer);
         let bound_number = a.channel_by_peer.get(&peer).copied();

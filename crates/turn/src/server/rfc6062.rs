@@ -12,10 +12,11 @@ use floe_stun::{BuildError, Class, Message, MessageBuilder, Method, TransactionI
 use super::allocate::optional;
 use super::allocation::{AllocId, Allocation, Signer};
 use super::auth::Authed;
+use super::own_relay::denied_label;
 use super::reply::{seal, Reject};
 use super::shared::{ConnEntry, ConnState, Registry};
 use super::stats::DropReason;
-use super::types::{ClientTuple, ConnectionId, Event, RelayTransport, Transmit};
+use super::types::{ClientTuple, ConnectionId, Event, PeerRequest, RelayTransport, Transmit};
 use super::{Handled, PendingConnect, Timer, TurnServer};
 
 /// RFC 6062 §5.2/§5.3: the client has 30 seconds to send ConnectionBind.
@@ -26,7 +27,7 @@ impl TurnServer {
     /// [`Event::ConnectPeer`].
     pub(crate) fn connect(
         &mut self,
-        _now: Instant,
+        now: Instant,
         client: ClientTuple,
         msg: &Message<'_>,
         authed: &Authed,
@@ -48,7 +49,17 @@ impl TurnServer {
             return Err(bad);
         }
         let relay = relay.ok_or(Reject::new(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH))?;
-        if self.config.policy.check(peer).is_err() {
+        // The own-relay rule (`own_relay.rs`) is for UDP allocations only: a TCP connection to
+        // one of the server's addresses would go through the host's TCP stack, so it takes the
+        // plain policy (refused unless an `--allow-peer` range opens it).
+        if let Err(denied) = self.config.policy.check(peer) {
+            self.refuse_peer(
+                now,
+                client,
+                PeerRequest::Connect,
+                peer,
+                denied_label(&denied),
+            );
             return Err(Reject::new(ErrorCode::FORBIDDEN));
         }
         let connection_id = {

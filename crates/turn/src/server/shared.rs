@@ -6,7 +6,7 @@
 use core::net::SocketAddr;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use crate::quota::{QuotaConfig, QuotaTracker};
@@ -62,6 +62,10 @@ pub struct Shared {
     registry: Mutex<Registry>,
     quota_config: QuotaConfig,
     next_worker: AtomicU32,
+    /// Live UDP relay sockets (local address) and the worker whose allocation owns each: read
+    /// per packet only for data addressed to the server's own relayed addresses; written on
+    /// allocation changes.
+    udp_relays: RwLock<HashMap<SocketAddr, WorkerId>>,
 }
 
 impl Shared {
@@ -73,6 +77,7 @@ impl Shared {
             registry: Mutex::new(Registry::default()),
             quota_config: quotas,
             next_worker: AtomicU32::new(0),
+            udp_relays: RwLock::new(HashMap::new()),
         }
     }
 
@@ -89,6 +94,22 @@ impl Shared {
     /// RFC 6062 peer connections over all workers (connecting, pending and bound).
     pub fn tcp_connections(&self) -> usize {
         self.registry().connections.len()
+    }
+
+    /// The worker that owns the live UDP relay socket bound at `relay`, if any.
+    pub(crate) fn udp_relay_owner(&self, relay: SocketAddr) -> Option<WorkerId> {
+        let map = self.udp_relays.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&relay).copied()
+    }
+
+    pub(crate) fn add_udp_relay(&self, relay: SocketAddr, owner: WorkerId) {
+        let mut map = self.udp_relays.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(relay, owner);
+    }
+
+    pub(crate) fn remove_udp_relay(&self, relay: SocketAddr) {
+        let mut map = self.udp_relays.write().unwrap_or_else(|e| e.into_inner());
+        map.remove(&relay);
     }
 
     pub(crate) fn register_worker(&self) -> WorkerId {

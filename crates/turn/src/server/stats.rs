@@ -60,11 +60,14 @@ pub enum DropReason {
     RateLimited,
     /// The caller's output buffer was too small.
     BufferTooSmall,
+    /// Data for one of the server's own relayed addresses at a port without a live allocation
+    /// (never sent to the host: see `own_relay.rs`).
+    NoSuchRelay,
 }
 
 impl DropReason {
     /// Every reason, in [`DropCounts::iter`] order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::BadFingerprint,
         DropReason::UnexpectedMessage,
@@ -76,6 +79,7 @@ impl DropReason {
         DropReason::Bandwidth,
         DropReason::RateLimited,
         DropReason::BufferTooSmall,
+        DropReason::NoSuchRelay,
     ];
 
     /// A stable label for metrics.
@@ -92,6 +96,7 @@ impl DropReason {
             DropReason::Bandwidth => "bandwidth",
             DropReason::RateLimited => "rate_limited",
             DropReason::BufferTooSmall => "buffer_too_small",
+            DropReason::NoSuchRelay => "no_such_relay",
         }
     }
 
@@ -161,4 +166,35 @@ pub struct TurnStats {
     pub errors: ErrorCounts,
     /// Dropped packets by reason.
     pub dropped: DropCounts,
+    /// Refused peer addresses (CreatePermission, ChannelBind, Send, Connect) by reason.
+    pub peer_refused: RefusalCounts,
+}
+
+/// Refused peer addresses by reason label (a policy category such as `private`, or
+/// `denied_range`, `own_address`, `port_zero`, `no_permission`). Few distinct
+/// labels exist, so a small vector is enough and nothing is allocated after a label is first
+/// seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefusalCounts(Vec<(&'static str, u64)>);
+
+impl RefusalCounts {
+    pub(crate) fn add(&mut self, reason: &'static str) {
+        match self.0.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((reason, 1)),
+        }
+    }
+
+    /// Refusals counted under `reason`.
+    pub fn get(&self, reason: &str) -> u64 {
+        self.0
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// `(reason, count)` for every reason seen so far.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.iter().copied()
+    }
 }

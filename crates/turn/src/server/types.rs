@@ -91,6 +91,23 @@ pub enum Transmit {
         /// RFC 8656 §7.2/§18.9: set the DF bit (the allocation asked for DONT-FRAGMENT).
         dont_fragment: bool,
     },
+    /// `out[..len]` is application data for another allocation of this server: the client
+    /// named one of the server's own relayed addresses as its peer (both sides relay-only
+    /// through one server). Never put on the wire: hand it to the worker that owns the relay
+    /// socket bound at `relay` with [`crate::server::TurnServer::handle_relay_datagram`], which
+    /// applies that allocation's permissions as if it came from `from` (RFC 8656 §11.3).
+    ToRelay {
+        /// The destination relay socket's local address (as passed to [`RelayBinder::bind`]).
+        relay: SocketAddr,
+        /// The worker that owns it: [`crate::server::TurnServer::worker_index`] of one of the
+        /// servers sharing this one's [`crate::server::Shared`]. (If it has released the socket
+        /// meanwhile, its `handle_relay_datagram` drops the data and counts it.)
+        worker: u32,
+        /// The sending allocation's relayed address as its peers know it (advertised).
+        from: SocketAddr,
+        /// Bytes in `out`.
+        len: usize,
+    },
 }
 
 /// Why a relay socket could not be bound.
@@ -148,6 +165,32 @@ impl DeleteReason {
     }
 }
 
+/// The client request (or indication) whose peer address was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum PeerRequest {
+    /// RFC 8656 §10.2 CreatePermission.
+    CreatePermission,
+    /// RFC 8656 §12.2 ChannelBind.
+    ChannelBind,
+    /// RFC 8656 §11.2 Send indication (and ChannelData on a channel whose permission lapsed).
+    Send,
+    /// RFC 6062 §5.2 Connect.
+    Connect,
+}
+
+impl PeerRequest {
+    /// A stable label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerRequest::CreatePermission => "create_permission",
+            PeerRequest::ChannelBind => "channel_bind",
+            PeerRequest::Send => "send",
+            PeerRequest::Connect => "connect",
+        }
+    }
+}
+
 /// Something the IO shell must act on, or may log and count. Drain with
 /// [`crate::server::TurnServer::poll_event`] after every `handle_*` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,5 +239,21 @@ pub enum Event {
     CloseConnection {
         /// The connection.
         connection_id: ConnectionId,
+    },
+    /// A peer address was refused (403 answered, or a Send indication dropped), for the
+    /// operator's log. Every refusal is counted in [`crate::server::TurnStats::peer_refused`];
+    /// this event is rate-limited per worker so that a flood cannot fill a disk (see
+    /// [`crate::server::REFUSAL_LOG_BURST`]).
+    PeerRefused {
+        /// The client's 5-tuple.
+        client: ClientTuple,
+        /// The authenticated username.
+        username: Arc<str>,
+        /// What the client asked for.
+        request: PeerRequest,
+        /// The peer address it named.
+        peer: SocketAddr,
+        /// Why (the label counted in `floe_turn_peer_refused_total{reason}`).
+        reason: &'static str,
     },
 }

@@ -200,7 +200,9 @@ impl Harness {
 
     pub fn bytes(&self, t: Transmit) -> Vec<u8> {
         let len = match t {
-            Transmit::ToClient { len, .. } | Transmit::ToPeer { len, .. } => len,
+            Transmit::ToClient { len, .. }
+            | Transmit::ToPeer { len, .. }
+            | Transmit::ToRelay { len, .. } => len,
         };
         self.out[..len].to_vec()
     }
