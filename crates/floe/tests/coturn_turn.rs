@@ -199,6 +199,21 @@ fn summary(text: &str) -> Option<Summary> {
 
 /// Runs uclient and asserts that it exited 0 and that every message was relayed there and back.
 fn relay_all(what: &str, flags: &[&str], auth: &[&str], server: &str, port: u16) {
+    let expected = u64::from(MESSAGES) * u64::from(CLIENTS);
+    relay_exactly(what, flags, auth, server, port, expected);
+}
+
+/// As [`relay_all`], when uclient's summary counts `expected` messages each way (with `-y`
+/// both clients of a pair send, so it counts twice as many; coturn's own server gives the
+/// same figures).
+fn relay_exactly(
+    what: &str,
+    flags: &[&str],
+    auth: &[&str],
+    server: &str,
+    port: u16,
+    expected: u64,
+) {
     let (out, text) = uclient(flags, auth, server, port);
     assert!(
         out.status.success(),
@@ -207,7 +222,6 @@ fn relay_all(what: &str, flags: &[&str], auth: &[&str], server: &str, port: u16)
     );
     let s =
         summary(&text).unwrap_or_else(|| panic!("{what}: no summary in uclient's output:\n{text}"));
-    let expected = u64::from(MESSAGES) * u64::from(CLIENTS);
     assert_eq!(
         s,
         Summary {
@@ -455,15 +469,16 @@ fn wrong_credentials_fail() {
 fn loopback_peer_refused_by_default() {
     let _serial = serial();
     let floe = start_floe_with(false, false, false);
-    let (_peer, peer_port) = start_peer(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // A loopback service that is not the relay IP (127.0.0.1): refused with 403.
+    let (_peer, peer_port) = start_peer(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     let r = peer_port.to_string();
     for (flags, expected) in [
         (
-            vec!["-e", "127.0.0.1", "-r", &r],
+            vec!["-e", "127.0.0.2", "-r", &r],
             "channel bind: error 403 (Forbidden)",
         ),
         (
-            vec!["-s", "-e", "127.0.0.1", "-r", &r],
+            vec!["-s", "-e", "127.0.0.2", "-r", &r],
             "create permission error 403 (Forbidden)",
         ),
     ] {
@@ -479,18 +494,41 @@ fn loopback_peer_refused_by_default() {
             "{flags:?}: nothing may be relayed:\n{text}"
         );
     }
+    // A service on the relay IP itself: the permission is granted (the server's own relayed
+    // address, for relay-to-relay calls), but data for a port without a live allocation is
+    // dropped inside floe and never reaches the service.
+    let (_local, local_port) = start_peer(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let r = local_port.to_string();
+    for flags in [
+        vec!["-e", "127.0.0.1", "-r", &r],
+        vec!["-s", "-e", "127.0.0.1", "-r", &r],
+    ] {
+        let (_out, text) = uclient(&flags, &static_auth(), "127.0.0.1", floe.port);
+        let s = summary(&text).unwrap_or_else(|| panic!("{flags:?}: no summary:\n{text}"));
+        assert!(s.sent > 0, "{flags:?}: uclient sent nothing:\n{text}");
+        assert_eq!(
+            s.received, 0,
+            "{flags:?}: the local service was reached:\n{text}"
+        );
+    }
 }
 
 /// `floe serve` (STUN + TURN + signalling in one process) on `port`, with its HTTP listener on a
 /// free port; returns the HTTP address it printed.
 fn start_serve(port: u16) -> (Proc, SocketAddr) {
+    start_serve_with(port, &["--allow-peer", "127.0.0.0/8"], Stdio::null())
+}
+
+/// As [`start_serve`] with `extra` flags, its log (stderr) going to `log`.
+fn start_serve_with(port: u16, extra: &[&str], log: Stdio) -> (Proc, SocketAddr) {
     let mut child = Command::new(FLOE)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--http", "127.0.0.1:0", "--realm", REALM])
         .args(["--user", &format!("{USER}:{PASSWORD}")])
-        .args(["--allow-peer", "127.0.0.0/8"])
+        .args(extra)
+        .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start floe serve");
     let stdout = child.stdout.take().unwrap();
@@ -595,19 +633,103 @@ fn summary_parser() {
 fn client_to_client_through_one_server_with_the_default_policy() {
     let _serial = serial();
     let floe = start_floe_with(true, false, false);
+    let both_ways = 2 * u64::from(MESSAGES) * u64::from(CLIENTS);
     for (what, flags) in [
         ("udp, relay to relay, channels", &["-y"][..]),
         ("udp, relay to relay, send/data", &["-y", "-s"][..]),
         ("tcp, relay to relay, channels", &["-y", "-t"][..]),
         ("tcp, relay to relay, send/data", &["-y", "-t", "-s"][..]),
     ] {
-        relay_all(what, flags, &static_auth(), "127.0.0.1", floe.port);
+        relay_exactly(
+            what,
+            flags,
+            &static_auth(),
+            "127.0.0.1",
+            floe.port,
+            both_ways,
+        );
     }
-    relay_all(
+    relay_exactly(
         "tls, relay to relay, channels",
         &["-y", "-t", "-S"],
         &static_auth(),
         "127.0.0.1",
         floe.tls_port.unwrap(),
+        both_ways,
     );
+}
+
+/// Waits (bounded) until `/metrics` has a line starting with each of `want`; returns the text.
+fn wait_for_metrics(http: SocketAddr, want: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = metrics(http);
+    while !want.iter().all(|w| text.lines().any(|l| l.starts_with(w))) {
+        assert!(
+            Instant::now() < deadline,
+            "metrics do not show {want:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200)); // polling interval of a bounded wait
+        text = metrics(http);
+    }
+    text
+}
+
+/// An operator sees why relaying fails (issue 10): `floe serve` with its defaults, its log in a
+/// file as `floe serve 2>log` writes it. A client asking for a private peer is refused (403),
+/// and the refusal is counted by request and reason and logged at info with the client,
+/// username, peer and reason, in plain text (no colour codes) and without the password.
+/// Relay-to-relay traffic through the same server is counted too.
+#[test]
+fn refused_peers_are_logged_and_counted_with_the_defaults() {
+    let _serial = serial();
+    let dir = TempDir::new("refused");
+    let log_path = dir.file("floe.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (_serve, http) = start_serve_with(port, &[], Stdio::from(log));
+    let (out, text) = uclient(
+        &["-e", "10.1.2.3", "-r", "3480"],
+        &static_auth(),
+        "127.0.0.1",
+        port,
+    );
+    assert!(
+        summary(&text).is_none_or(|s| s.received == 0),
+        "a private peer must not be reachable:\n{text}"
+    );
+    let _ = out;
+    relay_exactly(
+        "floe serve, relay to relay",
+        &["-y"],
+        &static_auth(),
+        "127.0.0.1",
+        port,
+        2 * u64::from(MESSAGES) * u64::from(CLIENTS),
+    );
+    wait_for_metrics(
+        http,
+        &[
+            "floe_turn_peer_refused_total{request=\"channel_bind\",reason=\"private\"} ",
+            "floe_turn_relay_to_relay_total ",
+        ],
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("peer refused"))
+        .unwrap_or_else(|| panic!("no refusal in the log:\n{log}"));
+    for want in [
+        "INFO",
+        "username=alice",
+        "request=\"channel_bind\"",
+        "peer=10.1.2.3:",
+        "reason=\"private\"",
+    ] {
+        assert!(line.contains(want), "{want:?} missing from {line:?}");
+    }
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+    assert!(!log.contains(PASSWORD), "the password is in the log");
 }

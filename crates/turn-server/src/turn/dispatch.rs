@@ -7,9 +7,11 @@
 //! to the caller as [`Followups`] (`relay::start` starts them), so this module imports none of
 //! the loops that call it.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use floe_turn::server::{
     BindError, ClientTuple, ConnectionId, Event, RelayBinder, RelayTransport, Transmit, Transport,
@@ -28,11 +30,19 @@ enum Route {
     /// To a UDP client: from a client-facing socket (queued on the UDP fast path).
     UdpClient(Arc<UdpSocket>, SocketAddr),
     Stream(mpsc::Sender<Vec<u8>>),
+    /// To another allocation of this server (both peers relay-only through it): handed to the
+    /// shard of `worker` inside the process, never sent on a socket (see [`handoff`]).
+    Relay {
+        worker: u32,
+        relay: SocketAddr,
+        from: SocketAddr,
+    },
 }
 
 /// The result of [`dispatch`]: what to send, and what to do after.
 #[must_use = "call finish or finish_now to send and to learn the follow-ups"]
 pub(super) struct Dispatch {
+    now: Instant,
     route: Option<(Route, usize)>,
     events: Vec<Event>,
     relays: Vec<NewRelay>,
@@ -89,8 +99,9 @@ pub(super) struct Followups {
 }
 
 /// Runs `f` against the shard's state machine with a binder, resolves the route of what it
-/// produced and drains its events, all under the shard lock.
-pub(super) fn dispatch<F>(ctx: &Ctx, shard: &Shard, out: &mut [u8], f: F) -> Dispatch
+/// produced and drains its events, all under the shard lock. `now` is the time `f` passes to
+/// the state machine (a relay-to-relay handoff passes it on to the receiving shard).
+pub(super) fn dispatch<F>(ctx: &Ctx, shard: &Shard, now: Instant, out: &mut [u8], f: F) -> Dispatch
 where
     F: FnOnce(&mut TurnServer, &mut dyn RelayBinder, &mut [u8]) -> Option<Transmit>,
 {
@@ -111,6 +122,7 @@ where
         events.push(ev);
     }
     Dispatch {
+        now,
         route,
         events,
         relays,
@@ -192,6 +204,19 @@ fn resolve(st: &ShardState, t: Transmit) -> Option<(Route, usize)> {
             .get(&(relay, RelayTransport::Udp))
             .and_then(|r| r.udp.clone())
             .map(|s| (Route::Udp(s, peer), len)),
+        Transmit::ToRelay {
+            relay,
+            worker,
+            from,
+            len,
+        } => Some((
+            Route::Relay {
+                worker,
+                relay,
+                from,
+            },
+            len,
+        )),
     }
 }
 
@@ -204,7 +229,7 @@ impl Dispatch {
     /// Sends the routed bytes and acts on the events; returns what is left for the caller.
     pub(super) async fn finish(self, ctx: &Ctx, out: &[u8]) -> Followups {
         if let Some((route, len)) = self.route {
-            send(route, &out[..len]).await;
+            send(ctx, self.now, route, &out[..len]).await;
         }
         followups(ctx, self.events, self.relays)
     }
@@ -213,13 +238,13 @@ impl Dispatch {
     /// meets a full socket buffer is handed, copied, to a task that waits for room).
     pub(super) fn finish_now(self, ctx: &Ctx, out: &[u8]) -> Followups {
         if let Some((route, len)) = self.route {
-            send_now(route, &out[..len]);
+            send_now(ctx, self.now, route, &out[..len]);
         }
         followups(ctx, self.events, self.relays)
     }
 }
 
-async fn send(route: Route, bytes: &[u8]) {
+async fn send(ctx: &Ctx, now: Instant, route: Route, bytes: &[u8]) {
     match route {
         Route::Udp(socket, to) | Route::UdpClient(socket, to) => {
             if let Err(e) = socket.send_to(bytes, to).await {
@@ -227,15 +252,61 @@ async fn send(route: Route, bytes: &[u8]) {
             }
         }
         Route::Stream(tx) => send_stream(&tx, bytes),
+        Route::Relay {
+            worker,
+            relay,
+            from,
+        } => handoff(ctx, now, worker, relay, from, bytes),
     }
 }
 
-fn send_now(route: Route, bytes: &[u8]) {
+fn send_now(ctx: &Ctx, now: Instant, route: Route, bytes: &[u8]) {
     match route {
         Route::Udp(socket, to) => batch::send_or_defer(&socket, bytes, to, udp_send_failed),
         Route::UdpClient(socket, to) => batch::queue_send(&socket, bytes, to, udp_send_failed),
         Route::Stream(tx) => send_stream(&tx, bytes),
+        Route::Relay {
+            worker,
+            relay,
+            from,
+        } => handoff(ctx, now, worker, relay, from, bytes),
     }
+}
+
+thread_local! {
+    /// The receiving shard's output buffer for [`handoff`] (the sender's `out` still holds the
+    /// data being handed over). Allocated once per thread that hands data over.
+    static HANDOFF_OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Relay to relay (both peers relay-only through this server, `floe_turn::server`'s own-relay
+/// rule): `data`, sent by an allocation whose relayed address is `from`, goes to the allocation
+/// bound at `relay` on the shard of `worker` as if it had arrived on that relay socket, with
+/// that allocation's permissions and quota applied; the result (ChannelData or a Data
+/// indication) goes to its client. No socket round trip and no copy but the one into the
+/// receiving client's message. Runs after the sender's shard lock is released, so two shards
+/// handing data to each other cannot deadlock.
+fn handoff(ctx: &Ctx, now: Instant, worker: u32, relay: SocketAddr, from: SocketAddr, data: &[u8]) {
+    let Some(shard) = ctx.shard_of_worker(worker) else {
+        // Invariant: workers are numbered by the shards that created them (`make_shards`).
+        tracing::warn!(worker, "relay handoff to an unknown worker");
+        return;
+    };
+    metrics::counter!("floe_turn_relay_to_relay_total").increment(1);
+    HANDOFF_OUT.with(|cell| {
+        // Never re-entered: the receiving side answers only its own client (ToClient).
+        let Ok(mut out) = cell.try_borrow_mut() else {
+            return;
+        };
+        if out.len() < batch::OUT_BUF {
+            out.resize(batch::OUT_BUF, 0);
+        }
+        let d = dispatch(ctx, shard, now, &mut out, |turn, _, out| {
+            turn.handle_relay_datagram(now, relay, from, data, out)
+        });
+        // handle_relay_datagram binds nothing and starts no task: the follow-ups are empty.
+        let _ = d.finish_now(ctx, &out);
+    });
 }
 
 /// Counts a UDP send that failed (the datagram is lost, as it could be on the wire).
@@ -289,6 +360,17 @@ fn on_event(ctx: &Ctx, ev: Event, f: &mut Followups) {
             client,
         } => f.bound = Some((connection_id, client)),
         Event::CloseConnection { connection_id } => ctx.close_connection(connection_id),
+        // Rate-limited by the state machine (REFUSAL_LOG_BURST per worker per window); every
+        // refusal is counted in `floe_turn_peer_refused_total` regardless.
+        Event::PeerRefused {
+            client,
+            username,
+            request,
+            peer,
+            reason,
+        } => {
+            tracing::info!(client = %client.remote, transport = client.transport.label(), %username, request = request.label(), %peer, reason, "peer refused");
+        }
         _ => {}
     }
 }

@@ -109,6 +109,8 @@ struct Totals {
     values: [u64; STATS.len()],
     errors: BTreeMap<u16, u64>,
     dropped: BTreeMap<&'static str, u64>,
+    /// `(request, reason)` → refused peer addresses.
+    refused: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl Totals {
@@ -122,6 +124,9 @@ impl Totals {
         for (reason, n) in s.dropped.iter() {
             *self.dropped.entry(reason.label()).or_default() += n;
         }
+        for (request, reason, n) in s.peer_refused.iter() {
+            *self.refused.entry((request.label(), reason)).or_default() += n;
+        }
     }
 
     fn export(&self) {
@@ -133,6 +138,10 @@ impl Totals {
         }
         for (reason, n) in &self.dropped {
             counter!("floe_turn_dropped_total", "reason" => *reason).absolute(*n);
+        }
+        for ((request, reason), n) in &self.refused {
+            counter!("floe_turn_peer_refused_total", "request" => *request, "reason" => *reason)
+                .absolute(*n);
         }
     }
 }

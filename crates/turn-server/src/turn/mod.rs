@@ -258,11 +258,13 @@ fn make_shards(
         .zip(listeners)
         .map(|(rt, listeners)| {
             let turn = TurnServer::new(turn_config.clone(), shared.clone(), rand::random(), now);
+            let worker = turn.worker_index();
             let udp = listeners.iter().cloned().collect();
             Arc::new(Shard {
                 state: Mutex::new(ShardState::new(turn, udp)),
                 rt,
                 listeners,
+                worker,
             })
         })
         .collect()

@@ -61,7 +61,7 @@ async fn relay_udp_loop(
     socket: Arc<UdpSocket>,
 ) {
     let e = batch::serve(&socket, |now, peer, data, out| {
-        let d = dispatch(&ctx, &shard, out, |turn, _, out| {
+        let d = dispatch(&ctx, &shard, now, out, |turn, _, out| {
             turn.handle_peer_packet(now, relay, peer, data, out)
         });
         // Peer data binds nothing and opens nothing: the follow-ups are empty.

@@ -39,7 +39,7 @@ pub(super) async fn relay_tcp_accept_loop(
         };
         let now = Instant::now();
         let mut id = None;
-        let d = dispatch(&ctx, &shard, &mut out, |turn, _, out| {
+        let d = dispatch(&ctx, &shard, now, &mut out, |turn, _, out| {
             let (cid, t) = turn.handle_peer_tcp_incoming(now, relay, peer, out)?;
             id = Some(cid);
             Some(t)
@@ -71,7 +71,7 @@ async fn connect_peer(ctx: Arc<Ctx>, shard: Arc<Shard>, connect: Connect) {
     let d = match result {
         Ok(Ok(stream)) => {
             lock(&ctx.peer_conns).insert(id, stream);
-            let d = dispatch(&ctx, &shard, &mut out, |turn, _, out| {
+            let d = dispatch(&ctx, &shard, now, &mut out, |turn, _, out| {
                 turn.handle_peer_connected(now, id, out)
             });
             if !d.has_route() {
@@ -81,7 +81,7 @@ async fn connect_peer(ctx: Arc<Ctx>, shard: Arc<Shard>, connect: Connect) {
         }
         _ => {
             tracing::debug!(%relay, %peer, "RFC 6062 connect failed");
-            dispatch(&ctx, &shard, &mut out, |turn, _, out| {
+            dispatch(&ctx, &shard, now, &mut out, |turn, _, out| {
                 turn.handle_peer_connect_failed(now, id, out)
             })
         }

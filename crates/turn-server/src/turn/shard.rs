@@ -21,6 +21,8 @@ pub(super) struct Shard {
     pub(super) rt: tokio::runtime::Handle,
     /// The shard's UDP listener sockets, registered with `rt`.
     pub(super) listeners: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// Its state machine's [`TurnServer::worker_index`](floe_turn::server::TurnServer::worker_index).
+    pub(super) worker: u32,
 }
 
 /// The route maps, looked up for every relayed packet: foldhash, seeded per map (see
@@ -111,6 +113,19 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ctx {
+    /// The shard whose state machine is worker `worker` (see `Transmit::ToRelay`).
+    pub(super) fn shard_of_worker(&self, worker: u32) -> Option<&Shard> {
+        let at = usize::try_from(worker).ok()?;
+        match self.shards.get(at) {
+            Some(s) if s.worker == worker => Some(s),
+            _ => self
+                .shards
+                .iter()
+                .find(|s| s.worker == worker)
+                .map(|s| &**s),
+        }
+    }
+
     /// The unix time at `now`, derived from the epoch (the clock is read once per batch).
     pub(super) fn unix_secs(&self, now: Instant) -> u64 {
         self.epoch.1 + now.saturating_duration_since(self.epoch.0).as_secs()

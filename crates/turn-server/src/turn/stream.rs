@@ -172,7 +172,7 @@ impl Conn<'_> {
         while let Some(frame) = decoder.next_frame()? {
             let now = Instant::now();
             let unix = ctx.unix_secs(now);
-            let d = dispatch(ctx, shard, out, |turn, binder, out| {
+            let d = dispatch(ctx, shard, now, out, |turn, binder, out| {
                 turn.handle_client_packet(now, unix, client, frame, out, binder)
             });
             let followups = d.finish(ctx, out).await;
@@ -188,10 +188,16 @@ impl Conn<'_> {
     async fn closed(&mut self) {
         let now = Instant::now();
         let client = self.client;
-        let d = dispatch(self.ctx, self.shard, &mut self.out, |turn, binder, _| {
-            turn.handle_client_closed(now, client, binder);
-            None
-        });
+        let d = dispatch(
+            self.ctx,
+            self.shard,
+            now,
+            &mut self.out,
+            |turn, binder, _| {
+                turn.handle_client_closed(now, client, binder);
+                None
+            },
+        );
         let _ = relay::start(self.ctx, self.shard, d.finish(self.ctx, &self.out).await);
     }
 }

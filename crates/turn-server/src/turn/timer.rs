@@ -21,7 +21,7 @@ pub(super) async fn timer_loop(ctx: Arc<Ctx>, shard: Arc<Shard>) {
         tokio::time::sleep_until(at.into()).await;
         let now = Instant::now();
         let unix = ctx.unix_secs(now);
-        let d = dispatch(&ctx, &shard, &mut out, |turn, binder, _| {
+        let d = dispatch(&ctx, &shard, now, &mut out, |turn, binder, _| {
             turn.handle_timeout(now, unix, binder);
             None
         });

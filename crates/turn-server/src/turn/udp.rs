@@ -27,7 +27,7 @@ pub(super) async fn udp_client_loop(
             local,
             remote,
         };
-        let d = dispatch(&ctx, &shard, out, |turn, binder, out| {
+        let d = dispatch(&ctx, &shard, now, out, |turn, binder, out| {
             turn.handle_client_packet(now, unix, client, packet, out, binder)
         });
         // A UDP client never binds an RFC 6062 data connection (§5.1: TCP allocations are

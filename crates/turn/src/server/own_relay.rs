@@ -157,7 +157,7 @@ impl TurnServer {
         peer: SocketAddr,
         reason: &'static str,
     ) {
-        self.stats.peer_refused.add(reason);
+        self.stats.peer_refused.add(request, reason);
         if !self.refusal_log.take(now) {
             return;
         }

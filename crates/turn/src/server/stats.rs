@@ -1,6 +1,8 @@
 //! Counters as plain data: the sans-IO crate does not depend on a metrics library; the IO shell
 //! reads [`TurnStats`] and exports it.
 
+use super::types::PeerRequest;
+
 /// Error codes the server sends, in the order of [`ErrorCounts::iter`].
 pub const ERROR_CODES: [u16; 17] = [
     300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 500, 508, 0,
@@ -170,31 +172,35 @@ pub struct TurnStats {
     pub peer_refused: RefusalCounts,
 }
 
-/// Refused peer addresses by reason label (a policy category such as `private`, or
-/// `denied_range`, `own_address`, `port_zero`, `no_permission`). Few distinct
-/// labels exist, so a small vector is enough and nothing is allocated after a label is first
-/// seen.
+/// Refused peer addresses by request and reason label (a policy category such as `private`, or
+/// `denied_range`, `own_address`, `port_zero`, `no_permission`). Few distinct pairs exist, so a
+/// small vector is enough and nothing is allocated after a pair is first seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RefusalCounts(Vec<(&'static str, u64)>);
+pub struct RefusalCounts(Vec<(PeerRequest, &'static str, u64)>);
 
 impl RefusalCounts {
-    pub(crate) fn add(&mut self, reason: &'static str) {
-        match self.0.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, n)) => *n += 1,
-            None => self.0.push((reason, 1)),
+    pub(crate) fn add(&mut self, request: PeerRequest, reason: &'static str) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(q, r, _)| *q == request && *r == reason)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((request, reason, 1)),
         }
     }
 
-    /// Refusals counted under `reason`.
+    /// Refusals counted under `reason`, whatever the request.
     pub fn get(&self, reason: &str) -> u64 {
         self.0
             .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or(0, |(_, n)| *n)
+            .filter(|(_, r, _)| *r == reason)
+            .map(|(_, _, n)| *n)
+            .sum()
     }
 
-    /// `(reason, count)` for every reason seen so far.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    /// `(request, reason, count)` for every pair seen so far.
+    pub fn iter(&self) -> impl Iterator<Item = (PeerRequest, &'static str, u64)> + '_ {
         self.0.iter().copied()
     }
 }
