@@ -12,10 +12,7 @@ mod common;
 #[path = "natlab/mod.rs"]
 mod natlab;
 
-use natlab::{Host, Lab, Nat, ALT_IP, PORT, SERVER_IP};
-
-const ALICE_NET: [u8; 3] = [192, 0, 2];
-const BOB_NET: [u8; 3] = [198, 51, 100];
+use natlab::{Host, Lab, Nat, ALICE_NET, ALT_IP, BOB_NET, PORT, SERVER_IP};
 
 /// What `floe stun --nat` printed, parsed.
 struct NatReport {
