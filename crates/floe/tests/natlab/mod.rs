@@ -57,6 +57,8 @@ pub const HTTP_PORT: u16 = 8080;
 /// The HS256 secret of the lab's signalling server (production mode: peers outside the server's
 /// loopback need a token; see [`Lab::token`]).
 pub const JWT_SECRET: &str = "natlab-jwt-secret";
+/// The TURN REST secret of the lab's floe behind a 1:1 NAT (see [`Lab::serve_peers`]).
+pub const TURN_SECRET: &str = "natlab-turn-secret";
 /// Prefix of every lab namespace name.
 const PREFIX: &str = "fnl";
 
@@ -807,6 +809,26 @@ impl Lab {
         self.serve_id.map(|id| self.log(id)).unwrap_or_default()
     }
 
+    /// floe's TURN counters (`floe_turn_*` lines of `/metrics`: allocations, permissions,
+    /// error responses by code, ...), fetched with curl inside the server namespace; for failure
+    /// messages (a refused CreatePermission shows as `floe_turn_error_responses_total{code="403"}`).
+    pub fn turn_metrics(&self) -> String {
+        if self.serve_id.is_none() || !crate::common::has_tool("curl") {
+            return String::from("(not available)\n");
+        }
+        let url = format!("http://{}:{HTTP_PORT}/metrics", self.server_bind_ip);
+        let out = self
+            .command(&self.server_ns, "curl")
+            .args(["-s", "--max-time", "3", &url])
+            .output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        text.unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("floe_turn_"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
     /// This lab's directory for files (removed on drop).
     pub fn tmp_path(&self) -> String {
         self.tmp.path()
@@ -877,7 +899,8 @@ impl Lab {
     /// (UDP and TCP) and a `turns:` URL for 11.0.0.10:5349, with TURN credentials minted per
     /// peer. Behind a 1:1 NAT floe would advertise the private address it listens on, so the
     /// URLs naming the public one are given (`--stun-url`, `--turn-url`), as a deployment
-    /// behind 1:1 NAT must.
+    /// behind 1:1 NAT must, with the TURN secret on both sides (`--auth-secret`,
+    /// `--turn-secret`: with URLs given, floe refuses to start without the latter).
     pub fn serve_peers(&mut self, extra: &[&str]) -> u32 {
         let (cert, key) = self.cert();
         let mut args = vec![
@@ -891,8 +914,15 @@ impl Lab {
             "natlab.test".to_owned(),
         ];
         if self.server_router.is_some() {
+            // Given URLs, floe no longer mints credentials from the secret it generates: the
+            // TURN server's secret (--auth-secret) and the signalling server's (--turn-secret)
+            // must be given, and be the same.
             let public = format!("{SERVER_IP}:{PORT}");
             args.extend([
+                "--auth-secret".to_owned(),
+                TURN_SECRET.to_owned(),
+                "--turn-secret".to_owned(),
+                TURN_SECRET.to_owned(),
                 "--stun-url".to_owned(),
                 format!("stun:{public}"),
                 "--turn-url".to_owned(),
@@ -1089,7 +1119,11 @@ impl Lab {
             let tail = (tail..log.len())
                 .find(|&i| log.is_char_boundary(i))
                 .unwrap_or(log.len());
-            format!("--- floe serve (tail) ---\n{}", &log[tail..])
+            format!(
+                "--- floe serve (tail) ---\n{}--- floe serve metrics ---\n{}",
+                &log[tail..],
+                self.turn_metrics()
+            )
         };
         assert!(t.sender.ok(), "the sender failed:\n{}{}", t.show(), serve());
         assert!(
