@@ -1225,24 +1225,32 @@ pub mod expect {
             let ctx = || format!("{pair:?}\n{}", t.show());
             assert!(!pair.relayed(), "relayed between cone NATs: {}", ctx());
             assert_eq!(pair.via, "udp", "{}", ctx());
-            assert!(
-                ["srflx", "prflx"].contains(&pair.remote.as_str()),
-                "the remote end is not reflexive: {}",
-                ctx()
-            );
-            assert_eq!(
-                pair.remote_ip(),
-                Some(other_site.wan_ip.into()),
-                "{}",
-                ctx()
-            );
-            let mine = if pair.local == "host" {
-                me.ip
-            } else {
-                my_site.wan_ip
-            };
-            assert_eq!(pair.local_ip(), Some(mine.into()), "{}", ctx());
+            remote_reflexive_at(t, pair, other_site);
+            local_end_behind(t, pair, my_site, me);
         }
+    }
+
+    /// `pair`'s remote end is a reflexive candidate (srflx or prflx) at `site`'s router.
+    fn remote_reflexive_at(t: &Transfer, pair: &SelectedPair, site: &Site) {
+        let ctx = || format!("{pair:?}\n{}", t.show());
+        assert!(
+            ["srflx", "prflx"].contains(&pair.remote.as_str()),
+            "the remote end is not reflexive: {}",
+            ctx()
+        );
+        assert_eq!(pair.remote_ip(), Some(site.wan_ip.into()), "{}", ctx());
+    }
+
+    /// `pair`'s local end, on `me` behind `site`'s cone NAT, is its host address (the base) or
+    /// its router's mapping.
+    fn local_end_behind(t: &Transfer, pair: &SelectedPair, site: &Site, me: &Host) {
+        let mine = if pair.local == "host" {
+            me.ip
+        } else {
+            site.wan_ip
+        };
+        let ctx = || format!("{pair:?}\n{}", t.show());
+        assert_eq!(pair.local_ip(), Some(mine.into()), "{}", ctx());
     }
 
     /// Symmetric NAT on both sides: no direct path; both sides' pairs go through a relay on
@@ -1309,23 +1317,13 @@ pub mod expect {
         assert_eq!(a.local, "relay", "{}", ctx());
         assert_eq!(a.via, "turn-udp", "{}", ctx());
         assert_eq!(a.local_ip(), Some(SERVER_IP.into()), "{}", ctx());
-        assert!(
-            ["srflx", "prflx"].contains(&a.remote.as_str()),
-            "the sender's remote end is not the receiver's reflexive address: {}",
-            ctx()
-        );
-        assert_eq!(a.remote_ip(), Some(site.wan_ip.into()), "{}", ctx());
+        remote_reflexive_at(t, &a, site);
         assert!(
             !b.local.eq("relay"),
             "the receiver used its relay: {}",
             ctx()
         );
-        let mine = if b.local == "host" {
-            host.ip
-        } else {
-            site.wan_ip
-        };
-        assert_eq!(b.local_ip(), Some(mine.into()), "{}", ctx());
+        local_end_behind(t, &b, site, host);
         same_relay(t, &a, &b);
     }
 
