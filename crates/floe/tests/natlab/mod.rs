@@ -243,6 +243,12 @@ pub struct Lab {
     tmp: crate::common::TempDir,
 }
 
+/// Address `.last` on the public segment.
+fn internet_ip(last: u8) -> Ipv4Addr {
+    let [a, b, c] = INTERNET;
+    Ipv4Addr::new(a, b, c, last)
+}
+
 /// Runs a command, panicking with its output when it fails.
 fn sh(program: &str, args: &[&str]) -> Output {
     let out = Command::new(program)
@@ -504,8 +510,7 @@ impl Lab {
         let ns = format!("{}-{name}", self.prefix);
         self.add_namespace(&ns);
         self.plug_into_internet(&ns, "eth0");
-        let [a, b, c] = INTERNET;
-        let ip = Ipv4Addr::new(a, b, c, self.next_public);
+        let ip = internet_ip(self.next_public);
         self.next_public += 1;
         self.ip(&ns, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         Host { ns, ip }
@@ -519,8 +524,7 @@ impl Lab {
         let router = format!("{}-{name}-router", self.prefix);
         self.add_namespace(&router);
         self.plug_into_internet(&router, "wan");
-        let [i, n, e] = INTERNET;
-        let wan_ip = Ipv4Addr::new(i, n, e, self.next_wan);
+        let wan_ip = internet_ip(self.next_wan);
         self.next_wan += 1;
         self.ip(
             &router,
