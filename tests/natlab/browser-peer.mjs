@@ -6,9 +6,9 @@
 // machine-readable lines on stdout, in the same shapes as `floe peer`:
 //
 //   joined room R as P
-//   local candidate: host 192.0.2.10:40000 priority N (as gathered; ` via turn udp|tcp|tls` for relay)
-//   remote candidate: srflx 203.0.113.101:40000       (as in getStats, prflx included)
-//   selected pair: local host 192.0.2.10:40000 <-> remote srflx 203.0.113.101:40000 via udp rtt 0.4 ms
+//   local candidate: host 192.168.1.10:40000 priority N (as gathered; ` via turn udp|tcp|tls` for relay)
+//   remote candidate: srflx 11.0.0.101:40000          (as in getStats, prflx included)
+//   selected pair: local host 192.168.1.10:40000 <-> remote srflx 11.0.0.101:40000 via udp rtt 0.4 ms
 //                  (a remote prflx address that Chromium keeps to itself is printed as `?:PORT`)
 //   floe.js selectedPath: {"local":"host","remote":"srflx",...}
 //   sent NAME N bytes sha256 HEX                       (sender, after the receiver's file-ack)
@@ -16,7 +16,7 @@
 //
 // and exits 0; on failure an `error: ...` line and exit status 1. Diagnostics go to stderr.
 //
-//   ip netns exec NS node tests/natlab/browser-peer.mjs --signal http://203.0.113.10:8080 \
+//   ip netns exec NS node tests/natlab/browser-peer.mjs --signal http://11.0.0.10:8080 \
 //       --room R --peer alice --token JWT --mode send --file PATH [--relay-only] \
 //       [--ca-file PEM] [--timeout SECS]
 //
@@ -127,9 +127,10 @@ async function main() {
       .digest('base64');
     extraFlags.push(`--ignore-certificate-errors-spki-list=${spki}`);
   }
-  // TURN over TCP resolves even IP literals through the host resolver: let the lab's addresses
-  // through; every other name stays unresolvable (nothing leaves the lab).
-  const resolverExcludes = [host, '203.0.113.*'];
+  // TURN over TCP resolves even IP literals through the host resolver: let the lab's public
+  // segment (11.0.0.0/24, where floe is) through; every other name stays unresolvable (nothing
+  // leaves the lab).
+  const resolverExcludes = [host, '11.0.0.*'];
   chrome = await launchChromium({ extraFlags, resolverExcludes });
   page = await chrome.newPage();
   page.on('pageerror', (e) => note(`pageerror: ${e.message}`));

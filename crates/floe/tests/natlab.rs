@@ -12,10 +12,7 @@ mod common;
 #[path = "natlab/mod.rs"]
 mod natlab;
 
-use natlab::{Host, Lab, Nat, ALT_IP, PORT, SERVER_IP};
-
-const ALICE_NET: [u8; 3] = [192, 0, 2];
-const BOB_NET: [u8; 3] = [198, 51, 100];
+use natlab::{Host, Lab, Nat, ALICE_NET, ALT_IP, BOB_NET, PORT, SERVER_IP};
 
 /// What `floe stun --nat` printed, parsed.
 struct NatReport {
@@ -204,12 +201,15 @@ fn udp_blocked_times_out_over_udp_and_gets_out_over_tcp() {
     let host = &alice.hosts[0];
     let server = format!("{SERVER_IP}:{PORT}");
     let (ok, text) = lab.floe(&host.ns, &["stun", "--nat", &server, "--timeout", "2"]);
+    // Shown with --nocapture (docs/natlab.md quotes both).
+    println!("$ floe stun --nat {server} --timeout 2\n{text}");
     assert!(!ok, "UDP got through the blocking router:\n{text}");
     assert!(
         text.contains(&format!("no response from {server} within the timeout")),
         "{text}"
     );
     let (ok, text) = lab.floe(&host.ns, &["stun", "--tcp", &server, "--timeout", "2"]);
+    println!("$ floe stun --tcp {server} --timeout 2\n{text}");
     assert!(
         ok,
         "floe stun --tcp failed through the UDP-blocking router:\n{text}"

@@ -1,7 +1,7 @@
 //! The NAT lab's connection scenarios with two headless Chromiums (issue 5 §2, the browser
 //! baseline): each browser runs tests/natlab/browser-peer.mjs in its own host namespace, joins
-//! a room on the lab's `floe serve` (signalling at http://203.0.113.10:8080, STUN/TURN at
-//! 203.0.113.10:3478, TURN over TLS at :5349) with web/floe.js, and one sends a 1 MiB file to
+//! a room on the lab's `floe serve` (signalling at http://11.0.0.10:8080, STUN/TURN at
+//! 11.0.0.10:3478, TURN over TLS at :5349; default peer policy) with web/floe.js, and one sends a 1 MiB file to
 //! the other over floe.js's file channel. Each test asserts the candidate pair that ICE
 //! selected on both sides (as getStats() and floe.js's `selectedPath()` report it), the
 //! addresses in it, and the file's SHA-256.
@@ -13,6 +13,9 @@
 //! | UDP blocked + cone | through floe's TURN relay over TCP |
 //! | "TLS only" firewall + cone | through floe's TURN relay over TLS |
 //! | two hosts behind one NAT | host candidates on the shared LAN |
+//! | cone + cone, both relay-only | relay ↔ relay, two allocations on the same floe |
+//! | relay-only (cone) + cone | the relay-only side's relay ↔ the other side's reflexive address |
+//! | floe behind 1:1 NAT (`--external-ip`), both relay-only | relay ↔ relay on floe's public address |
 //!
 //! natlab_peers.rs runs the same scenarios with `floe peer`, and Chromium with `floe peer`.
 //! Needs root (namespaces), chromium, node and tests/browser/node_modules (./test.sh installs
@@ -84,4 +87,22 @@ fn browser_behind_tls_only_firewall_relays_over_turns() {
 fn browsers_behind_the_same_nat_use_host_candidates() {
     let _one = serial();
     floe_js_agrees(&Scenario::SameNat.run("same-nat", Browser, Browser));
+}
+
+#[test]
+fn relay_only_browsers_connect_through_one_floe() {
+    let _one = serial();
+    floe_js_agrees(&Scenario::RelayOnlyBoth.run("relay-relay", Browser, Browser));
+}
+
+#[test]
+fn relay_only_browser_reaches_browser_behind_cone_nat() {
+    let _one = serial();
+    floe_js_agrees(&Scenario::RelayOnlyCone.run("relay-cone", Browser, Browser));
+}
+
+#[test]
+fn relay_only_browsers_connect_through_floe_behind_one_to_one_nat() {
+    let _one = serial();
+    floe_js_agrees(&Scenario::ServerBehindNat.run("server-nat", Browser, Browser));
 }

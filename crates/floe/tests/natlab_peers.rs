@@ -67,3 +67,27 @@ fn floe_peer_sends_to_browser_across_two_cone_nats() {
     let _one = serial();
     Scenario::ConeCone.run("floe-to-browser", Floe, Browser);
 }
+
+#[test]
+fn relay_only_floe_peers_connect_through_one_floe() {
+    let _one = serial();
+    Scenario::RelayOnlyBoth.run("relay-relay", Floe, Floe);
+}
+
+#[test]
+fn relay_only_browser_and_floe_peer_connect_through_one_floe() {
+    let _one = serial();
+    Scenario::RelayOnlyBoth.run("browser-floe-relay", Browser, Floe);
+}
+
+#[test]
+fn relay_only_floe_peer_reaches_floe_peer_behind_cone_nat() {
+    let _one = serial();
+    Scenario::RelayOnlyCone.run("relay-cone", Floe, Floe);
+}
+
+#[test]
+fn relay_only_floe_peers_connect_through_floe_behind_one_to_one_nat() {
+    let _one = serial();
+    Scenario::ServerBehindNat.run("server-nat", Floe, Floe);
+}

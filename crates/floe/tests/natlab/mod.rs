@@ -2,14 +2,20 @@
 //! routers, so tests can run `floe` and its clients behind real NATs on one machine.
 //!
 //! ```text
-//!   server ns: floe serve, 203.0.113.10 + 203.0.113.11 (RFC 5780 needs two addresses)
-//!        |
-//!   inet ns: bridge br0 = the public segment 203.0.113.0/24 ("the internet")
-//!        |                         |                          |
-//!   router ns (wan 203.0.113.100)  router ns (203.0.113.101)  public host ns (203.0.113.50)
-//!        | lan bridge 192.0.2.1/24      | 198.51.100.1/24
-//!   Alice's host(s) 192.0.2.10..     Bob's host(s) 198.51.100.10..
+//!   server ns: floe serve, 11.0.0.10 + 11.0.0.11 (RFC 5780 needs two addresses)
+//!        |     (or, with Lab::with_server_behind_nat: floe on 10.9.0.10 behind a router
+//!        |      doing 1:1 NAT for 11.0.0.10)
+//!   inet ns: bridge br0 = the public segment 11.0.0.0/24 ("the internet")
+//!        |                        |                       |
+//!   router ns (wan 11.0.0.100)    router ns (11.0.0.101)  public host ns (11.0.0.50)
+//!        | lan bridge 192.168.1.1/24   | 10.1.0.1/24
+//!   Alice's host(s) 192.168.1.10..  Bob's host(s) 10.1.0.10..
 //! ```
+//!
+//! The public segment uses global unicast addresses (11.0.0.0/8) that floe's default peer
+//! policy treats as public, so the lab runs floe with its defaults (no `--allow-peer`); the
+//! segment exists only inside the lab's namespaces and has no route out. The LANs behind the
+//! NATs use RFC 1918 ranges, as in real life.
 //!
 //! Namespace names are `fnl<pid>x<n>-<role>`, unique per test process and lab, so parallel tests
 //! and concurrent test runs never clash. A [`Lab`] tears itself down when dropped (also when a
@@ -30,10 +36,18 @@ use std::time::{Duration, Instant};
 
 /// The `floe` binary under test.
 pub const FLOE: &str = env!("CARGO_BIN_EXE_floe");
-/// floe's primary public address.
-pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The first three octets of the public segment, 11.0.0.0/24 ("the internet": global unicast
+/// that floe's default peer policy treats as public, and only inside the lab).
+const INTERNET: [u8; 3] = [11, 0, 0];
+/// floe's primary public address (behind a 1:1 NAT: the router's public address for it).
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 10);
 /// floe's alternate public address (RFC 5780 `--alternate-ip`).
-pub const ALT_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+pub const ALT_IP: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 11);
+/// floe's own address when it runs behind a 1:1 NAT router ([`Lab::with_server_behind_nat`]),
+/// on the private network 10.9.0.0/24 whose router is 10.9.0.1.
+pub const SERVER_PRIVATE_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 10);
+/// The server's router on that private network.
+const SERVER_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 /// floe's STUN/TURN port (the alternate port is PORT + 1).
 pub const PORT: u16 = 3478;
 /// floe's TURN-over-TLS port (with [`Lab::serve_peers`]).
@@ -43,6 +57,8 @@ pub const HTTP_PORT: u16 = 8080;
 /// The HS256 secret of the lab's signalling server (production mode: peers outside the server's
 /// loopback need a token; see [`Lab::token`]).
 pub const JWT_SECRET: &str = "natlab-jwt-secret";
+/// The TURN REST secret of the lab's floe behind a 1:1 NAT (see [`Lab::serve_peers`]).
+pub const TURN_SECRET: &str = "natlab-turn-secret";
 /// Prefix of every lab namespace name.
 const PREFIX: &str = "fnl";
 
@@ -215,12 +231,22 @@ pub struct Lab {
     next_port: u32,
     /// The namespace of floe's server.
     pub server_ns: String,
+    /// The address floe binds: SERVER_IP, or SERVER_PRIVATE_IP behind a 1:1 NAT.
+    pub server_bind_ip: Ipv4Addr,
+    /// The router doing 1:1 NAT for floe ([`Lab::with_server_behind_nat`]), if any.
+    pub server_router: Option<String>,
     inet: String,
     /// `floe serve`, once started.
     serve_id: Option<ProcId>,
     /// Files of this lab (certificates, files to transfer, browser profiles via TMPDIR);
     /// removed on drop, after every process is stopped.
     tmp: crate::common::TempDir,
+}
+
+/// Address `.last` on the public segment.
+fn internet_ip(last: u8) -> Ipv4Addr {
+    let [a, b, c] = INTERNET;
+    Ipv4Addr::new(a, b, c, last)
 }
 
 /// Runs a command, panicking with its output when it fails.
@@ -307,9 +333,107 @@ fn remove_stale_labs() {
 }
 
 impl Lab {
-    /// Builds the public segment and floe's server namespace (floe is not started yet; see
-    /// [`Lab::serve`]).
+    /// Builds the public segment and floe's server namespace, the server on the public segment
+    /// at SERVER_IP and ALT_IP (floe is not started yet; see [`Lab::serve`]).
     pub fn new() -> Lab {
+        let mut lab = Lab::empty();
+        let server = lab.server_ns.clone();
+        lab.add_namespace(&server);
+        lab.plug_into_internet(&server, "eth0");
+        for ip in [SERVER_IP, ALT_IP] {
+            lab.ip(
+                &server,
+                &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            );
+        }
+        lab
+    }
+
+    /// Like [`Lab::new`], but floe's namespace is a private network behind a router that does
+    /// 1:1 NAT, as a cloud VM with a public IP: the router's WAN is SERVER_IP, every packet to
+    /// it is sent on to SERVER_PRIVATE_IP (DNAT) and every packet from SERVER_PRIVATE_IP leaves
+    /// from SERVER_IP (SNAT, ports kept). No alternate address (no RFC 5780). [`Lab::serve`]
+    /// then binds SERVER_PRIVATE_IP and advertises SERVER_IP (`--external-ip`).
+    pub fn with_server_behind_nat() -> Lab {
+        let mut lab = Lab::empty();
+        let router = format!("{}-server-router", lab.prefix);
+        lab.add_namespace(&router);
+        lab.plug_into_internet(&router, "wan");
+        lab.ip(
+            &router,
+            &["addr", "add", &format!("{SERVER_IP}/24"), "dev", "wan"],
+        );
+        let server = lab.server_ns.clone();
+        lab.add_namespace(&server);
+        lab.ip(
+            &router,
+            &[
+                "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", &server,
+            ],
+        );
+        lab.ip(
+            &router,
+            &["addr", "add", &format!("{SERVER_GATEWAY}/24"), "dev", "lan"],
+        );
+        lab.ip(&router, &["link", "set", "lan", "up"]);
+        lab.ip(
+            &server,
+            &[
+                "addr",
+                "add",
+                &format!("{SERVER_PRIVATE_IP}/24"),
+                "dev",
+                "eth0",
+            ],
+        );
+        lab.ip(&server, &["link", "set", "eth0", "up"]);
+        lab.ip(
+            &server,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &SERVER_GATEWAY.to_string(),
+            ],
+        );
+        lab.exec_ok(&router, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        let (public, private) = (SERVER_IP.to_string(), SERVER_PRIVATE_IP.to_string());
+        for rule in [
+            [
+                "PREROUTING",
+                "-i",
+                "wan",
+                "-d",
+                &public,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &private,
+            ],
+            [
+                "POSTROUTING",
+                "-o",
+                "wan",
+                "-s",
+                &private,
+                "-j",
+                "SNAT",
+                "--to-source",
+                &public,
+            ],
+        ] {
+            let mut all = vec!["-w", "-t", "nat", "-A"];
+            all.extend_from_slice(&rule);
+            lab.exec_ok(&router, "iptables", &all);
+        }
+        lab.server_bind_ip = SERVER_PRIVATE_IP;
+        lab.server_router = Some(router);
+        lab
+    }
+
+    /// The public segment alone (a bridge in the "inet" namespace); no server namespace yet.
+    fn empty() -> Lab {
         require_root_and_tools();
         remove_stale_labs();
         let prefix = format!(
@@ -325,6 +449,8 @@ impl Lab {
             procs: Vec::new(),
             tmp: crate::common::TempDir::new("natlab"),
             serve_id: None,
+            server_bind_ip: SERVER_IP,
+            server_router: None,
             next_public: 50,
             next_wan: 100,
             next_port: 0,
@@ -336,15 +462,6 @@ impl Lab {
             &["link", "add", "br0", "type", "bridge", "forward_delay", "0"],
         );
         lab.ip(&inet, &["link", "set", "br0", "up"]);
-        let server = lab.server_ns.clone();
-        lab.add_namespace(&server);
-        lab.plug_into_internet(&server, "eth0");
-        for ip in [SERVER_IP, ALT_IP] {
-            lab.ip(
-                &server,
-                &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-            );
-        }
         lab
     }
 
@@ -393,7 +510,7 @@ impl Lab {
         let ns = format!("{}-{name}", self.prefix);
         self.add_namespace(&ns);
         self.plug_into_internet(&ns, "eth0");
-        let ip = Ipv4Addr::new(203, 0, 113, self.next_public);
+        let ip = internet_ip(self.next_public);
         self.next_public += 1;
         self.ip(&ns, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         Host { ns, ip }
@@ -407,7 +524,7 @@ impl Lab {
         let router = format!("{}-{name}-router", self.prefix);
         self.add_namespace(&router);
         self.plug_into_internet(&router, "wan");
-        let wan_ip = Ipv4Addr::new(203, 0, 113, self.next_wan);
+        let wan_ip = internet_ip(self.next_wan);
         self.next_wan += 1;
         self.ip(
             &router,
@@ -696,6 +813,26 @@ impl Lab {
         self.serve_id.map(|id| self.log(id)).unwrap_or_default()
     }
 
+    /// floe's TURN counters (`floe_turn_*` lines of `/metrics`: allocations, permissions,
+    /// error responses by code, ...), fetched with curl inside the server namespace; for failure
+    /// messages (a refused CreatePermission shows as `floe_turn_error_responses_total{code="403"}`).
+    pub fn turn_metrics(&self) -> String {
+        if self.serve_id.is_none() || !crate::common::has_tool("curl") {
+            return String::from("(not available)\n");
+        }
+        let url = format!("http://{}:{HTTP_PORT}/metrics", self.server_bind_ip);
+        let out = self
+            .command(&self.server_ns, "curl")
+            .args(["-s", "--max-time", "3", &url])
+            .output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        text.unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("floe_turn_"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
     /// This lab's directory for files (removed on drop).
     pub fn tmp_path(&self) -> String {
         self.tmp.path()
@@ -704,17 +841,25 @@ impl Lab {
     /// Starts `floe serve` on SERVER_IP:PORT with `--alternate-ip ALT_IP`, HTTP (signalling)
     /// on SERVER_IP:HTTP_PORT in production mode (`--jwt-secret JWT_SECRET`), plus `extra`
     /// arguments, in the server namespace, and waits (bounded) until both the primary and the
-    /// alternate address and port answer STUN and HTTP is bound.
+    /// alternate address and port answer STUN and HTTP is bound. Behind a 1:1 NAT
+    /// ([`Lab::with_server_behind_nat`]) floe listens on SERVER_PRIVATE_IP (STUN/TURN and HTTP),
+    /// relays from it (`--relay-ip`) and advertises SERVER_IP (`--external-ip`), as a real
+    /// deployment behind 1:1 NAT would; no alternate address.
     pub fn serve(&mut self, extra: &[&str]) -> u32 {
+        let bind = self.server_bind_ip;
         let mut cmd = self.command(&self.server_ns.clone(), FLOE);
+        cmd.args(["serve", "--listen", &format!("{bind}:{PORT}")]);
+        let mut ready = vec![format!("{bind}:{PORT}")];
+        if self.server_router.is_some() {
+            cmd.args(["--relay-ip", &bind.to_string()])
+                .args(["--external-ip", &SERVER_IP.to_string()]);
+        } else {
+            cmd.args(["--alternate-ip", &ALT_IP.to_string()]);
+            ready.push(format!("{ALT_IP}:{}", PORT + 1));
+        }
         cmd.args([
-            "serve",
-            "--listen",
-            &format!("{SERVER_IP}:{PORT}"),
-            "--alternate-ip",
-            &ALT_IP.to_string(),
             "--http",
-            &format!("{SERVER_IP}:{HTTP_PORT}"),
+            &format!("{bind}:{HTTP_PORT}"),
             "--jwt-secret",
             JWT_SECRET,
         ])
@@ -722,10 +867,7 @@ impl Lab {
         let id = self.spawn_logged("floe serve", cmd);
         self.serve_id = Some(id);
         let deadline = Instant::now() + Duration::from_secs(20);
-        for target in [
-            format!("{SERVER_IP}:{PORT}"),
-            format!("{ALT_IP}:{}", PORT + 1),
-        ] {
+        for target in ready {
             loop {
                 let (ok, _) = self.floe(
                     &self.server_ns,
@@ -745,7 +887,7 @@ impl Lab {
             }
         }
         // Printed once the HTTP listener is bound.
-        let http = format!("listening on {}", self.signal_url());
+        let http = format!("listening on http://{bind}:{HTTP_PORT}");
         self.wait_for_output(
             id,
             &http,
@@ -754,32 +896,53 @@ impl Lab {
         self.pid(id)
     }
 
-    /// [`Lab::serve`] for connection scenarios: also TURN over TLS on SERVER_IP:TLS_PORT with a
-    /// self-signed certificate for SERVER_IP (see [`Lab::cert`]), a realm, and relaying to the
-    /// public segment allowed (`--allow-peer 203.0.113.0/24`: floe's default peer policy refuses
-    /// documentation ranges and its own addresses). The signalling server's `welcome` then
-    /// carries `stun:` and `turn:` URLs for 203.0.113.10:3478 (UDP and TCP) and a `turns:` URL
-    /// for 203.0.113.10:5349, with TURN credentials minted per peer.
+    /// [`Lab::serve`] for connection scenarios: also TURN over TLS on port TLS_PORT with a
+    /// self-signed certificate for SERVER_IP (see [`Lab::cert`]) and a realm; floe's peer policy
+    /// is its default (no `--allow-peer`: the lab's public segment is global unicast). The
+    /// signalling server's `welcome` then carries `stun:` and `turn:` URLs for 11.0.0.10:3478
+    /// (UDP and TCP) and a `turns:` URL for 11.0.0.10:5349, with TURN credentials minted per
+    /// peer. Behind a 1:1 NAT floe would advertise the private address it listens on, so the
+    /// URLs naming the public one are given (`--stun-url`, `--turn-url`), as a deployment
+    /// behind 1:1 NAT must, with the TURN secret on both sides (`--auth-secret`,
+    /// `--turn-secret`: with URLs given, floe refuses to start without the latter).
     pub fn serve_peers(&mut self, extra: &[&str]) -> u32 {
         let (cert, key) = self.cert();
         let mut args = vec![
             "--tls-listen".to_owned(),
-            format!("{SERVER_IP}:{TLS_PORT}"),
+            format!("{}:{TLS_PORT}", self.server_bind_ip),
             "--tls-cert".to_owned(),
             cert,
             "--tls-key".to_owned(),
             key,
             "--realm".to_owned(),
             "natlab.test".to_owned(),
-            "--allow-peer".to_owned(),
-            "203.0.113.0/24".to_owned(),
         ];
+        if self.server_router.is_some() {
+            // Given URLs, floe no longer mints credentials from the secret it generates: the
+            // TURN server's secret (--auth-secret) and the signalling server's (--turn-secret)
+            // must be given, and be the same.
+            let public = format!("{SERVER_IP}:{PORT}");
+            args.extend([
+                "--auth-secret".to_owned(),
+                TURN_SECRET.to_owned(),
+                "--turn-secret".to_owned(),
+                TURN_SECRET.to_owned(),
+                "--stun-url".to_owned(),
+                format!("stun:{public}"),
+                "--turn-url".to_owned(),
+                format!("turn:{public}?transport=udp"),
+                "--turn-url".to_owned(),
+                format!("turn:{public}?transport=tcp"),
+                "--turn-url".to_owned(),
+                format!("turns:{SERVER_IP}:{TLS_PORT}?transport=tcp"),
+            ]);
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.serve(&args)
     }
 
-    /// A self-signed certificate (P-256, `CA:FALSE`, SAN IP:203.0.113.10) and its key, made
+    /// A self-signed certificate (P-256, `CA:FALSE`, SAN IP:11.0.0.10, the address peers reach) and its key, made
     /// with the openssl CLI in the lab's directory once: `(cert.pem, key.pem)`. Peers trust it
     /// for `turns:` with `--ca-file cert.pem`.
     pub fn cert(&self) -> (String, String) {
@@ -800,7 +963,8 @@ impl Lab {
         (cert, key)
     }
 
-    /// floe's signalling URL in the lab, `http://203.0.113.10:8080`.
+    /// floe's signalling URL in the lab, `http://11.0.0.10:8080` (behind a 1:1 NAT too: the
+    /// router forwards it to floe's private address).
     pub fn signal_url(&self) -> String {
         format!("http://{SERVER_IP}:{HTTP_PORT}")
     }
@@ -889,6 +1053,13 @@ impl<'a> Side<'a> {
             extra: &[],
         }
     }
+
+    /// This side offers relay candidates only: `--relay-only` (`floe peer`) or
+    /// `iceTransportPolicy: "relay"` (the browser peer's `--relay-only`).
+    pub fn relay_only(mut self) -> Side<'a> {
+        self.extra = &["--relay-only"];
+        self
+    }
 }
 
 /// Both peers' reports of a transfer.
@@ -952,7 +1123,11 @@ impl Lab {
             let tail = (tail..log.len())
                 .find(|&i| log.is_char_boundary(i))
                 .unwrap_or(log.len());
-            format!("--- floe serve (tail) ---\n{}", &log[tail..])
+            format!(
+                "--- floe serve (tail) ---\n{}--- floe serve metrics ---\n{}",
+                &log[tail..],
+                self.turn_metrics()
+            )
         };
         assert!(t.sender.ok(), "the sender failed:\n{}{}", t.show(), serve());
         assert!(
@@ -1054,24 +1229,32 @@ pub mod expect {
             let ctx = || format!("{pair:?}\n{}", t.show());
             assert!(!pair.relayed(), "relayed between cone NATs: {}", ctx());
             assert_eq!(pair.via, "udp", "{}", ctx());
-            assert!(
-                ["srflx", "prflx"].contains(&pair.remote.as_str()),
-                "the remote end is not reflexive: {}",
-                ctx()
-            );
-            assert_eq!(
-                pair.remote_ip(),
-                Some(other_site.wan_ip.into()),
-                "{}",
-                ctx()
-            );
-            let mine = if pair.local == "host" {
-                me.ip
-            } else {
-                my_site.wan_ip
-            };
-            assert_eq!(pair.local_ip(), Some(mine.into()), "{}", ctx());
+            remote_reflexive_at(t, pair, other_site);
+            local_end_behind(t, pair, my_site, me);
         }
+    }
+
+    /// `pair`'s remote end is a reflexive candidate (srflx or prflx) at `site`'s router.
+    fn remote_reflexive_at(t: &Transfer, pair: &SelectedPair, site: &Site) {
+        let ctx = || format!("{pair:?}\n{}", t.show());
+        assert!(
+            ["srflx", "prflx"].contains(&pair.remote.as_str()),
+            "the remote end is not reflexive: {}",
+            ctx()
+        );
+        assert_eq!(pair.remote_ip(), Some(site.wan_ip.into()), "{}", ctx());
+    }
+
+    /// `pair`'s local end, on `me` behind `site`'s cone NAT, is its host address (the base) or
+    /// its router's mapping.
+    fn local_end_behind(t: &Transfer, pair: &SelectedPair, site: &Site, me: &Host) {
+        let mine = if pair.local == "host" {
+            me.ip
+        } else {
+            site.wan_ip
+        };
+        let ctx = || format!("{pair:?}\n{}", t.show());
+        assert_eq!(pair.local_ip(), Some(mine.into()), "{}", ctx());
     }
 
     /// Symmetric NAT on both sides: no direct path; both sides' pairs go through a relay on
@@ -1104,6 +1287,47 @@ pub mod expect {
         assert_eq!(a.local, "relay", "{}", ctx());
         assert_eq!(a.via, via, "{}", ctx());
         assert_eq!(a.local_ip(), Some(SERVER_IP.into()), "{}", ctx());
+        same_relay(t, &a, &b);
+    }
+
+    /// Both sides relay-only: relay ↔ relay on both sides, every relay on floe's public address
+    /// (also behind a 1:1 NAT: the advertised `--external-ip`), each side's remote relay the
+    /// other side's local one. Two allocations of the same server relay to each other.
+    pub fn relay_to_relay(t: &Transfer) {
+        let (a, b) = t.pairs();
+        for pair in [&a, &b] {
+            let ctx = || format!("{pair:?}\n{}", t.show());
+            assert_eq!(
+                (pair.local.as_str(), pair.remote.as_str()),
+                ("relay", "relay"),
+                "not relay ↔ relay: {}",
+                ctx()
+            );
+            assert!(pair.via.starts_with("turn-"), "{}", ctx());
+            assert_eq!(pair.local_ip(), Some(SERVER_IP.into()), "{}", ctx());
+            assert_eq!(pair.remote_ip(), Some(SERVER_IP.into()), "{}", ctx());
+        }
+        same_relay(t, &a, &b);
+    }
+
+    /// The sender relay-only behind a cone NAT, the receiver (`receiver`, behind a cone NAT)
+    /// with every candidate type: the sender's relay (over UDP) on floe ↔ the receiver's
+    /// reflexive address at its router; the receiver's own end is that address (or its host
+    /// address, the base), its remote end the sender's relay.
+    pub fn relay_to_reflexive(t: &Transfer, receiver: (&Site, &Host)) {
+        let (a, b) = t.pairs();
+        let (site, host) = receiver;
+        let ctx = || format!("{a:?} / {b:?}\n{}", t.show());
+        assert_eq!(a.local, "relay", "{}", ctx());
+        assert_eq!(a.via, "turn-udp", "{}", ctx());
+        assert_eq!(a.local_ip(), Some(SERVER_IP.into()), "{}", ctx());
+        remote_reflexive_at(t, &a, site);
+        assert!(
+            !b.local.eq("relay"),
+            "the receiver used its relay: {}",
+            ctx()
+        );
+        local_end_behind(t, &b, site, host);
         same_relay(t, &a, &b);
     }
 
@@ -1228,10 +1452,10 @@ impl Drop for Lab {
     }
 }
 
-/// Alice's site's private network (192.0.2.0/24).
-pub const ALICE_NET: [u8; 3] = [192, 0, 2];
-/// Bob's site's private network (198.51.100.0/24).
-pub const BOB_NET: [u8; 3] = [198, 51, 100];
+/// Alice's site's private network (192.168.1.0/24).
+pub const ALICE_NET: [u8; 3] = [192, 168, 1];
+/// Bob's site's private network (10.1.0.0/24).
+pub const BOB_NET: [u8; 3] = [10, 1, 0];
 /// The file every scenario sends.
 pub const SCENARIO_FILE: usize = 1024 * 1024;
 
@@ -1249,6 +1473,15 @@ pub enum Scenario {
     TlsOnlyCone,
     /// Both on one LAN behind one NAT: host candidates.
     SameNat,
+    /// Alice and Bob each behind a cone NAT, both relay-only (`iceTransportPolicy: "relay"`,
+    /// `--relay-only`): relay ↔ relay, two allocations on the same floe.
+    RelayOnlyBoth,
+    /// Alice relay-only behind a cone NAT, Bob behind a cone NAT with every candidate type:
+    /// Alice's relay ↔ Bob's reflexive address.
+    RelayOnlyCone,
+    /// floe behind a 1:1 NAT router (`--external-ip`), Alice and Bob each behind a cone NAT,
+    /// both relay-only: relay ↔ relay on floe's public address.
+    ServerBehindNat,
 }
 
 impl Scenario {
@@ -1256,7 +1489,11 @@ impl Scenario {
     /// to Bob (a `bob` program) in `room`, and checks the selected pairs. Returns the transfer
     /// for further checks; the lab is torn down before returning.
     pub fn run(self, room: &str, alice: PeerKind, bob: PeerKind) -> Transfer {
-        let mut lab = Lab::new();
+        let mut lab = if self == Scenario::ServerBehindNat {
+            Lab::with_server_behind_nat()
+        } else {
+            Lab::new()
+        };
         if self == Scenario::SameNat {
             let site = lab.site("alice", ALICE_NET, Nat::Cone, 2);
             lab.serve_peers(&[]);
@@ -1271,22 +1508,27 @@ impl Scenario {
             return t;
         }
         let (alice_nat, bob_nat) = match self {
-            Scenario::ConeCone => (Nat::Cone, Nat::Cone),
             Scenario::SymmetricSymmetric => (Nat::Symmetric, Nat::Symmetric),
             Scenario::UdpBlockedCone => (Nat::UdpBlocked, Nat::Cone),
             Scenario::TlsOnlyCone => (Nat::TlsOnly, Nat::Cone),
-            Scenario::SameNat => unreachable!("handled above"),
+            _ => (Nat::Cone, Nat::Cone),
         };
         let alice_site = lab.site("alice", ALICE_NET, alice_nat, 1);
         let bob_site = lab.site("bob", BOB_NET, bob_nat, 1);
         lab.serve_peers(&[]);
         let (a, b) = (&alice_site.hosts[0], &bob_site.hosts[0]);
-        let t = lab.transfer(
-            room,
-            Side::new(alice, a, "alice"),
-            Side::new(bob, b, "bob"),
-            SCENARIO_FILE,
-        );
+        let (mut alice_side, mut bob_side) =
+            (Side::new(alice, a, "alice"), Side::new(bob, b, "bob"));
+        if matches!(
+            self,
+            Scenario::RelayOnlyBoth | Scenario::RelayOnlyCone | Scenario::ServerBehindNat
+        ) {
+            alice_side = alice_side.relay_only();
+        }
+        if matches!(self, Scenario::RelayOnlyBoth | Scenario::ServerBehindNat) {
+            bob_side = bob_side.relay_only();
+        }
+        let t = lab.transfer(room, alice_side, bob_side, SCENARIO_FILE);
         match self {
             Scenario::ConeCone => {
                 expect::direct_through_cone_nats(&t, (&alice_site, a), (&bob_site, b))
@@ -1294,6 +1536,8 @@ impl Scenario {
             Scenario::SymmetricSymmetric => expect::relayed_through_floe(&t),
             Scenario::UdpBlockedCone => expect::sender_relayed_over(&t, "turn-tcp"),
             Scenario::TlsOnlyCone => expect::sender_relayed_over(&t, "turn-tls"),
+            Scenario::RelayOnlyBoth | Scenario::ServerBehindNat => expect::relay_to_relay(&t),
+            Scenario::RelayOnlyCone => expect::relay_to_reflexive(&t, (&bob_site, b)),
             Scenario::SameNat => unreachable!("handled above"),
         }
         t
