@@ -1060,6 +1060,22 @@ impl<'a> Side<'a> {
         self.extra = &["--relay-only"];
         self
     }
+
+    /// [`Side::relay_only`] for scenarios where *both* sides are relay-only: `floe peer` then
+    /// allocates over TURN UDP only (`--turn-transport udp`). With its UDP, TCP and TLS
+    /// allocations on both sides, nine relay ↔ relay pairs work through one floe at once, and
+    /// each `floe peer` names the pair its own str0m reports, which the two sides need not agree
+    /// on (docs/peer.md, limits); one allocation per side makes the pair checkable on both. The
+    /// browser side keeps every TURN URL (Chromium reports the nominated pair on both sides).
+    pub fn relay_only_both(self) -> Side<'a> {
+        match self.kind {
+            PeerKind::Floe => Side {
+                extra: &["--relay-only", "--turn-transport", "udp"],
+                ..self
+            },
+            PeerKind::Browser => self.relay_only(),
+        }
+    }
 }
 
 /// Both peers' reports of a transfer.
@@ -1519,14 +1535,13 @@ impl Scenario {
         let (a, b) = (&alice_site.hosts[0], &bob_site.hosts[0]);
         let (mut alice_side, mut bob_side) =
             (Side::new(alice, a, "alice"), Side::new(bob, b, "bob"));
-        if matches!(
-            self,
-            Scenario::RelayOnlyBoth | Scenario::RelayOnlyCone | Scenario::ServerBehindNat
-        ) {
-            alice_side = alice_side.relay_only();
-        }
-        if matches!(self, Scenario::RelayOnlyBoth | Scenario::ServerBehindNat) {
-            bob_side = bob_side.relay_only();
+        match self {
+            Scenario::RelayOnlyBoth | Scenario::ServerBehindNat => {
+                alice_side = alice_side.relay_only_both();
+                bob_side = bob_side.relay_only_both();
+            }
+            Scenario::RelayOnlyCone => alice_side = alice_side.relay_only(),
+            _ => {}
         }
         let t = lab.transfer(room, alice_side, bob_side, SCENARIO_FILE);
         match self {
