@@ -22,8 +22,9 @@ pub struct FileConfig {
     /// STUN/TURN listening addresses (UDP and TCP on each). Flag: `--listen`.
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
-    /// RFC 5780 alternate IP. Flag: `--alternate-ip`.
-    pub alternate_ip: Option<IpAddr>,
+    /// RFC 5780 alternate IPs, one per family (one IP or a list). Flag: `--alternate-ip`.
+    #[serde(default, deserialize_with = "floe_turn_server::config::one_or_many")]
+    pub alternate_ip: Vec<IpAddr>,
     /// UDP sockets per address (0 = one per core). Flag: `--workers`.
     pub workers: Option<usize>,
     /// STUN tuning.
@@ -57,7 +58,7 @@ impl FileConfig {
     pub fn listen(&self) -> ListenConfig {
         ListenConfig {
             listen: self.listen.clone(),
-            alternate_ip: self.alternate_ip,
+            alternate_ip: self.alternate_ip.clone(),
             workers: self.workers,
         }
     }

@@ -46,9 +46,10 @@ pub struct ListenArgs {
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
     /// Second IP address of this host: turns on RFC 5780 NAT discovery on the same ports
-    /// (alternate port = primary port + 1).
+    /// (alternate port = primary port + 1) for the listening addresses of its family
+    /// (repeatable, at most once per family: one IPv4 and one IPv6 alternate).
     #[arg(long, value_name = "IP")]
-    pub alternate_ip: Option<IpAddr>,
+    pub alternate_ip: Vec<IpAddr>,
     /// UDP sockets (shards) per address (0 = one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -60,8 +61,10 @@ pub struct ListenArgs {
 pub struct ListenConfig {
     /// STUN/TURN listening addresses (UDP and TCP on each); empty: [`DEFAULT_LISTEN`].
     pub listen: Vec<SocketAddr>,
-    /// RFC 5780 alternate IP.
-    pub alternate_ip: Option<IpAddr>,
+    /// RFC 5780 alternate IPs, at most one per family: `"192.0.2.2"` or a list
+    /// `["192.0.2.2", "2001:db8::2"]`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub alternate_ip: Vec<IpAddr>,
     /// UDP sockets per address (default 0 = one per core).
     pub workers: Option<usize>,
 }
@@ -72,7 +75,7 @@ impl ListenArgs {
         if !self.listen.is_empty() {
             config.listen = self.listen;
         }
-        if self.alternate_ip.is_some() {
+        if !self.alternate_ip.is_empty() {
             config.alternate_ip = self.alternate_ip;
         }
         if self.workers.is_some() {
@@ -321,6 +324,12 @@ pub enum ConfigError {
     /// A REST secret is unusable.
     #[error("--auth-secret: {0}")]
     AuthSecret(CredentialError),
+    /// Two `--alternate-ip` of one family.
+    #[error("--alternate-ip {0} and {1}: at most one alternate IP per address family")]
+    AlternateTwice(IpAddr, IpAddr),
+    /// An `--alternate-ip` whose family no listening address has.
+    #[error("--alternate-ip {0}: no --listen address of its family")]
+    AlternateUnused(IpAddr),
     /// No relay address given and the first listening address is unspecified.
     #[error("listening on an unspecified address: give --relay-ip")]
     NoRelayIp,
@@ -378,7 +387,7 @@ impl TurnSection {
         let own: Vec<IpAddr> = addrs
             .iter()
             .map(|l| l.ip())
-            .chain(listen.alternate_ip)
+            .chain(listen.alternate_ip.iter().copied())
             .chain(self.external_ips.iter().copied())
             .filter(|ip| !ip.is_unspecified())
             .collect();
@@ -404,9 +413,10 @@ impl TurnSection {
         if let Some(s) = self.max_lifetime_secs {
             config.lifetimes.max = Duration::from_secs(s);
         }
+        let alternate_ips = alternates(listen, &addrs)?;
         let shell = TurnShellConfig {
             listen: addrs,
-            alternate_ip: listen.alternate_ip,
+            alternate_ips,
             tls_listen: self.tls_listen.clone(),
             tls: self.tls()?,
             workers: listen.workers.unwrap_or(0),
@@ -560,6 +570,39 @@ fn bandwidth(bytes_per_sec: u64) -> Option<Bandwidth> {
     (bytes_per_sec > 0).then(|| Bandwidth::per_sec(bytes_per_sec))
 }
 
+/// The RFC 5780 alternate IPs, checked: at most one per family, each with a listening address
+/// of its family (the listening addresses of a family without one answer plain Binding).
+fn alternates(listen: &ListenConfig, addrs: &[SocketAddr]) -> Result<Vec<IpAddr>, ConfigError> {
+    let ips = &listen.alternate_ip;
+    for (i, a) in ips.iter().enumerate() {
+        if let Some(b) = ips[..i].iter().find(|b| b.is_ipv4() == a.is_ipv4()) {
+            return Err(ConfigError::AlternateTwice(*b, *a));
+        }
+        if !addrs.iter().any(|l| l.is_ipv4() == a.is_ipv4()) {
+            return Err(ConfigError::AlternateUnused(*a));
+        }
+    }
+    Ok(ips.clone())
+}
+
+/// A TOML value that is one item or a list of them (for `alternate_ip`).
+pub fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +626,43 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn one_alternate_ip_per_family() {
+        let section: TurnSection = toml::from_str("users = [\"bob:pw\"]\n").unwrap();
+        let dual = |alts: &str| -> Result<TurnPlan, ConfigError> {
+            let listen: ListenConfig = toml::from_str(&format!(
+                "listen = [\"127.0.0.1:3478\", \"[::1]:3478\"]\nalternate_ip = {alts}\n"
+            ))
+            .unwrap();
+            section.shell_config(&listen, false)
+        };
+        let plan = dual("[\"127.0.0.2\", \"fd00::2\"]").unwrap();
+        let want: Vec<IpAddr> = vec!["127.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        assert_eq!(plan.shell.alternate_ips, want);
+        // One IP, not a list, still reads (the key's earlier form).
+        assert_eq!(
+            dual("\"127.0.0.2\"").unwrap().shell.alternate_ips,
+            want[..1]
+        );
+        let err = dual("[\"127.0.0.2\", \"127.0.0.3\"]").err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "--alternate-ip 127.0.0.2 and 127.0.0.3: at most one alternate IP per address family"
+        );
+        let v4_only: ListenConfig =
+            toml::from_str("listen = [\"127.0.0.1:3478\"]\nalternate_ip = \"fd00::2\"\n").unwrap();
+        let err = section.shell_config(&v4_only, false).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "--alternate-ip fd00::2: no --listen address of its family"
+        );
+        let mut flags = ListenConfig::default();
+        parse(&["--alternate-ip", "127.0.0.2", "--alternate-ip", "::2"])
+            .listen
+            .apply(&mut flags);
+        assert_eq!(flags.alternate_ip.len(), 2);
     }
 
     #[test]

@@ -180,7 +180,7 @@ fn unknown_comprehension_required_attribute_gets_420() {
 #[test]
 fn rfc5780_discovery_on_two_loopback_addresses() {
     let mut cfg = config(&["127.0.0.1:0"]);
-    cfg.alternate_ip = Some("127.0.0.2".parse().unwrap());
+    cfg.alternate_ips = vec!["127.0.0.2".parse().unwrap()];
     let server = start(cfg);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let report = stun_client::discover_nat(&socket, server.addr(), TIMEOUT).unwrap();

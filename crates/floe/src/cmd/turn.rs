@@ -70,7 +70,7 @@ pub async fn start(plan: &TurnPlan) -> anyhow::Result<TurnService> {
         plan.shell.turn.relay_ports.end(),
         plan.shell.turn.realm()
     );
-    if let Some(ip) = plan.shell.alternate_ip {
+    for ip in &plan.shell.alternate_ips {
         println!("floe: RFC 5780 NAT discovery on (alternate IP {ip})");
     }
     Ok(service)

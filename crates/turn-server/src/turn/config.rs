@@ -15,8 +15,10 @@ use crate::net::ListenError;
 pub struct TurnShellConfig {
     /// UDP and TCP listening addresses.
     pub listen: Vec<SocketAddr>,
-    /// RFC 5780 alternate IP (STUN NAT discovery on the same ports).
-    pub alternate_ip: Option<IpAddr>,
+    /// RFC 5780 alternate IPs (STUN NAT discovery on the same ports), at most one per family:
+    /// each listening address uses the one of its family; a family without one answers plain
+    /// Binding.
+    pub alternate_ips: Vec<IpAddr>,
     /// TLS listening addresses (`turns:`).
     pub tls_listen: Vec<SocketAddr>,
     /// The TLS configuration, required when `tls_listen` is not empty.

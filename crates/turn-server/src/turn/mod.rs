@@ -37,7 +37,7 @@
 //! * `metrics.rs`: the shards' counters as Prometheus metrics.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -96,7 +96,7 @@ impl TurnService {
         let mut groups = config
             .listen
             .iter()
-            .map(|&l| ListenGroup::bind(l, config.alternate_ip, workers))
+            .map(|&l| ListenGroup::bind(l, alternate_of_family(&config.alternate_ips, l), workers))
             .collect::<Result<Vec<_>, _>>()?;
         let (runtimes, stops) = start_shard_threads(workers)?;
         let listeners = move_listeners(&mut groups, &runtimes)?;
@@ -268,6 +268,14 @@ fn make_shards(
             })
         })
         .collect()
+}
+
+/// The alternate IP (RFC 5780) of `listen`'s family, if one is configured.
+fn alternate_of_family(alternates: &[IpAddr], listen: SocketAddr) -> Option<IpAddr> {
+    alternates
+        .iter()
+        .copied()
+        .find(|ip| ip.is_ipv4() == listen.is_ipv4())
 }
 
 /// The unix time in seconds (0 if the clock is before 1970).

@@ -64,7 +64,7 @@ pub fn config(listen: &[&str], allow_loopback: bool) -> TurnShellConfig {
     turn.policy = policy;
     TurnShellConfig {
         listen,
-        alternate_ip: None,
+        alternate_ips: Vec::new(),
         tls_listen: Vec::new(),
         tls: None,
         workers: 2,
