@@ -733,3 +733,30 @@ fn refused_peers_are_logged_and_counted_with_the_defaults() {
     );
     assert!(!log.contains(PASSWORD), "the password is in the log");
 }
+
+/// `floe serve` is one deployment with one TURN REST secret: `--turn-secret` alone (the
+/// signalling server's minting secret) is the TURN server's too, so credentials made with it
+/// (here by coturn's uclient, `-W`) are accepted; and explicit ICE URLs with only `--auth-secret`
+/// start (they used to be refused: "turn_urls need turn_secret").
+#[test]
+fn floe_serve_shares_one_rest_secret_between_signalling_and_turn() {
+    let _serial = serial();
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (_serve, _http) = start_serve_with(port, &["--turn-secret", SECRET_NEW], Stdio::null());
+    relay_exactly(
+        "floe serve --turn-secret only, REST credentials, relay to relay",
+        &["-y"],
+        &["-u", "bob", "-W", SECRET_NEW],
+        "127.0.0.1",
+        port,
+        2 * u64::from(MESSAGES) * u64::from(CLIENTS),
+    );
+    drop(_serve);
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let url = format!("turn:127.0.0.1:{port}?transport=udp");
+    let (_serve, _http) = start_serve_with(
+        port,
+        &["--auth-secret", SECRET_OLD, "--turn-url", &url],
+        Stdio::null(),
+    );
+}

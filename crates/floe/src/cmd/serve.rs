@@ -39,6 +39,27 @@ pub struct Args {
     pub signal: SignalArgs,
 }
 
+/// The addresses clients reach: behind a 1:1 NAT (`--external-ip`), a bound address's IP is
+/// replaced by the external IP of its family (ports are kept by a 1:1 NAT).
+fn advertised(bound: &[SocketAddr], external: &[IpAddr]) -> Vec<SocketAddr> {
+    bound
+        .iter()
+        .map(|a| {
+            let ip = external
+                .iter()
+                .copied()
+                .find(|e| e.is_ipv4() == a.is_ipv4())
+                .unwrap_or(a.ip());
+            SocketAddr::new(ip, a.port())
+        })
+        .fold(Vec::new(), |mut out, a| {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+            out
+        })
+}
+
 /// `stun:`/`turn:`/`turns:` URLs for the bound addresses (RFC 7064, RFC 7065).
 fn ice_urls(udp_tcp: &[SocketAddr], tls: &[SocketAddr]) -> (Vec<String>, Vec<String>) {
     let host = |a: &SocketAddr| match a.ip() {
@@ -66,11 +87,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut listen = file.listen();
     args.net.apply(&mut listen);
     args.turn.apply(&mut file.turn);
-    let mut plan = file.turn.shell_config(&listen, true)?;
-    args.stun.apply(&mut file.stun);
-    file.stun.apply_to(&mut plan.shell.turn);
     let mut signal = std::mem::take(&mut file.signal);
     args.signal.apply(&mut signal);
+    // One deployment, one TURN REST secret: a `--turn-secret` given alone is also the TURN
+    // server's (else it would mint credentials that the TURN server, with a generated secret,
+    // rejects); without it the signalling server mints with the TURN server's first secret.
+    if file.turn.auth_secrets.is_empty() {
+        file.turn.auth_secrets.extend(signal.turn_secret.clone());
+    }
+    let mut plan = file.turn.shell_config(&listen, true)?;
+    if signal.turn_secret.is_none() {
+        signal.turn_secret = file
+            .turn
+            .auth_secrets
+            .first()
+            .cloned()
+            .or(plan.generated_secret.clone());
+    }
+    args.stun.apply(&mut file.stun);
+    file.stun.apply_to(&mut plan.shell.turn);
     // Refuse a bad signalling configuration before starting anything (checked again at run).
     signal.hub_config().context("signalling configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -85,18 +120,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // The join answer's ICE servers: this deployment's URLs and credentials from the same
         // secret the TURN server accepts, unless configured explicitly.
         if signal.stun_urls.is_empty() && signal.turn_urls.is_empty() {
-            let (stun, turn) = ice_urls(&turn_service.local_addrs(), &turn_service.tls_addrs());
+            let external = &plan.shell.turn.external_ips;
+            let (stun, turn) = ice_urls(
+                &advertised(&turn_service.local_addrs(), external),
+                &advertised(&turn_service.tls_addrs(), external),
+            );
             signal.stun_urls = stun;
             signal.turn_urls = turn;
-        }
-        if signal.turn_secret.is_none() {
-            // The first configured secret (flags before the file), else the generated one.
-            signal.turn_secret = file
-                .turn
-                .auth_secrets
-                .first()
-                .cloned()
-                .or(plan.generated_secret.clone());
         }
         if plan.generated_secret.is_some() {
             println!("floe: TURN credentials: REST scheme with a random secret generated at start; the signalling server mints them (set --auth-secret to share it with other tools)");

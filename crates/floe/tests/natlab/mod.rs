@@ -901,10 +901,9 @@ impl Lab {
     /// is its default (no `--allow-peer`: the lab's public segment is global unicast). The
     /// signalling server's `welcome` then carries `stun:` and `turn:` URLs for 11.0.0.10:3478
     /// (UDP and TCP) and a `turns:` URL for 11.0.0.10:5349, with TURN credentials minted per
-    /// peer. Behind a 1:1 NAT floe would advertise the private address it listens on, so the
-    /// URLs naming the public one are given (`--stun-url`, `--turn-url`), as a deployment
-    /// behind 1:1 NAT must, with the TURN secret on both sides (`--auth-secret`,
-    /// `--turn-secret`: with URLs given, floe refuses to start without the latter).
+    /// peer. Behind a 1:1 NAT nothing more is given than `--external-ip` (see [`Lab::serve`]):
+    /// the ICE server URLs floe hands out then name the external address (11.0.0.10) rather
+    /// than the private one it binds, with credentials from its own secret.
     pub fn serve_peers(&mut self, extra: &[&str]) -> u32 {
         let (cert, key) = self.cert();
         let mut args = vec![
@@ -917,26 +916,6 @@ impl Lab {
             "--realm".to_owned(),
             "natlab.test".to_owned(),
         ];
-        if self.server_router.is_some() {
-            // Given URLs, floe no longer mints credentials from the secret it generates: the
-            // TURN server's secret (--auth-secret) and the signalling server's (--turn-secret)
-            // must be given, and be the same.
-            let public = format!("{SERVER_IP}:{PORT}");
-            args.extend([
-                "--auth-secret".to_owned(),
-                TURN_SECRET.to_owned(),
-                "--turn-secret".to_owned(),
-                TURN_SECRET.to_owned(),
-                "--stun-url".to_owned(),
-                format!("stun:{public}"),
-                "--turn-url".to_owned(),
-                format!("turn:{public}?transport=udp"),
-                "--turn-url".to_owned(),
-                format!("turn:{public}?transport=tcp"),
-                "--turn-url".to_owned(),
-                format!("turns:{SERVER_IP}:{TLS_PORT}?transport=tcp"),
-            ]);
-        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.serve(&args)
