@@ -4,14 +4,19 @@
 //! One task, one `select!`: socket readers forward datagrams (and TURN stream frames) over a
 //! channel, so the loop itself never blocks on a socket. The clock is read once per wake-up and
 //! passed to the core.
+//!
+//! This file holds the public API and the event loop; `session/sockets.rs` the host candidate
+//! sockets (server resolution, local address discovery, UDP readers) and `session/turn_stream.rs`
+//! the TCP/TLS links to TURN servers.
+
+mod sockets;
+mod turn_stream;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use floe_turn::client::StreamDecoder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,6 +25,8 @@ use crate::core::{CoreConfig, Output, PeerCore};
 use crate::ice_servers::{IceServer, TurnTransport};
 use crate::signal::{self, Incoming, RemotePeer, Signal, SignalOptions};
 use crate::PeerError;
+use sockets::{local_ips, resolve_servers, signal_ip, spawn_udp_reader};
+use turn_stream::{spawn_turn_stream, TlsTarget};
 
 /// Options of [`connect`].
 #[derive(Debug, Clone)]
@@ -460,188 +467,6 @@ impl Shell {
         while let Some(ev) = self.to_app.pop_front() {
             if self.events.send(ev).await.is_err() {
                 self.to_app.clear();
-            }
-        }
-    }
-}
-
-/// Resolves ICE server host names (first address of each).
-async fn resolve_servers(servers: &[IceServer]) -> Vec<(SocketAddr, IceServer)> {
-    let mut out = Vec::new();
-    for s in servers {
-        let (host, port) = match s {
-            IceServer::Stun { host, port } | IceServer::Turn { host, port, .. } => (host, *port),
-        };
-        let addr = match host.parse::<IpAddr>() {
-            Ok(ip) => Some(SocketAddr::new(ip, port)),
-            Err(_) => tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .ok()
-                .and_then(|mut a| a.next()),
-        };
-        match addr {
-            Some(a) => out.push((a, s.clone())),
-            None => tracing::warn!("cannot resolve ICE server {host}"),
-        }
-    }
-    out
-}
-
-async fn signal_ip(url: &str) -> Option<SocketAddr> {
-    let (host, port) = signal::host_port(&signal::ws_url(url).ok()?).ok()?;
-    let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
-    addrs.next()
-}
-
-/// The local addresses the kernel would use to reach `targets` (a connected UDP socket sends
-/// nothing; it only consults the routing table). These are our host candidates' IPs.
-fn local_ips(targets: impl Iterator<Item = SocketAddr>) -> Vec<IpAddr> {
-    let mut ips = Vec::new();
-    for t in targets {
-        let bind: SocketAddr = if t.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let Ok(s) = std::net::UdpSocket::bind(bind) else {
-            continue;
-        };
-        if s.connect(t).is_err() {
-            continue;
-        }
-        if let Ok(local) = s.local_addr() {
-            if !local.ip().is_unspecified() && !ips.contains(&local.ip()) {
-                ips.push(local.ip());
-            }
-        }
-    }
-    ips
-}
-
-fn spawn_udp_reader(
-    socket: Arc<UdpSocket>,
-    tx: mpsc::Sender<Net>,
-    wrap: impl Fn(SocketAddr, Vec<u8>) -> Net + Send + 'static,
-) {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 2048];
-        loop {
-            match socket.recv_from(&mut buf).await {
-                Ok((n, from)) => {
-                    if tx.send(wrap(from, buf[..n].to_vec())).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    // ICMP port unreachable surfaces as ECONNREFUSED on Linux; keep reading.
-                    tracing::trace!("udp recv: {e}");
-                    if tx.is_closed() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-}
-
-#[derive(Debug, Clone)]
-struct TlsTarget {
-    name: String,
-    ca_file: Option<std::path::PathBuf>,
-}
-
-/// Connects to a TURN server over TCP (and TLS), then moves frames both ways.
-fn spawn_turn_stream(
-    idx: usize,
-    server: SocketAddr,
-    tls: Option<TlsTarget>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    tx: mpsc::Sender<Net>,
-) {
-    tokio::spawn(async move {
-        let down = |reason: String| Net::TurnDown { idx, reason };
-        let tcp = match tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(server),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let _ = tx.send(down(format!("connect: {e}"))).await;
-                return;
-            }
-            Err(_) => {
-                let _ = tx.send(down("connect timed out".into())).await;
-                return;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let reason = match tls {
-            None => pump_stream(idx, tcp, &mut rx, &tx).await,
-            Some(t) => match tls_connect(tcp, &t).await {
-                Ok(s) => pump_stream(idx, s, &mut rx, &tx).await,
-                Err(e) => e,
-            },
-        };
-        let _ = tx.send(down(reason)).await;
-    });
-}
-
-async fn tls_connect(
-    tcp: tokio::net::TcpStream,
-    t: &TlsTarget,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    let config = crate::tls::client_config(t.ca_file.as_deref()).map_err(|e| e.to_string())?;
-    let name = rustls_pki_types::ServerName::try_from(t.name.clone())
-        .map_err(|e| format!("TLS name {}: {e}", t.name))?;
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .map_err(|_| "TLS handshake timed out".to_owned())?
-    .map_err(|e| format!("TLS: {e}"))
-}
-
-async fn pump_stream<S>(
-    idx: usize,
-    stream: S,
-    rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
-    tx: &mpsc::Sender<Net>,
-) -> String
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut r, mut w) = tokio::io::split(stream);
-    let mut framer = StreamDecoder::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        tokio::select! {
-            out = rx.recv() => {
-                let Some(out) = out else { return "closed".into() };
-                if let Err(e) = w.write_all(&out).await {
-                    return format!("write: {e}");
-                }
-            }
-            n = r.read(&mut buf) => {
-                let n = match n {
-                    Ok(0) => return "closed by server".into(),
-                    Ok(n) => n,
-                    Err(e) => return format!("read: {e}"),
-                };
-                framer.push(&buf[..n]);
-                loop {
-                    match framer.next_frame() {
-                        Ok(Some(frame)) => {
-                            if tx.send(Net::Turn { idx, data: frame.to_vec() }).await.is_err() {
-                                return "closed".into();
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(_) => return "the server sent something that is not STUN or ChannelData".into(),
-                    }
-                }
             }
         }
     }
