@@ -252,9 +252,12 @@ fn loopback_peers_are_refused_by_default() {
     let mut c = Client::udp(server.addr());
     c.allocate();
     // 403 from the peer policy; the IPv4-mapped IPv6 form is refused earlier with 443, since
-    // this allocation is IPv4 (the policy's own tests cover that form too).
+    // this allocation is IPv4 (the policy's own tests cover that form too). The relay IP itself
+    // (127.0.0.1 here) is granted since relay-to-relay landed: data for it goes only to live
+    // allocations, inside the process (floe-turn's tests/own_relay.rs, and coturn_turn.rs
+    // end to end), so a loopback address other than the server's stands in for it here.
     for (peer, code) in [
-        ("127.0.0.1:9", 403),
+        ("127.0.0.3:9", 403),
         ("127.0.0.2:3478", 403),
         ("0.0.0.0:9", 403),
         ("[::ffff:127.0.0.1]:9", 443),

@@ -9,7 +9,9 @@ use common::*;
 use floe_stun::attr::{ChannelNumber, Data, XorPeerAddress};
 use floe_stun::{ChannelData, Class, Message, Method};
 use floe_turn::policy::{Cidr, PeerPolicy};
-use floe_turn::server::{DropReason, Event, PeerRequest, Transmit, TurnConfig, REFUSAL_LOG_BURST};
+use floe_turn::server::{
+    DropReason, Event, PeerAddr, PeerRequest, RelayAddr, Transmit, TurnConfig, REFUSAL_LOG_BURST,
+};
 
 fn permit(h: &mut Harness, c: &mut TestClient, peer: SocketAddr) -> Vec<u8> {
     h.request(c, Method::CREATE_PERMISSION, |b| {
@@ -60,7 +62,7 @@ fn own_relay_address_is_granted_and_relayed_inside_the_process() {
     else {
         panic!("expected an in-process handoff, got {t:?}");
     };
-    assert_eq!((relay, from, len), (relay_b, relay_a, 9));
+    assert_eq!((relay.0, from.0, len), (relay_b, relay_a, 9));
     assert_eq!(worker, h.server.worker_index());
     // B has no permission for A yet: dropped like any peer datagram (RFC 8656 §9).
     let mut out = vec![0u8; 1500];
@@ -134,7 +136,7 @@ fn a_port_without_a_live_allocation_receives_nothing() {
     let gone = SocketAddr::new(relay_b.ip(), relay_b.port().wrapping_add(1));
     assert!(h
         .server
-        .handle_relay_datagram(h.now, gone, relay_b, b"x", &mut out)
+        .handle_relay_datagram(h.now, RelayAddr(gone), PeerAddr(relay_b), b"x", &mut out)
         .is_none());
     assert_eq!(h.server.stats().dropped.get(DropReason::NoSuchRelay), 3);
 }
@@ -155,14 +157,14 @@ fn an_allow_peer_range_over_the_relay_ip_still_reaches_other_ports_through_the_n
         .client(a.tuple, &send_indication(service, b"x"))
         .expect("sent");
     assert!(
-        matches!(t, Transmit::ToPeer { peer, .. } if peer == service),
+        matches!(t, Transmit::ToPeer { peer, .. } if peer.0 == service),
         "{t:?}"
     );
     let (t, _) = h
         .client(a.tuple, &send_indication(relay_b, b"x"))
         .expect("sent");
     assert!(
-        matches!(t, Transmit::ToRelay { relay, .. } if relay == relay_b),
+        matches!(t, Transmit::ToRelay { relay, .. } if relay.0 == relay_b),
         "{t:?}"
     );
 }
@@ -182,8 +184,8 @@ fn behind_one_to_one_nat_the_external_address_names_the_relay() {
         panic!("expected an in-process handoff, got {t:?}");
     };
     // The handoff names B's local socket; the source is A's advertised address.
-    assert_eq!(relay, SocketAddr::new(ip(RELAY_V4), relay_b.port()));
-    assert_eq!(from, relay_a);
+    assert_eq!(relay.0, SocketAddr::new(ip(RELAY_V4), relay_b.port()));
+    assert_eq!(from.0, relay_a);
     let mut out = vec![0u8; 1500];
     let Some(Transmit::ToClient { client, len }) = h
         .server

@@ -154,7 +154,7 @@ impl Pair {
                 assert_eq!(client, self.tuple);
                 self.deliver_to_client(bytes);
             }
-            Transmit::ToPeer { relay, peer, .. } => self.to_peer.push((relay, peer, bytes)),
+            Transmit::ToPeer { relay, peer, .. } => self.to_peer.push((relay.0, peer.0, bytes)),
             Transmit::ToRelay { .. } => panic!("these tests name no relayed address as a peer"),
         }
     }

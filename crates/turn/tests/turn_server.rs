@@ -11,7 +11,9 @@ use floe_stun::attr::{
     RequestedTransport, XorMappedAddress, XorPeerAddress,
 };
 use floe_stun::{AttrType, ChannelData, Class, Message, Method};
-use floe_turn::server::{DeleteReason, DropReason, Event, Transmit, Transport};
+use floe_turn::server::{
+    DeleteReason, DropReason, Event, PeerAddr, RelayAddr, Transmit, Transport,
+};
 
 fn permit(h: &mut Harness, c: &mut TestClient, peer: &str) -> Vec<u8> {
     h.request(c, Method::CREATE_PERMISSION, |b| {
@@ -101,8 +103,8 @@ fn happy_path_udp() {
     assert_eq!(
         t,
         Transmit::ToPeer {
-            relay,
-            peer: addr(PEER),
+            relay: RelayAddr(relay),
+            peer: PeerAddr(addr(PEER)),
             len: 10,
             dont_fragment: false
         }
@@ -128,7 +130,7 @@ fn happy_path_udp() {
     let (t, bytes) = h
         .client(c.tuple, &channel_data(0x4001, b"abcde"))
         .expect("cd");
-    assert!(matches!(t, Transmit::ToPeer { peer, len: 5, .. } if peer == addr(PEER)));
+    assert!(matches!(t, Transmit::ToPeer { peer, len: 5, .. } if peer == PeerAddr(addr(PEER))));
     assert_eq!(bytes, b"abcde");
     let (_, bytes) = h.peer(relay, addr(PEER), b"fghij").expect("cd back");
     assert_eq!(bytes.len(), 9);
@@ -210,8 +212,8 @@ fn dont_fragment_is_passed_to_the_shell() {
     assert_eq!(
         t,
         Transmit::ToPeer {
-            relay,
-            peer: addr(PEER),
+            relay: RelayAddr(relay),
+            peer: PeerAddr(addr(PEER)),
             len: 1,
             dont_fragment: true
         }

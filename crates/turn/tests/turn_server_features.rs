@@ -308,11 +308,11 @@ fn dual_stack_allocation() {
     let (t, _) = h
         .client(c.tuple, &send_indication(addr(PEER_V6), b"6"))
         .expect("v6");
-    assert!(matches!(t, Transmit::ToPeer { relay, .. } if relay == relays[1]));
+    assert!(matches!(t, Transmit::ToPeer { relay, .. } if relay.0 == relays[1]));
     let (t, _) = h
         .client(c.tuple, &send_indication(addr(PEER), b"4"))
         .expect("v4");
-    assert!(matches!(t, Transmit::ToPeer { relay, .. } if relay == relays[0]));
+    assert!(matches!(t, Transmit::ToPeer { relay, .. } if relay.0 == relays[0]));
     assert!(h.peer(relays[1], addr(PEER_V6), b"x").is_some());
     // Refresh(0) with REQUESTED-ADDRESS-FAMILY IPv6 drops only the IPv6 relay.
     let r = h.request(&mut c, Method::REFRESH, |b| {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use floe_turn::server::{
-    BindError, ClientTuple, ConnectionId, Event, RelayBinder, RelayTransport, Transmit, Transport,
-    TurnServer,
+    BindError, ClientTuple, ConnectionId, Event, PeerAddr, RelayAddr, RelayBinder, RelayTransport,
+    Transmit, Transport, TurnServer,
 };
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -34,8 +34,8 @@ enum Route {
     /// shard of `worker` inside the process, never sent on a socket (see [`handoff`]).
     Relay {
         worker: u32,
-        relay: SocketAddr,
-        from: SocketAddr,
+        relay: RelayAddr,
+        from: PeerAddr,
     },
 }
 
@@ -201,9 +201,9 @@ fn resolve(st: &ShardState, t: Transmit) -> Option<(Route, usize)> {
             relay, peer, len, ..
         } => st
             .relays
-            .get(&(relay, RelayTransport::Udp))
+            .get(&(relay.0, RelayTransport::Udp))
             .and_then(|r| r.udp.clone())
-            .map(|s| (Route::Udp(s, peer), len)),
+            .map(|s| (Route::Udp(s, peer.0), len)),
         Transmit::ToRelay {
             relay,
             worker,
@@ -286,7 +286,7 @@ thread_local! {
 /// indication) goes to its client. No socket round trip and no copy but the one into the
 /// receiving client's message. Runs after the sender's shard lock is released, so two shards
 /// handing data to each other cannot deadlock.
-fn handoff(ctx: &Ctx, now: Instant, worker: u32, relay: SocketAddr, from: SocketAddr, data: &[u8]) {
+fn handoff(ctx: &Ctx, now: Instant, worker: u32, relay: RelayAddr, from: PeerAddr, data: &[u8]) {
     let Some(shard) = ctx.shard_of_worker(worker) else {
         // Invariant: workers are numbered by the shards that created them (`make_shards`).
         tracing::warn!(worker, "relay handoff to an unknown worker");

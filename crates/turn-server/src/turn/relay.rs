@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use floe_turn::server::{ClientTuple, ConnectionId};
+use floe_turn::server::{ClientTuple, ConnectionId, PeerAddr, RelayAddr};
 use tokio::net::UdpSocket;
 
 use super::batch;
@@ -62,7 +62,7 @@ async fn relay_udp_loop(
 ) {
     let e = batch::serve(&socket, |now, peer, data, out| {
         let d = dispatch(&ctx, &shard, now, out, |turn, _, out| {
-            turn.handle_peer_packet(now, relay, peer, data, out)
+            turn.handle_peer_packet(now, RelayAddr(relay), PeerAddr(peer), data, out)
         });
         // Peer data binds nothing and opens nothing: the follow-ups are empty.
         let _ = start(&ctx, &shard, d.finish_now(&ctx, out));

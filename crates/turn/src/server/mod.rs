@@ -80,8 +80,8 @@ pub use own_relay::{REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW};
 pub use shared::Shared;
 pub use stats::{DropCounts, DropReason, ErrorCounts, RefusalCounts, TurnStats, ERROR_CODES};
 pub use types::{
-    BindError, ClientTuple, ConnectionId, DeleteReason, Event, PeerRequest, RelayBinder,
-    RelayTransport, Transmit, Transport,
+    BindError, ClientTuple, ConnectionId, DeleteReason, Event, PeerAddr, PeerRequest, RelayAddr,
+    RelayBinder, RelayTransport, Transmit, Transport,
 };
 
 use allocation::{AllocId, Allocation, Signer};
@@ -237,12 +237,12 @@ impl TurnServer {
     pub fn handle_peer_packet(
         &mut self,
         now: Instant,
-        relay: SocketAddr,
-        peer: SocketAddr,
+        relay: RelayAddr,
+        peer: PeerAddr,
         data: &[u8],
         out: &mut [u8],
     ) -> Option<Transmit> {
-        self.peer_datagram(now, relay, peer, data, out)
+        self.peer_datagram(now, relay.0, peer.0, data, out)
     }
 
     /// The client's TCP/TLS connection closed: RFC 8656 §3.1 deletes the allocation made over it

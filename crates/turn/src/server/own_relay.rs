@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use floe_stun::attr::Family;
 
 use super::stats::DropReason;
-use super::types::{ClientTuple, Event, PeerRequest, RelayTransport, Transmit};
+use super::types::{
+    ClientTuple, Event, PeerAddr, PeerRequest, RelayAddr, RelayTransport, Transmit,
+};
 use super::TurnServer;
 use crate::policy::PeerDenied;
 
@@ -136,16 +138,16 @@ impl TurnServer {
     pub fn handle_relay_datagram(
         &mut self,
         now: Instant,
-        relay: SocketAddr,
-        from: SocketAddr,
+        relay: RelayAddr,
+        from: PeerAddr,
         data: &[u8],
         out: &mut [u8],
     ) -> Option<Transmit> {
-        if !self.by_relay.contains_key(&relay) {
+        if !self.by_relay.contains_key(&relay.0) {
             self.stats.dropped.add(DropReason::NoSuchRelay);
             return None;
         }
-        self.peer_datagram(now, relay, from, data, out)
+        self.peer_datagram(now, relay.0, from.0, data, out)
     }
 
     /// Counts a refused peer address and, within the log budget, reports it.

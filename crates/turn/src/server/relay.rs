@@ -12,7 +12,7 @@ use super::allocation::Allocation;
 use super::own_relay::OwnTarget;
 use super::shared::{Shared, BANDWIDTH_LEASE};
 use super::stats::DropReason;
-use super::types::{ClientTuple, PeerRequest, RelayTransport, Transmit};
+use super::types::{ClientTuple, PeerAddr, PeerRequest, RelayAddr, RelayTransport, Transmit};
 use super::TurnServer;
 
 /// After a bandwidth refusal, packets are dropped without asking the shared buckets again for
@@ -153,9 +153,9 @@ impl TurnServer {
             None => {}
             Some(OwnTarget::Relay { relay: to, worker }) => {
                 return Some(Transmit::ToRelay {
-                    relay: to,
+                    relay: RelayAddr(to),
                     worker,
-                    from: relay.advertised,
+                    from: PeerAddr(relay.advertised),
                     len: data.len(),
                 })
             }
@@ -165,8 +165,8 @@ impl TurnServer {
             }
         }
         Some(Transmit::ToPeer {
-            relay: relay.local,
-            peer,
+            relay: RelayAddr(relay.local),
+            peer: PeerAddr(peer),
             len: data.len(),
             dont_fragment,
         })

@@ -67,6 +67,28 @@ pub enum RelayTransport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u32);
 
+/// RFC 8656 §2 *relayed transport address*, named by the local address of its relay socket (the
+/// address [`RelayBinder::bind`] bound). A newtype so that it cannot be swapped with a
+/// [`PeerAddr`] in the calls and outputs that take both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayAddr(pub SocketAddr);
+
+/// RFC 8656 §2 *peer transport address*: where relayed data goes, or where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl core::fmt::Display for RelayAddr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl core::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// What to send. The bytes are always `out[..len]` of the buffer passed to the call that
 /// returned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +105,9 @@ pub enum Transmit {
     /// Send `out[..len]` as one UDP datagram from the relay socket bound at `relay` to `peer`.
     ToPeer {
         /// The relay socket's local address (as passed to [`RelayBinder::bind`]).
-        relay: SocketAddr,
+        relay: RelayAddr,
         /// The peer.
-        peer: SocketAddr,
+        peer: PeerAddr,
         /// Bytes in `out`.
         len: usize,
         /// RFC 8656 §7.2/§18.9: set the DF bit (the allocation asked for DONT-FRAGMENT).
@@ -98,13 +120,14 @@ pub enum Transmit {
     /// applies that allocation's permissions as if it came from `from` (RFC 8656 §11.3).
     ToRelay {
         /// The destination relay socket's local address (as passed to [`RelayBinder::bind`]).
-        relay: SocketAddr,
+        relay: RelayAddr,
         /// The worker that owns it: [`crate::server::TurnServer::worker_index`] of one of the
         /// servers sharing this one's [`crate::server::Shared`]. (If it has released the socket
         /// meanwhile, its `handle_relay_datagram` drops the data and counts it.)
         worker: u32,
-        /// The sending allocation's relayed address as its peers know it (advertised).
-        from: SocketAddr,
+        /// The sending allocation's relayed address as its peers know it (advertised): the
+        /// receiving allocation's peer.
+        from: PeerAddr,
         /// Bytes in `out`.
         len: usize,
     },

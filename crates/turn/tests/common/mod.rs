@@ -20,8 +20,8 @@ use floe_turn::credentials::{CredentialStore, ExpiryPolicy, RestSecret};
 use floe_turn::nonce::NonceSecret;
 use floe_turn::quota::QuotaConfig;
 use floe_turn::server::{
-    BindError, ClientTuple, Event, RelayBinder, RelayTransport, Shared, Transmit, Transport,
-    TurnConfig, TurnServer,
+    BindError, ClientTuple, Event, PeerAddr, RelayAddr, RelayBinder, RelayTransport, Shared,
+    Transmit, Transport, TurnConfig, TurnServer,
 };
 
 pub const REALM: &str = "example.org";
@@ -191,9 +191,13 @@ impl Harness {
         peer: SocketAddr,
         data: &[u8],
     ) -> Option<(Transmit, Vec<u8>)> {
-        let t = self
-            .server
-            .handle_peer_packet(self.now, relay, peer, data, &mut self.out);
+        let t = self.server.handle_peer_packet(
+            self.now,
+            RelayAddr(relay),
+            PeerAddr(peer),
+            data,
+            &mut self.out,
+        );
         self.drain();
         t.map(|t| (t, self.bytes(t)))
     }
