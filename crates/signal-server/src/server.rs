@@ -387,12 +387,14 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
         return;
     };
     let (mut sink, mut stream) = socket.split();
-    let writer = async {
+    // The writer owns the receiver: once it stops, the hub task finds the channel closed (a
+    // hang-up), never full (a slow consumer).
+    let writer = async move {
         while let Some(out) = rx.recv().await {
             match out {
                 Outbound::Text(text) => {
                     if sink.send(Message::Text(text.into())).await.is_err() {
-                        break;
+                        return WriteEnd::Failed;
                     }
                 }
                 Outbound::Close(code) => {
@@ -401,10 +403,11 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                         reason: code.as_str().into(),
                     };
                     let _ = sink.send(Message::Close(Some(frame))).await;
-                    break;
+                    return WriteEnd::Done;
                 }
             }
         }
+        WriteEnd::Done
     };
     let reader = async {
         while let Some(msg) = stream.next().await {
@@ -416,8 +419,7 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                 Err(e) => {
                     if is_capacity_error(e) {
                         hub.oversized(conn).await;
-                        // Give the writer a moment to send the error and the close frame.
-                        std::future::pending::<()>().await;
+                        return ReadEnd::Oversized;
                     }
                     break;
                 }
@@ -426,13 +428,51 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                 break;
             }
         }
+        ReadEnd::Done
     };
+    tokio::pin!(writer, reader);
     tokio::select! {
-        () = writer => {}
-        () = reader => {}
+        end = &mut reader => {
+            if end == ReadEnd::Oversized {
+                // Let the writer send the error and the close frame.
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+            }
+        }
+        end = &mut writer => {
+            if end == WriteEnd::Failed {
+                // The client hung up while we wrote to it. What it sent before (its `leave`
+                // above all) still reaches the hub, ahead of the disconnect below: read what
+                // the socket holds until the stream ends (bounded).
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+            }
+        }
     }
     hub.disconnect(conn).await;
 }
+
+/// How a connection's writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// The hub closed the connection (a fatal error or shutdown; the close frame was sent) or
+    /// dropped it (a slow consumer): it ignores anything the client sends from now on.
+    Done,
+    /// Writing failed: the client is gone.
+    Failed,
+}
+
+/// How a connection's reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// End of stream, a close frame, a transport error, or the hub is gone.
+    Done,
+    /// A frame over the transport's hard cap; the hub was told.
+    Oversized,
+}
+
+/// How long a connection task waits, once one direction stopped, for the other to finish: the
+/// reader to hand over frames a client sent before it hung up, or the writer to send a fatal
+/// error's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 fn is_capacity_error(e: axum::Error) -> bool {
     e.into_inner()
