@@ -12,6 +12,7 @@ use floe_signal::{ConnId, ErrorCode, Hub, HubConfig, Now, Output, PostBoxPoll, S
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::outbox::{Outbox, Refused};
 use crate::redis_bus::RedisBus;
 
 /// The room directory of this node: in memory, or shared with other nodes through Redis.
@@ -49,7 +50,7 @@ pub(crate) enum Outbound {
 }
 
 enum Sink {
-    Ws(mpsc::Sender<Outbound>),
+    Ws(Outbox),
     /// A post-box join: the first message answers it.
     PostBoxJoin(Option<oneshot::Sender<ServerMsg>>),
 }
@@ -57,7 +58,7 @@ enum Sink {
 enum Cmd {
     Connect {
         ip: IpAddr,
-        tx: mpsc::Sender<Outbound>,
+        tx: Outbox,
         reply: oneshot::Sender<ConnId>,
     },
     Frame {
@@ -117,11 +118,7 @@ impl HubHandle {
         rx.await.map_err(|_| HubGone)
     }
 
-    pub(crate) async fn connect(
-        &self,
-        ip: IpAddr,
-        tx: mpsc::Sender<Outbound>,
-    ) -> Result<ConnId, HubGone> {
+    pub(crate) async fn connect(&self, ip: IpAddr, tx: Outbox) -> Result<ConnId, HubGone> {
         self.call(|reply| Cmd::Connect { ip, tx, reply }).await
     }
 
@@ -408,7 +405,7 @@ impl Actor {
                 metrics::counter!("floe_signal_messages_total", "direction" => "out").increment(1);
                 match tx.try_send(Outbound::Text(text)) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(Refused::Full) => {
                         // A slow consumer: drop it; the session stays resumable (the message
                         // is in its mailbox).
                         tracing::debug!(%conn, "slow WebSocket consumer dropped");
@@ -416,7 +413,7 @@ impl Actor {
                         self.sinks.remove(&conn);
                         self.hub.handle_disconnect(conn, now());
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Err(Refused::Closed) => {
                         // An ordinary hang-up: the connection task stopped writing. Frames it
                         // read before (a `leave` above all) are still queued to this task, with
                         // its `Disconnect` after them: leave the hub's connection alone so they
@@ -456,6 +453,7 @@ mod tests {
     #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
     use super::*;
+    use crate::outbox::{outbox, OutboxRx};
     use serde_json::{json, Value};
 
     fn actor() -> Actor {
@@ -475,8 +473,8 @@ mod tests {
     }
 
     /// A WebSocket connection whose outbound queue holds `queue` frames.
-    fn connect(a: &mut Actor, queue: usize) -> (ConnId, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(queue);
+    fn connect(a: &mut Actor, queue: usize) -> (ConnId, OutboxRx) {
+        let (tx, rx) = outbox(queue);
         let (reply, mut conn) = oneshot::channel();
         let ip = "127.0.0.1".parse().unwrap();
         feed(a, Cmd::Connect { ip, tx, reply });
@@ -497,9 +495,9 @@ mod tests {
     }
 
     /// The messages queued for a connection so far.
-    fn take(rx: &mut mpsc::Receiver<Outbound>) -> Vec<Value> {
+    fn take(rx: &mut OutboxRx) -> Vec<Value> {
         let mut v = Vec::new();
-        while let Ok(out) = rx.try_recv() {
+        while let Some(out) = rx.try_recv() {
             if let Outbound::Text(t) = out {
                 v.push(serde_json::from_str(&t).unwrap());
             }

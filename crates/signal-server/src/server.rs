@@ -21,7 +21,7 @@ use floe_signal::{ErrorCode, SessionId};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use floe_signal::bus::LocalBus;
 use floe_turn::policy::Cidr;
@@ -30,6 +30,7 @@ use crate::actor::{self, HubHandle, NodeBus, Outbound};
 use crate::client_ip::client_ip;
 use crate::config::{ConfigError, SignalConfig};
 use crate::origin::{self, OriginPolicy, Verdict};
+use crate::outbox::outbox;
 use crate::redis_bus::{self, RedisSettings};
 
 /// Renders the Prometheus text exposition for `GET /metrics`.
@@ -372,7 +373,12 @@ async fn ws_upgrade(
     // Frames up to 4x the message limit are read and refused politely by the hub; larger ones
     // break the connection at the transport (and are counted as message_too_large too).
     let hard_cap = state.0.max_message_bytes.saturating_mul(4).max(4096);
-    ws.max_message_size(hard_cap)
+    // Buffers sized to signalling traffic, not to tungstenite's defaults (a 128 KiB read buffer
+    // per connection, zero-filled before every read): see `READ_BUFFER`.
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(hard_cap.saturating_mul(2))
+        .max_message_size(hard_cap)
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| async move {
             connection(socket, ip, state).await;
@@ -380,9 +386,15 @@ async fn ws_upgrade(
         })
 }
 
+/// The read buffer of one WebSocket, allocated when it opens. Heartbeats, acks and candidates
+/// (tens to hundreds of bytes) fit in one read; a larger frame (an SDP of a few KiB, up to the
+/// message limit) grows the buffer to the frame's size as its header is read, so this bounds only
+/// the idle cost, not the message size.
+const READ_BUFFER: usize = 1024;
+
 async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
     let hub = state.0.hub.clone();
-    let (tx, mut rx) = mpsc::channel(state.0.outbound_queue);
+    let (tx, mut rx) = outbox(state.0.outbound_queue);
     let Ok(conn) = hub.connect(ip, tx).await else {
         return;
     };
