@@ -12,6 +12,7 @@ use floe_signal::{ConnId, ErrorCode, Hub, HubConfig, Now, Output, PostBoxPoll, S
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::outbox::{Outbox, Refused};
 use crate::redis_bus::RedisBus;
 
 /// The room directory of this node: in memory, or shared with other nodes through Redis.
@@ -49,7 +50,7 @@ pub(crate) enum Outbound {
 }
 
 enum Sink {
-    Ws(mpsc::Sender<Outbound>),
+    Ws(Outbox),
     /// A post-box join: the first message answers it.
     PostBoxJoin(Option<oneshot::Sender<ServerMsg>>),
 }
@@ -57,7 +58,7 @@ enum Sink {
 enum Cmd {
     Connect {
         ip: IpAddr,
-        tx: mpsc::Sender<Outbound>,
+        tx: Outbox,
         reply: oneshot::Sender<ConnId>,
     },
     Frame {
@@ -117,11 +118,7 @@ impl HubHandle {
         rx.await.map_err(|_| HubGone)
     }
 
-    pub(crate) async fn connect(
-        &self,
-        ip: IpAddr,
-        tx: mpsc::Sender<Outbound>,
-    ) -> Result<ConnId, HubGone> {
+    pub(crate) async fn connect(&self, ip: IpAddr, tx: Outbox) -> Result<ConnId, HubGone> {
         self.call(|reply| Cmd::Connect { ip, tx, reply }).await
     }
 
@@ -215,17 +212,8 @@ pub(crate) fn spawn(
     waiters_per_session: usize,
 ) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
-    let hub = Hub::new(config, bus, rand::rngs::StdRng::from_entropy());
-    let task = tokio::spawn(
-        Actor {
-            hub,
-            sinks: HashMap::new(),
-            waiters: HashMap::new(),
-            waiters_per_session: waiters_per_session.max(1),
-            prune_waiters_at: PRUNE_WAITERS_MIN,
-        }
-        .run(rx, bus_events),
-    );
+    let rng = rand::rngs::StdRng::from_entropy();
+    let task = tokio::spawn(Actor::new(config, bus, rng, waiters_per_session).run(rx, bus_events));
     (HubHandle { tx }, task)
 }
 
@@ -243,6 +231,21 @@ struct Actor {
 const PRUNE_WAITERS_MIN: usize = 1024;
 
 impl Actor {
+    fn new(
+        config: HubConfig,
+        bus: NodeBus,
+        rng: rand::rngs::StdRng,
+        waiters_per_session: usize,
+    ) -> Self {
+        Actor {
+            hub: Hub::new(config, bus, rng),
+            sinks: HashMap::new(),
+            waiters: HashMap::new(),
+            waiters_per_session: waiters_per_session.max(1),
+            prune_waiters_at: PRUNE_WAITERS_MIN,
+        }
+    }
+
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Cmd>,
@@ -400,12 +403,23 @@ impl Actor {
                     }
                 };
                 metrics::counter!("floe_signal_messages_total", "direction" => "out").increment(1);
-                if tx.try_send(Outbound::Text(text)).is_err() {
-                    // Too slow (or gone): drop it; the session stays resumable.
-                    tracing::debug!(%conn, "slow or closed WebSocket consumer dropped");
-                    metrics::counter!("floe_signal_slow_consumers_total").increment(1);
-                    self.sinks.remove(&conn);
-                    self.hub.handle_disconnect(conn, now());
+                match tx.try_send(Outbound::Text(text)) {
+                    Ok(()) => {}
+                    Err(Refused::Full) => {
+                        // A slow consumer: drop it; the session stays resumable (the message
+                        // is in its mailbox).
+                        tracing::debug!(%conn, "slow WebSocket consumer dropped");
+                        metrics::counter!("floe_signal_slow_consumers_total").increment(1);
+                        self.sinks.remove(&conn);
+                        self.hub.handle_disconnect(conn, now());
+                    }
+                    Err(Refused::Closed) => {
+                        // An ordinary hang-up: the connection task stopped writing. Frames it
+                        // read before (a `leave` above all) are still queued to this task, with
+                        // its `Disconnect` after them: leave the hub's connection alone so they
+                        // are handled in order; only stop writing to it.
+                        self.sinks.remove(&conn);
+                    }
                 }
             }
             Some(Sink::PostBoxJoin(reply)) => {
@@ -431,5 +445,120 @@ impl Actor {
         metrics::gauge!("floe_signal_connections").set(s.connections as f64);
         metrics::gauge!("floe_signal_sessions").set(s.sessions as f64);
         metrics::gauge!("floe_signal_rooms").set(s.rooms as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+    use super::*;
+    use crate::outbox::{outbox, OutboxRx};
+    use serde_json::{json, Value};
+
+    fn actor() -> Actor {
+        let bus = NodeBus::Local(LocalBus::new());
+        Actor::new(
+            HubConfig::default(),
+            bus,
+            rand::rngs::StdRng::seed_from_u64(1),
+            2,
+        )
+    }
+
+    /// What the hub task's loop does with one command.
+    fn feed(a: &mut Actor, cmd: Cmd) {
+        a.handle(cmd);
+        a.drain();
+    }
+
+    /// A WebSocket connection whose outbound queue holds `queue` frames.
+    fn connect(a: &mut Actor, queue: usize) -> (ConnId, OutboxRx) {
+        let (tx, rx) = outbox(queue);
+        let (reply, mut conn) = oneshot::channel();
+        let ip = "127.0.0.1".parse().unwrap();
+        feed(a, Cmd::Connect { ip, tx, reply });
+        (conn.try_recv().unwrap(), rx)
+    }
+
+    fn frame(a: &mut Actor, conn: ConnId, v: &Value) {
+        let data = v.to_string().into_bytes();
+        feed(a, Cmd::Frame { conn, data });
+    }
+
+    fn join(a: &mut Actor, conn: ConnId, peer: &str) {
+        frame(
+            a,
+            conn,
+            &json!({"type":"join","v":1,"room":"r","peer":peer}),
+        );
+    }
+
+    /// The messages queued for a connection so far.
+    fn take(rx: &mut OutboxRx) -> Vec<Value> {
+        let mut v = Vec::new();
+        while let Some(out) = rx.try_recv() {
+            if let Outbound::Text(t) = out {
+                v.push(serde_json::from_str(&t).unwrap());
+            }
+        }
+        v
+    }
+
+    fn left(msgs: &[Value]) -> Vec<(String, String)> {
+        msgs.iter()
+            .filter(|m| m["type"] == "peer_left")
+            .map(|m| (m["peer"].to_string(), m["reason"].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_leave_read_before_the_hang_up_is_handled_though_the_channel_closed_first() {
+        // Arrange: a, b and c in one room.
+        let mut a = actor();
+        let (ca, _ra) = connect(&mut a, 16);
+        let (cb, rb) = connect(&mut a, 16);
+        let (cc, mut rc) = connect(&mut a, 16);
+        join(&mut a, ca, "a");
+        join(&mut a, cb, "b");
+        join(&mut a, cc, "c");
+        take(&mut rc);
+
+        // Act: a and b send `leave` and hang up together. b's connection task has stopped
+        // writing (its queue is closed) before the hub task reaches a's `leave`, which sends
+        // b a `peer_left`; b's own `leave` and disconnect are still queued behind it.
+        drop(rb);
+        frame(&mut a, ca, &json!({"type":"leave"}));
+        frame(&mut a, cb, &json!({"type":"leave"}));
+        feed(&mut a, Cmd::Disconnect { conn: ca });
+        feed(&mut a, Cmd::Disconnect { conn: cb });
+
+        // Assert: c saw both leave; only c's session remains; b's id is free at once.
+        let q = |s: &str| format!("\"{s}\"");
+        let want = vec![(q("a"), q("left")), (q("b"), q("left"))];
+        assert_eq!(left(&take(&mut rc)), want);
+        assert_eq!(a.hub.stats().sessions, 1);
+        let (cb2, mut rb2) = connect(&mut a, 16);
+        join(&mut a, cb2, "b");
+        assert_eq!(take(&mut rb2)[0]["type"], "welcome");
+    }
+
+    #[test]
+    fn only_a_full_queue_counts_as_a_slow_consumer() {
+        // Arrange: b's queue holds one frame (its `welcome`) and b never reads it.
+        let mut a = actor();
+        let (ca, _ra) = connect(&mut a, 16);
+        let (cb, _rb) = connect(&mut a, 1);
+        join(&mut a, ca, "a");
+        join(&mut a, cb, "b");
+        assert_eq!(a.hub.stats().connections, 2);
+
+        // Act: c joins; b's `peer_joined` finds the queue full.
+        let (cc, _rc) = connect(&mut a, 16);
+        join(&mut a, cc, "c");
+
+        // Assert: b's connection is dropped, its session stays resumable.
+        let s = a.hub.stats();
+        assert_eq!((s.connections, s.sessions), (2, 3));
     }
 }

@@ -31,6 +31,7 @@ pub mod assets;
 mod client_ip;
 pub mod config;
 mod origin;
+mod outbox;
 mod redis_bus;
 mod server;
 

@@ -21,7 +21,7 @@ use floe_signal::{ErrorCode, SessionId};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use floe_signal::bus::LocalBus;
 use floe_turn::policy::Cidr;
@@ -30,6 +30,7 @@ use crate::actor::{self, HubHandle, NodeBus, Outbound};
 use crate::client_ip::client_ip;
 use crate::config::{ConfigError, SignalConfig};
 use crate::origin::{self, OriginPolicy, Verdict};
+use crate::outbox::outbox;
 use crate::redis_bus::{self, RedisSettings};
 
 /// Renders the Prometheus text exposition for `GET /metrics`.
@@ -372,7 +373,12 @@ async fn ws_upgrade(
     // Frames up to 4x the message limit are read and refused politely by the hub; larger ones
     // break the connection at the transport (and are counted as message_too_large too).
     let hard_cap = state.0.max_message_bytes.saturating_mul(4).max(4096);
-    ws.max_message_size(hard_cap)
+    // Buffers sized to signalling traffic, not to tungstenite's defaults (a 128 KiB read buffer
+    // per connection, zero-filled before every read): see `READ_BUFFER`.
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(hard_cap.saturating_mul(2))
+        .max_message_size(hard_cap)
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| async move {
             connection(socket, ip, state).await;
@@ -380,19 +386,27 @@ async fn ws_upgrade(
         })
 }
 
+/// The read buffer of one WebSocket, allocated when it opens. Heartbeats, acks and candidates
+/// (tens to hundreds of bytes) fit in one read; a larger frame (an SDP of a few KiB, up to the
+/// message limit) grows the buffer to the frame's size as its header is read, so this bounds only
+/// the idle cost, not the message size.
+const READ_BUFFER: usize = 1024;
+
 async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
     let hub = state.0.hub.clone();
-    let (tx, mut rx) = mpsc::channel(state.0.outbound_queue);
+    let (tx, mut rx) = outbox(state.0.outbound_queue);
     let Ok(conn) = hub.connect(ip, tx).await else {
         return;
     };
     let (mut sink, mut stream) = socket.split();
-    let writer = async {
+    // The writer owns the receiver: once it stops, the hub task finds the channel closed (a
+    // hang-up), never full (a slow consumer).
+    let writer = async move {
         while let Some(out) = rx.recv().await {
             match out {
                 Outbound::Text(text) => {
                     if sink.send(Message::Text(text.into())).await.is_err() {
-                        break;
+                        return WriteEnd::Failed;
                     }
                 }
                 Outbound::Close(code) => {
@@ -401,10 +415,11 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                         reason: code.as_str().into(),
                     };
                     let _ = sink.send(Message::Close(Some(frame))).await;
-                    break;
+                    return WriteEnd::Done;
                 }
             }
         }
+        WriteEnd::Done
     };
     let reader = async {
         while let Some(msg) = stream.next().await {
@@ -416,8 +431,7 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                 Err(e) => {
                     if is_capacity_error(e) {
                         hub.oversized(conn).await;
-                        // Give the writer a moment to send the error and the close frame.
-                        std::future::pending::<()>().await;
+                        return ReadEnd::Oversized;
                     }
                     break;
                 }
@@ -426,13 +440,51 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                 break;
             }
         }
+        ReadEnd::Done
     };
+    tokio::pin!(writer, reader);
     tokio::select! {
-        () = writer => {}
-        () = reader => {}
+        end = &mut reader => {
+            if end == ReadEnd::Oversized {
+                // Let the writer send the error and the close frame.
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+            }
+        }
+        end = &mut writer => {
+            if end == WriteEnd::Failed {
+                // The client hung up while we wrote to it. What it sent before (its `leave`
+                // above all) still reaches the hub, ahead of the disconnect below: read what
+                // the socket holds until the stream ends (bounded).
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+            }
+        }
     }
     hub.disconnect(conn).await;
 }
+
+/// How a connection's writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// The hub closed the connection (a fatal error or shutdown; the close frame was sent) or
+    /// dropped it (a slow consumer): it ignores anything the client sends from now on.
+    Done,
+    /// Writing failed: the client is gone.
+    Failed,
+}
+
+/// How a connection's reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// End of stream, a close frame, a transport error, or the hub is gone.
+    Done,
+    /// A frame over the transport's hard cap; the hub was told.
+    Oversized,
+}
+
+/// How long a connection task waits, once one direction stopped, for the other to finish: the
+/// reader to hand over frames a client sent before it hung up, or the writer to send a fatal
+/// error's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 fn is_capacity_error(e: axum::Error) -> bool {
     e.into_inner()

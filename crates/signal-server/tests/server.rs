@@ -291,6 +291,27 @@ async fn malformed_and_misaddressed_messages_get_errors_without_affecting_others
 }
 
 #[tokio::test]
+async fn messages_up_to_the_limit_pass_whole_through_the_small_read_buffer() {
+    // The read buffer is 1 KiB; frames from a few bytes to just under the 64 KiB limit, sent
+    // back to back, arrive whole and in order.
+    let s = Server::start(SignalConfig::default()).await;
+    let (mut a, _) = s.join("r", "alice").await;
+    let (mut b, _) = s.join("r", "bob").await;
+    a.recv().await; // bob joined
+    let sizes = [1, 1000, 1024, 1025, 5000, 40_000, 65_000];
+    for n in sizes {
+        b.send(json!({"type":"data","to":"alice","data":"z".repeat(n)}))
+            .await;
+    }
+    for n in sizes {
+        let m = a.recv().await;
+        assert_eq!(m["type"], "data", "{m}");
+        assert_eq!(m["data"].as_str().map(str::len), Some(n));
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn oversized_frames_are_refused_and_close_the_connection() {
     let s = Server::start(SignalConfig {
         max_message_bytes: 1024,

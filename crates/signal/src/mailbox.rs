@@ -53,6 +53,10 @@ impl Mailbox {
                 break;
             }
         }
+        if self.queue.is_empty() {
+            // An idle session acknowledges everything: give the buffer back.
+            self.queue = VecDeque::new();
+        }
     }
 
     /// The unacknowledged messages with `seq > after`, oldest first.
@@ -88,6 +92,20 @@ mod tests {
             seq,
             from: crate::ids::PeerId::new("a").unwrap(),
         }
+    }
+
+    #[test]
+    fn acknowledging_everything_frees_the_buffer() {
+        let mut mb = Mailbox::new();
+        for _ in 0..5 {
+            let s = mb.next_seq();
+            mb.push(pong_like(s), 10);
+        }
+        mb.ack(4);
+        assert!(mb.queue.capacity() > 0);
+        mb.ack(5);
+        assert_eq!((mb.len(), mb.bytes(), mb.queue.capacity()), (0, 0, 0));
+        assert_eq!(mb.next_seq(), 6);
     }
 
     #[test]
