@@ -36,7 +36,7 @@ mod wire;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use floe_signal::bus::{Bus, BusCommand, BusEvent, Member};
+use floe_signal::bus::{Bus, BusCommand, BusEvent, Member, ResumedSession};
 use floe_signal::proto::LeaveReason;
 use floe_signal::{ErrorCode, PeerId, RoomId, SessionId};
 use futures_util::StreamExt;
@@ -85,6 +85,10 @@ impl Bus for RedisBus {
     fn poll_event(&mut self) -> Option<BusEvent> {
         // Events arrive asynchronously through the receiver returned by `spawn`.
         None
+    }
+
+    fn shares_sessions(&self) -> bool {
+        true
     }
 }
 
@@ -166,6 +170,9 @@ struct Scripts {
     bye: Script,
     restore: Script,
     purge: Script,
+    register: Script,
+    ack: Script,
+    resume: Script,
 }
 
 impl Scripts {
@@ -186,6 +193,9 @@ impl Scripts {
             bye: with_prelude(include_str!("redis_bus/lua/bye.lua")),
             restore: with_prelude(include_str!("redis_bus/lua/restore.lua")),
             purge: with_prelude(include_str!("redis_bus/lua/purge.lua")),
+            register: with_prelude(include_str!("redis_bus/lua/register.lua")),
+            ack: with_prelude(include_str!("redis_bus/lua/ack.lua")),
+            resume: with_prelude(include_str!("redis_bus/lua/resume.lua")),
         }
     }
 }
@@ -463,6 +473,9 @@ impl Driver {
             &s.bye,
             &s.restore,
             &s.purge,
+            &s.register,
+            &s.ack,
+            &s.resume,
         ] {
             script.prepare_invoke().load_async(conn).await?;
         }
@@ -511,7 +524,8 @@ impl Driver {
                 c.arg(room.as_str())
                     .arg(peer.as_str())
                     .arg(session.as_str())
-                    .arg(reason_str(*reason));
+                    .arg(reason_str(*reason))
+                    .arg(&self.node);
                 Some(c)
             }
             BusCommand::Send {
@@ -541,6 +555,34 @@ impl Driver {
                 c.arg(room.as_str())
                     .arg(origin.as_str())
                     .arg(peer.as_str())
+                    .arg(&self.node);
+                Some(c)
+            }
+            BusCommand::Register(r) => {
+                let mut c = evalsha(&self.scripts.register);
+                c.arg(r.session.as_str())
+                    .arg(r.token.as_str())
+                    .arg(wire::encode_perms(r.perms))
+                    .arg(r.token_exp.map(|e| e.to_string()).unwrap_or_default())
+                    .arg(r.resume_ttl_ms)
+                    .arg(r.mailbox_max_msgs)
+                    .arg(r.mailbox_max_bytes);
+                Some(c)
+            }
+            BusCommand::Ack { session, seq } => {
+                let mut c = evalsha(&self.scripts.ack);
+                c.arg(session.as_str()).arg(*seq);
+                Some(c)
+            }
+            BusCommand::Resume {
+                session,
+                token,
+                last_seq,
+            } => {
+                let mut c = evalsha(&self.scripts.resume);
+                c.arg(session.as_str())
+                    .arg(token.as_str())
+                    .arg(*last_seq)
                     .arg(&self.node);
                 Some(c)
             }
@@ -587,6 +629,9 @@ impl Driver {
             }
             BusCommand::Send { .. } => {
                 tracing::debug!("signalling: routed message dropped, Redis unavailable");
+            }
+            BusCommand::Resume { session, .. } => {
+                self.emit(BusEvent::ResumeRejected { session });
             }
             // A lost leave is purged when the node reconnects; a lost kick is reported nowhere.
             _ => {}
@@ -663,6 +708,7 @@ impl Driver {
                 session,
                 idx,
                 sub,
+                seqs,
             } => {
                 let member = Member {
                     peer: peer.clone(),
@@ -679,20 +725,32 @@ impl Driver {
                     return;
                 }
                 m.insert(peer, member.clone());
-                self.emit(BusEvent::MemberJoined { room, member });
+                self.emit(BusEvent::MemberJoined { room, member, seqs });
             }
             Wire::Left {
                 room,
                 peer,
                 session,
                 reason,
-            } => self.member_left(room, peer, session, reason),
-            Wire::Deliver { to, from, b, msg } => self.emit(BusEvent::Deliver {
+                seqs,
+            } => self.member_left(room, peer, session, reason, seqs),
+            Wire::Deliver {
+                to,
+                from,
+                b,
+                msg,
+                seq,
+            } => self.emit(BusEvent::Deliver {
                 to,
                 from,
                 signal: msg,
                 broadcast: b == 1,
+                seq,
             }),
+            Wire::Resumed(r) => self.resumed(*r),
+            Wire::ResumeRejected { session } => {
+                self.emit(BusEvent::ResumeRejected { session });
+            }
             Wire::Undeliverable {
                 origin,
                 to,
@@ -711,7 +769,50 @@ impl Driver {
         }
     }
 
-    fn member_left(&mut self, room: RoomId, peer: PeerId, session: SessionId, reason: LeaveReason) {
+    /// A session moved to this node: host it (restore, mirror) and hand it to the hub.
+    fn resumed(&mut self, r: wire::WireResumed) {
+        let Some(perms) = wire::decode_perms(&r.perms) else {
+            bus_error("decode");
+            self.emit(BusEvent::ResumeRejected { session: r.session });
+            return;
+        };
+        let members: Vec<Member> = r.members.into_iter().map(Member::from).collect();
+        let mirror = self.mirror.entry(r.room.clone()).or_default();
+        for m in &members {
+            mirror.insert(m.peer.clone(), m.clone());
+        }
+        self.local.insert(
+            r.session.clone(),
+            LocalMember {
+                room: r.room.clone(),
+                peer: r.peer.clone(),
+                join_index: r.idx,
+                subscribe: r.sub == 1,
+            },
+        );
+        let missed = r.missed.into_iter().filter_map(|e| e.entry()).collect();
+        self.emit(BusEvent::Resumed(Box::new(ResumedSession {
+            session: r.session,
+            room: r.room,
+            peer: r.peer,
+            join_index: r.idx,
+            perms,
+            token_exp: r.exp,
+            received: r.rcv,
+            last_seq: r.seq,
+            members,
+            missed,
+        })));
+    }
+
+    fn member_left(
+        &mut self,
+        room: RoomId,
+        peer: PeerId,
+        session: SessionId,
+        reason: LeaveReason,
+        seqs: BTreeMap<SessionId, u64>,
+    ) {
         // Only members the hub knows (a member can be reported gone twice: by a reconcile, then
         // by its own node's purge).
         let known = self
@@ -730,6 +831,7 @@ impl Driver {
                 peer: peer.clone(),
                 session: session.clone(),
                 reason,
+                seqs,
             });
         }
         if evict {
@@ -858,6 +960,7 @@ impl Driver {
                         peer.clone(),
                         m.session.clone(),
                         LeaveReason::Timeout,
+                        BTreeMap::new(),
                     );
                 }
             }
@@ -873,6 +976,7 @@ impl Driver {
                 self.emit(BusEvent::MemberJoined {
                     room: room.clone(),
                     member: m.clone(),
+                    seqs: BTreeMap::new(),
                 });
             }
         }
@@ -954,6 +1058,9 @@ fn op_name(cmd: &BusCommand) -> &'static str {
         BusCommand::Leave { .. } => "leave",
         BusCommand::Send { .. } => "send",
         BusCommand::Kick { .. } => "kick",
+        BusCommand::Register(_) => "register",
+        BusCommand::Ack { .. } => "ack",
+        BusCommand::Resume { .. } => "resume",
         _ => "other",
     }
 }
