@@ -16,11 +16,18 @@
 //! | `floe:nodes` | set of registered node ids |
 //! | `floe:node:<id>:alive` | heartbeat, expires after the node TTL |
 //! | `floe:node:<id>:rooms` | rooms where the node has members |
+//! | `floe:sess:<s>` / `floe:sess:<s>:mb` | a session's shared record / its mailbox stream |
+//! | `floe:orphans` | sessions of crashed or drained nodes, by resume deadline |
 //! | channel `floe:node:<id>:events` | every event for the node, in script order |
 //!
-//! Failure behaviour: a node beats every TTL/3 and reaps nodes whose heartbeat expired (their
-//! peers leave with `timeout`); a node that shuts down gracefully removes its peers at once
-//! (`shutdown`). When Redis is unreachable the driver reconnects with exponential backoff
+//! Sessions are shared: Redis numbers every message to a session and keeps it in the session's
+//! stream until acknowledged, so `resume.lua` can move a session to any node (see
+//! docs/signalling.md §12, "Resume on any node").
+//!
+//! Failure behaviour: a node beats every TTL/3 and orphans the sessions of nodes whose heartbeat
+//! expired; a node that shuts down gracefully orphans its own. Orphans stay resumable for their
+//! resume TTL, then the sweep removes them (`timeout`, or `shutdown` for a drained node). When
+//! Redis is unreachable the driver reconnects with exponential backoff
 //! (100 ms to 5 s, jittered); commands wait up to [`COMMAND_DEADLINE`], then a join is refused
 //! with `internal` and a routed message is dropped (counted). After reconnecting it registers
 //! again, restores the members it hosts (Redis may have lost them), purges members whose leave
@@ -28,7 +35,8 @@
 //! leave with `timeout`, new ones are announced).
 //!
 //! Metrics: `floe_signal_bus_errors_total{op}` (`connect`, `join`, `leave`, `send`, `kick`,
-//! `heartbeat`, `reap`, `sync`, `decode`, `expired`), `floe_signal_bus_events_total`, gauge
+//! `heartbeat`, `reap`, `sync`, `decode`, `expired`, `bye`, `register`, `ack`, `resume`),
+//! `floe_signal_bus_events_total`, gauge
 //! `floe_signal_bus_connected`.
 
 mod wire;
@@ -92,14 +100,15 @@ impl Bus for RedisBus {
     }
 }
 
-/// Stops the driver: removes this node's peers from Redis (reason `shutdown`).
+/// Stops the driver: orphans this node's sessions in Redis (resumable on other nodes for their
+/// resume TTL, then removed with reason `shutdown`).
 #[derive(Debug)]
 pub(crate) struct DriverHandle {
     stop: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl DriverHandle {
-    /// Removes this node's members and waits (bounded) until that is done.
+    /// Orphans this node's sessions and waits (bounded) until that is done.
     pub(crate) async fn shutdown(&self, bound: Duration) {
         let (tx, rx) = oneshot::channel();
         if self.stop.send(tx).is_ok() {
@@ -337,7 +346,7 @@ impl Driver {
                 stop = self.stop.recv() => {
                     if let Err(e) = self.script_bye(&mut conn).await {
                         bus_error("bye");
-                        tracing::warn!(error = %e, "signalling: could not remove this node's peers from Redis");
+                        tracing::warn!(error = %e, "signalling: could not hand this node's sessions over in Redis");
                     }
                     if let Some(done) = stop {
                         let _ = done.send(());
