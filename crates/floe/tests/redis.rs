@@ -710,22 +710,28 @@ fn peer_ids_and_room_capacity_hold_across_nodes() {
     assert_eq!(results.iter().filter(|r| r.0 == "welcome").count(), 1);
 }
 
+/// Resume TTL given to the nodes of the tests where sessions must end (seconds).
+const RESUME_TTL: u64 = 1;
+
 #[test]
-fn a_crashed_node_s_peers_leave_within_the_ttl_and_a_stopped_node_s_at_once() {
+fn a_crashed_or_stopped_node_s_peers_leave_after_the_resume_ttl() {
     let redis = Redis::start();
-    let a = Node::start(&redis, &[]);
-    let mut b = Node::start(&redis, &[]);
-    let mut c = Node::start(&redis, &[]);
+    let ttl = ["--resume-ttl", "1", "--max-poll-wait", "1"];
+    let a = Node::start(&redis, &ttl);
+    let mut b = Node::start(&redis, &ttl);
+    let mut c = Node::start(&redis, &ttl);
     let (mut alice, _) = a.join("crash", "alice");
-    let (_bob, _) = b.join("crash", "bob");
+    let (_bob, wb) = b.join("crash", "bob");
     assert_eq!(alice.recv()["peer"], "bob");
 
-    // SIGKILL: nobody cleans up; node A's sweep reaps bob once B's heartbeat key expires.
+    // SIGKILL: nobody cleans up; node A's sweep orphans bob once B's heartbeat key expired, and
+    // removes him when his resume TTL passed without a resume.
     let started = Instant::now();
     let _ = b.pid();
     b.kill();
-    let bound =
-        Duration::from_secs(NODE_TTL) + Duration::from_secs(NODE_TTL) / 3 + Duration::from_secs(2);
+    let bound = Duration::from_secs(NODE_TTL + RESUME_TTL)
+        + Duration::from_secs(NODE_TTL) * 2 / 3
+        + Duration::from_secs(2);
     let m = alice.recv_type("peer_left", bound);
     let took = started.elapsed();
     assert_eq!(
@@ -733,18 +739,30 @@ fn a_crashed_node_s_peers_leave_within_the_ttl_and_a_stopped_node_s_at_once() {
         (&json!("bob"), &json!("timeout")),
         "{m}"
     );
-    eprintln!("peer_left after a node crash: {took:?} (node TTL {NODE_TTL} s)");
+    eprintln!(
+        "peer_left after a node crash: {took:?} (node TTL {NODE_TTL} s, resume TTL {RESUME_TTL} s)"
+    );
+    // After the TTL the session is gone on every node.
+    let mut late = a.ws();
+    late.send(json!({"type":"resume","session":wb["session"],"resumeToken":wb["resumeToken"],"lastSeq":0}));
+    let m = late.recv();
+    assert_eq!(
+        (&m["type"], &m["code"]),
+        (&json!("error"), &json!("resume_failed")),
+        "{m}"
+    );
     // The id is free again: bob joins on node A.
     let (_bob2, w) = a.join("crash", "bob");
     assert_eq!(w["peers"][0]["peer"], "alice");
     assert_eq!(alice.recv()["type"], "peer_joined");
 
-    // SIGTERM: the node removes its peers on the way out (reason shutdown), well before the TTL.
+    // SIGTERM: the node drains (go_away); its peers stay resumable for the resume TTL, then
+    // leave with reason shutdown.
     let (_carol, _) = c.join("crash", "carol");
     assert_eq!(alice.recv()["peer"], "carol");
     let started = Instant::now();
     c.terminate();
-    let m = alice.recv_type("peer_left", Duration::from_secs(NODE_TTL));
+    let m = alice.recv_type("peer_left", Duration::from_secs(RESUME_TTL + NODE_TTL + 2));
     assert_eq!(
         (&m["peer"], &m["reason"]),
         (&json!("carol"), &json!("shutdown")),
@@ -945,10 +963,10 @@ fn kick_and_resume_across_nodes() {
     admin.send(json!({"type":"kick","peer":"bob"}));
     assert_eq!(admin.recv_type("error", T)["code"], "peer_not_found");
 
-    // Sessions live on their node: a resume on the other node fails as documented.
+    // A wrong resume token fails on any node; the right one moves carol's session to node A.
     let mut other = a.ws();
     other.send(
-        json!({"type":"resume","session":w["session"],"resumeToken":w["resumeToken"],"lastSeq":0}),
+        json!({"type":"resume","session":w["session"],"resumeToken":"0123456789abcdef0123456789abcdef","lastSeq":0}),
     );
     let m = other.recv();
     assert_eq!(
@@ -956,6 +974,13 @@ fn kick_and_resume_across_nodes() {
         (&json!("error"), &json!("resume_failed")),
         "{m}"
     );
+    other.send(
+        json!({"type":"resume","session":w["session"],"resumeToken":w["resumeToken"],"lastSeq":0}),
+    );
+    let m = other.recv();
+    assert_eq!(m["type"], "resumed", "{m}");
+    let m = carol.recv_type("error", T);
+    assert_eq!(m["code"], "session_replaced", "{m}");
 }
 
 #[test]
@@ -1021,5 +1046,186 @@ fn messages_across_nodes_arrive_in_order() {
     eprintln!(
         "{N} messages node A -> Redis -> node B in {took:?} ({:.0}/s)",
         N as f64 / took.as_secs_f64()
+    );
+}
+
+// ---- resume on any node (shared sessions and mailboxes) ------------------------------------------
+
+/// Polls Redis (bounded) until `check` holds for the reply of `args`.
+fn wait_redis(redis: &Redis, args: &[&str], what: &str, check: impl Fn(&[String]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(NODE_TTL * 3 + 5);
+    loop {
+        let reply = redis.cmd(args);
+        if check(&reply) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: last reply {reply:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (bounded) until the session `sid` is an orphan: its node is gone, Redis keeps it.
+fn wait_orphaned(redis: &Redis, sid: &str) {
+    wait_redis(redis, &["ZSCORE", "floe:orphans", sid], sid, |r| {
+        r.len() == 1
+    });
+}
+
+/// Sends `data` messages `from..=to` (client seqs equal to the values) to `peer` and waits until
+/// the node processed them (the `pong` that follows acknowledges the last one).
+fn send_data(ws: &mut Ws, peer: &str, range: std::ops::RangeInclusive<u64>) {
+    let last = *range.end();
+    for i in range {
+        ws.send(json!({"type":"data","to":peer,"data":i,"seq":i}));
+    }
+    ws.send(json!({"type":"ping"}));
+    assert_eq!(ws.recv_type("pong", T)["ack"], last);
+}
+
+/// Resumes `w`'s session on `node` after `last_seq` and checks that the missed `data` values
+/// `expect` arrive, each once and in order, then returns the connection.
+fn resume_on(node: &Node, w: &Value, last_seq: u64, expect: &[u64]) -> (Ws, Value) {
+    let mut ws = node.ws();
+    ws.send(json!({"type":"resume","session":w["session"],"resumeToken":w["resumeToken"],"lastSeq":last_seq}));
+    let r = ws.recv();
+    assert_eq!(
+        r["type"],
+        "resumed",
+        "{r}\n--- node log ---\n{}",
+        node.log()
+    );
+    let mut seq = last_seq;
+    for want in expect {
+        let m = ws.recv();
+        assert_eq!(
+            (&m["type"], &m["data"]),
+            (&json!("data"), &json!(want)),
+            "{m}"
+        );
+        assert!(m["seq"].as_u64().unwrap() > seq, "seq not increasing: {m}");
+        seq = m["seq"].as_u64().unwrap();
+    }
+    assert_eq!(r["lastSeq"], seq, "{r}");
+    (ws, r)
+}
+
+/// The session resumed on `alice` gets exactly what bob sends next (no replayed duplicate in
+/// between), and bob gets alice's answer as his next message (no `peer_left`).
+fn still_talking(alice: &mut Ws, bob: &mut Ws, next: u64, alice_seq: u64) {
+    bob.send(json!({"type":"data","to":"alice","data":next,"seq":next}));
+    let m = alice.recv();
+    assert_eq!(
+        (&m["type"], &m["data"]),
+        (&json!("data"), &json!(next)),
+        "{m}"
+    );
+    alice.send(json!({"type":"data","to":"bob","data":"hi","seq":alice_seq}));
+    let m = bob.recv();
+    assert_eq!(
+        (&m["type"], &m["from"], &m["data"]),
+        (&json!("data"), &json!("alice"), &json!("hi")),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_session_resumes_on_another_node_after_its_node_crashes() {
+    let redis = Redis::start();
+    let ttl = ["--resume-ttl", "30"];
+    let mut a = Node::start(&redis, &ttl);
+    let b = Node::start(&redis, &ttl);
+    let (mut alice, w) = a.join("move", "alice");
+    let (mut bob, _) = b.join("move", "bob");
+    let m = alice.recv();
+    assert_eq!(
+        (&m["type"], &m["seq"]),
+        (&json!("peer_joined"), &json!(1)),
+        "{m}"
+    );
+    send_data(&mut bob, "alice", 1..=1);
+    let m = alice.recv();
+    assert_eq!((&m["data"], &m["seq"]), (&json!(1), &json!(2)), "{m}");
+    alice.send(json!({"type":"ping","ack":2}));
+    assert_eq!(alice.recv_type("pong", T)["type"], "pong");
+
+    // SIGKILL node A; B's sweep orphans alice's session (kept for the resume TTL, not removed).
+    a.kill();
+    let sid = w["session"].as_str().unwrap();
+    wait_orphaned(&redis, sid);
+    // Bob keeps talking to alice while her node is dead: the messages wait in Redis.
+    send_data(&mut bob, "alice", 2..=4);
+
+    // A wrong token fails on the other node too.
+    let mut wrong = b.ws();
+    wrong.send(json!({"type":"resume","session":sid,"resumeToken":"00000000000000000000000000000000","lastSeq":2}));
+    let m = wrong.recv();
+    assert_eq!(
+        (&m["type"], &m["code"]),
+        (&json!("error"), &json!("resume_failed")),
+        "{m}"
+    );
+
+    // Alice resumes on B: everything after her lastSeq, once, in order.
+    let (mut alice, r) = resume_on(&b, &w, 2, &[2, 3, 4]);
+    assert_eq!(r["peers"][0]["peer"], "bob", "{r}");
+    wait_redis(
+        &redis,
+        &["ZCARD", "floe:orphans"],
+        "orphan mark cleared",
+        |r| r == ["0".to_string()] || r == [":0".to_string()],
+    );
+    still_talking(&mut alice, &mut bob, 5, 1);
+}
+
+#[test]
+fn a_draining_node_s_sessions_resume_on_another_node() {
+    let redis = Redis::start();
+    let ttl = ["--resume-ttl", "30"];
+    let mut a = Node::start(&redis, &ttl);
+    let b = Node::start(&redis, &ttl);
+    let (mut alice, w) = a.join("drain", "alice");
+    let (mut bob, _) = b.join("drain", "bob");
+    assert_eq!(alice.recv()["type"], "peer_joined");
+    send_data(&mut bob, "alice", 1..=1);
+    assert_eq!(alice.recv()["data"], 1);
+
+    // SIGTERM: go_away, and the session stays (no peer_left shutdown) for the resume TTL.
+    a.terminate();
+    assert_eq!(alice.recv_type("go_away", T)["type"], "go_away");
+    let sid = w["session"].as_str().unwrap();
+    wait_orphaned(&redis, sid);
+    send_data(&mut bob, "alice", 2..=3);
+    // Alice did not process seq 2 (data 1): it is replayed, then 2 and 3.
+    let (mut alice, _) = resume_on(&b, &w, 1, &[1, 2, 3]);
+    still_talking(&mut alice, &mut bob, 4, 1);
+}
+
+#[test]
+fn a_live_session_moves_to_the_node_it_resumes_on() {
+    let redis = Redis::start();
+    let a = Node::start(&redis, &[]);
+    let b = Node::start(&redis, &[]);
+    let (mut alice, w) = a.join("live", "alice");
+    let (mut bob, _) = b.join("live", "bob");
+    assert_eq!(alice.recv()["type"], "peer_joined");
+    send_data(&mut bob, "alice", 1..=2);
+    assert_eq!(alice.recv()["data"], 1);
+    assert_eq!(alice.recv()["data"], 2);
+    // Resumed on B while still attached on A: A's connection is replaced.
+    let (mut alice2, _) = resume_on(&b, &w, 3, &[]);
+    let m = alice.recv_type("error", T);
+    assert_eq!(
+        (&m["code"], &m["fatal"]),
+        (&json!("session_replaced"), &json!(true)),
+        "{m}"
+    );
+    still_talking(&mut alice2, &mut bob, 3, 1);
+    // A leave from the new node ends the session for everyone.
+    alice2.send(json!({"type":"leave"}));
+    let m = bob.recv_type("peer_left", T);
+    assert_eq!(
+        (&m["peer"], &m["reason"]),
+        (&json!("alice"), &json!("left")),
+        "{m}"
     );
 }

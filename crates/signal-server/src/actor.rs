@@ -38,6 +38,13 @@ impl Bus for NodeBus {
             NodeBus::Redis(b) => b.poll_event(),
         }
     }
+
+    fn shares_sessions(&self) -> bool {
+        match self {
+            NodeBus::Local(b) => b.shares_sessions(),
+            NodeBus::Redis(b) => b.shares_sessions(),
+        }
+    }
 }
 
 /// What a connection task writes.

@@ -16,11 +16,18 @@
 //! | `floe:nodes` | set of registered node ids |
 //! | `floe:node:<id>:alive` | heartbeat, expires after the node TTL |
 //! | `floe:node:<id>:rooms` | rooms where the node has members |
+//! | `floe:sess:<s>` / `floe:sess:<s>:mb` | a session's shared record / its mailbox stream |
+//! | `floe:orphans` | sessions of crashed or drained nodes, by resume deadline |
 //! | channel `floe:node:<id>:events` | every event for the node, in script order |
 //!
-//! Failure behaviour: a node beats every TTL/3 and reaps nodes whose heartbeat expired (their
-//! peers leave with `timeout`); a node that shuts down gracefully removes its peers at once
-//! (`shutdown`). When Redis is unreachable the driver reconnects with exponential backoff
+//! Sessions are shared: Redis numbers every message to a session and keeps it in the session's
+//! stream until acknowledged, so `resume.lua` can move a session to any node (see
+//! docs/signalling.md §12, "Resume on any node").
+//!
+//! Failure behaviour: a node beats every TTL/3 and orphans the sessions of nodes whose heartbeat
+//! expired; a node that shuts down gracefully orphans its own. Orphans stay resumable for their
+//! resume TTL, then the sweep removes them (`timeout`, or `shutdown` for a drained node). When
+//! Redis is unreachable the driver reconnects with exponential backoff
 //! (100 ms to 5 s, jittered); commands wait up to [`COMMAND_DEADLINE`], then a join is refused
 //! with `internal` and a routed message is dropped (counted). After reconnecting it registers
 //! again, restores the members it hosts (Redis may have lost them), purges members whose leave
@@ -28,7 +35,8 @@
 //! leave with `timeout`, new ones are announced).
 //!
 //! Metrics: `floe_signal_bus_errors_total{op}` (`connect`, `join`, `leave`, `send`, `kick`,
-//! `heartbeat`, `reap`, `sync`, `decode`, `expired`), `floe_signal_bus_events_total`, gauge
+//! `heartbeat`, `reap`, `sync`, `decode`, `expired`, `bye`, `register`, `ack`, `resume`),
+//! `floe_signal_bus_events_total`, gauge
 //! `floe_signal_bus_connected`.
 
 mod wire;
@@ -36,7 +44,7 @@ mod wire;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use floe_signal::bus::{Bus, BusCommand, BusEvent, Member};
+use floe_signal::bus::{Bus, BusCommand, BusEvent, Member, ResumedSession};
 use floe_signal::proto::LeaveReason;
 use floe_signal::{ErrorCode, PeerId, RoomId, SessionId};
 use futures_util::StreamExt;
@@ -86,16 +94,21 @@ impl Bus for RedisBus {
         // Events arrive asynchronously through the receiver returned by `spawn`.
         None
     }
+
+    fn shares_sessions(&self) -> bool {
+        true
+    }
 }
 
-/// Stops the driver: removes this node's peers from Redis (reason `shutdown`).
+/// Stops the driver: orphans this node's sessions in Redis (resumable on other nodes for their
+/// resume TTL, then removed with reason `shutdown`).
 #[derive(Debug)]
 pub(crate) struct DriverHandle {
     stop: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl DriverHandle {
-    /// Removes this node's members and waits (bounded) until that is done.
+    /// Orphans this node's sessions and waits (bounded) until that is done.
     pub(crate) async fn shutdown(&self, bound: Duration) {
         let (tx, rx) = oneshot::channel();
         if self.stop.send(tx).is_ok() {
@@ -166,6 +179,9 @@ struct Scripts {
     bye: Script,
     restore: Script,
     purge: Script,
+    register: Script,
+    ack: Script,
+    resume: Script,
 }
 
 impl Scripts {
@@ -186,6 +202,9 @@ impl Scripts {
             bye: with_prelude(include_str!("redis_bus/lua/bye.lua")),
             restore: with_prelude(include_str!("redis_bus/lua/restore.lua")),
             purge: with_prelude(include_str!("redis_bus/lua/purge.lua")),
+            register: with_prelude(include_str!("redis_bus/lua/register.lua")),
+            ack: with_prelude(include_str!("redis_bus/lua/ack.lua")),
+            resume: with_prelude(include_str!("redis_bus/lua/resume.lua")),
         }
     }
 }
@@ -327,7 +346,7 @@ impl Driver {
                 stop = self.stop.recv() => {
                     if let Err(e) = self.script_bye(&mut conn).await {
                         bus_error("bye");
-                        tracing::warn!(error = %e, "signalling: could not remove this node's peers from Redis");
+                        tracing::warn!(error = %e, "signalling: could not hand this node's sessions over in Redis");
                     }
                     if let Some(done) = stop {
                         let _ = done.send(());
@@ -463,6 +482,9 @@ impl Driver {
             &s.bye,
             &s.restore,
             &s.purge,
+            &s.register,
+            &s.ack,
+            &s.resume,
         ] {
             script.prepare_invoke().load_async(conn).await?;
         }
@@ -511,7 +533,8 @@ impl Driver {
                 c.arg(room.as_str())
                     .arg(peer.as_str())
                     .arg(session.as_str())
-                    .arg(reason_str(*reason));
+                    .arg(reason_str(*reason))
+                    .arg(&self.node);
                 Some(c)
             }
             BusCommand::Send {
@@ -541,6 +564,34 @@ impl Driver {
                 c.arg(room.as_str())
                     .arg(origin.as_str())
                     .arg(peer.as_str())
+                    .arg(&self.node);
+                Some(c)
+            }
+            BusCommand::Register(r) => {
+                let mut c = evalsha(&self.scripts.register);
+                c.arg(r.session.as_str())
+                    .arg(r.token.as_str())
+                    .arg(wire::encode_perms(r.perms))
+                    .arg(r.token_exp.map(|e| e.to_string()).unwrap_or_default())
+                    .arg(r.resume_ttl_ms)
+                    .arg(r.mailbox_max_msgs)
+                    .arg(r.mailbox_max_bytes);
+                Some(c)
+            }
+            BusCommand::Ack { session, seq } => {
+                let mut c = evalsha(&self.scripts.ack);
+                c.arg(session.as_str()).arg(*seq);
+                Some(c)
+            }
+            BusCommand::Resume {
+                session,
+                token,
+                last_seq,
+            } => {
+                let mut c = evalsha(&self.scripts.resume);
+                c.arg(session.as_str())
+                    .arg(token.as_str())
+                    .arg(*last_seq)
                     .arg(&self.node);
                 Some(c)
             }
@@ -587,6 +638,9 @@ impl Driver {
             }
             BusCommand::Send { .. } => {
                 tracing::debug!("signalling: routed message dropped, Redis unavailable");
+            }
+            BusCommand::Resume { session, .. } => {
+                self.emit(BusEvent::ResumeRejected { session });
             }
             // A lost leave is purged when the node reconnects; a lost kick is reported nowhere.
             _ => {}
@@ -663,6 +717,7 @@ impl Driver {
                 session,
                 idx,
                 sub,
+                seqs,
             } => {
                 let member = Member {
                     peer: peer.clone(),
@@ -679,20 +734,32 @@ impl Driver {
                     return;
                 }
                 m.insert(peer, member.clone());
-                self.emit(BusEvent::MemberJoined { room, member });
+                self.emit(BusEvent::MemberJoined { room, member, seqs });
             }
             Wire::Left {
                 room,
                 peer,
                 session,
                 reason,
-            } => self.member_left(room, peer, session, reason),
-            Wire::Deliver { to, from, b, msg } => self.emit(BusEvent::Deliver {
+                seqs,
+            } => self.member_left(room, peer, session, reason, seqs),
+            Wire::Deliver {
+                to,
+                from,
+                b,
+                msg,
+                seq,
+            } => self.emit(BusEvent::Deliver {
                 to,
                 from,
                 signal: msg,
                 broadcast: b == 1,
+                seq,
             }),
+            Wire::Resumed(r) => self.resumed(*r),
+            Wire::ResumeRejected { session } => {
+                self.emit(BusEvent::ResumeRejected { session });
+            }
             Wire::Undeliverable {
                 origin,
                 to,
@@ -711,7 +778,50 @@ impl Driver {
         }
     }
 
-    fn member_left(&mut self, room: RoomId, peer: PeerId, session: SessionId, reason: LeaveReason) {
+    /// A session moved to this node: host it (restore, mirror) and hand it to the hub.
+    fn resumed(&mut self, r: wire::WireResumed) {
+        let Some(perms) = wire::decode_perms(&r.perms) else {
+            bus_error("decode");
+            self.emit(BusEvent::ResumeRejected { session: r.session });
+            return;
+        };
+        let members: Vec<Member> = r.members.into_iter().map(Member::from).collect();
+        let mirror = self.mirror.entry(r.room.clone()).or_default();
+        for m in &members {
+            mirror.insert(m.peer.clone(), m.clone());
+        }
+        self.local.insert(
+            r.session.clone(),
+            LocalMember {
+                room: r.room.clone(),
+                peer: r.peer.clone(),
+                join_index: r.idx,
+                subscribe: r.sub == 1,
+            },
+        );
+        let missed = r.missed.into_iter().filter_map(|e| e.entry()).collect();
+        self.emit(BusEvent::Resumed(Box::new(ResumedSession {
+            session: r.session,
+            room: r.room,
+            peer: r.peer,
+            join_index: r.idx,
+            perms,
+            token_exp: r.exp,
+            received: r.rcv,
+            last_seq: r.seq,
+            members,
+            missed,
+        })));
+    }
+
+    fn member_left(
+        &mut self,
+        room: RoomId,
+        peer: PeerId,
+        session: SessionId,
+        reason: LeaveReason,
+        seqs: BTreeMap<SessionId, u64>,
+    ) {
         // Only members the hub knows (a member can be reported gone twice: by a reconcile, then
         // by its own node's purge).
         let known = self
@@ -730,6 +840,7 @@ impl Driver {
                 peer: peer.clone(),
                 session: session.clone(),
                 reason,
+                seqs,
             });
         }
         if evict {
@@ -858,6 +969,7 @@ impl Driver {
                         peer.clone(),
                         m.session.clone(),
                         LeaveReason::Timeout,
+                        BTreeMap::new(),
                     );
                 }
             }
@@ -873,6 +985,7 @@ impl Driver {
                 self.emit(BusEvent::MemberJoined {
                     room: room.clone(),
                     member: m.clone(),
+                    seqs: BTreeMap::new(),
                 });
             }
         }
@@ -954,6 +1067,9 @@ fn op_name(cmd: &BusCommand) -> &'static str {
         BusCommand::Leave { .. } => "leave",
         BusCommand::Send { .. } => "send",
         BusCommand::Kick { .. } => "kick",
+        BusCommand::Register(_) => "register",
+        BusCommand::Ack { .. } => "ack",
+        BusCommand::Resume { .. } => "resume",
         _ => "other",
     }
 }

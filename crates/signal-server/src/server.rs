@@ -143,8 +143,8 @@ impl SignalServer {
             let _ = stop_tx.send(true);
             hub.shutdown(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX))
                 .await;
-            // Multi-node: remove this node's peers from the directory before clients come back
-            // (to another node) and join again with the same peer ids.
+            // Multi-node: orphan this node's sessions in Redis so that clients resume them on
+            // another node.
             if let Some(driver) = &redis {
                 driver.shutdown(grace).await;
             }

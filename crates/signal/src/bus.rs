@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::ErrorCode;
-use crate::ids::{PeerId, RoomId, SessionId};
-use crate::proto::{LeaveReason, Signal};
+use crate::ids::{PeerId, ResumeToken, RoomId, SessionId};
+use crate::proto::{LeaveReason, Permissions, Signal};
 
 /// A room member as the directory knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,98 @@ pub enum BusCommand {
         /// The peer to remove.
         peer: PeerId,
     },
+    /// Store what another node needs to take the session over (after a join, again after a
+    /// token refresh). Only sent when [`Bus::shares_sessions`].
+    Register(Box<SessionRecord>),
+    /// The client acknowledged the session's messages up to `seq`: the shared mailbox may drop
+    /// them. Only sent when [`Bus::shares_sessions`].
+    Ack {
+        /// The session.
+        session: SessionId,
+        /// Highest acknowledged `seq`.
+        seq: u64,
+    },
+    /// Take over a session this node does not hold (answered by `Resumed` or
+    /// `ResumeRejected`). Only sent when [`Bus::shares_sessions`].
+    Resume {
+        /// The session.
+        session: SessionId,
+        /// The resume token the client presented.
+        token: ResumeToken,
+        /// The highest `seq` the client processed.
+        last_seq: u64,
+    },
+}
+
+/// The part of a session that survives its node (multi-node resume).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    /// The session.
+    pub session: SessionId,
+    /// Its resume token (a shared directory stores a hash of it).
+    pub token: ResumeToken,
+    /// Granted permissions.
+    pub perms: Permissions,
+    /// Token expiry (unix seconds), if any.
+    pub token_exp: Option<u64>,
+    /// How long the session may wait for a resume, milliseconds.
+    pub resume_ttl_ms: u64,
+    /// Most unacknowledged messages the shared mailbox keeps.
+    pub mailbox_max_msgs: usize,
+    /// Most unacknowledged bytes the shared mailbox keeps.
+    pub mailbox_max_bytes: usize,
+}
+
+/// A numbered message kept in a shared mailbox, replayed after a resume on another node.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum MailboxEntry {
+    /// `peer_joined` (the newcomer offers first and is impolite).
+    Joined {
+        /// The newcomer.
+        peer: PeerId,
+    },
+    /// `peer_left`.
+    Left {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A routed signal.
+    Deliver {
+        /// The sender.
+        from: PeerId,
+        /// What.
+        signal: Signal,
+        /// Whether it was a broadcast.
+        broadcast: bool,
+    },
+}
+
+/// A session taken over from another node (answer to [`BusCommand::Resume`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumedSession {
+    /// The session.
+    pub session: SessionId,
+    /// Its room.
+    pub room: RoomId,
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Its join order.
+    pub join_index: u64,
+    /// Granted permissions.
+    pub perms: Permissions,
+    /// Token expiry (unix seconds), if any.
+    pub token_exp: Option<u64>,
+    /// Highest client `seq` the directory saw routed.
+    pub received: u64,
+    /// Highest mailbox `seq` assigned so far.
+    pub last_seq: u64,
+    /// Every member of the room (including this session's).
+    pub members: Vec<Member>,
+    /// The unacknowledged messages after the client's `lastSeq`, oldest first.
+    pub missed: Vec<(u64, MailboxEntry)>,
 }
 
 /// Something the directory tells the hubs.
@@ -111,6 +203,9 @@ pub enum BusEvent {
         room: RoomId,
         /// The newcomer.
         member: Member,
+        /// Mailbox `seq` of the `peer_joined` per receiving session, when the directory numbers
+        /// messages (shared mailboxes); empty: the hub numbers them.
+        seqs: BTreeMap<SessionId, u64>,
     },
     /// A member left `room` for good.
     MemberLeft {
@@ -122,6 +217,8 @@ pub enum BusEvent {
         session: SessionId,
         /// Why.
         reason: LeaveReason,
+        /// Mailbox `seq` of the `peer_left` per receiving session (see `MemberJoined`).
+        seqs: BTreeMap<SessionId, u64>,
     },
     /// Deliver `signal` to the session `to`.
     Deliver {
@@ -133,6 +230,8 @@ pub enum BusEvent {
         signal: Signal,
         /// Whether it was a broadcast.
         broadcast: bool,
+        /// Its mailbox `seq` when the directory numbers messages; `None`: the hub numbers it.
+        seq: Option<u64>,
     },
     /// A `Send` or `Kick` named a peer that is not in the room (or cannot receive).
     Undeliverable {
@@ -150,6 +249,13 @@ pub enum BusEvent {
         /// The error its client gets.
         code: ErrorCode,
     },
+    /// This node now holds the session (answer to `Resume`).
+    Resumed(Box<ResumedSession>),
+    /// The `Resume` failed: unknown or ended session, or wrong token.
+    ResumeRejected {
+        /// The session asked for.
+        session: SessionId,
+    },
 }
 
 /// The boundary to the room directory. Implementations must deliver events for one room in
@@ -160,6 +266,11 @@ pub trait Bus {
     /// The next event for this node, if any.
     #[must_use]
     fn poll_event(&mut self) -> Option<BusEvent>;
+    /// Whether sessions and mailboxes are shared between nodes, so that a session this hub does
+    /// not hold may be resumed through [`BusCommand::Resume`] (default: no).
+    fn shares_sessions(&self) -> bool {
+        false
+    }
 }
 
 /// The in-process bus: the whole directory in memory, answering every command at once.
@@ -235,8 +346,11 @@ impl LocalBus {
             join_index: member.join_index,
             members,
         });
-        self.events
-            .push_back(BusEvent::MemberJoined { room, member });
+        self.events.push_back(BusEvent::MemberJoined {
+            room,
+            member,
+            seqs: BTreeMap::new(),
+        });
     }
 
     fn leave(&mut self, room: RoomId, peer: PeerId, session: SessionId, reason: LeaveReason) {
@@ -255,6 +369,7 @@ impl LocalBus {
             peer,
             session,
             reason,
+            seqs: BTreeMap::new(),
         });
     }
 
@@ -285,6 +400,7 @@ impl LocalBus {
                         from,
                         signal,
                         broadcast: false,
+                        seq: None,
                     });
                 }
                 _ => self.events.push_back(BusEvent::Undeliverable {
@@ -306,6 +422,7 @@ impl LocalBus {
                         from: from.clone(),
                         signal: signal.clone(),
                         broadcast: true,
+                        seq: None,
                     });
                 }
             }
@@ -360,6 +477,11 @@ impl Bus for LocalBus {
                 ref_seq,
             } => self.route(&room, from, origin, to, signal, ref_seq),
             BusCommand::Kick { room, origin, peer } => self.kick(room, origin, peer),
+            // Sessions are never shared in one process.
+            BusCommand::Register(_) | BusCommand::Ack { .. } => {}
+            BusCommand::Resume { session, .. } => {
+                self.events.push_back(BusEvent::ResumeRejected { session })
+            }
         }
     }
 

@@ -30,19 +30,32 @@ impl Mailbox {
         self.last_seq
     }
 
-    /// Appends `msg`, which must carry `self.next_seq()`, accounting `size` bytes.
+    /// An empty mailbox whose messages up to `last_seq` were acknowledged elsewhere (a session
+    /// taken over from another node).
+    pub fn starting_after(last_seq: u64) -> Self {
+        Self {
+            last_seq,
+            acked: last_seq,
+            ..Self::default()
+        }
+    }
+
+    /// Appends `msg`, accounting `size` bytes. Its `seq` must be above [`Mailbox::last_seq`]:
+    /// usually `self.next_seq()`, higher when another node numbered it (a shared mailbox whose
+    /// earlier messages were acknowledged there).
     pub fn push(&mut self, msg: ServerMsg, size: usize) {
-        debug_assert_eq!(msg.seq(), Some(self.next_seq()));
-        self.last_seq += 1;
+        debug_assert!(msg.seq() > Some(self.last_seq));
+        self.last_seq = msg.seq().unwrap_or(self.last_seq + 1);
         self.bytes += size;
         self.queue.push_back((msg, size));
     }
 
-    /// Drops every message with `seq <= upto` (values beyond the last seq are clamped).
-    pub fn ack(&mut self, upto: u64) {
+    /// Drops every message with `seq <= upto` (values beyond the last seq are clamped). Returns
+    /// whether the acknowledged point moved.
+    pub fn ack(&mut self, upto: u64) -> bool {
         let upto = upto.min(self.last_seq);
         if upto <= self.acked {
-            return;
+            return false;
         }
         self.acked = upto;
         while let Some((m, size)) = self.queue.front() {
@@ -57,6 +70,7 @@ impl Mailbox {
             // An idle session acknowledges everything: give the buffer back.
             self.queue = VecDeque::new();
         }
+        true
     }
 
     /// The unacknowledged messages with `seq > after`, oldest first.
@@ -128,5 +142,16 @@ mod tests {
         assert!(mb.is_empty());
         assert_eq!(mb.bytes(), 0);
         assert_eq!(mb.next_seq(), 6);
+    }
+
+    #[test]
+    fn numbers_from_another_node_continue_the_sequence() {
+        let mut mb = Mailbox::starting_after(7);
+        assert_eq!((mb.last_seq(), mb.next_seq()), (7, 8));
+        mb.push(pong_like(9), 10); // numbered by the shared directory
+        assert_eq!(mb.last_seq(), 9);
+        assert!(!mb.ack(7));
+        assert!(mb.ack(9));
+        assert!(mb.is_empty());
     }
 }

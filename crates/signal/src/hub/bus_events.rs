@@ -1,6 +1,8 @@
 //! Events from the room directory: join answers, presence (`peer_joined`, `peer_left`),
 //! delivery into a session's mailbox, undeliverable messages and evictions.
 
+use std::collections::BTreeMap;
+
 use super::{Hub, Now, Output};
 use crate::bus::{Bus, BusEvent, Member};
 use crate::error::ErrorCode;
@@ -29,24 +31,30 @@ impl<B: Bus> Hub<B> {
                 code,
                 message,
             } => self.join_rejected(&session, code, message),
-            BusEvent::MemberJoined { room, member } => self.member_joined(&room, member, now),
+            BusEvent::MemberJoined { room, member, seqs } => {
+                self.member_joined(&room, member, &seqs, now)
+            }
             BusEvent::MemberLeft {
                 room,
                 peer,
                 session,
                 reason,
-            } => self.member_left(&room, &peer, &session, reason, now),
+                seqs,
+            } => self.member_left(&room, &peer, &session, reason, &seqs, now),
             BusEvent::Deliver {
                 to,
                 from,
                 signal,
                 broadcast,
+                seq,
             } => {
                 let size = signal.approx_size() + 64;
-                self.deliver(&to, size, now, |seq| {
+                self.deliver(&to, size, seq, now, |seq| {
                     signal.into_server_msg(seq, from, broadcast)
                 })
             }
+            BusEvent::Resumed(r) => self.resumed_elsewhere(*r, now),
+            BusEvent::ResumeRejected { session } => self.resume_rejected(&session),
             BusEvent::Undeliverable {
                 origin,
                 to,
@@ -59,7 +67,13 @@ impl<B: Bus> Hub<B> {
         }
     }
 
-    fn member_joined(&mut self, room: &RoomId, member: Member, now: Now) {
+    fn member_joined(
+        &mut self,
+        room: &RoomId,
+        member: Member,
+        seqs: &BTreeMap<SessionId, u64>,
+        now: Now,
+    ) {
         let Some(local) = self.rooms.get_mut(room) else {
             return;
         };
@@ -76,7 +90,11 @@ impl<B: Bus> Hub<B> {
                 polite: true,
                 offerer: false,
             };
-            self.deliver(&sid, 64, now, |seq| ServerMsg::PeerJoined { seq, info });
+            let seq = seqs.get(&sid).copied();
+            self.deliver(&sid, 64, seq, now, |seq| ServerMsg::PeerJoined {
+                seq,
+                info,
+            });
         }
     }
 
@@ -86,6 +104,7 @@ impl<B: Bus> Hub<B> {
         peer: &PeerId,
         session: &SessionId,
         reason: LeaveReason,
+        seqs: &BTreeMap<SessionId, u64>,
         now: Now,
     ) {
         let Some(local) = self.rooms.get_mut(room) else {
@@ -103,7 +122,8 @@ impl<B: Bus> Hub<B> {
                 s.pairs.remove(peer);
             }
             let peer = peer.clone();
-            self.deliver(&sid, 64, now, |seq| ServerMsg::PeerLeft {
+            let seq = seqs.get(&sid).copied();
+            self.deliver(&sid, 64, seq, now, |seq| ServerMsg::PeerLeft {
                 seq,
                 peer,
                 reason,
@@ -114,16 +134,23 @@ impl<B: Bus> Hub<B> {
     fn evict(&mut self, sid: &SessionId, code: ErrorCode, now: Now) {
         let conn = self.sessions.get(sid).and_then(|s| s.conn);
         if let Some(conn) = conn {
-            self.fail(conn, code, "an admin removed you from the room".into(), now);
+            let m = match code {
+                ErrorCode::SessionReplaced => "the session was resumed on another connection",
+                ErrorCode::Kicked => "an admin removed you from the room",
+                _ => "the room directory ended this session",
+            };
+            self.fail(conn, code, m.into(), now);
         }
         self.end_session(sid, LeaveReason::Kicked, false, now);
     }
 
-    /// Puts a numbered message in `sid`'s mailbox and sends it if a client is attached.
+    /// Puts a numbered message in `sid`'s mailbox and sends it if a client is attached. `seq` is
+    /// the number the directory gave it (shared mailboxes), else the mailbox's next one.
     fn deliver(
         &mut self,
         sid: &SessionId,
         size: usize,
+        seq: Option<u64>,
         now: Now,
         make: impl FnOnce(u64) -> ServerMsg,
     ) {
@@ -144,7 +171,9 @@ impl<B: Bus> Hub<B> {
             self.end_session(sid, LeaveReason::Overflow, true, now);
             return;
         }
-        let msg = make(s.mailbox.next_seq());
+        // Never backwards: a number the directory gave below ours (its data was lost) is replaced.
+        let next = s.mailbox.next_seq();
+        let msg = make(seq.map_or(next, |s| s.max(next)));
         s.mailbox.push(msg.clone(), size);
         match s.conn {
             Some(conn) => self.outputs.push_back(Output::Send { conn, msg }),

@@ -78,13 +78,13 @@ impl<B: Bus> Hub<B> {
                 self.signal(to, &sid, peer, Signal::Bye, seq)
             }
             ClientMsg::Data(d) => self.data(to, &sid, d),
-            ClientMsg::Ack { seq } => s.mailbox.ack(seq),
+            ClientMsg::Ack { seq } => self.ack_mailbox(&sid, seq),
             ClientMsg::Ping { ack } => {
+                let received = s.last_client_seq;
                 if let Some(a) = ack {
-                    s.mailbox.ack(a);
+                    self.ack_mailbox(&sid, a);
                 }
-                let ack = s.last_client_seq;
-                self.reply(to, ServerMsg::Pong { ack });
+                self.reply(to, ServerMsg::Pong { ack: received });
             }
             ClientMsg::Refresh { token } => self.refresh(to, &sid, &token, now),
             ClientMsg::Leave {} => self.end_session(&sid, LeaveReason::Left, true, now),

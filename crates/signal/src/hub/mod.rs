@@ -46,7 +46,7 @@ use floe_turn::ratelimit::TokenBucket;
 
 pub use config::HubConfig;
 pub use post_box::PostBoxPoll;
-use state::{Conn, LocalRoom, PendingJoin, ReplyTo, Session, Timer};
+use state::{Conn, LocalRoom, PendingJoin, PendingResume, ReplyTo, Session, Timer};
 
 /// The current time, read once by the IO shell: monotonic for deadlines, unix seconds for token
 /// expiry and TURN credentials.
@@ -111,6 +111,8 @@ pub struct Hub<B: Bus = LocalBus> {
     next_conn: u64,
     sessions: HashMap<SessionId, Session>,
     pending: HashMap<SessionId, PendingJoin>,
+    /// Resumes of sessions held elsewhere, waiting for the directory (shared sessions only).
+    pending_resumes: HashMap<SessionId, PendingResume>,
     rooms: BTreeMap<RoomId, LocalRoom>,
     ip_joins: HashMap<IpAddr, TokenBucket>,
     timers: BTreeSet<(Instant, Timer)>,
@@ -132,6 +134,7 @@ impl<B: Bus> Hub<B> {
             next_conn: 0,
             sessions: HashMap::new(),
             pending: HashMap::new(),
+            pending_resumes: HashMap::new(),
             rooms: BTreeMap::new(),
             ip_joins: HashMap::new(),
             timers: BTreeSet::new(),

@@ -93,10 +93,10 @@ impl<B: Bus> Hub<B> {
     ) -> Result<PostBoxPoll, ErrorBody> {
         self.post_box_session(session, token, now)?;
         let batch = self.config.post_box_poll_batch;
-        let Some(s) = self.sessions.get_mut(session) else {
+        self.ack_mailbox(session, after);
+        let Some(s) = self.sessions.get(session) else {
             return Err(not_found_body());
         };
-        s.mailbox.ack(after);
         Ok(PostBoxPoll {
             messages: s.mailbox.since(after).take(batch).cloned().collect(),
             last_seq: s.mailbox.last_seq(),

@@ -6,14 +6,17 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-use super::state::{LocalRoom, PendingJoin, ReplyTo, Session, Timer};
+use super::state::{LocalRoom, PairState, PendingJoin, PendingResume, ReplyTo, Session, Timer};
 use super::{Hub, Now, Output};
 use crate::auth::{grant_for_room, Auth};
-use crate::bus::{Bus, BusCommand, Member};
+use crate::bus::{Bus, BusCommand, MailboxEntry, Member, ResumedSession, SessionRecord};
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId};
 use crate::mailbox::Mailbox;
 use crate::proto::{LeaveReason, PeerInfo, Resumed, ServerMsg, Welcome, PROTOCOL_VERSION};
+
+/// The answer to any failed `resume` (the causes are indistinguishable on purpose).
+const RESUME_FAILED: &str = "unknown or expired session, or wrong resume token; join again";
 
 impl<B: Bus> Hub<B> {
     pub(super) fn join(
@@ -142,6 +145,7 @@ impl<B: Bus> Hub<B> {
             self.timers.insert((d, Timer::TokenExpiry(sid.clone())));
         }
         self.sessions.insert(sid.clone(), session);
+        self.register_session(&sid);
         if let Some(c) = self.conns.get_mut(&p.conn) {
             c.pending_join = None;
             c.session = Some(sid.clone());
@@ -172,15 +176,19 @@ impl<B: Bus> Hub<B> {
     }
 
     pub(super) fn join_rejected(&mut self, sid: &SessionId, code: ErrorCode, message: String) {
-        let Some(p) = self.pending.remove(sid) else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(&p.conn) else {
+        if let Some(p) = self.pending.remove(sid) {
+            self.refuse_pending(p.conn, sid, code, message);
+        }
+    }
+
+    /// Answers `conn`'s join or resume of `sid` with an error, if `conn` still waits for it.
+    fn refuse_pending(&mut self, conn: ConnId, sid: &SessionId, code: ErrorCode, message: String) {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         if c.pending_join.as_ref() == Some(sid) {
             c.pending_join = None;
-            self.reply_error(ReplyTo::Conn(p.conn), code, message, None);
+            self.reply_error(ReplyTo::Conn(conn), code, message, None);
         }
     }
 
@@ -192,12 +200,15 @@ impl<B: Bus> Hub<B> {
         last_seq: u64,
         now: Now,
     ) {
+        if !self.sessions.contains_key(sid) && self.bus.shares_sessions() {
+            return self.resume_elsewhere(conn, sid, token, last_seq);
+        }
         let ok = self
             .sessions
             .get(sid)
             .is_some_and(|s| s.resume_token.matches(token.as_str()));
         if !ok {
-            let m = "unknown or expired session, or wrong resume token; join again";
+            let m = RESUME_FAILED;
             return self.reply_error(ReplyTo::Conn(conn), ErrorCode::ResumeFailed, m, None);
         }
         let old = self.sessions.get(sid).and_then(|s| s.conn);
@@ -209,11 +220,17 @@ impl<B: Bus> Hub<B> {
                 now,
             );
         }
+        self.ack_mailbox(sid, last_seq);
+        self.attach(conn, sid, last_seq, now);
+    }
+
+    /// Attaches `conn` to the session `sid` and sends `resumed` and every message after
+    /// `last_seq`.
+    fn attach(&mut self, conn: ConnId, sid: &SessionId, last_seq: u64, now: Now) {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
         s.conn = Some(conn);
-        s.mailbox.ack(last_seq);
         let peers = peer_infos(self.rooms.get(&s.room), &s.peer, s.join_index);
         let resumed = Resumed {
             room: s.room.clone(),
@@ -236,6 +253,148 @@ impl<B: Bus> Hub<B> {
         for msg in replay {
             self.outputs.push_back(Output::Send { conn, msg });
         }
+    }
+
+    /// Asks the directory for a session another node held (it may have died or drained).
+    fn resume_elsewhere(
+        &mut self,
+        conn: ConnId,
+        sid: &SessionId,
+        token: &ResumeToken,
+        last_seq: u64,
+    ) {
+        if self.pending_resumes.contains_key(sid) || self.shutting_down {
+            let m = RESUME_FAILED;
+            return self.reply_error(ReplyTo::Conn(conn), ErrorCode::ResumeFailed, m, None);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.pending_join = Some(sid.clone());
+        }
+        self.pending_resumes.insert(
+            sid.clone(),
+            PendingResume {
+                conn,
+                token: token.clone(),
+                last_seq,
+            },
+        );
+        self.bus.send(BusCommand::Resume {
+            session: sid.clone(),
+            token: token.clone(),
+            last_seq,
+        });
+    }
+
+    /// The directory handed this node a session held elsewhere: rebuild it and attach the
+    /// client that asked (or keep it detached for the resume TTL if that client is gone).
+    pub(super) fn resumed_elsewhere(&mut self, r: ResumedSession, now: Now) {
+        let Some(p) = self.pending_resumes.remove(&r.session) else {
+            return;
+        };
+        let sid = r.session.clone();
+        let conn_alive = self
+            .conns
+            .get(&p.conn)
+            .is_some_and(|c| c.pending_join.as_ref() == Some(&sid));
+        let local = self.rooms.entry(r.room.clone()).or_default();
+        for m in &r.members {
+            local.members.insert(m.peer.clone(), m.join_index);
+        }
+        local.sessions.insert(sid.clone());
+        let mut mailbox = Mailbox::starting_after(p.last_seq.min(r.last_seq));
+        for (seq, entry) in r.missed {
+            if seq > mailbox.last_seq() {
+                let (msg, size) = numbered(seq, entry);
+                mailbox.push(msg, size);
+            }
+        }
+        // The negotiation state of each pair stayed on the old node: assume every offer went
+        // out, so that candidates are never held for an offer that will not come.
+        let pairs = r
+            .members
+            .iter()
+            .filter(|m| m.peer != r.peer)
+            .map(|m| {
+                let state = PairState {
+                    sdp_sent: true,
+                    ..PairState::default()
+                };
+                (m.peer.clone(), state)
+            })
+            .collect();
+        let token_deadline = r.token_exp.map(|exp| deadline_for(exp, now));
+        if let Some(d) = token_deadline {
+            self.timers.insert((d, Timer::TokenExpiry(sid.clone())));
+        }
+        self.sessions.insert(
+            sid.clone(),
+            Session {
+                room: r.room,
+                peer: r.peer,
+                join_index: r.join_index,
+                resume_token: p.token,
+                perms: r.perms,
+                token_exp: r.token_exp,
+                token_deadline,
+                conn: None,
+                detached_at: now.mono,
+                mailbox,
+                last_client_seq: r.received,
+                pairs,
+                post_box_bucket: self.config.message_bucket(now.mono),
+            },
+        );
+        if !conn_alive {
+            let at = now.mono + self.config.resume_ttl;
+            self.timers.insert((at, Timer::SessionTtl(sid)));
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&p.conn) {
+            c.pending_join = None;
+        }
+        self.attach(p.conn, &sid, p.last_seq, now);
+    }
+
+    /// The directory refused a `resume` of a session held elsewhere.
+    pub(super) fn resume_rejected(&mut self, sid: &SessionId) {
+        if let Some(p) = self.pending_resumes.remove(sid) {
+            let m = RESUME_FAILED.to_string();
+            self.refuse_pending(p.conn, sid, ErrorCode::ResumeFailed, m);
+        }
+    }
+
+    /// Acknowledges `sid`'s messages up to `upto`, in the shared mailbox too.
+    pub(super) fn ack_mailbox(&mut self, sid: &SessionId, upto: u64) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if s.mailbox.ack(upto) && self.bus.shares_sessions() {
+            let seq = upto.min(s.mailbox.last_seq());
+            self.bus.send(BusCommand::Ack {
+                session: sid.clone(),
+                seq,
+            });
+        }
+    }
+
+    /// Stores what another node needs to take `sid` over (shared sessions only).
+    fn register_session(&mut self, sid: &SessionId) {
+        if !self.bus.shares_sessions() {
+            return;
+        }
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        let record = SessionRecord {
+            session: sid.clone(),
+            token: s.resume_token.clone(),
+            perms: s.perms,
+            token_exp: s.token_exp,
+            resume_ttl_ms: duration_ms(self.config.resume_ttl),
+            mailbox_max_msgs: self.config.mailbox_max_msgs,
+            mailbox_max_bytes: self.config.mailbox_max_bytes,
+        };
+        self.bus.send(BusCommand::Register(Box::new(record)));
     }
 
     /// Ends a session for good: tells the directory (when `notify_bus`) and forgets it.
@@ -305,6 +464,7 @@ impl<B: Bus> Hub<B> {
         }
         self.timers
             .insert((deadline, Timer::TokenExpiry(sid.clone())));
+        self.register_session(sid);
         self.reply(
             to,
             ServerMsg::Refreshed {
@@ -363,6 +523,29 @@ fn peer_infos(room: Option<&LocalRoom>, me: &PeerId, my_index: u64) -> Vec<PeerI
             }
         })
         .collect()
+}
+
+/// The message and its accounted size for a shared-mailbox entry numbered `seq`.
+pub(super) fn numbered(seq: u64, entry: MailboxEntry) -> (ServerMsg, usize) {
+    match entry {
+        MailboxEntry::Joined { peer } => {
+            let info = PeerInfo {
+                peer,
+                polite: true,
+                offerer: false,
+            };
+            (ServerMsg::PeerJoined { seq, info }, 64)
+        }
+        MailboxEntry::Left { peer, reason } => (ServerMsg::PeerLeft { seq, peer, reason }, 64),
+        MailboxEntry::Deliver {
+            from,
+            signal,
+            broadcast,
+        } => {
+            let size = signal.approx_size() + 64;
+            (signal.into_server_msg(seq, from, broadcast), size)
+        }
+    }
 }
 
 /// The monotonic instant at which unix time `exp` is reached, seen from `now`.

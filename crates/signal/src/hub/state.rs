@@ -57,6 +57,14 @@ pub(super) struct PendingJoin {
     pub(super) requested_at: Now,
 }
 
+/// A `resume` of a session held by another node, waiting for the directory's answer.
+#[derive(Debug)]
+pub(super) struct PendingResume {
+    pub(super) conn: ConnId,
+    pub(super) token: ResumeToken,
+    pub(super) last_seq: u64,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct LocalRoom {
     /// Every member of the room (mirror of the directory), with its join index.

@@ -1,5 +1,6 @@
--- ARGV: prefix, node. Graceful shutdown: remove this node's members (reason shutdown) at once, so
--- that its clients can join again on another node with the same peer ids.
-reap_node(ARGV[2], 'shutdown')
+-- ARGV: prefix, node. Graceful shutdown (drain): the node's members stay for their resume TTL,
+-- resumable on another node (their clients got `go_away`); members without a shared session
+-- leave now (reason shutdown). Then the node is forgotten.
+orphan_node(ARGV[2], 'shutdown')
 redis.call('DEL', P .. 'node:' .. ARGV[2] .. ':alive')
 return 1

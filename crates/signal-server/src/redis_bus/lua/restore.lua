@@ -6,7 +6,10 @@ local r, peer, s, node, idx, sub = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(
 local v = redis.call('HGET', members_key(r), peer)
 if v then
   local m = dec(v)
-  if m and m.s == s then
+  if m and m.s == s and m.n == node then
+    -- Reaped while alive: the session is ours again, not an orphan.
+    redis.call('HDEL', sess_key(s), 'o', 'ow')
+    redis.call('ZREM', ORPHANS, s)
     redis.call('SADD', rooms_key(node), r)
     return 1
   end
