@@ -3,12 +3,30 @@
 #
 #   bench/relay.sh            # everything: relay (channels, Send indications), STUN, memory
 #   PARTS="relay" bench/relay.sh
+#   PARTS="relay relay2relay" bench/relay.sh   # relay<->external peer next to relay<->relay
 #
 # For each measurement a fresh server is started (coturn's turnserver or floe turn, same
 # settings), the load runs, and the server's utime+stime (/proc/PID/stat, clock ticks) over the
 # load is divided into the work done. Every measurement is repeated ROUNDS times (server order
 # alternating) and the median is reported. Loopback only; every loop is bounded in count and
 # time; only processes started here are stopped, by PID.
+#
+# Parts: relay (ChannelData) and send (Send/Data indications) relay between uclient's clients
+# and an external echo peer (turnutils_peer); relay2relay and send2relay (uclient -y, "client to
+# client") pair uclient's clients so that each sends to the other's relayed address on the same
+# server: relay<->relay, both peers relay-only. floe runs relay2relay/send2relay with its default
+# peer policy (no --allow-peer: its own relayed addresses are allowed); coturn needs
+# --allow-loopback-peers for both kinds on loopback.
+#
+# The unit of work is a *delivery*: one application message arriving at its destination.
+#   relay/send:  a message client -> peer is one delivery, its echo peer -> client another
+#                (work = uclient's tot_send_msgs + tot_recv_msgs). Each delivery is one datagram
+#                into the server and one out of it, through one allocation.
+#   relay2relay/send2relay: a message client A -> client B is one delivery (work =
+#                tot_recv_msgs, i.e. messages that arrived). It passes through two allocations of
+#                the server (A's and B's). coturn sends it from A's relay socket to B's over
+#                loopback (two datagrams in, two out); floe hands it from A to B inside the
+#                process (one in, one out).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +35,7 @@ FLOE=${FLOE:-$ROOT/target/release/floe}
 # in the same rounds, for before/after comparisons in one session.
 FLOE_BASE=${FLOE_BASE:-}
 STUN_LOAD=${STUN_LOAD:-$ROOT/bench/stun-load/target/release/stun-load}
-PARTS=${PARTS:-"relay send stun memory"}
+PARTS=${PARTS:-"relay send stun memory"}  # also: relay2relay send2relay
 ROUNDS=${ROUNDS:-5}
 # Relay load: USERS concurrent uclient processes (one static user each), CLIENTS each, so
 # USERS*CLIENTS flows; MSGS messages of LEN bytes per flow, INTERVAL ms apart (uclient -z).
@@ -31,16 +49,24 @@ CLIENTS=${CLIENTS:-10}
 MSGS=${MSGS:-4000}
 LEN=${LEN:-160}
 INTERVAL=${INTERVAL:-1}
+# Clients per uclient process client to client (-y; pairs, so even). The default, twice CLIENTS,
+# offers the server the same deliveries per second as relay/send (there every message is also
+# echoed, here it is not): CPU per packet depends on the rate (batching, wake-ups), so the two
+# are compared at the same delivery rate. R2R_CLIENTS=$CLIENTS gives the same number of sending
+# flows instead (half the deliveries per second).
+R2R_CLIENTS=${R2R_CLIENTS:-$((2 * CLIENTS))}
 # STUN: Binding requests (bounded by count and seconds), sockets and in-flight window.
 STUN_COUNT=${STUN_COUNT:-600000}
 STUN_SOCKETS=${STUN_SOCKETS:-16}
 STUN_WINDOW=${STUN_WINDOW:-16}
 # Memory: allocations held (HOLD / 50 uclient processes of 25 clients, two allocations each).
 HOLD=${HOLD:-500} # a multiple of 50
-PORT=${PORT:-41478}
-PEER_PORT=${PEER_PORT:-41480}
-RELAY_MIN=${RELAY_MIN:-42000}
-RELAY_MAX=${RELAY_MAX:-43999}
+# Below the ephemeral range (32768-60999 by default): a busy host's outgoing connections can
+# hold any port in it, and coturn and floe bind TCP on PORT too.
+PORT=${PORT:-21478}
+PEER_PORT=${PEER_PORT:-21480}
+RELAY_MIN=${RELAY_MIN:-22000}
+RELAY_MAX=${RELAY_MAX:-23999}
 REALM=floe.bench
 WORKERS=$(nproc)
 TICK=$(getconf CLK_TCK)
@@ -83,8 +109,10 @@ max_allocations_per_user = 100000
 EOF
 
 SPID=
-start_server() { # $1: coturn|floe|floe-base; sets SPID
+start_server() { # $1: coturn|floe|floe-base, $2 log tag, $3 "default" for floe's default peer policy; sets SPID
   local log=$OUT/$1-$2.log
+  local allow=(--allow-peer 127.0.0.0/8)
+  [[ ${3:-} == default ]] && allow=()
   if [[ $1 == coturn ]]; then
     # shellcheck disable=SC2046
     turnserver -n --listening-ip 127.0.0.1 --listening-port "$PORT" --relay-ip 127.0.0.1 \
@@ -97,7 +125,7 @@ start_server() { # $1: coturn|floe|floe-base; sets SPID
     # shellcheck disable=SC2046
     "$bin" turn -c "$FLOE_CONF" --listen "127.0.0.1:$PORT" --relay-ip 127.0.0.1 \
       --relay-ports "$RELAY_MIN-$RELAY_MAX" --realm "$REALM" $(users_args --user) \
-      --allow-peer 127.0.0.0/8 --workers "$WORKERS" --log warn >"$log" 2>&1 &
+      "${allow[@]}" --workers "$WORKERS" --log warn >"$log" 2>&1 &
   fi
   SPID=$!
   PIDS+=("$SPID")
@@ -122,22 +150,28 @@ stop_server() {
 
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; } # utime stime, clock ticks (all threads)
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# UDP datagrams received by every socket of this network namespace (/proc/net/snmp InDatagrams):
+# other loopback traffic on the host adds to it, so it is a cross-check, not a measurement.
+udp_in() { awk '$1 == "Udp:" && $2 ~ /^[0-9]+$/ {print $2}' /proc/net/snmp; }
 ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
 
-# Relay: USERS uclients in parallel; echoes: turnutils_peer. $1 part, $2 server, $3 round,
-# $4 extra uclient flags.
+# Relay: USERS uclients in parallel; echoes: turnutils_peer (relay, send) or the partner client
+# (uclient -y: relay2relay, send2relay). $1 part, $2 server, $3 round, $4 extra uclient flags.
 relay_run() {
-  local part=$1 server=$2 round=$3 flags=$4 i
-  start_server "$server" "$part-$round"
-  local before after t0 t1 cs0 cs1 pids=()
+  local part=$1 server=$2 round=$3 flags=$4 i c2c=0 policy= peer_args clients=$CLIENTS
+  [[ $flags == *-y* ]] && c2c=1 policy=default
+  peer_args="-e 127.0.0.1 -r $PEER_PORT"
+  ((c2c)) && peer_args= clients=$R2R_CLIENTS
+  start_server "$server" "$part-$round" "$policy"
+  local before after t0 t1 cs0 cs1 udp0 udp1 pids=()
+  udp0=$(udp_in)
   cs0=$(ctxsw "$SPID")
   read -r -a before < <(cpu "$SPID")
   t0=$(date +%s.%N)
   for ((i = 1; i <= USERS; i++)); do
     # shellcheck disable=SC2086
-    timeout "$RUN_TIMEOUT" turnutils_uclient -L "127.0.0.$((10 + i))" -c $flags \
-      -e 127.0.0.1 -r "$PEER_PORT" \
-      -u "bench$i" -w "pass$i" -m "$CLIENTS" -n "$MSGS" -l "$LEN" -z "$INTERVAL" \
+    timeout "$RUN_TIMEOUT" turnutils_uclient -L "127.0.0.$((10 + i))" -c $flags $peer_args \
+      -u "bench$i" -w "pass$i" -m "$clients" -n "$MSGS" -l "$LEN" -z "$INTERVAL" \
       -p "$PORT" 127.0.0.1 >"$OUT/uclient-$part-$server-$round-$i.out" 2>&1 &
     pids+=($!)
   done
@@ -146,6 +180,7 @@ relay_run() {
   t1=$(date +%s.%N)
   read -r -a after < <(cpu "$SPID")
   cs1=$(ctxsw "$SPID")
+  udp1=$(udp_in)
   stop_server
   local sent=0 recv=0 lost=0 s r l
   for ((i = 1; i <= USERS; i++)); do
@@ -155,11 +190,13 @@ relay_run() {
       END { print s + 0, r + 0, l + 0 }' "$OUT/uclient-$part-$server-$round-$i.out")
     sent=$((sent + s)) recv=$((recv + r)) lost=$((lost + l))
   done
-  # Relayed packets: every message sent goes client->peer, every echo received peer->client.
+  # Deliveries (see the top): with an echo peer every message sent goes client->peer and every
+  # echo received peer->client; client to client (-y) a message counts once, when it arrives.
   local work=$((sent + recv))
+  ((c2c)) && work=$recv
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n' "$part" "$server" "$round" \
     $((after[0] - before[0])) $((after[1] - before[1])) "$work" "$sent" "$recv" "$lost" \
-    "$(echo "$t1 - $t0" | bc)" "uclient_failed=$failed,ctxsw=$((cs1 - cs0))" >>"$RESULTS"
+    "$(echo "$t1 - $t0" | bc)" "uclient_failed=$failed,udp_in=$((udp1 - udp0)),ctxsw=$((cs1 - cs0))" >>"$RESULTS"
   tail -n 1 "$RESULTS"
 }
 
@@ -241,7 +278,7 @@ memory_run() {
   [[ -z $FLOE_BASE ]] || echo "floe-base: $FLOE_BASE, sha256 $(sha256sum "$FLOE_BASE" | cut -c1-16)"
   echo "coturn: $(turnserver --version 2>/dev/null | tail -n 1)"
   echo "cpus: $WORKERS ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), kernel $(uname -r), CLK_TCK $TICK"
-  echo "load: users=$USERS clients=$CLIENTS msgs=$MSGS len=$LEN interval_ms=$INTERVAL stun_count=$STUN_COUNT hold=$HOLD rounds=$ROUNDS"
+  echo "load: users=$USERS clients=$CLIENTS r2r_clients=$R2R_CLIENTS msgs=$MSGS len=$LEN interval_ms=$INTERVAL stun_count=$STUN_COUNT hold=$HOLD rounds=$ROUNDS"
 } | tee "$OUT/machine.txt"
 
 turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >"$OUT/peer.log" 2>&1 &
@@ -258,6 +295,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
       case $part in
         relay) relay_run relay "$server" "$round" "" ;;
         send) relay_run send "$server" "$round" "-s" ;;
+        relay2relay) relay_run relay2relay "$server" "$round" "-y" ;;
+        send2relay) relay_run send2relay "$server" "$round" "-y -s" ;;
         stun) stun_run "$server" "$round" ;;
         memory) memory_run "$server" "$round" ;;
       esac
@@ -290,12 +329,14 @@ awk -F'\t' -v tick="$TICK" -v hold="$HOLD" '
     return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
   }
   END {
-    label["relay"] = "relayed packets per server CPU-second (ChannelData)"
-    label["send"] = "relayed packets per server CPU-second (Send/Data indications)"
+    label["relay"] = "relay<->external peer, deliveries (= relayed packets) per server CPU-second (ChannelData)"
+    label["send"] = "relay<->external peer, deliveries (= relayed packets) per server CPU-second (Send/Data indications)"
+    label["relay2relay"] = "relay<->relay (uclient -y), deliveries per server CPU-second (ChannelData)"
+    label["send2relay"] = "relay<->relay (uclient -y), deliveries per server CPU-second (Send/Data indications)"
     label["stun"] = "Binding responses per server CPU-second"
     label["memory"] = "RSS KiB per held allocation"
-    split("relay send stun memory", order, " ")
-    for (o = 1; o <= 4; o++) {
+    split("relay send relay2relay send2relay stun memory", order, " ")
+    for (o = 1; o <= 6; o++) {
       p = order[o]
       if (!(p in parts)) continue
       c = p SUBSEP "coturn"; f = p SUBSEP "floe"
@@ -310,6 +351,20 @@ awk -F'\t' -v tick="$TICK" -v hold="$HOLD" '
         printf "  coturn %8.1f  floe %8.1f  floe/coturn %.2f   (setup: coturn %.0f, floe %.0f allocations per CPU-second)\n", mc, mf, (mc ? mf / mc : 0), median(c, aux), median(f, aux)
       } else {
         printf "  coturn %8.0f  floe %8.0f  floe/coturn %.2f   loss%% coturn %.3f floe %.3f   user share coturn %.0f%% floe %.0f%%   context switches per 1000: coturn %.0f floe %.0f\n", mc, mf, (mc ? mf / mc : 0), median(c, aux), median(f, aux), 100 * us[c] / (us[c] + sy[c] + 1e-9), 100 * us[f] / (us[f] + sy[f] + 1e-9), median(c, csw), median(f, csw)
+      }
+    }
+    # Relay<->relay against relay<->external on the same server: CPU per delivery, and per
+    # allocation traversal (a relay<->relay delivery passes through two allocations).
+    split("relay relay2relay send send2relay", pair, " ")
+    for (o = 1; o <= 3; o += 2) {
+      e = pair[o]; r = pair[o + 1]
+      if (!((e in parts) && (r in parts))) continue
+      printf "%s vs %s (same server; >1: relay<->relay cheaper per delivery):\n", r, e
+      split("coturn floe floe-base", sv, " ")
+      for (k = 1; k <= 3; k++) {
+        if (!((e SUBSEP sv[k]) in n)) continue
+        me = median(e SUBSEP sv[k], val); mr = median(r SUBSEP sv[k], val)
+        printf "  %-9s per delivery %.2f   per allocation traversal %.2f\n", sv[k], (me ? mr / me : 0), (me ? 2 * mr / me : 0)
       }
     }
   }' "$RESULTS" | tee "$OUT/summary.txt"
