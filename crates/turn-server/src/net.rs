@@ -97,18 +97,15 @@ pub struct ListenGroup {
 }
 
 impl ListenGroup {
-    /// Binds `listen` (port 0 picks a free port; with discovery a free pair, retrying) for
-    /// `workers` workers. Must run inside a tokio runtime.
+    /// Binds `listen` (port 0 picks a port free for UDP *and* TCP, with discovery a free pair,
+    /// retrying: the port the kernel picks for UDP may be in use for TCP) for `workers` workers.
+    /// Must run inside a tokio runtime.
     pub fn bind(
         listen: SocketAddr,
         alternate_ip: Option<std::net::IpAddr>,
         workers: usize,
     ) -> Result<ListenGroup, ListenError> {
-        let attempts = if listen.port() == 0 && alternate_ip.is_some() {
-            32
-        } else {
-            1
-        };
+        let attempts = if listen.port() == 0 { 32 } else { 1 };
         let mut last = None;
         for _ in 0..attempts {
             match Self::try_bind(listen, alternate_ip, workers.max(1)) {
