@@ -1,0 +1,234 @@
+//! The HTTP surface: routes, the WebSocket connection task, the HTTP post box, ICE servers,
+//! static files, metrics, and the run loop with graceful shutdown.
+//!
+//! `mod.rs` (the server, its run loop, shared state and error answers) · `router.rs` (routes,
+//! CORS, static files, metrics) · `websocket.rs` · `post_box.rs` · `ice_servers.rs`.
+
+mod ice_servers;
+mod post_box;
+mod router;
+mod websocket;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use floe_signal::auth::Auth;
+use floe_signal::ice::IceConfig;
+use floe_signal::proto::{ErrorBody, ServerMsg};
+use floe_signal::ErrorCode;
+use tokio::sync::{watch, Semaphore};
+
+use floe_signal::bus::LocalBus;
+use floe_turn::policy::Cidr;
+
+use crate::actor::{self, HubHandle, NodeBus};
+use crate::client_ip::client_ip;
+use crate::config::{ConfigError, SignalConfig};
+use crate::origin::OriginPolicy;
+use crate::redis_bus::{self, RedisSettings};
+
+use self::router::router;
+
+/// Renders the Prometheus text exposition for `GET /metrics`.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is unusable.
+    #[error("signalling configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// Serving failed.
+    #[error("signalling server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The signalling server: a configuration plus optional hooks. Build it, then [`Self::run`].
+pub struct SignalServer {
+    config: SignalConfig,
+    metrics: Option<MetricsRender>,
+}
+
+impl std::fmt::Debug for SignalServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalServer")
+            .field("config", &self.config)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+impl SignalServer {
+    /// A server with `config`.
+    pub fn new(config: SignalConfig) -> Self {
+        Self {
+            config,
+            metrics: None,
+        }
+    }
+
+    /// Serves `GET /metrics` with `render` (the binary installs the Prometheus recorder and
+    /// passes its handle's `render`). Without it `/metrics` answers 404.
+    pub fn with_metrics(mut self, render: MetricsRender) -> Self {
+        self.metrics = Some(render);
+        self
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then tells every client to reconnect
+    /// elsewhere (`go_away`), closes the connections and returns once they drained (bounded by
+    /// `shutdown_grace_ms`).
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let hub_config = self.config.hub_config()?;
+        let auth = hub_config.auth.clone();
+        let ice = hub_config.ice.clone();
+        let addr = listener.local_addr()?;
+        if auth.is_production() {
+            tracing::info!(%addr, "signalling: production mode, every join needs a JWT");
+        } else {
+            tracing::warn!(
+                %addr,
+                "signalling: DEVELOPMENT MODE: anonymous joins accepted from localhost only; \
+                 set --jwt-secret or --jwt-public-key for production"
+            );
+        }
+        let (bus, bus_events, redis) = match &self.config.redis_url {
+            None => (NodeBus::Local(LocalBus::new()), None, None),
+            Some(url) => {
+                let settings = RedisSettings {
+                    url: url.clone(),
+                    node_ttl: Duration::from_secs(self.config.redis_node_ttl_secs),
+                };
+                let (bus, events, driver) = redis_bus::spawn(settings)
+                    .map_err(|e| ServerError::Config(ConfigError::RedisUrl(e.0)))?;
+                (NodeBus::Redis(bus), Some(events), Some(driver))
+            }
+        };
+        let origins = self.config.origin_policy().map_err(ConfigError::from)?;
+        let (hub, hub_task) = actor::spawn(
+            hub_config,
+            bus,
+            bus_events,
+            self.config.max_rest_waiters_per_session,
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let conn_limit = Arc::new(Semaphore::new(self.config.max_ws_connections));
+        let state = AppState(Arc::new(Inner {
+            hub: hub.clone(),
+            auth,
+            ice,
+            conn_limit: conn_limit.clone(),
+            post_box_waiters: Arc::new(Semaphore::new(self.config.max_rest_waiters)),
+            poll_wait_cap: self.config.poll_wait_cap(),
+            outbound_queue: self.config.ws_outbound_queue,
+            trusted_proxies: self.config.trusted_proxies.clone(),
+            origins,
+            max_message_bytes: self.config.max_message_bytes,
+            metrics: self.metrics,
+            stop: stop_rx,
+        }));
+        let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let on_shutdown = async move {
+            shutdown.await;
+            tracing::info!("signalling: shutting down, telling clients to reconnect elsewhere");
+            let _ = stop_tx.send(true);
+            hub.shutdown(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX))
+                .await;
+            // Multi-node: orphan this node's sessions in Redis so that clients resume them on
+            // another node.
+            if let Some(driver) = &redis {
+                driver.shutdown(grace).await;
+            }
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(on_shutdown)
+            .await?;
+        // WebSocket tasks outlive hyper's graceful shutdown; wait for them to flush their close.
+        let max = u32::try_from(self.config.max_ws_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(grace, conn_limit.acquire_many(max)).await;
+        hub_task.abort();
+        Ok(())
+    }
+}
+
+/// Runs the signalling server on `listener` until `shutdown` completes (see [`SignalServer`]).
+pub async fn run(
+    config: SignalConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    SignalServer::new(config).run(listener, shutdown).await
+}
+
+#[derive(Clone)]
+struct AppState(Arc<Inner>);
+
+struct Inner {
+    hub: HubHandle,
+    auth: Auth,
+    ice: IceConfig,
+    conn_limit: Arc<Semaphore>,
+    /// Parked post-box long-polls (config key `max_rest_waiters`).
+    post_box_waiters: Arc<Semaphore>,
+    /// Longest post-box long-poll.
+    poll_wait_cap: Duration,
+    /// Frames queued towards one WebSocket (`ws_outbound_queue`).
+    outbound_queue: usize,
+    trusted_proxies: Vec<Cidr>,
+    origins: OriginPolicy,
+    max_message_bytes: usize,
+    metrics: Option<MetricsRender>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Inner {
+    /// The client's address: the socket peer, or what a trusted proxy says (`client_ip`).
+    fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        client_ip(peer.ip(), headers, &self.trusted_proxies)
+    }
+}
+
+// ---- errors -------------------------------------------------------------------------------
+
+fn count(code: ErrorCode) {
+    metrics::counter!("floe_signal_errors_total", "code" => code.as_str()).increment(1);
+}
+
+/// An error answer in the same JSON shape as the WebSocket `error` message.
+fn error_response(body: ErrorBody) -> Response {
+    let status = StatusCode::from_u16(body.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, Json(ServerMsg::Error(body))).into_response()
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
+    count(code);
+    error_response(ErrorBody {
+        code,
+        message: message.into(),
+        fatal: false,
+        ref_seq: None,
+    })
+}
+
+fn gone() -> Response {
+    refuse(ErrorCode::ServerShutdown, "the server is shutting down")
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}

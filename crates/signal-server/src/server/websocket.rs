@@ -1,0 +1,170 @@
+//! The WebSocket upgrade and the connection task (reader and writer).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use floe_signal::ErrorCode;
+use futures_util::{SinkExt, StreamExt};
+
+use crate::actor::Outbound;
+use crate::origin::Verdict;
+use crate::outbox::outbox;
+
+use super::{gone, refuse, AppState};
+
+pub(super) async fn ws_upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if *state.0.stop.borrow() {
+        return gone();
+    }
+    // Development mode: a page from a non-local origin must not use a developer's localhost
+    // server (a malicious site could otherwise join rooms through the visitor's browser).
+    if state.0.origins.check(&headers) == Verdict::Refused {
+        return refuse(ErrorCode::Forbidden, state.0.origins.refusal());
+    }
+    let ip = state.0.client_ip(addr, &headers);
+    let Ok(permit) = state.0.conn_limit.clone().try_acquire_owned() else {
+        return refuse(
+            ErrorCode::ServerBusy,
+            "connection limit reached; try another node",
+        );
+    };
+    // Frames up to 4x the message limit are read and refused politely by the hub; larger ones
+    // break the connection at the transport (and are counted as message_too_large too).
+    let hard_cap = state.0.max_message_bytes.saturating_mul(4).max(4096);
+    // Buffers sized to signalling traffic, not to tungstenite's defaults (a 128 KiB read buffer
+    // per connection, zero-filled before every read): see `READ_BUFFER`.
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(hard_cap.saturating_mul(2))
+        .max_message_size(hard_cap)
+        .max_frame_size(hard_cap)
+        .on_upgrade(move |socket| async move {
+            connection(socket, ip, state).await;
+            drop(permit);
+        })
+}
+
+/// The read buffer of one WebSocket, allocated when it opens. Heartbeats, acks and candidates
+/// (tens to hundreds of bytes) fit in one read; a larger frame (an SDP of a few KiB, up to the
+/// message limit) grows the buffer to the frame's size as its header is read, so this bounds only
+/// the idle cost, not the message size.
+const READ_BUFFER: usize = 1024;
+
+async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
+    let hub = state.0.hub.clone();
+    let (tx, mut rx) = outbox(state.0.outbound_queue);
+    let Ok(conn) = hub.connect(ip, tx).await else {
+        return;
+    };
+    let (mut sink, mut stream) = socket.split();
+    // The writer owns the receiver: once it stops, the hub task finds the channel closed (a
+    // hang-up), never full (a slow consumer).
+    let writer = async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outbound::Text(text) => {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        return WriteEnd::Failed;
+                    }
+                }
+                Outbound::Close(code) => {
+                    let frame = CloseFrame {
+                        code: close_code(code),
+                        reason: code.as_str().into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return WriteEnd::Done;
+                }
+            }
+        }
+        WriteEnd::Done
+    };
+    let reader = async {
+        while let Some(msg) = stream.next().await {
+            let data = match msg {
+                Ok(Message::Text(t)) => t.as_str().as_bytes().to_vec(),
+                Ok(Message::Binary(b)) => b.to_vec(),
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(Message::Close(_)) => break,
+                Err(e) => {
+                    if is_capacity_error(e) {
+                        hub.oversized(conn).await;
+                        return ReadEnd::Oversized;
+                    }
+                    break;
+                }
+            };
+            if hub.frame(conn, data).await.is_err() {
+                break;
+            }
+        }
+        ReadEnd::Done
+    };
+    tokio::pin!(writer, reader);
+    tokio::select! {
+        end = &mut reader => {
+            if end == ReadEnd::Oversized {
+                // Let the writer send the error and the close frame.
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+            }
+        }
+        end = &mut writer => {
+            if end == WriteEnd::Failed {
+                // The client hung up while we wrote to it. What it sent before (its `leave`
+                // above all) still reaches the hub, ahead of the disconnect below: read what
+                // the socket holds until the stream ends (bounded).
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+            }
+        }
+    }
+    hub.disconnect(conn).await;
+}
+
+/// How a connection's writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// The hub closed the connection (a fatal error or shutdown; the close frame was sent) or
+    /// dropped it (a slow consumer): it ignores anything the client sends from now on.
+    Done,
+    /// Writing failed: the client is gone.
+    Failed,
+}
+
+/// How a connection's reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// End of stream, a close frame, a transport error, or the hub is gone.
+    Done,
+    /// A frame over the transport's hard cap; the hub was told.
+    Oversized,
+}
+
+/// How long a connection task waits, once one direction stopped, for the other to finish: the
+/// reader to hand over frames a client sent before it hung up, or the writer to send a fatal
+/// error's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+fn is_capacity_error(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast::<tokio_tungstenite::tungstenite::Error>()
+        .is_ok_and(|e| matches!(*e, tokio_tungstenite::tungstenite::Error::Capacity(_)))
+}
+
+/// The WebSocket close code for a fatal error.
+fn close_code(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::MessageTooLarge => 1009,
+        ErrorCode::ServerShutdown => 1012, // service restart: reconnect
+        ErrorCode::Internal => 1011,
+        _ => 1008, // policy violation
+    }
+}
