@@ -338,3 +338,93 @@ test('heartbeat_timeout keeps the session: the client resumes', async (t) => {
   const next = await reconnected(t, net);
   assert.equal(next.sent[0].type, 'resume');
 });
+
+// ---------------------------------------------------------------------------------------------
+// FloePeer's ICE restarts, with a fake RTCPeerConnection (no browser)
+// ---------------------------------------------------------------------------------------------
+
+/** A fake RTCPeerConnection: records restartIce() calls; the test sets connectionState. */
+class FakePeerConnection extends EventTarget {
+  constructor(config) {
+    super();
+    this.config = config;
+    this.connectionState = 'new';
+    this.restarts = 0;
+    this.closed = false;
+    this.onconnectionstatechange = null;
+  }
+
+  createDataChannel(label) {
+    return Object.assign(new EventTarget(), { label, binaryType: 'blob', readyState: 'connecting' });
+  }
+
+  addTrack() {}
+
+  restartIce() {
+    this.restarts += 1;
+  }
+
+  close() {
+    this.closed = true;
+  }
+
+  /** The connection moves to `state`, as the browser reports it. */
+  moveTo(state) {
+    this.connectionState = state;
+    this.onconnectionstatechange?.();
+  }
+}
+
+/** A FloePeer that offers, in a stand-in room, over a fake RTCPeerConnection. */
+async function offeringPeer(t) {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  const saved = globalThis.RTCPeerConnection;
+  globalThis.RTCPeerConnection = FakePeerConnection;
+  t.after(() => {
+    globalThis.RTCPeerConnection = saved;
+  });
+  const { FloePeer } = await import('../../web/floe.js');
+  const room = Object.assign(new EventTarget(), {
+    localStream: null,
+    _rtcConfig: () => ({ iceServers: [], iceTransportPolicy: 'relay' }),
+    _emit: () => {},
+    signal: { send: () => {} },
+  });
+  const peer = new FloePeer(room, { peer: 'bob', polite: false, offerer: true });
+  return { peer, pc: peer.pc };
+}
+
+test('a failed connection gets a few ICE restarts with growing pauses, not a restart loop', async (t) => {
+  const { pc } = await offeringPeer(t);
+  pc.moveTo('failed');
+  await advance(t, 1);
+  assert.equal(pc.restarts, 1, 'the first restart is immediate');
+  // Each restart fails again: pauses of 2 s, 4 s, 8 s, then no more.
+  for (const [pause, total] of [[2000, 2], [4000, 3], [8000, 4]]) {
+    pc.moveTo('failed');
+    await advance(t, pause - 100, 100);
+    assert.equal(pc.restarts, total - 1, `not before ${pause} ms`);
+    await advance(t, 100, 100);
+    assert.equal(pc.restarts, total, `after ${pause} ms`);
+  }
+  pc.moveTo('failed');
+  await advance(t, 120_000, 1000);
+  assert.equal(pc.restarts, 4, 'no fifth restart in a row');
+});
+
+test('a connection that recovers gets its restarts back; a closed peer restarts nothing', async (t) => {
+  const { peer, pc } = await offeringPeer(t);
+  for (let i = 0; i < 4; i++) {
+    pc.moveTo('failed');
+    await advance(t, 10_000, 500);
+  }
+  assert.equal(pc.restarts, 4);
+  pc.moveTo('connected');
+  pc.moveTo('failed');
+  await advance(t, 1);
+  assert.equal(pc.restarts, 5, 'connected again: the next failure restarts at once');
+  pc.moveTo('failed');
+  peer.close();
+  await advance(t, 10_000, 500);
+  assert.equal(pc.restarts, 5, 'nothing after close()');
+});
