@@ -51,7 +51,8 @@ impl Bandwidth {
 pub struct QuotaConfig {
     /// Allocations in total (default 10 000). Exceeding it answers 486.
     pub max_allocations_total: u32,
-    /// Allocations per authenticated username (default 32). Exceeding it answers 486.
+    /// Allocations per user (default 32). Exceeding it answers 486. The server counts a TURN REST
+    /// username `EXPIRY:USER` as the user `USER` ([`crate::rest::user_of`]).
     pub max_allocations_per_user: u32,
     /// Permissions (peer IPs) per allocation (default 64). Exceeding it answers 508.
     pub max_permissions_per_allocation: u32,

@@ -55,6 +55,17 @@ pub fn expiry_of(username: &str) -> Option<u64> {
     ts.parse().ok()
 }
 
+/// The user a REST username `EXPIRY:USER` stands for: `USER`, the part after the first `:`
+/// (coturn's convention). Quotas count this user, not the credential, so that minting many
+/// credentials for one user does not multiply its quotas. A username with no user part
+/// (`EXPIRY` or `EXPIRY:`) names no user: it is its own user, the whole username.
+pub fn user_of(username: &str) -> &str {
+    match username.split_once(':') {
+        Some((_, user)) if !user.is_empty() => user,
+        _ => username,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +87,14 @@ mod tests {
         assert_eq!(expiry_of(":alice"), None);
         assert_eq!(expiry_of("12a:alice"), None);
         assert_eq!(expiry_of("42"), Some(42));
+    }
+
+    #[test]
+    fn user_is_the_part_after_the_expiry() {
+        assert_eq!(user_of("1700000600:alice"), "alice");
+        assert_eq!(user_of("1700000601:alice"), "alice");
+        assert_eq!(user_of("1700000600:a:b"), "a:b");
+        assert_eq!(user_of("1700000600"), "1700000600");
+        assert_eq!(user_of("1700000600:"), "1700000600:");
     }
 }

@@ -483,6 +483,73 @@ fn allocation_quota_486_per_user_and_total() {
     assert_eq!(h.server.stats().errors.get(486), 2);
 }
 
+/// A client of the REST user `user` with a credential expiring `ttl` seconds from now.
+fn rest_user_client(h: &Harness, user: &str, ttl: u64, remote: &str) -> TestClient {
+    let cred = rest::mint(REST_SECRET.as_bytes(), user, ttl, h.unix);
+    TestClient::new(Transport::Udp, remote, &cred.username, &cred.password)
+}
+
+#[test]
+fn rest_credentials_of_one_user_share_the_per_user_allocation_limit() {
+    // Issue 12 item 6: the quota key is the user part of `EXPIRY:USER`, not the credential.
+    let q = QuotaConfig::default();
+    assert_eq!(q.max_allocations_per_user, 32);
+    let mut h = Harness::with(config(), q);
+    // Two credentials of dave (different expiries, so different usernames), 16 allocations each.
+    for i in 0..32u16 {
+        let ttl = if i % 2 == 0 { 600 } else { 3600 };
+        let mut c = rest_user_client(&h, "dave", ttl, &format!("203.0.113.8:{}", 1000 + i));
+        h.allocate(&mut c);
+    }
+    // The 33rd, on a third credential of dave: 486.
+    let mut c = rest_user_client(&h, "dave", 7200, "203.0.113.8:2000");
+    assert_error(&h.allocate_with(&mut c, |_| {}), 486, &c);
+    // Another REST user is not affected.
+    let mut erin = rest_user_client(&h, "erin", 600, "203.0.113.8:2001");
+    h.allocate(&mut erin);
+    assert_eq!(h.server.stats().errors.get(486), 1);
+}
+
+#[test]
+fn rest_credentials_of_one_user_share_the_per_user_bandwidth() {
+    let mut q = QuotaConfig::unlimited();
+    q.user_bandwidth = Some(floe_turn::quota::Bandwidth {
+        bytes_per_sec: 100_000,
+        burst_bytes: 100_000,
+    });
+    let mut h = Harness::with(config(), q);
+    let mut a = rest_user_client(&h, "dave", 600, "203.0.113.8:1000");
+    let mut b = rest_user_client(&h, "dave", 3600, "203.0.113.8:1001");
+    let mut other = rest_user_client(&h, "erin", 600, "203.0.113.8:1002");
+    let relays: Vec<_> = [&mut a, &mut b, &mut other]
+        .into_iter()
+        .map(|c| {
+            let relay = h.allocate(c);
+            assert_success(&permit(&mut h, c, PEER), c);
+            relay
+        })
+        .collect();
+    let payload = vec![7u8; 1000];
+    let send = |h: &mut Harness, relay, n: usize| {
+        (0..n)
+            .filter(|_| h.peer(relay, addr(PEER), &payload).is_some())
+            .count()
+    };
+    // dave's two allocations draw on one 100 kB bucket: at most 100 packets of 1000 bytes in
+    // all (fewer by what the first allocation holds of its last 16 KiB lease).
+    let first = send(&mut h, relays[0], 60);
+    let second = send(&mut h, relays[1], 100);
+    assert_eq!(first, 60);
+    assert!(
+        (24..=40).contains(&second),
+        "the second credential got {second} packets: a bucket of its own"
+    );
+    // erin has her own bucket.
+    assert!(send(&mut h, relays[2], 100) >= 90);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(send(&mut h, relays[1], 1), 1, "the bucket refills");
+}
+
 #[test]
 fn permission_and_channel_quota_508() {
     let mut q = QuotaConfig::default();

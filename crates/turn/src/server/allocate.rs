@@ -151,7 +151,7 @@ impl TurnServer {
         let quota = self
             .shared
             .quota()
-            .try_allocate(&authed.user, now)
+            .try_allocate(&authed.quota_user, now)
             .map_err(|e| Reject::new(e.error_code()))?;
         let bound = match self.bind_relays(now, &req, binder) {
             Ok(b) => b,

@@ -9,7 +9,7 @@ use floe_stun::attr::{
 };
 use floe_stun::{AttrType, Message};
 
-use crate::credentials::{CredentialError, LongTermKey, PasswordAlgorithm};
+use crate::credentials::{CredentialError, CredentialKind, LongTermKey, PasswordAlgorithm};
 use crate::nonce::{parse_cookie, NonceError, SecurityFeatures};
 
 use super::reply::IntegrityKind;
@@ -31,7 +31,11 @@ pub(crate) const OFFERED_ALGORITHMS: [PaAttr<'static>; 2] = [
 /// An authenticated request.
 #[derive(Debug, Clone)]
 pub(crate) struct Authed {
+    /// The username as received (or resolved from USERHASH): who may use the allocation.
     pub(crate) user: Arc<str>,
+    /// Who the quotas count: the static user, or the user part of a TURN REST username
+    /// ([`crate::rest::user_of`]), so that several credentials of one user share its quotas.
+    pub(crate) quota_user: Arc<str>,
     pub(crate) key: LongTermKey,
     pub(crate) kind: IntegrityKind,
     /// REST credentials: unix time at which they stop being accepted.
@@ -127,8 +131,13 @@ impl TurnServer {
             Err(NonceError::Stale { .. }) => return Err(AuthFailure::StaleNonce),
             Err(_) => return Err(AuthFailure::Unauthenticated),
         }
+        let quota_user = match credential.kind() {
+            CredentialKind::Rest { .. } => Arc::from(crate::rest::user_of(&user)),
+            CredentialKind::Static => Arc::from(user.as_str()),
+        };
         Ok(Authed {
             user: Arc::from(user),
+            quota_user,
             key,
             kind,
             expires_at: credential.expires_at(),

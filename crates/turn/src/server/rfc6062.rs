@@ -208,6 +208,7 @@ impl TurnServer {
             )
         };
         let authed = Authed {
+            quota_user: user.clone(),
             user,
             key,
             kind,
