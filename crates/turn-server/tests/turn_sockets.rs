@@ -11,8 +11,8 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use floe_stun::attr::{
-    ChannelNumber, Data, ErrorCode, Lifetime, Nonce, Realm, RequestedTransport, Username,
-    XorPeerAddress, XorRelayedAddress,
+    ChannelNumber, ConnectionId, Data, ErrorCode, Lifetime, Nonce, Realm, RequestedTransport,
+    Username, XorPeerAddress, XorRelayedAddress,
 };
 use floe_stun::integrity::long_term_key_md5;
 use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method, TransactionId};
@@ -338,4 +338,71 @@ fn every_port_of_a_small_relay_range_is_placed_before_508() {
     }
     let mut last = Client::udp(server.addr());
     assert_eq!(last.try_allocate(), Err(508));
+}
+
+/// Issue 12 item 4: an RFC 6062 data connection is paced by `--max-bps` (the allocation's
+/// bandwidth quota). No timing assertion: by the test's own clock (started before the
+/// allocation, so it only overstates the time), the bytes delivered never exceed the bucket's
+/// burst plus its rate times the time elapsed; and they all arrive in the end.
+#[test]
+fn rfc6062_data_connection_is_paced_by_the_allocation_bandwidth() {
+    const RATE: u64 = 128 * 1024;
+    const BURST: u64 = 65_535;
+    const TOTAL: usize = 256 * 1024;
+    let mut config = common::config(&["127.0.0.1:0"], true);
+    config.quotas.allocation_bandwidth = Some(floe_turn::quota::Bandwidth {
+        bytes_per_sec: RATE,
+        burst_bytes: BURST,
+    });
+    let server = common::start(config);
+    let start = std::time::Instant::now();
+
+    // A TCP allocation (RFC 6062 §5.1), then Connect to a TCP peer (§5.2).
+    let mut control = Client::tcp(server.addr());
+    let tcp = |b: &mut MessageBuilder<'_>| {
+        b.add(&RequestedTransport(RequestedTransport::TCP)).unwrap();
+    };
+    let resp = control.request(Method::ALLOCATE, tcp);
+    let msg = Message::parse(&resp).unwrap();
+    control.nonce = msg.get::<Nonce<'_>>().unwrap().unwrap().0.to_owned();
+    Client::expect_class(
+        &control.request(Method::ALLOCATE, tcp),
+        Class::SuccessResponse,
+    );
+    let peer_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer_listener.local_addr().unwrap();
+    let resp = control.request(Method::CONNECT, |b| {
+        b.add(&XorPeerAddress(peer_addr)).unwrap()
+    });
+    let msg = Client::expect_class(&resp, Class::SuccessResponse);
+    let id = msg.get::<ConnectionId>().unwrap().unwrap().0;
+    let (mut peer, _) = peer_listener.accept().unwrap();
+
+    // ConnectionBind on a data connection (§5.4); from then on it carries raw bytes.
+    let mut data = Client::tcp(server.addr());
+    data.nonce = control.nonce.clone();
+    let resp = data.request(Method::CONNECTION_BIND, |b| {
+        b.add(&ConnectionId(id)).unwrap()
+    });
+    Client::expect_class(&resp, Class::SuccessResponse);
+    let sender = std::thread::spawn(move || peer.write_all(&vec![7u8; TOTAL]).map(|()| peer));
+
+    let mut stream = data.tcp.take().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < TOTAL {
+        let n = stream.read(&mut buf).unwrap();
+        assert_ne!(n, 0, "closed after {got} bytes");
+        got += n;
+        let allowed = BURST as f64 + RATE as f64 * start.elapsed().as_secs_f64();
+        assert!(
+            got as f64 <= allowed,
+            "{got} bytes delivered where the quota allows {allowed:.0}"
+        );
+    }
+    assert_eq!(got, TOTAL);
+    drop(sender.join().unwrap().unwrap());
 }

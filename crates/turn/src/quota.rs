@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::ratelimit::TokenBucket;
 
@@ -329,12 +329,7 @@ impl QuotaTracker {
     #[must_use]
     pub fn allow_relay(&mut self, quota: &mut AllocationQuota, bytes: usize, now: Instant) -> bool {
         let n = u64::try_from(bytes).unwrap_or(u64::MAX);
-        let user = self
-            .users
-            .get_mut(quota.user)
-            .and_then(Option::as_mut)
-            .and_then(|u| u.bandwidth.as_mut());
-        let mut buckets = [quota.bandwidth.as_mut(), user];
+        let mut buckets = self.buckets(quota);
         let fits = buckets
             .iter_mut()
             .all(|b| b.as_mut().is_none_or(|b| b.available(now) >= n));
@@ -345,6 +340,56 @@ impl QuotaTracker {
             let _ = b.try_take(n, now);
         }
         true
+    }
+
+    /// Charges up to `want` bytes of a byte stream (RFC 6062 data connections: TCP cannot drop,
+    /// so the relay paces itself instead) to the allocation and its user at `now`. Grants
+    /// `min(want, what both buckets hold)` when that is at least `min(want, at_least)`, taking it
+    /// from both buckets; otherwise takes nothing and says how long until `min(want, at_least)`
+    /// bytes fit. `at_least` keeps a throttled stream from waking for every few bytes; keep it
+    /// within the bursts (every burst holds [`MAX_DATAGRAM`]).
+    pub fn grant_relay(
+        &mut self,
+        quota: &mut AllocationQuota,
+        want: u64,
+        at_least: u64,
+        now: Instant,
+    ) -> Result<u64, Duration> {
+        let mut buckets = self.buckets(quota);
+        let need = want.min(at_least);
+        let available = buckets
+            .iter_mut()
+            .flatten()
+            .map(|b| b.available(now))
+            .min()
+            .unwrap_or(u64::MAX);
+        if available < need {
+            let wait = buckets
+                .iter_mut()
+                .flatten()
+                .map(|b| b.time_until(need, now).unwrap_or(Duration::from_secs(1)))
+                .max()
+                .unwrap_or(Duration::ZERO);
+            return Err(wait);
+        }
+        let granted = want.min(available);
+        for b in buckets.into_iter().flatten() {
+            let _ = b.try_take(granted, now);
+        }
+        Ok(granted)
+    }
+
+    /// The allocation's and its user's bandwidth buckets (`None` where unlimited).
+    fn buckets<'a>(
+        &'a mut self,
+        quota: &'a mut AllocationQuota,
+    ) -> [Option<&'a mut TokenBucket>; 2] {
+        let user = self
+            .users
+            .get_mut(quota.user)
+            .and_then(Option::as_mut)
+            .and_then(|u| u.bandwidth.as_mut());
+        [quota.bandwidth.as_mut(), user]
     }
 
     fn user_slot(&mut self, user: &str, now: Instant) -> usize {
@@ -377,7 +422,6 @@ impl QuotaTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// Virtual time: one arbitrary origin, every later instant is `origin + Duration`.
     fn t0() -> Instant {
@@ -523,6 +567,37 @@ mod tests {
         // Another user is unaffected.
         assert!(q.allow_relay(&mut other, 100_000, now));
         for h in [a, b, other] {
+            q.release(h);
+        }
+    }
+
+    #[test]
+    fn stream_grants_are_partial_then_say_when_to_retry() {
+        let now = t0();
+        let mut q = QuotaTracker::new(small());
+        let mut a = q.try_allocate("alice", now).expect("a");
+        let mut b = q.try_allocate("alice", now).expect("b");
+
+        assert_eq!(q.grant_relay(&mut a, 60_000, 4096, now), Ok(60_000));
+        // The allocation holds 40 kB: a partial grant.
+        assert_eq!(q.grant_relay(&mut a, 60_000, 4096, now), Ok(40_000));
+        // Empty: 4096 bytes come back in 40.96 ms at 100 kB/s.
+        assert_eq!(
+            q.grant_relay(&mut a, 60_000, 4096, now),
+            Err(Duration::from_nanos(40_960_000))
+        );
+        // The user has 50 kB left for b; then b waits on the user's 150 kB/s.
+        assert_eq!(q.grant_relay(&mut b, 65_535, 4096, now), Ok(50_000));
+        let wait = q
+            .grant_relay(&mut b, 65_535, 4096, now)
+            .expect_err("user empty");
+        assert_eq!(wait, Duration::from_nanos(27_306_667));
+        // After the wait, the bytes are there.
+        assert_eq!(q.grant_relay(&mut b, 65_535, 4096, now + wait), Ok(4096));
+        // A want below the minimum chunk is granted whole or waited for.
+        let later = now + Duration::from_secs(10);
+        assert_eq!(q.grant_relay(&mut a, 10, 4096, later), Ok(10));
+        for h in [a, b] {
             q.release(h);
         }
     }

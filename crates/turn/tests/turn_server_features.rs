@@ -20,7 +20,8 @@ use floe_turn::credentials::ExpiryPolicy;
 use floe_turn::quota::QuotaConfig;
 use floe_turn::rest;
 use floe_turn::server::{
-    ConnectionId, DeleteReason, Event, RelayTransport, Shared, Transmit, Transport,
+    ConnectionGrant, ConnectionId, DeleteReason, Event, RelayDirection, RelayTransport, Shared,
+    Transmit, Transport, STREAM_MIN_GRANT,
 };
 
 fn permit(h: &mut Harness, c: &mut TestClient, peer: &str) -> Vec<u8> {
@@ -830,6 +831,139 @@ fn rfc6062_incoming_peer_connection() {
         .server
         .handle_peer_connected(h.now, ConnectionId(12345), &mut h.out)
         .is_none());
+}
+
+/// A TCP allocation of alice with a Connect to PEER bound to a data connection.
+fn bound_data_connection(h: &mut Harness) -> ConnectionId {
+    let mut c = TestClient::new(Transport::Tcp, "203.0.113.5:40000", "alice", "alice-pw");
+    tcp_alloc(h, &mut c);
+    let req = c.request(Method::CONNECT, |b| {
+        b.add(&XorPeerAddress(addr(PEER))).expect("p")
+    });
+    assert!(h.client(c.tuple, &req).is_none());
+    let (id, _, _) = connect_peer_event(h);
+    assert!(h
+        .server
+        .handle_peer_connected(h.now, id, &mut h.out)
+        .is_some());
+    // Not bound yet: nothing may be relayed.
+    assert_eq!(
+        h.server
+            .charge_connection(h.now, id, RelayDirection::ToPeer, 100),
+        ConnectionGrant::Closed
+    );
+    let mut data = TestClient::new(Transport::Tcp, "203.0.113.5:40001", "alice", "alice-pw");
+    let _ = h.request(&mut data, Method::CONNECTION_BIND, |_| {});
+    let r = h.request(&mut data, Method::CONNECTION_BIND, |b| {
+        b.add(&ConnectionIdAttr(id.0)).expect("cid")
+    });
+    assert_success(&r, &data);
+    id
+}
+
+#[test]
+fn rfc6062_data_connections_are_paced_by_the_bandwidth_quotas() {
+    // Issue 12 item 4: RFC 6062 bytes ignored --max-bps. A splice that relays only what
+    // charge_connection grants, and waits when told, moves burst + rate x time, no more.
+    const RATE: u64 = 100_000;
+    const BURST: u64 = 100_000;
+    const CHUNK: usize = 16 * 1024;
+    let mut q = QuotaConfig::default();
+    q.allocation_bandwidth = Some(floe_turn::quota::Bandwidth {
+        bytes_per_sec: RATE,
+        burst_bytes: BURST,
+    });
+    let mut h = Harness::with(config(), q);
+    let id = bound_data_connection(&mut h);
+    assert_eq!(h.server.connection_owner(id), Some(h.server.worker_index()));
+    let start = h.now;
+    let before = h.server.stats().bytes_to_peer + h.server.stats().bytes_to_client;
+
+    // Both directions of the splice, 10 s of virtual time, always wanting a full chunk.
+    let mut relayed = 0u64;
+    let mut waits = 0;
+    let mut dir = RelayDirection::ToPeer;
+    while h.now < start + Duration::from_secs(10) {
+        match h.server.charge_connection(h.now, id, dir, CHUNK) {
+            ConnectionGrant::Pass(n) => {
+                assert!(n > 0 && n <= CHUNK);
+                relayed += n as u64;
+            }
+            ConnectionGrant::RetryAt(t) => {
+                assert!(t > h.now, "a retry instant in the future");
+                h.advance(t - h.now);
+                waits += 1;
+            }
+            ConnectionGrant::Closed => panic!("closed"),
+        }
+        let elapsed = (h.now - start).as_secs_f64();
+        assert!(
+            relayed as f64 <= BURST as f64 + RATE as f64 * elapsed + 1.0,
+            "{relayed} bytes after {elapsed} s"
+        );
+        dir = match dir {
+            RelayDirection::ToPeer => RelayDirection::ToClient,
+            RelayDirection::ToClient => RelayDirection::ToPeer,
+        };
+    }
+    let elapsed = (h.now - start).as_secs_f64();
+    // Not starved either: within one minimum grant of what the bucket allows.
+    let allowed = BURST as f64 + RATE as f64 * elapsed;
+    assert!(
+        relayed as f64 >= allowed - STREAM_MIN_GRANT as f64,
+        "{relayed} of {allowed}"
+    );
+    // Waits are for at least a minimum grant (~41 ms at 100 kB/s), not per byte.
+    assert!(
+        waits <= 10 * RATE as usize / STREAM_MIN_GRANT + 1,
+        "{waits} waits"
+    );
+    // Every granted byte is counted.
+    let after = h.server.stats().bytes_to_peer + h.server.stats().bytes_to_client;
+    assert_eq!(after - before, relayed);
+
+    // The connection closed: nothing more.
+    h.server.handle_peer_tcp_closed(id);
+    assert_eq!(
+        h.server
+            .charge_connection(h.now, id, RelayDirection::ToPeer, CHUNK),
+        ConnectionGrant::Closed
+    );
+}
+
+#[test]
+fn rfc6062_data_connections_share_the_user_bandwidth_with_udp() {
+    let mut q = QuotaConfig::unlimited();
+    q.user_bandwidth = Some(floe_turn::quota::Bandwidth {
+        bytes_per_sec: 100_000,
+        burst_bytes: 100_000,
+    });
+    let mut h = Harness::with(config(), q);
+    let id = bound_data_connection(&mut h);
+    // alice's UDP allocation on the same user bucket.
+    let mut u = TestClient::udp("203.0.113.5:40002");
+    let relay = h.allocate(&mut u);
+    assert_success(&permit(&mut h, &mut u, PEER), &u);
+
+    let mut tcp = 0;
+    while let ConnectionGrant::Pass(n) =
+        h.server
+            .charge_connection(h.now, id, RelayDirection::ToClient, 10_000)
+    {
+        tcp += n;
+    }
+    assert_eq!(tcp, 100_000, "the user's burst");
+    // The UDP allocation finds the user's bucket empty.
+    assert!(h.peer(relay, addr(PEER), &[0u8; 1000]).is_none());
+    // Only the owner worker charges: another worker says Closed.
+    let mut other = Harness::sharing(config(), h.shared.clone());
+    assert_ne!(other.server.worker_index(), h.server.worker_index());
+    assert_eq!(
+        other
+            .server
+            .charge_connection(other.now, id, RelayDirection::ToPeer, 1),
+        ConnectionGrant::Closed
+    );
 }
 
 #[test]

@@ -3,12 +3,13 @@
 //! client data connection to its peer connection (§5.4). The state machine's side is
 //! `floe_turn::server::rfc6062`.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use floe_turn::server::ConnectionId;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use floe_turn::server::{ConnectionGrant, ConnectionId, RelayDirection};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::dispatch::{dispatch, Connect, Followups};
@@ -98,26 +99,46 @@ fn follow_up(ctx: &Arc<Ctx>, shard: &Arc<Shard>, followups: Followups) {
     }
 }
 
+/// Bytes a splice reads from one side before relaying them.
+const SPLICE_BUF: usize = 16 * 1024;
+
 /// §5.4: pipes bytes between a client data connection and its peer connection until either
-/// closes; `pending` are the client's bytes read past its ConnectionBind.
+/// closes; `pending` are the client's bytes read past its ConnectionBind. Every byte is charged
+/// to the allocation's and the user's bandwidth quotas on the worker that owns the allocation
+/// ([`TurnServer::charge_connection`](floe_turn::server::TurnServer::charge_connection)); over
+/// quota, the splice waits and reads nothing more, so TCP flow control slows the sender to the
+/// quota (TCP cannot drop bytes the way the UDP path does).
 pub(super) async fn splice<S>(
     ctx: &Arc<Ctx>,
     shard: &Arc<Shard>,
     id: ConnectionId,
-    mut client: S,
+    client: S,
     pending: &[u8],
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(mut peer) = lock(&ctx.peer_conns).remove(&id) else {
+    let Some(peer) = lock(&ctx.peer_conns).remove(&id) else {
         return;
+    };
+    let Some(owner) = lock(&shard.state).turn.connection_owner(id) else {
+        return;
+    };
+    let pacer = Pacer {
+        ctx: ctx.clone(),
+        owner,
+        id,
     };
     let pending = pending.to_vec();
     let work = async move {
-        if !pending.is_empty() {
-            peer.write_all(&pending).await?;
-        }
-        tokio::io::copy_bidirectional(&mut client, &mut peer).await
+        let (mut client_rd, mut client_wr) = tokio::io::split(client);
+        let (mut peer_rd, mut peer_wr) = peer.into_split();
+        pacer
+            .write(RelayDirection::ToPeer, &pending, &mut peer_wr)
+            .await?;
+        tokio::try_join!(
+            pacer.pipe(RelayDirection::ToPeer, &mut client_rd, &mut peer_wr),
+            pacer.pipe(RelayDirection::ToClient, &mut peer_rd, &mut client_wr),
+        )
     };
     // Run the pipe as its own task so CloseConnection can stop it.
     let handle = tokio::spawn(work);
@@ -125,4 +146,60 @@ pub(super) async fn splice<S>(
     let _ = handle.await;
     lock(&ctx.splices).remove(&id);
     lock(&shard.state).turn.handle_peer_tcp_closed(id);
+}
+
+/// Asks the state machine of the allocation's worker for the right to relay each chunk.
+struct Pacer {
+    ctx: Arc<Ctx>,
+    owner: u32,
+    id: ConnectionId,
+}
+
+impl Pacer {
+    /// Copies `from` to `to` until `from` ends (then shuts `to` down for writing), at most
+    /// [`SPLICE_BUF`] unrelayed bytes held at a time.
+    async fn pipe<R, W>(&self, dir: RelayDirection, from: &mut R, to: &mut W) -> io::Result<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut buf = vec![0u8; SPLICE_BUF];
+        loop {
+            let n = from.read(&mut buf).await?;
+            if n == 0 {
+                return to.shutdown().await;
+            }
+            self.write(dir, &buf[..n], to).await?;
+        }
+    }
+
+    /// Writes `data` as fast as the bandwidth quotas grant it.
+    async fn write<W>(&self, dir: RelayDirection, mut data: &[u8], to: &mut W) -> io::Result<()>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        while !data.is_empty() {
+            let grant = match self.ctx.shard_of_worker(self.owner) {
+                Some(owner) => lock(&owner.state).turn.charge_connection(
+                    Instant::now(),
+                    self.id,
+                    dir,
+                    data.len(),
+                ),
+                None => ConnectionGrant::Closed,
+            };
+            match grant {
+                ConnectionGrant::Pass(n) => {
+                    let (now, rest) = data.split_at(n.min(data.len()));
+                    to.write_all(now).await?;
+                    data = rest;
+                }
+                ConnectionGrant::RetryAt(at) => {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                }
+                ConnectionGrant::Closed => return Err(io::ErrorKind::ConnectionAborted.into()),
+            }
+        }
+        Ok(())
+    }
 }

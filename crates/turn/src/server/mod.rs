@@ -77,11 +77,12 @@ use crate::ratelimit::SourceRateLimiter;
 pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use config::{Lifetimes, TurnConfig};
 pub use own_relay::{REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW};
+pub use rfc6062::STREAM_MIN_GRANT;
 pub use shared::Shared;
 pub use stats::{DropCounts, DropReason, ErrorCounts, RefusalCounts, TurnStats, ERROR_CODES};
 pub use types::{
-    BindError, ClientTuple, ConnectionId, DeleteReason, Event, PeerAddr, PeerRequest, RelayAddr,
-    RelayBinder, RelayTransport, Transmit, Transport,
+    BindError, ClientTuple, ConnectionGrant, ConnectionId, DeleteReason, Event, PeerAddr,
+    PeerRequest, RelayAddr, RelayBinder, RelayDirection, RelayTransport, Transmit, Transport,
 };
 
 use allocation::{AllocId, Allocation, Signer};

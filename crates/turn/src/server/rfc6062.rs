@@ -16,13 +16,81 @@ use super::own_relay::denied_label;
 use super::reply::{seal, Reject};
 use super::shared::{ConnEntry, ConnState, Registry};
 use super::stats::DropReason;
-use super::types::{ClientTuple, ConnectionId, Event, PeerRequest, RelayTransport, Transmit};
+use super::types::{
+    ClientTuple, ConnectionGrant, ConnectionId, Event, PeerRequest, RelayDirection, RelayTransport,
+    Transmit,
+};
 use super::{Handled, PendingConnect, Timer, TurnServer};
 
 /// RFC 6062 §5.2/§5.3: the client has 30 seconds to send ConnectionBind.
 pub const CONNECTION_BIND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The smallest grant a throttled RFC 6062 data connection waits for
+/// ([`TurnServer::charge_connection`]), so that it does not wake for every few bytes.
+pub const STREAM_MIN_GRANT: usize = 4096;
+
 impl TurnServer {
+    /// The worker ([`TurnServer::worker_index`]) whose allocation owns the RFC 6062 connection
+    /// `connection_id`: call [`TurnServer::charge_connection`] on it. `None`: no such connection.
+    /// May be called on any worker.
+    pub fn connection_owner(&self, connection_id: ConnectionId) -> Option<u32> {
+        let reg = self.shared.registry();
+        reg.connections.get(&connection_id).map(|e| e.owner.0)
+    }
+
+    /// RFC 6062 §5.4: the splice of a bound data connection asks to relay `want` bytes going
+    /// `direction`. Every byte counts against the allocation's and the user's bandwidth quotas,
+    /// the same buckets UDP relaying draws on (RFC 8656 §7.2 leaves quotas to the server). TCP
+    /// cannot drop, so instead of refusing bytes this grants what the buckets hold now
+    /// ([`ConnectionGrant::Pass`], charged), or says when to ask again
+    /// ([`ConnectionGrant::RetryAt`], when at least `min(want, STREAM_MIN_GRANT)` fit): the splice
+    /// relays only what it is granted and reads no more meanwhile, so TCP flow control slows
+    /// the sender down. Call it on the owner worker ([`TurnServer::connection_owner`]).
+    pub fn charge_connection(
+        &mut self,
+        now: Instant,
+        connection_id: ConnectionId,
+        direction: RelayDirection,
+        want: usize,
+    ) -> ConnectionGrant {
+        let alloc = {
+            let reg = self.shared.registry();
+            match reg.connections.get(&connection_id) {
+                Some(e) if e.owner == self.worker && e.state == ConnState::Bound => e.alloc,
+                _ => return ConnectionGrant::Closed,
+            }
+        };
+        let Some(a) = self.allocations.get_mut(&alloc) else {
+            return ConnectionGrant::Closed;
+        };
+        let granted = if a.credit > 0 {
+            let g = a.credit.min(want);
+            a.credit -= g;
+            g
+        } else if !self.shared.bandwidth_limited() {
+            want
+        } else {
+            let Some(quota) = a.quota.as_mut() else {
+                return ConnectionGrant::Closed;
+            };
+            let want64 = u64::try_from(want).unwrap_or(u64::MAX);
+            let grant =
+                self.shared
+                    .quota()
+                    .grant_relay(quota, want64, STREAM_MIN_GRANT as u64, now);
+            match grant {
+                Ok(g) => usize::try_from(g).unwrap_or(want),
+                Err(wait) => return ConnectionGrant::RetryAt(now + wait),
+            }
+        };
+        let bytes = granted as u64;
+        match direction {
+            RelayDirection::ToPeer => self.stats.bytes_to_peer += bytes,
+            RelayDirection::ToClient => self.stats.bytes_to_client += bytes,
+        }
+        ConnectionGrant::Pass(granted)
+    }
+
     /// RFC 6062 §5.2: Connect. Answered later, when the shell reports the outcome of
     /// [`Event::ConnectPeer`].
     pub(crate) fn connect(

@@ -67,6 +67,28 @@ pub enum RelayTransport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u32);
 
+/// Which way relayed bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayDirection {
+    /// From the client to the peer.
+    ToPeer,
+    /// From the peer to the client.
+    ToClient,
+}
+
+/// The answer of [`crate::server::TurnServer::charge_connection`] for an RFC 6062 data
+/// connection: TCP cannot drop bytes, so the splice paces itself by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionGrant {
+    /// This many bytes (at most those asked for, at least one unless zero were asked for) are
+    /// charged to the allocation's and the user's bandwidth quotas: relay them now.
+    Pass(usize),
+    /// Over quota: relay nothing (read nothing more) and ask again at this instant.
+    RetryAt(std::time::Instant),
+    /// The connection is not (or no longer) bound on this worker's allocation: close it.
+    Closed,
+}
+
 /// RFC 8656 §2 *relayed transport address*, named by the local address of its relay socket (the
 /// address [`RelayBinder::bind`] bound). A newtype so that it cannot be swapped with a
 /// [`PeerAddr`] in the calls and outputs that take both.
