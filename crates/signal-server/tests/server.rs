@@ -1234,3 +1234,65 @@ async fn hub_limits_from_the_config_take_effect() {
     );
     s.stop().await;
 }
+
+/// An HS256 token (secret `k3y`) for `room` and `peer`, expiring `exp_in` seconds from now
+/// (negative: already expired).
+fn token_expiring(room: &str, peer: &str, exp_in: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = Claims {
+        room: room.into(),
+        peer: Some(peer.into()),
+        perms: None,
+        exp: now.saturating_add_signed(exp_in),
+        nbf: None,
+        iat: None,
+    };
+    mint_hs256(b"k3y", &claims).unwrap()
+}
+
+#[tokio::test]
+async fn refresh_with_an_expired_token_is_fatal_and_closes_the_connection() {
+    // Arrange: production mode, alice and bob in one room.
+    let s = Server::start(SignalConfig {
+        jwt_secret: Some("k3y".into()),
+        ..SignalConfig::default()
+    })
+    .await;
+    let mut a = s.ws().await;
+    a.send(json!({"type":"join","v":1,"room":"r","token":token_expiring("r","alice",60)}))
+        .await;
+    assert_eq!(a.recv().await["type"], "welcome");
+    // At join an expired token is not fatal: the connection stays usable.
+    let mut b = s.ws().await;
+    b.send(json!({"type":"join","v":1,"room":"r","token":token_expiring("r","bob",-60)}))
+        .await;
+    let e = b.expect_error("token_expired").await;
+    assert_eq!(e["fatal"], false, "{e}");
+    b.send(json!({"type":"join","v":1,"room":"r","token":token_expiring("r","bob",60)}))
+        .await;
+    assert_eq!(b.recv().await["type"], "welcome");
+    assert_eq!(a.recv().await["type"], "peer_joined");
+
+    // Act: bob refreshes with a token that already expired.
+    b.send(json!({"type":"refresh","token":token_expiring("r","bob",-60)}))
+        .await;
+
+    // Assert: fatal error, then the close (1008, reason the code); the session ended.
+    let e = b.expect_error("token_expired").await;
+    assert_eq!(e["fatal"], true, "{e}");
+    assert_eq!(b.expect_close().await, (1008, "token_expired".into()));
+    let left = a.recv().await;
+    assert_eq!(
+        (
+            left["type"].as_str(),
+            left["peer"].as_str(),
+            left["reason"].as_str()
+        ),
+        (Some("peer_left"), Some("bob"), Some("expired")),
+        "{left}"
+    );
+    s.stop().await;
+}

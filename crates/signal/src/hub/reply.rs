@@ -47,7 +47,15 @@ impl<B: Bus> Hub<B> {
         ref_seq: Option<u64>,
     ) {
         self.outputs.push_back(Output::Rejected { code });
-        self.reply(to, ServerMsg::error(code, message, ref_seq));
+        // Not fatal whatever the code (`token_expired` at join, say): the connection stays open,
+        // and `fatal` promises a close. Fatal errors go through [`Hub::fail`].
+        let body = ErrorBody {
+            code,
+            message: message.into(),
+            fatal: false,
+            ref_seq,
+        };
+        self.reply(to, ServerMsg::Error(body));
     }
 
     /// An error for a session from an asynchronous bus answer.

@@ -13,7 +13,9 @@ use crate::bus::{Bus, BusCommand, MailboxEntry, Member, ResumedSession, SessionR
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId};
 use crate::mailbox::Mailbox;
-use crate::proto::{LeaveReason, PeerInfo, Resumed, ServerMsg, Welcome, PROTOCOL_VERSION};
+use crate::proto::{
+    ErrorBody, LeaveReason, PeerInfo, Resumed, ServerMsg, Welcome, PROTOCOL_VERSION,
+};
 
 /// The answer to any failed `resume` (the causes are indistinguishable on purpose).
 const RESUME_FAILED: &str = "unknown or expired session, or wrong resume token; join again";
@@ -439,6 +441,23 @@ impl<B: Bus> Hub<B> {
         };
         let claims = match verifier.verify(token, now.unix) {
             Ok(c) => c,
+            Err(d) if d.code == ErrorCode::TokenExpired => {
+                // Fatal for a live session (docs/signalling.md §4): the session ends as when its
+                // own token expires, and a connection is closed after the error.
+                match to {
+                    ReplyTo::Conn(conn) => self.fail(conn, d.code, d.message, now),
+                    ReplyTo::PostBox => self.reply(
+                        to,
+                        ServerMsg::Error(ErrorBody {
+                            code: d.code,
+                            message: d.message,
+                            fatal: true,
+                            ref_seq: None,
+                        }),
+                    ),
+                }
+                return self.end_session(sid, LeaveReason::Expired, true, now);
+            }
             Err(d) => return self.reply_error(to, d.code, d.message, None),
         };
         let Some(s) = self.sessions.get(sid) else {
