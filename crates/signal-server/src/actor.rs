@@ -75,6 +75,9 @@ enum Cmd {
     Oversized {
         conn: ConnId,
     },
+    InvalidText {
+        conn: ConnId,
+    },
     Disconnect {
         conn: ConnId,
     },
@@ -138,6 +141,10 @@ impl HubHandle {
 
     pub(crate) async fn oversized(&self, conn: ConnId) {
         let _ = self.tx.send(Cmd::Oversized { conn }).await;
+    }
+
+    pub(crate) async fn invalid_text(&self, conn: ConnId) {
+        let _ = self.tx.send(Cmd::InvalidText { conn }).await;
     }
 
     pub(crate) async fn disconnect(&self, conn: ConnId) {
@@ -304,6 +311,7 @@ impl Actor {
                 self.hub.handle_frame(conn, &data, now());
             }
             Cmd::Oversized { conn } => self.hub.handle_oversized(conn, now()),
+            Cmd::InvalidText { conn } => self.hub.handle_invalid_text(conn, now()),
             Cmd::Disconnect { conn } => {
                 self.sinks.remove(&conn);
                 self.hub.handle_disconnect(conn, now());

@@ -1296,3 +1296,31 @@ async fn refresh_with_an_expired_token_is_fatal_and_closes_the_connection() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_gets_bad_json_before_the_close() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    // Arrange: alice and bob in one room.
+    let s = Server::start(SignalConfig::default()).await;
+    let (mut a, _) = s.join("r", "alice").await;
+    let (mut b, w) = s.join("r", "bob").await;
+    a.recv().await; // peer_joined
+
+    // Act: a raw text frame whose payload is not UTF-8 (the client API cannot build one).
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    b.inner.send(Message::Frame(bad)).await.unwrap();
+
+    // Assert: `bad_json`, fatal (the transport cannot read past the frame), then close 1007.
+    let e = b.expect_error("bad_json").await;
+    assert_eq!(e["fatal"], true, "{e}");
+    assert_eq!(b.expect_close().await, (1007, "bad_json".into()));
+    // The session waits for a resume; alice is untouched.
+    let mut b2 = s.ws().await;
+    b2.send(json!({"type":"resume","session":w["session"],"resumeToken":w["resumeToken"]}))
+        .await;
+    assert_eq!(b2.recv().await["type"], "resumed");
+    a.send(json!({"type":"ping"})).await;
+    assert_eq!(a.recv().await["type"], "pong");
+    s.stop().await;
+}

@@ -95,13 +95,19 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                 Ok(Message::Binary(b)) => b.to_vec(),
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
                 Ok(Message::Close(_)) => break,
-                Err(e) => {
-                    if is_capacity_error(e) {
+                Err(e) => match transport_error(e) {
+                    TransportError::Capacity => {
                         hub.oversized(conn).await;
-                        return ReadEnd::Oversized;
+                        return ReadEnd::Refused;
                     }
-                    break;
-                }
+                    // tungstenite checks text frames itself and its stream ends after the
+                    // error: answer `bad_json` (fatal) before the close.
+                    TransportError::Utf8 => {
+                        hub.invalid_text(conn).await;
+                        return ReadEnd::Refused;
+                    }
+                    TransportError::Other => break,
+                },
             };
             if hub.frame(conn, data).await.is_err() {
                 break;
@@ -112,7 +118,7 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
     tokio::pin!(writer, reader);
     tokio::select! {
         end = &mut reader => {
-            if end == ReadEnd::Oversized {
+            if end == ReadEnd::Refused {
                 // Let the writer send the error and the close frame.
                 let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
             }
@@ -144,8 +150,9 @@ enum WriteEnd {
 enum ReadEnd {
     /// End of stream, a close frame, a transport error, or the hub is gone.
     Done,
-    /// A frame over the transport's hard cap; the hub was told.
-    Oversized,
+    /// A frame the transport cannot read past (over the hard cap, or a text frame that is not
+    /// UTF-8); the hub was told and answers with a fatal error.
+    Refused,
 }
 
 /// How long a connection task waits, once one direction stopped, for the other to finish: the
@@ -153,16 +160,30 @@ enum ReadEnd {
 /// error's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-fn is_capacity_error(e: axum::Error) -> bool {
-    e.into_inner()
-        .downcast::<tokio_tungstenite::tungstenite::Error>()
-        .is_ok_and(|e| matches!(*e, tokio_tungstenite::tungstenite::Error::Capacity(_)))
+/// The transport errors the hub answers.
+enum TransportError {
+    /// A frame or message over the hard cap.
+    Capacity,
+    /// A text frame that is not valid UTF-8.
+    Utf8,
+    /// Anything else (a reset, a protocol violation): the connection just ends.
+    Other,
+}
+
+fn transport_error(e: axum::Error) -> TransportError {
+    use tokio_tungstenite::tungstenite::Error;
+    match e.into_inner().downcast::<Error>().map(|e| *e) {
+        Ok(Error::Capacity(_)) => TransportError::Capacity,
+        Ok(Error::Utf8(_)) => TransportError::Utf8,
+        _ => TransportError::Other,
+    }
 }
 
 /// The WebSocket close code for a fatal error.
 fn close_code(code: ErrorCode) -> u16 {
     match code {
         ErrorCode::MessageTooLarge => 1009,
+        ErrorCode::BadJson => 1007, // invalid frame payload data (RFC 6455 §7.4.1)
         ErrorCode::ServerShutdown => 1012, // service restart: reconnect
         ErrorCode::Internal => 1011,
         _ => 1008, // policy violation

@@ -247,6 +247,17 @@ impl<B: Bus> Hub<B> {
         );
     }
 
+    /// A text frame that is not valid UTF-8, which the WebSocket transport refuses to read past
+    /// (RFC 6455 §8.1 makes it fail the connection): answer `bad_json`, fatally, and close.
+    pub fn handle_invalid_text(&mut self, conn: ConnId, now: Now) {
+        self.fail(
+            conn,
+            ErrorCode::BadJson,
+            "text frame is not valid UTF-8; the WebSocket cannot continue".into(),
+            now,
+        );
+    }
+
     /// Time passed: fire due timers.
     pub fn handle_timeout(&mut self, now: Now) {
         while let Some((at, _)) = self.timers.first() {
