@@ -1324,3 +1324,57 @@ async fn a_text_frame_that_is_not_utf8_gets_bad_json_before_the_close() {
     assert_eq!(a.recv().await["type"], "pong");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn post_box_query_string_errors_are_json_bad_message() {
+    // Arrange: a post-box session.
+    let s = Server::start(SignalConfig::default()).await;
+    let (st, w) = rest_join_with(s.addr, "r", None, &[]).await;
+    assert_eq!(st, 200, "{w}");
+    let path = format!(
+        "/v1/rest/sessions/{}/messages",
+        w["session"].as_str().unwrap()
+    );
+    let auth = format!("Bearer {}", w["resumeToken"].as_str().unwrap());
+
+    for query in [
+        "after=-1",
+        "after=x&wait=0",
+        "wait=1e3",
+        "after=99999999999999999999",
+    ] {
+        // Act: poll with a query string that does not parse.
+        let (st, head, e) = http_full(
+            s.addr,
+            "GET",
+            &format!("{path}?{query}"),
+            &[("authorization", &auth)],
+            b"",
+        )
+        .await;
+
+        // Assert: the JSON error body of every other error, HTTP 400.
+        assert_eq!(
+            (
+                st,
+                e["type"].as_str(),
+                e["code"].as_str(),
+                e["fatal"].as_bool()
+            ),
+            (400, Some("error"), Some("bad_message"), Some(false)),
+            "{query}: {e}"
+        );
+        assert!(head.contains("content-type: application/json"), "{head}");
+    }
+    // A well-formed poll still works.
+    let (st, p) = http(
+        s.addr,
+        "GET",
+        &format!("{path}?after=0&wait=0"),
+        &[("authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!((st, p["lastSeq"].as_u64()), (200, Some(0)), "{p}");
+    s.stop().await;
+}

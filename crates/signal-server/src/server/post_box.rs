@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -113,12 +114,17 @@ pub(super) struct PollQuery {
 pub(super) async fn post_box_poll(
     State(state): State<AppState>,
     Path(session): Path<String>,
-    Query(q): Query<PollQuery>,
+    query: Result<Query<PollQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     let (session, token) = match post_box_target(&session, &headers) {
         Ok(t) => t,
         Err(r) => return *r,
+    };
+    // axum's own rejection is plain text; every post-box error is the JSON `error`.
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return refuse(ErrorCode::BadMessage, format!("bad query string: {e}")),
     };
     let wait = Duration::from_secs(q.wait).min(state.0.poll_wait_cap);
     let hub = &state.0.hub;
