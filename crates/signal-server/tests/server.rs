@@ -1378,3 +1378,51 @@ async fn post_box_query_string_errors_are_json_bad_message() {
     assert_eq!((st, p["lastSeq"].as_u64()), (200, Some(0)), "{p}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn production_mode_serves_metrics_to_local_scrapers_only() {
+    // Arrange: production mode behind a trusted proxy on loopback.
+    let s = Server::start(SignalConfig {
+        jwt_secret: Some("k3y".into()),
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..SignalConfig::default()
+    })
+    .await;
+
+    // Act + assert: a scraper on this host is served ...
+    let (st, head, _) = http_full(s.addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(st, 200, "{head}");
+    // ... a request relayed by a proxy (a public client) is refused with the JSON error, and counted.
+    for h in [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7"),
+        ("x-real-ip", "127.0.0.1"),
+    ] {
+        let (st, e) = http(s.addr, "GET", "/metrics", &[h], b"").await;
+        assert_eq!(
+            (st, e["code"].as_str()),
+            (403, Some("forbidden")),
+            "{h:?}: {e}"
+        );
+    }
+    let text = metrics_text(s.addr).await;
+    let refused = text
+        .lines()
+        .find_map(|l| l.strip_prefix("floe_signal_metrics_refused_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(refused.is_some_and(|n| n >= 3.0), "{text}");
+    s.stop().await;
+
+    // Development mode: served as before, proxied or not.
+    let s = Server::start(SignalConfig::default()).await;
+    let (st, _) = http(
+        s.addr,
+        "GET",
+        "/metrics",
+        &[("x-forwarded-for", "203.0.113.7")],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 200);
+    s.stop().await;
+}

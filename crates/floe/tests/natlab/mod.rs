@@ -814,7 +814,8 @@ impl Lab {
     }
 
     /// floe's TURN counters (`floe_turn_*` lines of `/metrics`: allocations, permissions,
-    /// error responses by code, ...), fetched with curl inside the server namespace; for failure
+    /// error responses by code, ...), fetched with curl inside the server namespace (from
+    /// 127.0.0.1, as production mode requires); for failure
     /// messages (a refused CreatePermission shows as `floe_turn_error_responses_total{code="403"}`).
     pub fn turn_metrics(&self) -> String {
         if self.serve_id.is_none() || !crate::common::has_tool("curl") {
@@ -823,7 +824,8 @@ impl Lab {
         let url = format!("http://{}:{HTTP_PORT}/metrics", self.server_bind_ip);
         let out = self
             .command(&self.server_ns, "curl")
-            .args(["-s", "--max-time", "3", &url])
+            // From loopback: in production mode `/metrics` answers loopback clients only.
+            .args(["-s", "--max-time", "3", "--interface", "127.0.0.1", &url])
             .output();
         let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
         text.unwrap_or_default()

@@ -1,11 +1,14 @@
 //! The routes, CORS for the API routes, static files and `/metrics`.
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use floe_signal::proto::ErrorBody;
 use floe_signal::ErrorCode;
 
 use crate::origin::{self, Verdict};
@@ -13,7 +16,7 @@ use crate::origin::{self, Verdict};
 use super::ice_servers::ice_servers;
 use super::post_box::{post_box_join, post_box_leave, post_box_message, post_box_poll};
 use super::websocket::ws_upgrade;
-use super::{refuse, AppState};
+use super::{error_response, refuse, AppState};
 
 pub(super) fn router(state: AppState) -> Router {
     // The routes a page on another origin may call (CORS, preflight, `Origin` check).
@@ -94,7 +97,24 @@ async fn client_js() -> Response {
         .into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`. In production mode only for a scraper on this host: the socket peer must be a
+/// loopback address and the request must not come through a proxy (any forwarding header), else
+/// 403 `forbidden`, counted in `floe_signal_metrics_refused_total`. Development mode serves
+/// everyone, as it always did.
+async fn metrics(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if state.0.auth.is_production() && !is_local_scraper(peer, &headers) {
+        metrics::counter!("floe_signal_metrics_refused_total").increment(1);
+        return error_response(ErrorBody {
+            code: ErrorCode::Forbidden,
+            message: "production mode: /metrics answers loopback clients only".into(),
+            fatal: false,
+            ref_seq: None,
+        });
+    }
     match &state.0.metrics {
         Some(render) => (
             [(
@@ -106,4 +126,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
     }
+}
+
+/// A request from this host that no proxy relayed: a reverse proxy on the same host connects from
+/// loopback too, so a forwarding header (trusted or not) means someone else asked.
+fn is_local_scraper(peer: SocketAddr, headers: &HeaderMap) -> bool {
+    const FORWARDING: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+    peer.ip().to_canonical().is_loopback() && !FORWARDING.iter().any(|h| headers.contains_key(*h))
 }
