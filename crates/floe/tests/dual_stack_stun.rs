@@ -12,9 +12,9 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use common::{require, Proc};
+use common::{require, Netns, Proc};
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe");
 const V4: &str = "11.0.0.10";
@@ -23,68 +23,40 @@ const V6: &str = "2000:1::10";
 const V6_ALT: &str = "2000:1::11";
 const PORT: u16 = 3478;
 
-/// A network namespace with a veth pair carrying the four addresses; deleted on drop.
-struct Netns(String);
+/// The test's namespace with a veth pair carrying the four addresses.
+fn lab(tag: &str) -> Netns {
+    let ns = Netns::new(&format!("floe-ds-{tag}"));
+    for args in [
+        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"][..],
+        &["link", "set", "v0", "up"],
+        &["link", "set", "v1", "up"],
+        &["addr", "add", &format!("{V4}/24"), "dev", "v0"],
+        &["addr", "add", &format!("{V4_ALT}/24"), "dev", "v0"],
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{V6}/64"),
+            "dev",
+            "v0",
+            "nodad",
+        ],
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{V6_ALT}/64"),
+            "dev",
+            "v0",
+            "nodad",
+        ],
+    ] {
+        ns.ip(args);
+    }
+    ns
+}
 
 impl Netns {
-    fn new(tag: &str) -> Netns {
-        require("ip");
-        assert!(
-            nix_is_root(),
-            "this test needs root (network namespaces): run it as root, as CI does"
-        );
-        let name = format!("floe-ds-{tag}-{}", std::process::id());
-        let ns = Netns(name);
-        ns.ip(&["netns", "add", &ns.0]);
-        for args in [
-            &["link", "set", "lo", "up"][..],
-            &["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
-            &["link", "set", "v0", "up"],
-            &["link", "set", "v1", "up"],
-            &["addr", "add", &format!("{V4}/24"), "dev", "v0"],
-            &["addr", "add", &format!("{V4_ALT}/24"), "dev", "v0"],
-            &[
-                "-6",
-                "addr",
-                "add",
-                &format!("{V6}/64"),
-                "dev",
-                "v0",
-                "nodad",
-            ],
-            &[
-                "-6",
-                "addr",
-                "add",
-                &format!("{V6_ALT}/64"),
-                "dev",
-                "v0",
-                "nodad",
-            ],
-        ] {
-            let mut full = vec!["-n", &ns.0];
-            full.extend_from_slice(args);
-            ns.ip(&full);
-        }
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip").args(args).output().expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// `ip netns exec NS program args...`
-    fn command(&self, program: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.0, program]).args(args);
-        cmd
-    }
-
     /// Starts `floe turn` inside, waiting (bounded) until it answers plain Binding on each of
     /// `ready`.
     fn floe_turn(&self, args: &[&str], ready: &[String]) -> Proc {
@@ -120,20 +92,6 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn nix_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 fn text(out: Output) -> (bool, String) {
     let t = format!(
         "{}{}",
@@ -153,7 +111,7 @@ fn v6() -> String {
 
 #[test]
 fn rfc5780_discovery_on_both_families_in_one_process() {
-    let ns = Netns::new("both");
+    let ns = lab("both");
     let _floe = ns.floe_turn(
         &[
             "--listen",
@@ -210,7 +168,7 @@ fn rfc5780_discovery_on_both_families_in_one_process() {
 
 #[test]
 fn a_family_without_an_alternate_answers_plain_binding() {
-    let ns = Netns::new("v4alt");
+    let ns = lab("v4alt");
     let _floe = ns.floe_turn(
         &[
             "--listen",

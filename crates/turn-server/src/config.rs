@@ -13,6 +13,7 @@
 //! [`crate::turn::TurnService::bind`] takes. A new option is one field in the `Args` struct, one
 //! in the section, and one line in `apply` (plus its row in docs/turn.md).
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::ParseIntError;
 use std::ops::RangeInclusive;
@@ -28,6 +29,7 @@ use floe_turn::quota::{Bandwidth, QuotaConfig};
 use floe_turn::server::TurnConfig;
 use serde::Deserialize;
 
+use crate::host_ips::{self, HostAddress, IpFamily, RelayChoice};
 use crate::tls::TlsError;
 use crate::turn::TurnShellConfig;
 
@@ -306,6 +308,9 @@ pub struct TurnPlan {
     pub shell: TurnShellConfig,
     /// The random REST secret generated because no credentials were configured, if any.
     pub generated_secret: Option<String>,
+    /// The relay addresses chosen from the host's addresses (wildcard listener, no
+    /// `--relay-ip`); empty when they were configured or taken from `--listen`.
+    pub auto_relay: Vec<RelayChoice>,
 }
 
 /// A STUN/TURN configuration that cannot be used. The messages name the flag or key.
@@ -330,9 +335,13 @@ pub enum ConfigError {
     /// An `--alternate-ip` whose family no listening address has.
     #[error("--alternate-ip {0}: no --listen address of its family")]
     AlternateUnused(IpAddr),
-    /// No relay address given and the first listening address is unspecified.
-    #[error("listening on an unspecified address: give --relay-ip")]
+    /// No relay address given, the first listening address is a wildcard and the host has no
+    /// address a peer could reach (only loopback, link-local and the like).
+    #[error("listening on a wildcard address and the host has no global or private address of that family to relay from: give --relay-ip")]
     NoRelayIp,
+    /// The host's interface addresses could not be read (for a wildcard listening address).
+    #[error("reading the host's addresses for the wildcard listening address: {0}")]
+    HostAddresses(io::Error),
     /// An `allow_peers`/`deny_peers` entry is not a CIDR prefix (host bits set, say).
     #[error("{key} {input:?}: {error}")]
     PeerRange {
@@ -373,13 +382,43 @@ impl TurnSection {
         listen: &ListenConfig,
         generate_secret: bool,
     ) -> Result<TurnPlan, ConfigError> {
+        self.shell_config_on(listen, generate_secret, host_ips::host_addresses)
+    }
+
+    /// [`TurnSection::shell_config`] with the host's addresses read by `host` (called only when
+    /// a listening address is a wildcard).
+    pub fn shell_config_on(
+        &self,
+        listen: &ListenConfig,
+        generate_secret: bool,
+        host: impl FnOnce() -> io::Result<Vec<HostAddress>>,
+    ) -> Result<TurnPlan, ConfigError> {
         let addrs = listen.addrs();
         let (store, generated_secret) = self.credentials(generate_secret)?;
+        // A wildcard listener answers on every address of the host: all of them are the
+        // server's own.
+        let wildcard: Vec<IpFamily> = addrs
+            .iter()
+            .filter(|l| l.ip().is_unspecified())
+            .map(|l| IpFamily::of(l.ip()))
+            .collect();
+        let host = if wildcard.is_empty() {
+            Vec::new()
+        } else {
+            host().map_err(ConfigError::HostAddresses)?
+        };
         let mut relay_ips = self.relay_ips.clone();
+        let mut auto_relay = Vec::new();
         if relay_ips.is_empty() {
             match addrs.first() {
                 Some(l) if !l.ip().is_unspecified() => relay_ips.push(l.ip()),
-                _ => return Err(ConfigError::NoRelayIp),
+                _ => {
+                    auto_relay = host_ips::choose(&host, &wildcard);
+                    if auto_relay.is_empty() {
+                        return Err(ConfigError::NoRelayIp);
+                    }
+                    relay_ips.extend(auto_relay.iter().map(|c| c.address.ip));
+                }
             }
         }
         // The server's own addresses (listening, alternate, advertised) are never peers: a
@@ -389,6 +428,7 @@ impl TurnSection {
             .map(|l| l.ip())
             .chain(listen.alternate_ip.iter().copied())
             .chain(self.external_ips.iter().copied())
+            .chain(host.iter().map(|h| h.ip))
             .filter(|ip| !ip.is_unspecified())
             .collect();
         let policy = PeerPolicy::new()
@@ -428,6 +468,7 @@ impl TurnSection {
         Ok(TurnPlan {
             shell,
             generated_secret,
+            auto_relay,
         })
     }
 
@@ -663,6 +704,64 @@ mod tests {
             .listen
             .apply(&mut flags);
         assert_eq!(flags.alternate_ip.len(), 2);
+    }
+
+    fn host(list: &[&str]) -> Vec<HostAddress> {
+        list.iter()
+            .map(|ip| HostAddress {
+                interface: "eth0".to_owned(),
+                ip: ip.parse().unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_wildcard_listener_relays_from_the_hosts_address_of_each_family() {
+        let section: TurnSection = toml::from_str("users = [\"bob:pw\"]\n").unwrap();
+        let listen: ListenConfig =
+            toml::from_str("listen = [\"0.0.0.0:3478\", \"[::]:3478\"]\n").unwrap();
+        let addrs = [
+            "127.0.0.1",
+            "10.1.0.1",
+            "11.0.0.1",
+            "::1",
+            "fe80::1",
+            "2a00::1",
+        ];
+        let plan = section
+            .shell_config_on(&listen, false, || Ok(host(&addrs)))
+            .unwrap();
+        let want: Vec<IpAddr> = vec!["11.0.0.1".parse().unwrap(), "2a00::1".parse().unwrap()];
+        assert_eq!(plan.shell.turn.relay_ips, want);
+        assert_eq!(plan.auto_relay.len(), 2);
+        // Every host address is the server's own: never a peer, even where public.
+        let policy = &plan.shell.turn.policy;
+        assert!(policy.check("11.0.0.1:9".parse().unwrap()).is_err());
+        assert!(policy.check("11.0.0.2:9".parse().unwrap()).is_ok());
+        // Only IPv4 listened on: only an IPv4 relay address.
+        let v4: ListenConfig = toml::from_str("listen = [\"0.0.0.0:3478\"]\n").unwrap();
+        let plan = section
+            .shell_config_on(&v4, false, || Ok(host(&addrs)))
+            .unwrap();
+        assert_eq!(plan.shell.turn.relay_ips, want[..1]);
+        // A host with nothing a peer could reach is refused with the flag to give.
+        let err = section
+            .shell_config_on(&v4, false, || Ok(host(&["127.0.0.1", "169.254.0.1"])))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("give --relay-ip"), "{err}");
+        // --relay-ip wins, and a specific listening address is not looked up at all.
+        let given: TurnSection =
+            toml::from_str("users = [\"bob:pw\"]\nrelay_ips = [\"11.0.0.9\"]\n").unwrap();
+        let plan = given
+            .shell_config_on(&v4, false, || Ok(host(&addrs)))
+            .unwrap();
+        assert!(plan.auto_relay.is_empty());
+        let one: ListenConfig = toml::from_str("listen = [\"127.0.0.1:3478\"]\n").unwrap();
+        let plan = section
+            .shell_config_on(&one, false, || panic!("host addresses read"))
+            .unwrap();
+        assert!(plan.auto_relay.is_empty());
     }
 
     #[test]

@@ -70,6 +70,24 @@ pub async fn start(plan: &TurnPlan) -> anyhow::Result<TurnService> {
         plan.shell.turn.relay_ports.end(),
         plan.shell.turn.realm()
     );
+    for choice in &plan.auto_relay {
+        let ip = choice.address.ip;
+        println!(
+            "floe: relay address {ip} chosen from interface {} (listening on a wildcard address; --relay-ip chooses another)",
+            choice.address.interface
+        );
+        let advertised = plan
+            .shell
+            .turn
+            .external_ips
+            .iter()
+            .any(|e| e.is_ipv4() == ip.is_ipv4());
+        if choice.behind_nat && !advertised {
+            println!(
+                "floe: warning: {ip} is a private address, so peers on the internet reach it only through a 1:1 NAT: give --external-ip with the public address of this host"
+            );
+        }
+    }
     for ip in &plan.shell.alternate_ips {
         println!("floe: RFC 5780 NAT discovery on (alternate IP {ip})");
     }

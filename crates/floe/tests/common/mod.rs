@@ -210,3 +210,61 @@ pub fn start_turnserver(dir: &TempDir, args: &[String], ready: SocketAddr) -> Pr
     wait_for_stun(ready);
     proc
 }
+
+/// Whether the tests run as root (network namespaces need it; CI runs as root).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A network namespace this test created (no route out), deleted when dropped.
+pub struct Netns(pub String);
+
+impl Netns {
+    /// Creates `NAME-PID` with loopback up. Fails (never skips) without root or iproute2.
+    pub fn new(name: &str) -> Netns {
+        require("ip");
+        assert!(
+            is_root(),
+            "this test needs root (network namespaces): run it as root, as CI does"
+        );
+        let ns = Netns(format!("{name}-{}", std::process::id()));
+        let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
+        ip(&["netns", "add", &ns.0]);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NS ARGS...`, asserting success.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", &self.0];
+        full.extend_from_slice(args);
+        ip(&full);
+    }
+
+    /// `ip netns exec NS PROGRAM ARGS...`
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0, program]).args(args);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// `ip ARGS...`, asserting success.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
