@@ -25,12 +25,18 @@ use common::{require, run, Netns, Proc};
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe");
 
-/// Starts `floe turn ARGS` in `ns` and returns it with its start-up output, read until the
-/// line that ends the start-up report (bounded).
+/// Starts `floe turn --user alice:pw ARGS` in `ns` and returns it with its start-up output.
 fn start_floe(ns: &Netns, args: &[&str]) -> (Proc, String) {
+    let mut full = vec!["turn", "--user", "alice:pw"];
+    full.extend_from_slice(args);
+    start(ns, &full, "relaying from")
+}
+
+/// Starts `floe ARGS` in `ns` and returns it with its start-up output, read (bounded) until
+/// `ready` has been printed and no more lines follow for a moment.
+fn start(ns: &Netns, args: &[&str], ready: &str) -> (Proc, String) {
     let mut child = ns
-        .command(FLOE, &["turn", "--user", "alice:pw"])
-        .args(args)
+        .command(FLOE, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -48,24 +54,24 @@ fn start_floe(ns: &Netns, args: &[&str]) -> (Proc, String) {
     let proc = Proc(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut text = String::new();
-    // The "relaying from" line comes after every listener is bound; the relay-address lines
-    // follow it.
+    // `ready` comes after every listener is bound; the relay-address lines follow "relaying
+    // from".
     let mut relaying_seen = false;
     while Instant::now() < deadline {
         match rx.recv_timeout(Duration::from_millis(300)) {
             Ok(line) => {
-                relaying_seen |= line.contains("relaying from");
+                relaying_seen |= line.contains(ready);
                 text.push_str(&line);
                 text.push('\n');
             }
             Err(mpsc::RecvTimeoutError::Timeout) if relaying_seen => return (proc, text),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                panic!("floe turn exited at start:\n{text}")
+                panic!("floe {args:?} exited at start:\n{text}")
             }
         }
     }
-    panic!("floe turn did not report its start within 20 s:\n{text}");
+    panic!("floe {args:?} did not report its start within 20 s:\n{text}");
 }
 
 /// Runs uclient in `ns` relaying between two of its own allocations through `server`; asserts
@@ -170,4 +176,35 @@ fn a_host_with_only_a_private_address_gets_the_external_ip_advice() {
     ));
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("give --relay-ip"), "{text}");
+}
+
+#[test]
+fn floe_serve_on_a_wildcard_hands_out_the_relay_address_in_its_ice_servers() {
+    require("curl");
+    let srv = Netns::new("fcfg-serve");
+    srv.ip(&["link", "add", "s0", "type", "veth", "peer", "name", "s1"]);
+    srv.ip(&["link", "set", "s0", "up"]);
+    srv.ip(&["link", "set", "s1", "up"]);
+    srv.ip(&["addr", "add", "11.0.0.1/24", "dev", "s0"]);
+    // Default settings: `floe serve` with only the wildcard listening address.
+    let (_floe, text) = start(
+        &srv,
+        &["serve", "--listen", "0.0.0.0:3478"],
+        "floe signal: listening",
+    );
+    assert!(text.contains("relay address 11.0.0.1"), "{text}");
+    let (out, body) = run(&mut srv.command(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            "http://127.0.0.1:8080/v1/ice-servers",
+        ],
+    ));
+    assert!(out.status.success(), "{body}");
+    // What a browser is told: this host's address, never the wildcard.
+    assert!(body.contains("\"stun:11.0.0.1:3478\""), "{body}");
+    assert!(body.contains("turn:11.0.0.1:3478?transport=udp"), "{body}");
+    assert!(!body.contains("0.0.0.0"), "{body}");
 }

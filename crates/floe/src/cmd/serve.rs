@@ -40,17 +40,21 @@ pub struct Args {
 }
 
 /// The addresses clients reach: behind a 1:1 NAT (`--external-ip`), a bound address's IP is
-/// replaced by the external IP of its family (ports are kept by a 1:1 NAT).
-fn advertised(bound: &[SocketAddr], external: &[IpAddr]) -> Vec<SocketAddr> {
+/// replaced by the external IP of its family (ports are kept by a 1:1 NAT); a wildcard bound
+/// address (`0.0.0.0`, `::`), which no client can use, by the relay IP of its family (the
+/// host's address floe relays from).
+fn advertised(bound: &[SocketAddr], external: &[IpAddr], relay: &[IpAddr]) -> Vec<SocketAddr> {
+    let of_family =
+        |list: &[IpAddr], a: &SocketAddr| list.iter().copied().find(|e| e.is_ipv4() == a.is_ipv4());
     bound
         .iter()
-        .map(|a| {
-            let ip = external
-                .iter()
-                .copied()
-                .find(|e| e.is_ipv4() == a.is_ipv4())
-                .unwrap_or(a.ip());
-            SocketAddr::new(ip, a.port())
+        .filter_map(|a| {
+            let ip = match of_family(external, a) {
+                Some(ip) => ip,
+                None if a.ip().is_unspecified() => of_family(relay, a)?,
+                None => a.ip(),
+            };
+            Some(SocketAddr::new(ip, a.port()))
         })
         .fold(Vec::new(), |mut out, a| {
             if !out.contains(&a) {
@@ -120,10 +124,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // The join answer's ICE servers: this deployment's URLs and credentials from the same
         // secret the TURN server accepts, unless configured explicitly.
         if signal.stun_urls.is_empty() && signal.turn_urls.is_empty() {
-            let external = &plan.shell.turn.external_ips;
+            let (external, relay) = (&plan.shell.turn.external_ips, &plan.shell.turn.relay_ips);
             let (stun, turn) = ice_urls(
-                &advertised(&turn_service.local_addrs(), external),
-                &advertised(&turn_service.tls_addrs(), external),
+                &advertised(&turn_service.local_addrs(), external, relay),
+                &advertised(&turn_service.tls_addrs(), external, relay),
             );
             signal.stun_urls = stun;
             signal.turn_urls = turn;
@@ -154,4 +158,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("floe: stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter()
+            .map(|a| a.parse().expect("test address"))
+            .collect()
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter()
+            .map(|a| a.parse().expect("test address"))
+            .collect()
+    }
+
+    #[test]
+    fn advertises_external_then_relay_ip_for_wildcards() {
+        let bound = addrs(&["0.0.0.0:3478", "[::]:3478", "127.0.0.1:3479"]);
+        // Wildcards take the relay IP of their family; a specific address stays.
+        assert_eq!(
+            advertised(&bound, &[], &ips(&["11.0.0.1", "2000:9::1"])),
+            addrs(&["11.0.0.1:3478", "[2000:9::1]:3478", "127.0.0.1:3479"])
+        );
+        // The external IP wins over both.
+        assert_eq!(
+            advertised(
+                &bound,
+                &ips(&["11.0.0.7"]),
+                &ips(&["10.9.0.1", "2000:9::1"])
+            ),
+            addrs(&["11.0.0.7:3478", "[2000:9::1]:3478", "11.0.0.7:3479"])
+        );
+        // A wildcard of a family with no relay IP is left out rather than advertised as 0.0.0.0.
+        assert_eq!(
+            advertised(&bound[..2], &[], &ips(&["11.0.0.1"])),
+            addrs(&["11.0.0.1:3478"])
+        );
+    }
 }
