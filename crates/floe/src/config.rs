@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use floe_signal_server::SignalConfig;
-use floe_turn_server::config::{ListenConfig, StunSection, TurnSection};
+use floe_turn_server::config::{ListenConfig, StunSection, TurnPlan, TurnSection};
 use serde::Deserialize;
 
 /// The whole file.
@@ -61,6 +61,42 @@ impl FileConfig {
             alternate_ip: self.alternate_ip.clone(),
             workers: self.workers,
         }
+    }
+}
+
+/// What `floe serve` runs: the TURN plan and the signalling settings, from a file (flags already
+/// applied to it), with the rules that tie the two together.
+#[derive(Debug)]
+pub struct ServePlan {
+    /// The STUN/TURN start-up.
+    pub turn: TurnPlan,
+    /// The signalling settings, its TURN secret filled in.
+    pub signal: SignalConfig,
+}
+
+impl FileConfig {
+    /// Builds `floe serve`'s plan for `listen` (the file's listening keys, flags applied): one deployment, one TURN REST secret. A `--turn-secret`
+    /// given alone is also the TURN server's (else it would mint credentials that the TURN
+    /// server, with a generated secret, rejects); without it the signalling server mints with
+    /// the TURN server's first secret, or the one generated at start. The signalling settings
+    /// are checked here too, before anything starts.
+    pub fn serve_plan(mut self, listen: &ListenConfig) -> anyhow::Result<ServePlan> {
+        let mut signal = std::mem::take(&mut self.signal);
+        if self.turn.auth_secrets.is_empty() {
+            self.turn.auth_secrets.extend(signal.turn_secret.clone());
+        }
+        let mut turn = self.turn.shell_config(listen, true)?;
+        if signal.turn_secret.is_none() {
+            signal.turn_secret = self
+                .turn
+                .auth_secrets
+                .first()
+                .cloned()
+                .or(turn.generated_secret.clone());
+        }
+        self.stun.apply_to(&mut turn.shell.turn);
+        signal.hub_config().context("signalling configuration")?;
+        Ok(ServePlan { turn, signal })
     }
 }
 

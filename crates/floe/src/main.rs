@@ -42,6 +42,9 @@ enum Command {
     Token(cmd::token::Args),
     /// A WebRTC peer: chat, or send and receive files, through floe (directly or relayed).
     Peer(cmd::peer::Args),
+    /// Configuration files: `floe config check FILE` validates one and prints the effective
+    /// configuration.
+    Config(cmd::config::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Signal(args) => cmd::signal::run(*args),
         Command::Token(args) => cmd::token::run(args),
         Command::Peer(args) => cmd::peer::run(args),
+        Command::Config(args) => cmd::config::run(args),
     };
     match result {
         Ok(code) => code,

@@ -8,13 +8,13 @@ use std::time::Duration;
 use floe_signal::auth::{Auth, JwtVerifier, KeyError};
 use floe_signal::ice::{IceConfig, DEFAULT_TURN_TTL_SECS};
 use floe_signal::HubConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::origin::OriginError;
 pub use floe_turn::policy::{Cidr, CidrError};
 
 /// JWT signature algorithm for a public-key verifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 pub enum JwtAlgorithm {
     /// Ed25519 (`EdDSA`).
     #[serde(rename = "EdDSA")]
@@ -28,7 +28,7 @@ pub enum JwtAlgorithm {
 
 /// The signalling server's settings. Every field has a flag in [`SignalArgs`] and a key of the
 /// same name in the `[signal]` section of the config file.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignalConfig {
     /// HTTP and WebSocket listen address (`--http`). Default 127.0.0.1:8080.
@@ -79,7 +79,7 @@ pub struct SignalConfig {
     /// Reverse proxies (CIDR, no host bits: `10.0.0.0/8`, not `10.0.0.1/8`) whose
     /// `X-Forwarded-For`/`Forwarded` headers name the client (default none: the socket peer is
     /// the client and such headers are ignored).
-    #[serde(deserialize_with = "cidrs")]
+    #[serde(deserialize_with = "cidrs", serialize_with = "cidr_strings")]
     pub trusted_proxies: Vec<Cidr>,
     /// Web origins (`https://app.example`) allowed to use the server from another origin: CORS
     /// for REST and `/v1/ice-servers`, and the WebSocket/REST `Origin` check (default none).
@@ -359,6 +359,11 @@ fn cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> 
         .iter()
         .map(|s| s.parse().map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// Serialises CIDRs as the strings [`cidrs`] reads.
+fn cidr_strings<S: serde::Serializer>(list: &[Cidr], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(Cidr::to_string))
 }
 
 /// Command-line flags for the signalling server (flatten into `floe signal` and `floe serve`).

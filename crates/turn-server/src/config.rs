@@ -27,7 +27,7 @@ use floe_turn::nonce::NonceSecret;
 use floe_turn::policy::{Cidr, CidrError, PeerPolicy};
 use floe_turn::quota::{Bandwidth, QuotaConfig};
 use floe_turn::server::TurnConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::host_ips::{self, HostAddress, IpFamily, RelayChoice};
 use crate::tls::TlsError;
@@ -58,7 +58,7 @@ pub struct ListenArgs {
 }
 
 /// The listening keys at the top level of the config file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenConfig {
     /// STUN/TURN listening addresses (UDP and TCP on each); empty: [`DEFAULT_LISTEN`].
@@ -106,7 +106,7 @@ pub struct StunArgs {
 }
 
 /// `[stun]` section of the config file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StunSection {
     /// SOFTWARE attribute; empty string omits it. Flag: `--software`.
@@ -198,7 +198,7 @@ pub struct TurnArgs {
 }
 
 /// `[turn]` section of the config file. Unset keys keep floe-turn's defaults (docs/turn.md).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TurnSection {
     /// `--tls-listen`.

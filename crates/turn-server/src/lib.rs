@@ -6,6 +6,7 @@
 //! [`turn::TurnShellConfig`]; the binary (`crates/floe`) wires them and sets up logging.
 
 pub mod config;
+pub mod config_check;
 pub mod host_ips;
 pub mod net;
 pub mod stun_client;

@@ -16,7 +16,7 @@ use floe_signal_server::{SignalArgs, SignalServer};
 use floe_turn_server::config::{ListenArgs, StunArgs, TurnArgs};
 
 use crate::cmd::turn;
-use crate::config::FileConfig;
+use crate::config::{FileConfig, ServePlan};
 use crate::shutdown::shutdown_signal;
 
 /// Arguments of `floe serve`.
@@ -91,27 +91,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut listen = file.listen();
     args.net.apply(&mut listen);
     args.turn.apply(&mut file.turn);
-    let mut signal = std::mem::take(&mut file.signal);
-    args.signal.apply(&mut signal);
-    // One deployment, one TURN REST secret: a `--turn-secret` given alone is also the TURN
-    // server's (else it would mint credentials that the TURN server, with a generated secret,
-    // rejects); without it the signalling server mints with the TURN server's first secret.
-    if file.turn.auth_secrets.is_empty() {
-        file.turn.auth_secrets.extend(signal.turn_secret.clone());
-    }
-    let mut plan = file.turn.shell_config(&listen, true)?;
-    if signal.turn_secret.is_none() {
-        signal.turn_secret = file
-            .turn
-            .auth_secrets
-            .first()
-            .cloned()
-            .or(plan.generated_secret.clone());
-    }
+    args.signal.apply(&mut file.signal);
     args.stun.apply(&mut file.stun);
-    file.stun.apply_to(&mut plan.shell.turn);
-    // Refuse a bad signalling configuration before starting anything (checked again at run).
-    signal.hub_config().context("signalling configuration")?;
+    let ServePlan {
+        turn: plan,
+        mut signal,
+    } = file.serve_plan(&listen)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

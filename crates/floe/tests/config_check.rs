@@ -1,0 +1,53 @@
+//! `floe config check` as an operator runs it (issue 13 §8): exit status, every problem on its
+//! own line with the file's line number, and the effective configuration with secrets redacted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
+
+mod common;
+
+use std::process::Command;
+
+use common::{run, TempDir};
+
+const FLOE: &str = env!("CARGO_BIN_EXE_floe");
+
+#[test]
+fn lists_every_problem_with_its_line_then_prints_the_effective_config() {
+    let dir = TempDir::new("floe-config-check");
+    let bad = dir.file("bad.toml");
+    std::fs::write(
+        &bad,
+        "listen = [\"127.0.0.1:3478\"]\n[turn]\nusers = [\"alice:hunter2\"]\n\
+         relay_ports = \"9000-10\"\n[signal]\nmax_rooms = 0\n",
+    )
+    .unwrap();
+    let (out, text) = run(Command::new(FLOE).args(["config", "check", &bad]));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{bad}:4: turn.relay_ports: ")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{bad}:6: signal.max_rooms: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 problems"), "{stderr}");
+    assert!(!text.contains("hunter2"), "{text}");
+
+    let good = dir.file("good.toml");
+    std::fs::write(
+        &good,
+        "listen = [\"127.0.0.1:3478\"]\n[turn]\nusers = [\"alice:hunter2\"]\n",
+    )
+    .unwrap();
+    for role in ["serve", "turn"] {
+        let (out, text) = run(Command::new(FLOE).args(["config", "check", &good, "--role", role]));
+        assert!(out.status.success(), "{role}: {text}");
+        assert!(
+            text.contains("users = [\"alice:<redacted>\"]"),
+            "{role}: {text}"
+        );
+        assert!(!text.contains("hunter2"), "{role}: {text}");
+    }
+}
