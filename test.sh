@@ -15,7 +15,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # ---------------------------------------------------------------------------------------------
 # Prerequisites: Debian packages (coturn's client tools and server for interop tests, chromium
-# for browser tests, iptables/conntrack/iproute2 for the NAT lab) and npm packages.
+# for browser tests, iptables/conntrack/iproute2 for the NAT lab, systemd-analyze to verify the
+# unit file) and npm packages.
 # ---------------------------------------------------------------------------------------------
 need=()
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
@@ -27,6 +28,8 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   if [ "$install" = 1 ] && [ "$(id -u)" = 0 ]; then

@@ -5,6 +5,7 @@
 
 mod cmd;
 mod config;
+mod notify;
 mod shutdown;
 
 use std::io::IsTerminal as _;

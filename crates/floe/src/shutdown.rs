@@ -1,4 +1,4 @@
-//! The end of a server subcommand: SIGINT (Ctrl-C) or SIGTERM.
+//! The end of a server subcommand: SIGINT (Ctrl-C) or SIGTERM (systemd is told `STOPPING=1`).
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
@@ -22,4 +22,5 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
+    crate::notify::stopping();
 }

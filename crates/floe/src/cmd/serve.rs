@@ -126,6 +126,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let http = listener.local_addr().context("reading the bound address")?;
         println!("floe signal: listening on http://{http}");
         println!("floe: demo page at http://{http}/  metrics at http://{http}/metrics");
+        crate::notify::ready(&format!("STUN, TURN and signalling on http://{http} running"));
+        crate::notify::start_watchdog();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let turn_task = tokio::spawn(turn_service.run({
             let mut rx = stop_rx.clone();

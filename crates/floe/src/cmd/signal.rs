@@ -68,6 +68,8 @@ async fn serve(config: SignalConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     // A stable line on stdout so scripts and tests can use `--http 127.0.0.1:0`.
     println!("floe signal: listening on http://{addr}");
+    crate::notify::ready(&format!("signalling on http://{addr} running"));
+    crate::notify::start_watchdog();
     SignalServer::new(config)
         .with_metrics(Arc::new(move || prometheus.render()))
         .run(listener, shutdown_signal())

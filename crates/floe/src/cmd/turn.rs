@@ -39,6 +39,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let service = start(&plan).await?;
+        crate::notify::ready("TURN relay running");
+        crate::notify::start_watchdog();
         service.run(shutdown_signal()).await;
         println!("floe: stopped");
         Ok(ExitCode::SUCCESS)
