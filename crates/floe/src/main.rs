@@ -46,6 +46,9 @@ enum Command {
     /// Configuration files: `floe config check FILE` validates one and prints the effective
     /// configuration.
     Config(cmd::config::Args),
+    /// Check a deployment from the outside: ICE servers, certificates, credentials, the
+    /// advertised address and the relay ports, each failure explained with its fix.
+    Doctor(cmd::doctor::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Token(args) => cmd::token::run(args),
         Command::Peer(args) => cmd::peer::run(args),
         Command::Config(args) => cmd::config::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
     };
     match result {
         Ok(code) => code,

@@ -34,7 +34,7 @@ pub mod ice_servers;
 pub mod pair;
 mod session;
 pub mod signal;
-mod tls;
+pub mod tls;
 pub mod transfer;
 
 pub use crate::core::{Chan, CoreConfig, Output, PeerCore, PeerEvent};

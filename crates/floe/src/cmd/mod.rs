@@ -1,6 +1,7 @@
 //! One module per subcommand.
 pub mod config;
 pub mod credentials;
+pub mod doctor;
 pub mod peer;
 pub mod serve;
 pub mod signal;
