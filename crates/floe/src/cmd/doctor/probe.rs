@@ -1,7 +1,7 @@
 //! Blocking connections to a STUN/TURN server (UDP, TCP, TLS) and a driver that runs floe's
 //! sans-IO TURN client over one of them with the wall clock, for `floe doctor`.
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,28 +150,33 @@ impl Conn {
             }
             Conn::Tcp(s, decoder) => {
                 s.set_read_timeout(Some(wait))?;
-                let n = match s.read(&mut buf) {
-                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                    Ok(n) => n,
-                    Err(e) if timed_out(&e) => return Ok(Vec::new()),
-                    Err(e) => return Err(e),
-                };
-                decoder.push(&buf[..n]);
-                frames(decoder)
+                read_frames(s, decoder, &mut buf)
             }
             Conn::Tls(s, decoder) => {
                 s.sock.set_read_timeout(Some(wait))?;
-                let n = match s.read(&mut buf) {
-                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                    Ok(n) => n,
-                    Err(e) if timed_out(&e) => return Ok(Vec::new()),
-                    Err(e) => return Err(e),
-                };
-                decoder.push(&buf[..n]);
-                frames(decoder)
+                read_frames(s, decoder, &mut buf)
             }
         }
     }
+}
+
+/// One read from a stream into `decoder`; the complete frames. A timeout is no frames; a closed
+/// stream is an error.
+fn read_frames(
+    stream: &mut impl std::io::Read,
+    decoder: &mut StreamDecoder,
+    buf: &mut [u8],
+) -> io::Result<Vec<Vec<u8>>> {
+    let n = match stream.read(buf) {
+        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+        Ok(n) => n,
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    decoder.push(&buf[..n]);
+    frames(decoder)
 }
 
 fn frames(decoder: &mut StreamDecoder) -> io::Result<Vec<Vec<u8>>> {
