@@ -170,7 +170,12 @@ fn read_frames(
     let n = match stream.read(buf) {
         Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
         Ok(n) => n,
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
             return Ok(Vec::new())
         }
         Err(e) => return Err(e),
