@@ -19,6 +19,7 @@ use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method, Transaction
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 use common::REALM;
+use floe_turn_server::turn::StreamLimits;
 
 fn start(allow_loopback: bool) -> common::Running {
     common::start(common::config(&["127.0.0.1:0"], allow_loopback))
@@ -48,9 +49,55 @@ impl Client {
     }
 
     fn tcp(server: SocketAddr) -> Client {
-        let s = TcpStream::connect(server).unwrap();
+        Client::tcp_from(server, "127.0.0.1")
+    }
+
+    /// A TCP client whose connection comes from `ip` (a loopback address).
+    fn tcp_from(server: SocketAddr, ip: &str) -> Client {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let from: SocketAddr = format!("{ip}:0").parse().unwrap();
+        s.bind(&from.into()).unwrap();
+        s.connect(&server.into()).unwrap();
+        let s = TcpStream::from(s);
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         Client::new(None, Some(s), server)
+    }
+
+    /// Sends a Binding request without waiting for its answer (ignoring a write error).
+    fn send_binding_request(&mut self) {
+        let tid = self.tid();
+        let mut buf = [0u8; 64];
+        let b = MessageBuilder::new(&mut buf, Class::Request, Method::BINDING, tid).unwrap();
+        let n = b.finish();
+        let _ = self.tcp.as_mut().unwrap().write_all(&buf[..n]);
+    }
+
+    /// A Binding request and its success response (the connection is served).
+    fn binding(&mut self) {
+        let nonce = std::mem::take(&mut self.nonce);
+        let resp = self.request(Method::BINDING, |_| {});
+        self.nonce = nonce;
+        Client::expect_class(&resp, Class::SuccessResponse);
+    }
+
+    /// Whether the server has closed this TCP connection: waits up to `wait` for end of stream
+    /// (or a reset), discarding whatever the server still sends.
+    fn closed_within(&mut self, wait: Duration) -> bool {
+        let t = self.tcp.as_mut().unwrap();
+        let until = std::time::Instant::now() + wait;
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < until {
+            t.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            match t.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => {}
+            }
+        }
+        t.set_read_timeout(Some(TIMEOUT)).unwrap();
+        false
     }
 
     fn new(udp: Option<UdpSocket>, tcp: Option<TcpStream>, server: SocketAddr) -> Client {
@@ -405,4 +452,113 @@ fn rfc6062_data_connection_is_paced_by_the_allocation_bandwidth() {
     }
     assert_eq!(got, TOTAL);
     drop(sender.join().unwrap().unwrap());
+}
+
+/// A server whose stream limits `f` lowers.
+fn start_with(f: impl FnOnce(&mut StreamLimits)) -> common::Running {
+    let mut config = common::config(&["127.0.0.1:0"], true);
+    f(&mut config.stream);
+    common::start(config)
+}
+
+/// Issue 12 item 3: one IP cannot take every TCP slot. With a per-IP cap of 2, the third
+/// connection from 127.0.0.1 is closed at once, while 127.0.0.2 still allocates. Fails on the
+/// old code (no per-IP cap: the third connection is served).
+#[test]
+fn one_ip_cannot_take_every_tcp_slot() {
+    let server = start_with(|l| l.max_per_ip = 2);
+    let mut held: Vec<Client> = (0..2).map(|_| Client::tcp(server.addr())).collect();
+    for c in &mut held {
+        c.binding();
+    }
+
+    let mut third = Client::tcp(server.addr());
+    assert!(
+        third.closed_within(TIMEOUT),
+        "a third connection from one IP"
+    );
+
+    let mut other = Client::tcp_from(server.addr(), "127.0.0.2");
+    other.allocate();
+    // A slot comes back when a connection closes.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut again = loop {
+        let mut c = Client::tcp(server.addr());
+        c.send_binding_request();
+        if !c.closed_within(Duration::from_millis(300)) || std::time::Instant::now() > deadline {
+            break c;
+        }
+    };
+    again.binding();
+}
+
+/// Sends one byte of a STUN header every 200 ms until the server closes the connection (true)
+/// or `wait` passes (false). The bytes never complete a frame.
+fn drip_until_closed(c: &mut Client, wait: Duration) -> bool {
+    let until = std::time::Instant::now() + wait;
+    // A Binding request header announcing a 1000-byte body: never completed.
+    let header = [0x00, 0x01, 0x03, 0xe8, 0x21, 0x12, 0xa4, 0x42];
+    for b in header.iter().cycle() {
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        if c.tcp.as_mut().unwrap().write_all(&[*b]).is_err()
+            || c.closed_within(Duration::from_millis(200))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Issue 12 item 3: only a complete frame keeps a TCP connection alive. A client with an
+/// allocation that drips a byte every 200 ms is closed by a 1 s idle deadline; one that sends
+/// complete messages as slowly stays. Fails on the old code (every byte restarted the idle
+/// timer, so the dripping client was never closed).
+#[test]
+fn dripping_bytes_do_not_keep_a_tcp_client_alive() {
+    let server = start_with(|l| l.idle_timeout = Duration::from_secs(1));
+    let mut dripping = Client::tcp(server.addr());
+    dripping.allocate();
+    let mut talking = Client::tcp(server.addr());
+    talking.allocate();
+    let talker = std::thread::spawn(move || {
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(300));
+            talking.binding();
+        }
+    });
+
+    assert!(
+        drip_until_closed(&mut dripping, Duration::from_secs(15)),
+        "a dripping client is never closed"
+    );
+    talker.join().unwrap();
+}
+
+/// Issue 12 item 3: a connection that never allocates is closed after the unallocated
+/// deadline, whatever it sends; one with an allocation is not. Fails on the old code (a client
+/// sending a Binding request now and then was kept forever).
+#[test]
+fn a_tcp_client_without_an_allocation_is_closed() {
+    let server = start_with(|l| l.unallocated_timeout = Duration::from_secs(1));
+    let mut idle = Client::tcp(server.addr());
+    let mut binding_only = Client::tcp(server.addr());
+    let mut allocated = Client::tcp(server.addr());
+    allocated.allocate();
+
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    let mut closed = false;
+    while !closed && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        binding_only.send_binding_request();
+        closed = binding_only.closed_within(Duration::from_millis(100));
+    }
+    assert!(closed, "a Binding-only client is never closed");
+    assert!(
+        idle.closed_within(TIMEOUT),
+        "a silent client is never closed"
+    );
+    allocated.binding();
 }

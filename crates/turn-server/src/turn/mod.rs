@@ -61,7 +61,7 @@ mod stream;
 mod timer;
 mod udp;
 
-pub use config::{TurnShellConfig, TurnShellError};
+pub use config::{StreamLimits, TurnShellConfig, TurnShellError};
 
 use shard::{Ctx, Shard, ShardState};
 
@@ -114,8 +114,10 @@ impl TurnService {
         let ctx = Arc::new(Ctx {
             shards,
             tls,
-            tcp_slots: Arc::new(Semaphore::new(config.max_tcp_connections)),
-            idle: config.tcp_idle_timeout,
+            tcp_slots: Arc::new(Semaphore::new(config.stream.max_connections)),
+            limits: config.stream,
+            per_ip: Mutex::default(),
+            queued_bytes: Arc::default(),
             hasher: std::collections::hash_map::RandomState::new(),
             peer_conns: Mutex::default(),
             splices: Mutex::default(),

@@ -297,6 +297,13 @@ impl TurnServer {
         &self.stats
     }
 
+    /// Whether `client` (its 5-tuple) holds an allocation on this worker. The shell uses it to
+    /// close a TCP/TLS connection that never allocates (RFC 8656 §21.3: resources of an
+    /// unauthenticated client are bounded in time).
+    pub fn has_allocation(&self, client: ClientTuple) -> bool {
+        self.by_client.contains_key(&client)
+    }
+
     /// Allocations held by this worker.
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
