@@ -14,8 +14,9 @@ use floe_turn::quota::QuotaConfig;
 use floe_turn::server::TurnConfig;
 use floe_turn_server::turn::{StreamLimits, TurnService, TurnShellConfig};
 
-/// Realm of the test server.
-pub const REALM: &str = "test.floe";
+pub mod client;
+
+pub use client::REALM;
 
 /// A running service; stopped (and its thread joined) on drop.
 pub struct Running {
