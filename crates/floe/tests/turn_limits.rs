@@ -311,3 +311,62 @@ fn data_of(bytes: &[u8]) -> Vec<u8> {
     );
     msg.get::<Data<'_>>().unwrap().unwrap().0.to_vec()
 }
+
+/// The TLS handshake deadline (`--tls-handshake-timeout-secs`, lowered to 1 s) holds against a
+/// client that drips a ClientHello a byte at a time, and the close is counted by reason.
+#[test]
+fn a_dripped_tls_handshake_is_cut_off_at_its_deadline() {
+    let dir = common::TempDir::new("turn-tls-deadline");
+    let (cert, key) = common::self_signed_cert(&dir);
+    let tls = SocketAddr::from((
+        [127, 0, 0, 1],
+        free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    ));
+    let tls_arg = tls.to_string();
+    let (_floe, _server, http) = serve(&[
+        "--tls-listen",
+        &tls_arg,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-handshake-timeout-secs",
+        "1",
+    ]);
+    common::wait_for_tcp(tls);
+    let mut s = TcpStream::connect(tls).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // The start of a TLS 1.2 record carrying a ClientHello, never finished.
+    let hello = [
+        0x16_u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut closed = false;
+    for b in hello.iter().cycle() {
+        use std::io::Read;
+        if Instant::now() > until {
+            break;
+        }
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => closed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed = true,
+            _ => {}
+        }
+        if closed {
+            break;
+        }
+    }
+    assert!(closed, "a dripped handshake was never cut off");
+    wait_for(http, "the close counted", |text| {
+        metric(
+            text,
+            "floe_turn_tcp_closed_total{reason=\"tls_handshake_timeout\"}",
+        ) >= 1.0
+    });
+}

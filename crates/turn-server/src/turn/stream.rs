@@ -135,7 +135,9 @@ where
         shard: &shard,
         client,
         decoder: StreamDecoder::stun_first(),
-        out: vec![0u8; OUT_BUF],
+        // Sized at the first complete frame: a connection that never completes one (an idle or
+        // dripping client) holds no output buffer.
+        out: Vec::new(),
     };
     let result = conn.serve(&mut stream, &mut rx).await;
     lock(&shard.state).streams.remove(&key);
@@ -272,6 +274,9 @@ impl Conn<'_> {
         let mut frames = 0;
         while let Some(frame) = decoder.next_frame()? {
             frames += 1;
+            if out.len() < OUT_BUF {
+                out.resize(OUT_BUF, 0);
+            }
             let now = Instant::now();
             let unix = ctx.unix_secs(now);
             let d = dispatch(ctx, shard, now, out, |turn, binder, out| {
