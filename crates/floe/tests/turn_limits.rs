@@ -203,7 +203,9 @@ fn rss_kib(pid: u32) -> u64 {
 /// 127.0.0.2 opens TCP connections up to its per-IP cap (64) — one allocation that never reads
 /// while its own UDP allocation floods it, half of the rest idle, half dripping a byte of a STUN
 /// header every second — and is refused beyond; 127.0.0.1 still allocates over UDP and TCP and
-/// relays both ways. Fails on the old code (no per-IP cap: the 65th connection is served).
+/// relays both ways; the global TCP cap is half the open-files limit (512), so the other half
+/// stays for relay sockets and signalling. Fails on the old code (no per-IP cap: the 65th
+/// connection is served; the cap stayed at 4096 whatever the limit).
 #[test]
 fn one_ip_at_its_tcp_caps_leaves_turn_working_for_another() {
     const CAP: usize = 64; // the default --max-tcp-connections-per-ip
@@ -285,6 +287,11 @@ fn one_ip_at_its_tcp_caps_leaves_turn_working_for_another() {
             && metric(text, "floe_turn_tcp_queued_bytes ") > 0.0
     });
     let rss_after = rss_kib(floe.0.id());
+    assert_eq!(
+        metric(&text, "floe_turn_tcp_max_connections "),
+        512.0,
+        "the 4096 default is lowered to half the open-files limit"
+    );
     let queued = metric(&text, "floe_turn_tcp_queued_bytes ");
     assert!(
         queued <= 131_072.0,
