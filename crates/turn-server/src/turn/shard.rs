@@ -259,12 +259,19 @@ impl StreamTx {
     /// Queues a copy of `bytes`; `false` (nothing queued) when the queue is full or closed.
     pub(super) fn try_send(&self, bytes: &[u8]) -> bool {
         let len = bytes.len();
+        // Counted before it is sent: once sent, the receiver may write it and uncount it at
+        // once, which must never run before the count (the totals would wrap below zero).
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
-        if before.saturating_add(len) > self.limit || self.tx.try_send(bytes.to_vec()).is_err() {
+        if before.saturating_add(len) > self.limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             return false;
         }
-        self.total.fetch_add(len, Ordering::Relaxed);
+        self.total.fetch_add(len, Ordering::AcqRel);
+        if self.tx.try_send(bytes.to_vec()).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.total.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
         true
     }
 }
@@ -283,7 +290,7 @@ impl StreamRx {
     /// Uncounts a frame taken from the queue (written or given up).
     pub(super) fn written(&self, frame: &[u8]) {
         self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
-        self.total.fetch_sub(frame.len(), Ordering::Relaxed);
+        self.total.fetch_sub(frame.len(), Ordering::AcqRel);
     }
 }
 
@@ -332,5 +339,32 @@ pub(super) fn reregister(
         }
         // Shared elsewhere (not expected): keep it where it is; it works from any runtime.
         Err(shared) => Ok(shared),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_queue_is_bounded_in_bytes_and_gives_its_count_back() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = stream_queue(8, 100, total.clone());
+        // A second connection's queue counts into the same total.
+        let other = stream_queue(8, 100, total.clone());
+
+        assert!(tx.try_send(&[1; 60]));
+        assert!(!tx.try_send(&[2; 60]), "over the byte bound");
+        assert!(tx.try_send(&[3; 40]));
+        assert!(other.0.try_send(&[4; 10]));
+        assert_eq!(total.load(Ordering::Relaxed), 110);
+
+        let frame = rx.try_recv().expect("queued");
+        rx.written(&frame);
+        assert!(tx.try_send(&[5; 60]), "room again once written");
+        drop(rx);
+        assert!(!tx.try_send(&[6; 1]), "closed");
+        drop(other);
+        assert_eq!(total.load(Ordering::Relaxed), 0, "every count given back");
     }
 }
