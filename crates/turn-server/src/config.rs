@@ -193,7 +193,8 @@ pub struct TurnArgs {
     /// Burst of such answers per source address. Default 40.
     #[arg(long, value_name = "N")]
     pub auth_burst: Option<u32>,
-    /// TCP and TLS client connections at once. Default 4096.
+    /// TCP and TLS client connections at once. Default 4096; never more than half the
+    /// open-files limit (ulimit -n).
     #[arg(long, value_name = "N")]
     pub max_tcp_connections: Option<usize>,
     /// TCP and TLS client connections at once from one IP address (IPv6: one /64). Default 64.
