@@ -18,10 +18,11 @@
 mod common;
 
 use common::{
-    free_port_pair, require, run, self_signed_cert, wait_for_stun, wait_for_tcp, Proc, TempDir,
+    free_port_pair, get_metrics, printed_http_addr, require, run, self_signed_cert, wait_for_stun,
+    wait_for_tcp, Proc, TempDir,
 };
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -531,43 +532,15 @@ fn start_serve_with(port: u16, extra: &[&str], log: Stdio) -> (Proc, SocketAddr)
         .stderr(log)
         .spawn()
         .expect("start floe serve");
-    let stdout = child.stdout.take().unwrap();
+    let http = printed_http_addr(&mut child);
     let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Reads (and keeps draining) floe's stdout so it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let http = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("floe serve did not print its HTTP address");
-        if let Some(addr) = line.strip_prefix("floe signal: listening on http://") {
-            break addr.trim().parse().expect("HTTP address");
-        }
-    };
     wait_for_stun(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     (proc, http)
 }
 
-/// GET /metrics (HTTP/1.0, bounded by timeouts).
+/// GET /metrics.
 fn metrics(http: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect_timeout(&http, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
+    get_metrics(http)
 }
 
 #[test]

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host_ips::{self, HostAddress, IpFamily, RelayChoice};
 use crate::tls::TlsError;
-use crate::turn::TurnShellConfig;
+use crate::turn::{StreamLimits, TurnShellConfig};
 
 /// Default realm (RFC 8489 §14.9).
 pub const DEFAULT_REALM: &str = "floe";
@@ -195,6 +195,30 @@ pub struct TurnArgs {
     /// Burst of such answers per source address. Default 40.
     #[arg(long, value_name = "N")]
     pub auth_burst: Option<u32>,
+    /// TCP and TLS client connections at once. Default 4096; never more than half the
+    /// open-files limit (ulimit -n).
+    #[arg(long, value_name = "N")]
+    pub max_tcp_connections: Option<usize>,
+    /// TCP and TLS client connections at once from one IP address (IPv6: one /64). Default 64.
+    #[arg(long, value_name = "N")]
+    pub max_tcp_connections_per_ip: Option<usize>,
+    /// Seconds a TLS handshake may take. Default 10.
+    #[arg(long, value_name = "SECS")]
+    pub tls_handshake_timeout_secs: Option<u64>,
+    /// Seconds a TCP/TLS client may go without sending a complete STUN message or ChannelData
+    /// frame (bytes that do not complete one do not count). Default 600.
+    #[arg(long, value_name = "SECS")]
+    pub tcp_idle_timeout_secs: Option<u64>,
+    /// Seconds a TCP/TLS client connection may live without an allocation. Default 60.
+    #[arg(long, value_name = "SECS")]
+    pub tcp_unallocated_timeout_secs: Option<u64>,
+    /// Seconds a write to a TCP/TLS client may make no progress before the connection is
+    /// closed. Default 30.
+    #[arg(long, value_name = "SECS")]
+    pub tcp_write_timeout_secs: Option<u64>,
+    /// Bytes queued for one TCP/TLS client; newer frames beyond are dropped. Default 131072.
+    #[arg(long, value_name = "BYTES")]
+    pub tcp_queue_bytes: Option<usize>,
 }
 
 /// `[turn]` section of the config file. Unset keys keep floe-turn's defaults (docs/turn.md).
@@ -256,10 +280,20 @@ pub struct TurnSection {
     pub default_lifetime_secs: Option<u64>,
     /// Largest allocation lifetime, seconds.
     pub max_lifetime_secs: Option<u64>,
-    /// TCP/TLS client connections at once (default 4096).
+    /// `--max-tcp-connections`.
     pub max_tcp_connections: Option<usize>,
-    /// Idle TCP/TLS client connections are closed after this many seconds (default 600).
+    /// `--max-tcp-connections-per-ip`.
+    pub max_tcp_connections_per_ip: Option<usize>,
+    /// `--tls-handshake-timeout-secs`.
+    pub tls_handshake_timeout_secs: Option<u64>,
+    /// `--tcp-idle-timeout-secs`.
     pub tcp_idle_timeout_secs: Option<u64>,
+    /// `--tcp-unallocated-timeout-secs`.
+    pub tcp_unallocated_timeout_secs: Option<u64>,
+    /// `--tcp-write-timeout-secs`.
+    pub tcp_write_timeout_secs: Option<u64>,
+    /// `--tcp-queue-bytes`.
+    pub tcp_queue_bytes: Option<usize>,
 }
 
 impl TurnArgs {
@@ -298,6 +332,28 @@ impl TurnArgs {
         set(&mut section.user_max_bps, self.user_max_bps);
         set(&mut section.auth_rate, self.auth_rate);
         set(&mut section.auth_burst, self.auth_burst);
+        set(&mut section.max_tcp_connections, self.max_tcp_connections);
+        set(
+            &mut section.max_tcp_connections_per_ip,
+            self.max_tcp_connections_per_ip,
+        );
+        set(
+            &mut section.tls_handshake_timeout_secs,
+            self.tls_handshake_timeout_secs,
+        );
+        set(
+            &mut section.tcp_idle_timeout_secs,
+            self.tcp_idle_timeout_secs,
+        );
+        set(
+            &mut section.tcp_unallocated_timeout_secs,
+            self.tcp_unallocated_timeout_secs,
+        );
+        set(
+            &mut section.tcp_write_timeout_secs,
+            self.tcp_write_timeout_secs,
+        );
+        set(&mut section.tcp_queue_bytes, self.tcp_queue_bytes);
     }
 }
 
@@ -355,6 +411,9 @@ pub enum ConfigError {
     /// A rate-limit key or flag is zero.
     #[error("{0} must be at least 1 (0 would refuse every login over UDP)")]
     ZeroAuthRate(&'static str),
+    /// A connection limit or timeout key or flag is zero.
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
     /// `relay_ports` is not `MIN-MAX`.
     #[error("relay ports {0:?}: expected MIN-MAX")]
     PortsSyntax(String),
@@ -462,8 +521,7 @@ impl TurnSection {
             workers: listen.workers.unwrap_or(0),
             turn: config,
             quotas: self.quotas(),
-            max_tcp_connections: self.max_tcp_connections.unwrap_or(4096),
-            tcp_idle_timeout: Duration::from_secs(self.tcp_idle_timeout_secs.unwrap_or(600)),
+            stream: self.stream_limits()?,
         };
         Ok(TurnPlan {
             shell,
@@ -502,6 +560,67 @@ impl TurnSection {
             store.set_expiry_policy(ExpiryPolicy::Immediately);
         }
         Ok((store, generated_secret))
+    }
+
+    /// The TCP/TLS connection limits: each at least 1; unset keys keep
+    /// [`StreamLimits::default`].
+    fn stream_limits(&self) -> Result<StreamLimits, ConfigError> {
+        /// Sets `dst` from a key that must not be zero (0 would refuse every connection or
+        /// close it at once).
+        fn set<T: Copy + PartialEq + From<u8>, U>(
+            name: &'static str,
+            v: Option<T>,
+            dst: &mut U,
+            convert: fn(T) -> U,
+        ) -> Result<(), ConfigError> {
+            match v {
+                Some(n) if n == T::from(0) => Err(ConfigError::ZeroLimit(name)),
+                Some(n) => {
+                    *dst = convert(n);
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
+        fn count(name: &'static str, v: Option<usize>, dst: &mut usize) -> Result<(), ConfigError> {
+            set(name, v, dst, |n| n)
+        }
+        fn secs(name: &'static str, v: Option<u64>, dst: &mut Duration) -> Result<(), ConfigError> {
+            set(name, v, dst, Duration::from_secs)
+        }
+        let mut l = StreamLimits::default();
+        count(
+            "max_tcp_connections",
+            self.max_tcp_connections,
+            &mut l.max_connections,
+        )?;
+        count(
+            "max_tcp_connections_per_ip",
+            self.max_tcp_connections_per_ip,
+            &mut l.max_per_ip,
+        )?;
+        count("tcp_queue_bytes", self.tcp_queue_bytes, &mut l.queue_bytes)?;
+        secs(
+            "tls_handshake_timeout_secs",
+            self.tls_handshake_timeout_secs,
+            &mut l.tls_handshake_timeout,
+        )?;
+        secs(
+            "tcp_idle_timeout_secs",
+            self.tcp_idle_timeout_secs,
+            &mut l.idle_timeout,
+        )?;
+        secs(
+            "tcp_unallocated_timeout_secs",
+            self.tcp_unallocated_timeout_secs,
+            &mut l.unallocated_timeout,
+        )?;
+        secs(
+            "tcp_write_timeout_secs",
+            self.tcp_write_timeout_secs,
+            &mut l.write_timeout,
+        )?;
+        Ok(l)
     }
 
     /// `auth_rate`, `auth_burst` and their totals: each at least 1.
@@ -785,6 +904,10 @@ mod tests {
             "--strict-expiry",
             "--workers",
             "3",
+            "--max-tcp-connections-per-ip",
+            "5",
+            "--tcp-unallocated-timeout-secs",
+            "20",
         ]);
         cli.listen.apply(&mut listen);
         cli.turn.apply(&mut section);
@@ -798,6 +921,11 @@ mod tests {
         assert_eq!(plan.shell.workers, 3);
         assert_eq!(plan.shell.turn.realm(), "flag");
         assert_eq!(plan.shell.turn.rate_limit.per_source_per_sec, 7);
+        assert_eq!(plan.shell.stream.max_per_ip, 5);
+        assert_eq!(
+            plan.shell.stream.unallocated_timeout,
+            Duration::from_secs(20)
+        );
         assert!(plan.generated_secret.is_none());
     }
 
@@ -809,7 +937,7 @@ mod tests {
         assert_eq!(plan.shell.listen, [DEFAULT_LISTEN]);
         assert_eq!(plan.shell.turn.realm(), DEFAULT_REALM);
         assert_eq!(plan.shell.turn.relay_ips, [DEFAULT_LISTEN.ip()]);
-        assert_eq!(plan.shell.max_tcp_connections, 4096);
+        assert_eq!(plan.shell.stream, StreamLimits::default());
         assert_eq!(plan.generated_secret.map(|s| s.len()), Some(32));
     }
 
@@ -829,6 +957,12 @@ mod tests {
             error(&s),
             "auth_burst_total must be at least 1 (0 would refuse every login over UDP)"
         );
+        let s = TurnSection {
+            users: users.clone(),
+            max_tcp_connections_per_ip: Some(0),
+            ..TurnSection::default()
+        };
+        assert_eq!(error(&s), "max_tcp_connections_per_ip must be at least 1");
         let s = TurnSection {
             users: users.clone(),
             deny_peers: vec!["10.0.0.1/8".into()],

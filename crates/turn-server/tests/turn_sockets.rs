@@ -7,178 +7,21 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use floe_stun::attr::{
-    ChannelNumber, ConnectionId, Data, ErrorCode, Lifetime, Nonce, Realm, RequestedTransport,
-    Username, XorPeerAddress, XorRelayedAddress,
+    ChannelNumber, ConnectionId, Data, ErrorCode, Lifetime, Nonce, RequestedTransport,
+    XorPeerAddress,
 };
 use floe_stun::integrity::long_term_key_md5;
-use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method, TransactionId};
+use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method};
 
-const TIMEOUT: Duration = Duration::from_secs(3);
-use common::REALM;
+use common::client::{peer, Client, REALM, TIMEOUT};
+use floe_turn_server::turn::StreamLimits;
 
 fn start(allow_loopback: bool) -> common::Running {
     common::start(common::config(&["127.0.0.1:0"], allow_loopback))
-}
-
-/// A TURN client over UDP or TCP with long-term credentials.
-struct Client {
-    udp: Option<UdpSocket>,
-    tcp: Option<TcpStream>,
-    server: SocketAddr,
-    key: [u8; 16],
-    nonce: String,
-    next: u8,
-}
-
-impl Client {
-    fn udp(server: SocketAddr) -> Client {
-        Client::udp_from(server, "127.0.0.1")
-    }
-
-    /// A UDP client on `ip` (a loopback address): the server's 401 answers are rate-limited per
-    /// source IP.
-    fn udp_from(server: SocketAddr, ip: &str) -> Client {
-        let s = UdpSocket::bind((ip, 0)).unwrap();
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        Client::new(Some(s), None, server)
-    }
-
-    fn tcp(server: SocketAddr) -> Client {
-        let s = TcpStream::connect(server).unwrap();
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        Client::new(None, Some(s), server)
-    }
-
-    fn new(udp: Option<UdpSocket>, tcp: Option<TcpStream>, server: SocketAddr) -> Client {
-        Client {
-            udp,
-            tcp,
-            server,
-            key: long_term_key_md5("alice", REALM, "pw"),
-            nonce: String::new(),
-            next: 1,
-        }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        match (&self.udp, &mut self.tcp) {
-            (Some(u), _) => {
-                u.send_to(bytes, self.server).unwrap();
-            }
-            (_, Some(t)) => t.write_all(bytes).unwrap(),
-            _ => unreachable!(),
-        }
-    }
-
-    /// Receives one datagram (UDP) or one framed STUN/ChannelData message (TCP).
-    fn recv_raw(&mut self) -> Vec<u8> {
-        match (&self.udp, &mut self.tcp) {
-            (Some(u), _) => {
-                let mut buf = vec![0u8; 2048];
-                let (n, _) = u.recv_from(&mut buf).unwrap();
-                buf.truncate(n);
-                buf
-            }
-            (_, Some(t)) => {
-                let mut head = [0u8; 4];
-                t.read_exact(&mut head).unwrap();
-                let len = if head[0] < 4 {
-                    Message::frame_len(&head).unwrap()
-                } else {
-                    ChannelData::frame_len(&head).unwrap()
-                };
-                let mut frame = vec![0u8; len];
-                frame[..4].copy_from_slice(&head);
-                t.read_exact(&mut frame[4..]).unwrap();
-                frame
-            }
-            _ => unreachable!(),
-        }
-    }
-
-    fn tid(&mut self) -> TransactionId {
-        self.next += 1;
-        TransactionId([self.next; 12])
-    }
-
-    /// Sends a request (authenticated once a nonce is known) and returns the response bytes.
-    fn request(&mut self, method: Method, add: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
-        let tid = self.tid();
-        let mut buf = vec![0u8; 1024];
-        let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid).unwrap();
-        add(&mut b);
-        if !self.nonce.is_empty() {
-            b.add(&Username("alice")).unwrap();
-            b.add(&Realm(REALM)).unwrap();
-            b.add(&Nonce(&self.nonce)).unwrap();
-            b.add_message_integrity(&self.key).unwrap();
-        }
-        b.add_fingerprint().unwrap();
-        let n = b.finish();
-        self.send_raw(&buf[..n]);
-        loop {
-            let resp = self.recv_raw();
-            let msg = Message::parse(&resp).unwrap();
-            if msg.transaction_id() == tid {
-                return resp;
-            }
-        }
-    }
-
-    /// Allocate with the 401 round trip; the relayed address or the error code.
-    fn try_allocate(&mut self) -> Result<SocketAddr, u16> {
-        let add = |b: &mut MessageBuilder<'_>| {
-            b.add(&RequestedTransport(RequestedTransport::UDP)).unwrap();
-        };
-        let resp = self.request(Method::ALLOCATE, add);
-        let msg = Message::parse(&resp).unwrap();
-        assert_eq!(msg.get::<ErrorCode<'_>>().unwrap().unwrap().code, 401);
-        self.nonce = msg.get::<Nonce<'_>>().unwrap().unwrap().0.to_owned();
-        let resp = self.request(Method::ALLOCATE, add);
-        let msg = Message::parse(&resp).unwrap();
-        match msg.class() {
-            Class::SuccessResponse => Ok(msg.get::<XorRelayedAddress>().unwrap().unwrap().0),
-            _ => Err(msg.get::<ErrorCode<'_>>().unwrap().unwrap().code),
-        }
-    }
-
-    /// Allocate with the 401 round trip (RFC 8656 §7.1).
-    fn allocate(&mut self) -> SocketAddr {
-        let add = |b: &mut MessageBuilder<'_>| {
-            b.add(&RequestedTransport(RequestedTransport::UDP)).unwrap();
-            b.add(&Lifetime(600)).unwrap();
-        };
-        let resp = self.request(Method::ALLOCATE, add);
-        let msg = Message::parse(&resp).unwrap();
-        assert_eq!(msg.get::<ErrorCode<'_>>().unwrap().unwrap().code, 401);
-        self.nonce = msg.get::<Nonce<'_>>().unwrap().unwrap().0.to_owned();
-        let resp = self.request(Method::ALLOCATE, add);
-        let msg = Message::parse(&resp).unwrap();
-        assert_eq!(
-            msg.class(),
-            Class::SuccessResponse,
-            "{:?}",
-            msg.get::<ErrorCode<'_>>()
-        );
-        assert!(msg.verify_integrity(&self.key));
-        msg.get::<XorRelayedAddress>().unwrap().unwrap().0
-    }
-
-    fn expect_class(resp: &[u8], class: Class) -> Message<'_> {
-        let msg = Message::parse(resp).unwrap();
-        assert_eq!(msg.class(), class, "{:?}", msg.get::<ErrorCode<'_>>());
-        msg
-    }
-}
-
-fn peer() -> UdpSocket {
-    let p = UdpSocket::bind("127.0.0.1:0").unwrap();
-    p.set_read_timeout(Some(TIMEOUT)).unwrap();
-    p
 }
 
 fn relay_round_trip(mut c: Client) {
@@ -405,4 +248,113 @@ fn rfc6062_data_connection_is_paced_by_the_allocation_bandwidth() {
     }
     assert_eq!(got, TOTAL);
     drop(sender.join().unwrap().unwrap());
+}
+
+/// A server whose stream limits `f` lowers.
+fn start_with(f: impl FnOnce(&mut StreamLimits)) -> common::Running {
+    let mut config = common::config(&["127.0.0.1:0"], true);
+    f(&mut config.stream);
+    common::start(config)
+}
+
+/// Issue 12 item 3: one IP cannot take every TCP slot. With a per-IP cap of 2, the third
+/// connection from 127.0.0.1 is closed at once, while 127.0.0.2 still allocates. Fails on the
+/// old code (no per-IP cap: the third connection is served).
+#[test]
+fn one_ip_cannot_take_every_tcp_slot() {
+    let server = start_with(|l| l.max_per_ip = 2);
+    let mut held: Vec<Client> = (0..2).map(|_| Client::tcp(server.addr())).collect();
+    for c in &mut held {
+        c.binding();
+    }
+
+    let mut third = Client::tcp(server.addr());
+    assert!(
+        third.closed_within(TIMEOUT),
+        "a third connection from one IP"
+    );
+
+    let mut other = Client::tcp_from(server.addr(), "127.0.0.2");
+    other.allocate();
+    // A slot comes back when a connection closes.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut again = loop {
+        let mut c = Client::tcp(server.addr());
+        c.send_binding_request();
+        if !c.closed_within(Duration::from_millis(300)) || std::time::Instant::now() > deadline {
+            break c;
+        }
+    };
+    again.binding();
+}
+
+/// Sends one byte of a STUN header every 200 ms until the server closes the connection (true)
+/// or `wait` passes (false). The bytes never complete a frame.
+fn drip_until_closed(c: &mut Client, wait: Duration) -> bool {
+    let until = std::time::Instant::now() + wait;
+    // A Binding request header announcing a 1000-byte body: never completed.
+    let header = [0x00, 0x01, 0x03, 0xe8, 0x21, 0x12, 0xa4, 0x42];
+    for b in header.iter().cycle() {
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        if c.tcp.as_mut().unwrap().write_all(&[*b]).is_err()
+            || c.closed_within(Duration::from_millis(200))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Issue 12 item 3: only a complete frame keeps a TCP connection alive. A client with an
+/// allocation that drips a byte every 200 ms is closed by a 1 s idle deadline; one that sends
+/// complete messages as slowly stays. Fails on the old code (every byte restarted the idle
+/// timer, so the dripping client was never closed).
+#[test]
+fn dripping_bytes_do_not_keep_a_tcp_client_alive() {
+    let server = start_with(|l| l.idle_timeout = Duration::from_secs(1));
+    let mut dripping = Client::tcp(server.addr());
+    dripping.allocate();
+    let mut talking = Client::tcp(server.addr());
+    talking.allocate();
+    let talker = std::thread::spawn(move || {
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(300));
+            talking.binding();
+        }
+    });
+
+    assert!(
+        drip_until_closed(&mut dripping, Duration::from_secs(15)),
+        "a dripping client is never closed"
+    );
+    talker.join().unwrap();
+}
+
+/// Issue 12 item 3: a connection that never allocates is closed after the unallocated
+/// deadline, whatever it sends; one with an allocation is not. Fails on the old code (a client
+/// sending a Binding request now and then was kept forever).
+#[test]
+fn a_tcp_client_without_an_allocation_is_closed() {
+    let server = start_with(|l| l.unallocated_timeout = Duration::from_secs(1));
+    let mut idle = Client::tcp(server.addr());
+    let mut binding_only = Client::tcp(server.addr());
+    let mut allocated = Client::tcp(server.addr());
+    allocated.allocate();
+
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    let mut closed = false;
+    while !closed && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        binding_only.send_binding_request();
+        closed = binding_only.closed_within(Duration::from_millis(100));
+    }
+    assert!(closed, "a Binding-only client is never closed");
+    assert!(
+        idle.closed_within(TIMEOUT),
+        "a silent client is never closed"
+    );
+    allocated.binding();
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -11,8 +12,9 @@ use floe_stun::attr::{
     RequestedTransport, XorMappedAddress, XorPeerAddress,
 };
 use floe_stun::{AttrType, ChannelData, Class, Message, Method};
+use floe_turn::quota::QuotaConfig;
 use floe_turn::server::{
-    DeleteReason, DropReason, Event, PeerAddr, RelayAddr, Transmit, Transport,
+    DeleteReason, DropReason, Event, PeerAddr, RelayAddr, Shared, Transmit, Transport,
 };
 
 fn permit(h: &mut Harness, c: &mut TestClient, peer: &str) -> Vec<u8> {
@@ -735,4 +737,42 @@ fn unauthenticated_answers_are_rate_limited_per_source() {
     h.advance(Duration::from_secs(2));
     let req = c.request(Method::ALLOCATE, |_| {});
     assert!(h.client(c.tuple, &req).is_some());
+}
+
+/// Issue 12 item 5: the budgets hold across workers. Four workers sharing one `Shared`, one
+/// source IP spread over them by source port (as SO_REUSEPORT spreads it): 3 answers in all per
+/// source, and the global budget of 5 for everyone. Fails on the old code, where each worker
+/// had its own limiter (12 and 20 answers).
+#[test]
+fn unauthenticated_answer_budgets_hold_across_workers() {
+    let mut cfg = config();
+    cfg.rate_limit.per_source_burst = 3;
+    cfg.rate_limit.per_source_per_sec = 1;
+    cfg.rate_limit.global_burst = 5;
+    cfg.rate_limit.global_per_sec = 1;
+    let shared = Arc::new(Shared::new(QuotaConfig::default()));
+    let mut workers: Vec<Harness> = (0..4)
+        .map(|_| Harness::sharing(cfg.clone(), shared.clone()))
+        .collect();
+    let mut answered = |source: &str| {
+        let mut n = 0;
+        for port in 0..40_u16 {
+            let mut c = TestClient::udp(&format!("{source}:{}", 40_000 + port));
+            let req = c.request(Method::ALLOCATE, |_| {});
+            if workers[usize::from(port) % 4]
+                .client(c.tuple, &req)
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+        n
+    };
+
+    assert_eq!(answered("203.0.113.5"), 3, "one source");
+    let others: usize = ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        .iter()
+        .map(|s| answered(s))
+        .sum();
+    assert_eq!(others, 2, "what is left of the global budget of 5");
 }

@@ -268,3 +268,41 @@ pub fn ip(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Takes `child`'s stdout and waits (bounded) for the HTTP address `floe serve` or `floe signal`
+/// prints; a thread keeps draining the rest so floe never blocks on a full pipe.
+pub fn printed_http_addr(child: &mut Child) -> SocketAddr {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("floe did not print its HTTP address");
+        if let Some(addr) = line.strip_prefix("floe signal: listening on http://") {
+            return addr.trim().parse().expect("HTTP address");
+        }
+    }
+}
+
+/// GET /metrics (HTTP/1.0, from loopback, bounded by timeouts).
+pub fn get_metrics(http: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&http, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}

@@ -29,11 +29,52 @@ pub struct TurnShellConfig {
     pub turn: TurnConfig,
     /// Quotas shared by all shards.
     pub quotas: QuotaConfig,
-    /// Most TCP and TLS client connections at once.
-    pub max_tcp_connections: usize,
-    /// A client TCP/TLS connection silent for this long is closed (RFC 8656 clients refresh at
-    /// least every 5 minutes, so keep this above 300 s).
-    pub tcp_idle_timeout: Duration,
+    /// Limits of the TCP and TLS client connections.
+    pub stream: StreamLimits,
+}
+
+/// Limits of TCP and TLS client connections (issue 12: no single client can exhaust the
+/// server). Every field has a `[turn]` file key and a flag (`crate::config`); the defaults are
+/// what a public server runs with (docs/security.md, "TURN listeners").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Most TCP and TLS client connections at once (default 4096). RFC 6062 data connections
+    /// count too.
+    pub max_connections: usize,
+    /// Most TCP and TLS client connections at once from one IP address, IPv6 addresses grouped
+    /// by /64 (default 64), so that one host cannot take every slot.
+    pub max_per_ip: usize,
+    /// A TLS handshake not done within this is abandoned (default 10 s).
+    pub tls_handshake_timeout: Duration,
+    /// A connection that sends no complete STUN message or ChannelData frame for this long is
+    /// closed (default 600 s). Bytes that do not complete a frame do not count, so a client
+    /// dripping a byte at a time is closed all the same. RFC 8656 clients refresh at least every
+    /// 5 minutes, so keep this above 300 s.
+    pub idle_timeout: Duration,
+    /// A connection that holds no allocation is closed this long after it was accepted (or its
+    /// allocation ended), whatever it sends (default 60 s, as coturn): Binding-only and
+    /// unauthenticated clients, and RFC 6062 data connections that never send ConnectionBind.
+    pub unallocated_timeout: Duration,
+    /// A write to the client that makes no progress for this long closes the connection
+    /// (default 30 s): a client that does not read is cut off.
+    pub write_timeout: Duration,
+    /// Bytes queued for one client before newer frames are dropped, as a UDP socket would drop
+    /// datagrams (default 128 KiB; STUN answers and relayed data alike).
+    pub queue_bytes: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            max_connections: 4096,
+            max_per_ip: 64,
+            tls_handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+            unallocated_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            queue_bytes: 128 * 1024,
+        }
+    }
 }
 
 /// Errors starting the TURN server.

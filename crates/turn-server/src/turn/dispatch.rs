@@ -18,10 +18,9 @@ use floe_turn::server::{
     Transmit, Transport, TurnServer,
 };
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
 
 use super::batch;
-use super::shard::{lock, Ctx, FastMap, Relay, Shard, ShardState};
+use super::shard::{lock, Ctx, FastMap, Relay, Shard, ShardState, StreamTx};
 use super::sockets;
 
 /// Where `out[..len]` goes, resolved under the shard lock.
@@ -29,7 +28,7 @@ enum Route {
     Udp(Arc<UdpSocket>, SocketAddr),
     /// To a UDP client: from a client-facing socket (queued on the UDP fast path).
     UdpClient(Arc<UdpSocket>, SocketAddr),
-    Stream(mpsc::Sender<Vec<u8>>),
+    Stream(StreamTx),
     /// To another allocation of this server (both peers relay-only through it): handed to the
     /// shard of `worker` inside the process, never sent on a socket (see [`handoff`]).
     Relay {
@@ -315,9 +314,11 @@ pub(super) fn udp_send_failed(to: SocketAddr, e: &io::Error) {
     metrics::counter!("floe_turn_send_errors_total", "transport" => "udp").increment(1);
 }
 
-fn send_stream(tx: &mpsc::Sender<Vec<u8>>, bytes: &[u8]) {
-    if tx.try_send(bytes.to_vec()).is_err() {
-        metrics::counter!("floe_turn_send_errors_total", "transport" => "stream").increment(1);
+/// Queues a frame for a TCP/TLS client; one that does not fit in its queue (a client that
+/// reads slower than its data arrives) is dropped, as a full UDP socket buffer drops a datagram.
+fn send_stream(tx: &StreamTx, bytes: &[u8]) {
+    if !tx.try_send(bytes) {
+        metrics::counter!("floe_turn_dropped_total", "reason" => "stream_queue_full").increment(1);
     }
 }
 

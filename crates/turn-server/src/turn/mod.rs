@@ -35,6 +35,7 @@
 //! * `udp.rs`, `timer.rs`, `stream.rs`: the UDP listener loop, the shard timer, TCP/TLS
 //!   clients (accept and framing).
 //! * `metrics.rs`: the shards' counters as Prometheus metrics.
+//! * `rlimit.rs`: the open-files limit, which caps the TCP/TLS connections.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -55,13 +56,14 @@ mod metrics;
 mod mmsg;
 mod relay;
 mod rfc6062;
+mod rlimit;
 mod shard;
 mod sockets;
 mod stream;
 mod timer;
 mod udp;
 
-pub use config::{TurnShellConfig, TurnShellError};
+pub use config::{StreamLimits, TurnShellConfig, TurnShellError};
 
 use shard::{Ctx, Shard, ShardState};
 
@@ -111,11 +113,23 @@ impl TurnService {
         turn_config.binding.alternates = groups.iter().filter_map(|g| g.alternate).collect();
         let now = Instant::now();
         let shards = make_shards(&config, &turn_config, runtimes, listeners, now);
+        let mut limits = config.stream;
+        limits.max_connections =
+            rlimit::connection_budget(limits.max_connections, rlimit::open_files_limit());
+        if limits.max_connections < config.stream.max_connections {
+            tracing::warn!(
+                configured = config.stream.max_connections,
+                accepted = limits.max_connections,
+                "TCP/TLS connection cap lowered to half the open-files limit (raise ulimit -n)"
+            );
+        }
         let ctx = Arc::new(Ctx {
             shards,
             tls,
-            tcp_slots: Arc::new(Semaphore::new(config.max_tcp_connections)),
-            idle: config.tcp_idle_timeout,
+            tcp_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            limits,
+            per_ip: Mutex::default(),
+            queued_bytes: Arc::default(),
             hasher: std::collections::hash_map::RandomState::new(),
             peer_conns: Mutex::default(),
             splices: Mutex::default(),

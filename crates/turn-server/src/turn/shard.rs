@@ -4,14 +4,17 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use floe_turn::server::{ConnectionId, RelayTransport, TurnServer};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
+
+use super::config::StreamLimits;
 
 /// One worker's state.
 pub(super) struct Shard {
@@ -40,7 +43,7 @@ pub(super) struct ShardState {
     /// This shard's client-facing UDP sockets by local address.
     pub(super) udp: FastMap<SocketAddr, Arc<UdpSocket>>,
     /// This shard's TCP/TLS clients by (local, remote).
-    pub(super) streams: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>,
+    pub(super) streams: HashMap<(SocketAddr, SocketAddr), StreamTx>,
 }
 
 impl ShardState {
@@ -92,8 +95,13 @@ impl Shard {
 pub(super) struct Ctx {
     pub(super) shards: Vec<Arc<Shard>>,
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// [`StreamLimits::max_connections`] permits.
     pub(super) tcp_slots: Arc<Semaphore>,
-    pub(super) idle: Duration,
+    pub(super) limits: StreamLimits,
+    /// TCP/TLS client connections per source ([`ip_key`]), for [`StreamLimits::max_per_ip`].
+    pub(super) per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Bytes queued for TCP/TLS clients over every connection (`floe_turn_tcp_queued_bytes`).
+    pub(super) queued_bytes: Arc<AtomicUsize>,
     pub(super) hasher: std::collections::hash_map::RandomState,
     /// RFC 6062 peer connections not yet spliced to a client data connection.
     pub(super) peer_conns: Mutex<HashMap<ConnectionId, TcpStream>>,
@@ -161,6 +169,142 @@ impl Ctx {
     }
 }
 
+/// The key a source is counted under for [`StreamLimits::max_per_ip`]: the IPv4 address (also
+/// when IPv4-mapped), or the /64 of an IPv6 address (one subscriber, as the 401 limiter counts).
+pub(super) fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(a) & (u128::MAX << 64)).into()),
+        },
+    }
+}
+
+/// One TCP/TLS connection counted against its source's [`StreamLimits::max_per_ip`]; the count
+/// drops when this does.
+pub(super) struct IpSlot {
+    ctx: Arc<Ctx>,
+    key: IpAddr,
+}
+
+impl IpSlot {
+    /// Counts a connection from `ip`, or `None` when its source is at the cap.
+    pub(super) fn take(ctx: &Arc<Ctx>, ip: IpAddr) -> Option<IpSlot> {
+        let key = ip_key(ip);
+        let mut map = lock(&ctx.per_ip);
+        let n = map.entry(key).or_insert(0);
+        if *n >= ctx.limits.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ctx: ctx.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = lock(&self.ctx.per_ip);
+        if let Some(n) = map.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The sending side of a TCP/TLS client's outbound queue, bounded in frames and in bytes
+/// ([`StreamLimits::queue_bytes`]). A frame that does not fit is dropped, as a full UDP socket
+/// buffer would drop a datagram; the caller counts it.
+#[derive(Clone)]
+pub(super) struct StreamTx {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Bytes in this connection's queue.
+    queued: Arc<AtomicUsize>,
+    /// Bytes in every connection's queue.
+    total: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// The receiving side of [`StreamTx`]; on drop, the frames still queued are freed and
+/// uncounted.
+pub(super) struct StreamRx {
+    rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+}
+
+/// A queue of at most `frames` frames and `bytes` bytes, counted into `total`.
+pub(super) fn stream_queue(
+    frames: usize,
+    bytes: usize,
+    total: Arc<AtomicUsize>,
+) -> (StreamTx, StreamRx) {
+    let (tx, rx) = mpsc::channel(frames.max(1));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let tx = StreamTx {
+        tx,
+        queued: queued.clone(),
+        total: total.clone(),
+        limit: bytes,
+    };
+    (tx, StreamRx { rx, queued, total })
+}
+
+impl StreamTx {
+    /// Queues a copy of `bytes`; `false` (nothing queued) when the queue is full or closed.
+    pub(super) fn try_send(&self, bytes: &[u8]) -> bool {
+        let len = bytes.len();
+        // Counted before it is sent: once sent, the receiver may write it and uncount it at
+        // once, which must never run before the count (the totals would wrap below zero).
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before.saturating_add(len) > self.limit {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        self.total.fetch_add(len, Ordering::AcqRel);
+        if self.tx.try_send(bytes.to_vec()).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.total.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
+
+impl StreamRx {
+    /// The next queued frame; call [`StreamRx::written`] once it is written.
+    pub(super) async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.rx.recv().await
+    }
+
+    /// The next queued frame, if one is ready.
+    pub(super) fn try_recv(&mut self) -> Option<Vec<u8>> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Uncounts a frame taken from the queue (written or given up).
+    pub(super) fn written(&self, frame: &[u8]) {
+        self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+        self.total.fetch_sub(frame.len(), Ordering::AcqRel);
+    }
+}
+
+impl Drop for StreamRx {
+    fn drop(&mut self) {
+        // Closed first, so a send racing with this drop fails (and uncounts itself) instead of
+        // leaving a counted frame behind.
+        self.rx.close();
+        while let Ok(frame) = self.rx.try_recv() {
+            self.written(&frame);
+        }
+    }
+}
+
 /// Starts a shard's OS thread running a current-thread tokio runtime until the returned sender
 /// is dropped. A shard's UDP sockets are registered with and driven by this runtime only, so a
 /// relayed datagram is received, handled and sent on one thread: no work stealing, no
@@ -195,5 +339,32 @@ pub(super) fn reregister(
         }
         // Shared elsewhere (not expected): keep it where it is; it works from any runtime.
         Err(shared) => Ok(shared),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_queue_is_bounded_in_bytes_and_gives_its_count_back() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = stream_queue(8, 100, total.clone());
+        // A second connection's queue counts into the same total.
+        let other = stream_queue(8, 100, total.clone());
+
+        assert!(tx.try_send(&[1; 60]));
+        assert!(!tx.try_send(&[2; 60]), "over the byte bound");
+        assert!(tx.try_send(&[3; 40]));
+        assert!(other.0.try_send(&[4; 10]));
+        assert_eq!(total.load(Ordering::Relaxed), 110);
+
+        let frame = rx.try_recv().expect("queued");
+        rx.written(&frame);
+        assert!(tx.try_send(&[5; 60]), "room again once written");
+        drop(rx);
+        assert!(!tx.try_send(&[6; 1]), "closed");
+        drop(other);
+        assert_eq!(total.load(Ordering::Relaxed), 0, "every count given back");
     }
 }

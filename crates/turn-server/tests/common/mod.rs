@@ -12,10 +12,11 @@ use floe_turn::nonce::NonceSecret;
 use floe_turn::policy::{Cidr, PeerPolicy};
 use floe_turn::quota::QuotaConfig;
 use floe_turn::server::TurnConfig;
-use floe_turn_server::turn::{TurnService, TurnShellConfig};
+use floe_turn_server::turn::{StreamLimits, TurnService, TurnShellConfig};
 
-/// Realm of the test server.
-pub const REALM: &str = "test.floe";
+pub mod client;
+
+pub use client::REALM;
 
 /// A running service; stopped (and its thread joined) on drop.
 pub struct Running {
@@ -70,8 +71,11 @@ pub fn config(listen: &[&str], allow_loopback: bool) -> TurnShellConfig {
         workers: 2,
         turn,
         quotas: QuotaConfig::default(),
-        max_tcp_connections: 16,
-        tcp_idle_timeout: Duration::from_secs(30),
+        stream: StreamLimits {
+            max_connections: 16,
+            idle_timeout: Duration::from_secs(30),
+            ..StreamLimits::default()
+        },
     }
 }
 

@@ -234,7 +234,10 @@ impl TurnServer {
         out: &mut [u8],
     ) -> Option<Transmit> {
         if client.transport == Transport::Udp
-            && !self.limiter.check(client.remote.ip(), now).is_allowed()
+            && !self
+                .shared
+                .check_unauthenticated(client.remote.ip(), now)
+                .is_allowed()
         {
             self.stats.dropped.add(DropReason::RateLimited);
             return None;

@@ -72,7 +72,6 @@ use floe_stun::{Class, Message, Method, TransactionId};
 
 use crate::binding::{BindingConfig, BindingService};
 use crate::nonce::{NonceConfig, Nonces};
-use crate::ratelimit::SourceRateLimiter;
 
 pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use config::{Lifetimes, TurnConfig};
@@ -140,7 +139,6 @@ pub struct TurnServer {
     rng: SplitMix64,
     binding: BindingService,
     nonces: Nonces,
-    limiter: SourceRateLimiter,
     allocations: FastMap<AllocId, Allocation>,
     by_client: FastMap<ClientTuple, AllocId>,
     by_relay: FastMap<SocketAddr, AllocId>,
@@ -166,7 +164,7 @@ impl TurnServer {
             software: config.software.clone(),
             ..config.binding.clone()
         });
-        let limiter = SourceRateLimiter::new(config.rate_limit, config.rate_limit_key, now);
+        shared.init_limiter(config.rate_limit, config.rate_limit_key, now);
         let worker = shared.register_worker();
         TurnServer {
             cache: TransactionCache::new(config.transaction_cache_entries),
@@ -176,7 +174,6 @@ impl TurnServer {
             rng: SplitMix64::new(seed),
             binding,
             nonces,
-            limiter,
             allocations: FastMap::default(),
             by_client: FastMap::default(),
             by_relay: FastMap::default(),
@@ -295,6 +292,13 @@ impl TurnServer {
     /// Counters of this worker.
     pub fn stats(&self) -> &TurnStats {
         &self.stats
+    }
+
+    /// Whether `client` (its 5-tuple) holds an allocation on this worker. The shell uses it to
+    /// close a TCP/TLS connection that never allocates (RFC 8656 §21.3: resources of an
+    /// unauthenticated client are bounded in time).
+    pub fn has_allocation(&self, client: ClientTuple) -> bool {
+        self.by_client.contains_key(&client)
     }
 
     /// Allocations held by this worker.

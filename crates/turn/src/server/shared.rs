@@ -1,15 +1,18 @@
 //! State shared by all workers of one server: quota accounting (allocations per user and in
-//! total, per-user bandwidth), EVEN-PORT reservations and RFC 6062 connection ids. Locked only on
-//! control-path operations (Allocate, deletion, Connect, ConnectionBind) and, for bandwidth, once
+//! total, per-user bandwidth), the limiter of answers to unauthenticated requests, EVEN-PORT
+//! reservations and RFC 6062 connection ids. Locked only on control-path operations (Allocate,
+//! deletion, Connect, ConnectionBind, an unauthenticated UDP request) and, for bandwidth, once
 //! per lease of [`BANDWIDTH_LEASE`] bytes — never per relayed packet.
 
 use core::net::SocketAddr;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
 use crate::quota::{QuotaConfig, QuotaTracker};
+use crate::ratelimit::{RateDecision, RateLimitConfig, SourceRateLimiter};
 
 use super::types::ConnectionId;
 
@@ -66,6 +69,10 @@ pub struct Shared {
     /// per packet only for data addressed to the server's own relayed addresses; written on
     /// allocation changes.
     udp_relays: RwLock<HashMap<SocketAddr, WorkerId>>,
+    /// RFC 8489 §9.2.4 / RFC 8656 §21.3.1: answers to unauthenticated UDP requests, limited per
+    /// source and in total over every worker (one limiter, so the budgets are not multiplied by
+    /// the worker count). Made by the first worker, from its configuration.
+    limiter: OnceLock<Mutex<SourceRateLimiter>>,
 }
 
 impl Shared {
@@ -78,6 +85,7 @@ impl Shared {
             quota_config: quotas,
             next_worker: AtomicU32::new(0),
             udp_relays: RwLock::new(HashMap::new()),
+            limiter: OnceLock::new(),
         }
     }
 
@@ -110,6 +118,27 @@ impl Shared {
     pub(crate) fn remove_udp_relay(&self, relay: SocketAddr) {
         let mut map = self.udp_relays.write().unwrap_or_else(|e| e.into_inner());
         map.remove(&relay);
+    }
+
+    /// Makes the shared limiter of unauthenticated answers unless a worker already did (every
+    /// worker of a server has the same configuration).
+    pub(crate) fn init_limiter(&self, config: RateLimitConfig, key: [u8; 32], now: Instant) {
+        self.limiter
+            .get_or_init(|| Mutex::new(SourceRateLimiter::new(config, key, now)));
+    }
+
+    /// Asks the shared limiter whether an unauthenticated answer to `source` may be sent at
+    /// `now` (and takes a token if so). The lock is held for one sketch update (two buckets and
+    /// the global one); it is taken only for unauthenticated UDP requests.
+    pub(crate) fn check_unauthenticated(&self, source: IpAddr, now: Instant) -> RateDecision {
+        match self.limiter.get() {
+            Some(l) => l
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(source, now),
+            // Invariant: every TurnServer calls init_limiter in its constructor.
+            None => RateDecision::LimitedGlobal,
+        }
     }
 
     pub(crate) fn register_worker(&self) -> WorkerId {
