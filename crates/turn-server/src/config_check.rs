@@ -31,6 +31,7 @@ impl ConfigError {
             }
             Self::TlsMissing(_) => KeyPath::Turn("tls_listen"),
             Self::Tls(_) => KeyPath::Turn("tls_cert"),
+            Self::ZeroLimit(key) => KeyPath::Turn(key),
         })
     }
 }
@@ -42,6 +43,7 @@ impl TurnSection {
     pub fn effective(&self, plan: &TurnPlan) -> TurnSection {
         let turn = &plan.shell.turn;
         let quotas = &plan.shell.quotas;
+        let stream = &plan.shell.stream;
         let bps = |b: Option<floe_turn::quota::Bandwidth>| b.map_or(0, |b| b.bytes_per_sec);
         let secs = |d: Duration| d.as_secs();
         let rl = &turn.rate_limit;
@@ -89,8 +91,13 @@ impl TurnSection {
             max_channels_per_allocation: Some(quotas.max_channels_per_allocation),
             default_lifetime_secs: Some(secs(turn.lifetimes.default)),
             max_lifetime_secs: Some(secs(turn.lifetimes.max)),
-            max_tcp_connections: Some(plan.shell.max_tcp_connections),
-            tcp_idle_timeout_secs: Some(secs(plan.shell.tcp_idle_timeout)),
+            max_tcp_connections: Some(stream.max_connections),
+            max_tcp_connections_per_ip: Some(stream.max_per_ip),
+            tls_handshake_timeout_secs: Some(secs(stream.tls_handshake_timeout)),
+            tcp_idle_timeout_secs: Some(secs(stream.idle_timeout)),
+            tcp_unallocated_timeout_secs: Some(secs(stream.unallocated_timeout)),
+            tcp_write_timeout_secs: Some(secs(stream.write_timeout)),
+            tcp_queue_bytes: Some(stream.queue_bytes),
         }
     }
 }
