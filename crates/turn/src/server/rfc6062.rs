@@ -85,6 +85,10 @@ impl TurnServer {
         };
         let bytes = granted as u64;
         match direction {
+            RelayDirection::ToPeer => a.bytes_to_peer += bytes,
+            RelayDirection::ToClient => a.bytes_to_client += bytes,
+        }
+        match direction {
             RelayDirection::ToPeer => self.stats.bytes_to_peer += bytes,
             RelayDirection::ToClient => self.stats.bytes_to_client += bytes,
         }
