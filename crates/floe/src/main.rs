@@ -3,9 +3,9 @@
 //! `floe serve` runs every server with safe local defaults; the other subcommands run one role or
 //! act as a client. Argument parsing and logging setup live here; everything else is in libraries.
 
+mod admin;
 mod cmd;
 mod config;
-mod shutdown;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -42,6 +42,8 @@ enum Command {
     Token(cmd::token::Args),
     /// A WebRTC peer: chat, or send and receive files, through floe (directly or relayed).
     Peer(cmd::peer::Args),
+    /// Operations client: list and end allocations and sessions, revoke, drain, readiness.
+    Admin(cmd::admin::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Signal(args) => cmd::signal::run(*args),
         Command::Token(args) => cmd::token::run(args),
         Command::Peer(args) => cmd::peer::run(args),
+        Command::Admin(args) => cmd::admin::run(args),
     };
     match result {
         Ok(code) => code,

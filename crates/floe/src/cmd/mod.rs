@@ -1,4 +1,5 @@
 //! One module per subcommand.
+pub mod admin;
 pub mod credentials;
 pub mod peer;
 pub mod serve;
