@@ -513,3 +513,14 @@ fn a_drain_through_the_api_redirects_allocates_and_stops_at_its_timeout() {
     // The allocation is never deleted: the drain timeout stops the process.
     assert!(f.wait_exit().success());
 }
+
+#[test]
+fn sigterm_drains_briefly_then_stops_even_with_a_live_allocation() {
+    let mut f = start("turn", &["--term-drain-timeout", "1"]);
+    let mut c = TurnClient::new(f.turn, "alice", "pw");
+    c.allocate().expect("allocation");
+
+    f.signal("-TERM");
+
+    assert!(f.wait_exit().success());
+}

@@ -24,6 +24,8 @@ pub struct SignalAdmin {
 struct Inner {
     hub: OnceLock<HubHandle>,
     draining: AtomicBool,
+    /// Sessions are shared through Redis (they move to another node when this one stops).
+    shared: AtomicBool,
 }
 
 impl std::fmt::Debug for SignalAdmin {
@@ -36,8 +38,15 @@ impl std::fmt::Debug for SignalAdmin {
 
 impl SignalAdmin {
     /// Called by `run` once the hub task exists.
-    pub(crate) fn attach(&self, hub: HubHandle) {
+    pub(crate) fn attach(&self, hub: HubHandle, shared_sessions: bool) {
+        self.inner.shared.store(shared_sessions, Ordering::Relaxed);
         let _ = self.inner.hub.set(hub);
+    }
+
+    /// Whether sessions are shared with other nodes (Redis): when this node stops they are
+    /// resumed elsewhere, so a drain need not wait for them.
+    pub fn sessions_move(&self) -> bool {
+        self.inner.shared.load(Ordering::Relaxed)
     }
 
     fn hub(&self) -> Result<&HubHandle, SignalStopped> {

@@ -165,7 +165,8 @@ impl Ops {
         }
     }
 
-    /// Whether nothing runs here any more: no TURN allocation and no signalling session.
+    /// Whether nothing pins the process any more: no TURN allocation, and no signalling session
+    /// unless sessions move to another node when this one stops (Redis).
     async fn is_empty(&self) -> bool {
         if let Some(turn) = &self.0.turn {
             match turn.load().await {
@@ -173,7 +174,7 @@ impl Ops {
                 _ => {}
             }
         }
-        if let Some(signal) = &self.0.signal {
+        if let Some(signal) = self.0.signal.as_ref().filter(|s| !s.sessions_move()) {
             match signal.sessions().await {
                 Ok(s) if !s.is_empty() => return false,
                 _ => {}
@@ -226,6 +227,10 @@ impl Ops {
         self.start_drain().await;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            if self.is_empty().await {
+                tracing::info!("drained: no allocation or session left; stopping");
+                return;
+            }
             tokio::select! {
                 _ = signals.int.recv() => return,
                 _ = signals.term.recv() => return,
@@ -234,12 +239,7 @@ impl Ops {
                     tracing::info!("drain timeout reached; stopping");
                     return;
                 }
-                () = tokio::time::sleep(TICK) => {
-                    if self.is_empty().await {
-                        tracing::info!("drained: no allocation or session left; stopping");
-                        return;
-                    }
-                }
+                () = tokio::time::sleep(TICK) => {}
             }
         }
     }

@@ -129,7 +129,8 @@ impl SignalServer {
             bus_events,
             self.config.max_rest_waiters_per_session,
         );
-        self.admin.attach(hub.clone());
+        self.admin
+            .attach(hub.clone(), self.config.redis_url.is_some());
         let (stop_tx, stop_rx) = watch::channel(false);
         let conn_limit = Arc::new(Semaphore::new(self.config.max_ws_connections));
         let state = AppState(Arc::new(Inner {
