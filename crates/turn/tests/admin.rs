@@ -138,3 +138,21 @@ fn draining_refuses_new_allocates_with_508_or_300_and_keeps_old_ones() {
     assert_success(&resp, &old);
     assert!(h.server.is_draining());
 }
+
+#[test]
+fn answers_are_counted_by_method_and_result() {
+    let mut h = Harness::new();
+    let mut c = TestClient::udp("203.0.113.5:40000");
+    h.allocate(&mut c); // a 401 challenge, then a success
+    permit(&mut h, &mut c, PEER);
+
+    let by_method: Vec<(&str, u64, u64)> = h
+        .server
+        .stats()
+        .responses
+        .iter()
+        .filter(|&(_, ok, err)| ok + err > 0)
+        .collect();
+
+    assert_eq!(by_method, [("allocate", 1, 1), ("create_permission", 1, 0)]);
+}

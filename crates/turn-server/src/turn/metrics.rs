@@ -96,10 +96,16 @@ pub(super) async fn metrics_loop(ctx: Arc<Ctx>) {
     loop {
         tick.tick().await;
         let mut total = Totals::default();
+        let (mut relay_ports, mut streams) = (0, 0);
         for shard in &ctx.shards {
-            total.add(lock(&shard.state).turn.stats());
+            let st = lock(&shard.state);
+            total.add(st.turn.stats());
+            relay_ports += st.turn.relay_ports_in_use();
+            streams += st.streams.len();
         }
         total.export();
+        gauge!("floe_turn_relay_ports").set(relay_ports as f64);
+        gauge!("floe_turn_client_connections", "transport" => "stream").set(streams as f64);
     }
 }
 
@@ -111,6 +117,8 @@ struct Totals {
     dropped: BTreeMap<&'static str, u64>,
     /// `(request, reason)` → refused peer addresses.
     refused: BTreeMap<(&'static str, &'static str), u64>,
+    /// method → (successes, errors).
+    responses: BTreeMap<&'static str, (u64, u64)>,
 }
 
 impl Totals {
@@ -127,6 +135,11 @@ impl Totals {
         for (request, reason, n) in s.peer_refused.iter() {
             *self.refused.entry((request.label(), reason)).or_default() += n;
         }
+        for (method, ok, err) in s.responses.iter() {
+            let e = self.responses.entry(method).or_default();
+            e.0 += ok;
+            e.1 += err;
+        }
     }
 
     fn export(&self) {
@@ -138,6 +151,12 @@ impl Totals {
         }
         for (reason, n) in &self.dropped {
             counter!("floe_turn_dropped_total", "reason" => *reason).absolute(*n);
+        }
+        for (method, (ok, err)) in &self.responses {
+            counter!("floe_turn_responses_total", "method" => *method, "result" => "success")
+                .absolute(*ok);
+            counter!("floe_turn_responses_total", "method" => *method, "result" => "error")
+                .absolute(*err);
         }
         for ((request, reason), n) in &self.refused {
             counter!("floe_turn_peer_refused_total", "request" => *request, "reason" => *reason)

@@ -81,7 +81,10 @@ pub use config::{Lifetimes, TurnConfig};
 pub use own_relay::{REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW};
 pub use rfc6062::STREAM_MIN_GRANT;
 pub use shared::Shared;
-pub use stats::{DropCounts, DropReason, ErrorCounts, RefusalCounts, TurnStats, ERROR_CODES};
+pub use stats::{
+    DropCounts, DropReason, ErrorCounts, MethodCounts, RefusalCounts, TurnStats, ERROR_CODES,
+    METHODS,
+};
 pub use types::{
     BindError, ClientTuple, ConnectionGrant, ConnectionId, DeleteReason, Event, PeerAddr,
     PeerRequest, RelayAddr, RelayBinder, RelayDirection, RelayTransport, Transmit, Transport,
