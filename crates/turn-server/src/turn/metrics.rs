@@ -96,15 +96,13 @@ pub(super) async fn metrics_loop(ctx: Arc<Ctx>) {
     loop {
         tick.tick().await;
         let mut total = Totals::default();
-        let (mut relay_ports, mut streams) = (0, 0);
+        let mut streams = 0;
         for shard in &ctx.shards {
             let st = lock(&shard.state);
             total.add(st.turn.stats());
-            relay_ports += st.turn.relay_ports_in_use();
             streams += st.streams.len();
         }
         total.export();
-        gauge!("floe_turn_relay_ports").set(relay_ports as f64);
         gauge!("floe_turn_client_connections", "transport" => "stream").set(streams as f64);
     }
 }
