@@ -524,3 +524,48 @@ fn sigterm_drains_briefly_then_stops_even_with_a_live_allocation() {
 
     assert!(f.wait_exit().success());
 }
+
+#[test]
+fn systemd_notify_ready_watchdog_and_stopping_reach_a_fake_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new("admin-notify");
+    let path = dir.file("notify.sock");
+    let fake_systemd = UnixDatagram::bind(&path).unwrap();
+    fake_systemd.set_read_timeout(Some(T)).unwrap();
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let child = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(["turn", "--listen", &listen.to_string(), "--user", "a:b"])
+        .args(["--admin", "127.0.0.1:0", "--term-drain-timeout", "0"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("FLOE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proc = Proc(child);
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = fake_systemd.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+
+    assert!(next().starts_with("READY=1\n"), "READY first");
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    let ok = Command::new("kill")
+        .args(["-TERM", &proc.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let stopping = loop {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            break m;
+        }
+    };
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
+    assert!(proc.0.wait().unwrap().success());
+}

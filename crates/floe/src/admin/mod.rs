@@ -3,10 +3,11 @@
 //! signals that stop the process. The operator's reference is docs/operations.md.
 //!
 //! `config.rs` flags and `[admin]` keys · `ops.rs` the handles, drain and lifecycle ·
-//! `ready.rs` readiness rules · `http.rs` routes and auth.
+//! `ready.rs` readiness rules · `http.rs` routes and auth · `notify.rs` systemd notify.
 
 pub mod config;
 pub mod http;
+pub mod notify;
 pub mod ops;
 pub mod ready;
 
@@ -38,7 +39,8 @@ pub async fn start(
 ) -> anyhow::Result<(Ops, Signals)> {
     let signals = Signals::register().context("registering signal handlers")?;
     let render = Arc::new(move || prometheus.render());
-    let ops = Ops::new(config, turn, signal, render);
+    let notifier = notify::Notifier::from_env().context("opening $NOTIFY_SOCKET")?;
+    let ops = Ops::new(config, turn, signal, render, notifier);
     tokio::spawn(ops.clone().sample_bandwidth());
     if let Some(addr) = ops.config().listen {
         match tokio::net::TcpListener::bind(addr).await {
@@ -52,6 +54,11 @@ pub async fn start(
                 return Err(e).with_context(|| format!("binding the operations listener on {addr}"))
             }
         }
+    }
+    // Every listener is bound (the servers' tasks start right after): systemd may route to us.
+    ops.notify("READY=1\nSTATUS=serving");
+    if let Some(every) = notify::watchdog_interval() {
+        tokio::spawn(ops.clone().watchdog(every));
     }
     Ok((ops, signals))
 }

@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use super::config::AdminConfig;
+use super::notify::Notifier;
 use super::ready::{self, Check, Readiness};
 
 /// How often a drain checks whether the process is empty, and the bandwidth is sampled.
@@ -36,6 +37,8 @@ struct Inner {
     drain_request: watch::Sender<Option<Duration>>,
     /// Relayed bytes per second over the last sample.
     bps: AtomicU64,
+    /// systemd notifications (`$NOTIFY_SOCKET`).
+    notifier: Option<Notifier>,
 }
 
 /// The process's signals, registered at start (before the first one can arrive) so that
@@ -63,6 +66,7 @@ impl Ops {
         turn: Option<TurnAdmin>,
         signal: Option<SignalAdmin>,
         metrics: Render,
+        notifier: Option<Notifier>,
     ) -> Ops {
         let (drain_request, _) = watch::channel(None);
         Ops(Arc::new(Inner {
@@ -73,7 +77,45 @@ impl Ops {
             draining: AtomicBool::new(false),
             drain_request,
             bps: AtomicU64::new(0),
+            notifier,
         }))
+    }
+
+    /// Sends a systemd notification, if systemd asked for them.
+    pub fn notify(&self, state: &str) {
+        if let Some(n) = &self.0.notifier {
+            n.notify(state);
+        }
+    }
+
+    /// Pings the systemd watchdog every `interval` while the servers answer: each TURN shard
+    /// through its command channel (so a stuck shard thread stops the pings) and the
+    /// signalling hub task. Runs until dropped.
+    pub async fn watchdog(self, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let turn_ok = match &self.0.turn {
+                Some(t) => matches!(tokio::time::timeout(interval, t.load()).await, Ok(Ok(_))),
+                None => true,
+            };
+            let signal_ok = match &self.0.signal {
+                Some(s) => matches!(
+                    tokio::time::timeout(interval, s.sessions()).await,
+                    Ok(Ok(_))
+                ),
+                None => true,
+            };
+            if turn_ok && signal_ok {
+                self.notify("WATCHDOG=1");
+            } else {
+                tracing::warn!(
+                    turn_ok,
+                    signal_ok,
+                    "a server did not answer: no watchdog ping"
+                );
+            }
+        }
     }
 
     pub fn config(&self) -> &AdminConfig {
@@ -190,6 +232,7 @@ impl Ops {
             return;
         }
         metrics::gauge!("floe_draining").set(1.0);
+        self.notify("STOPPING=1\nSTATUS=draining");
         tracing::info!("draining: refusing new sessions and allocations; existing ones go on");
         if let Some(turn) = &self.0.turn {
             let drain = DrainConfig {
@@ -210,7 +253,12 @@ impl Ops {
     ///
     /// A drain ends early once no allocation and no session is left; a SIGINT or SIGTERM
     /// during a drain stops at once.
-    pub async fn lifecycle(self, mut signals: Signals) {
+    pub async fn lifecycle(self, signals: Signals) {
+        self.clone().wait_for_stop(signals).await;
+        self.notify("STOPPING=1\nSTATUS=stopping");
+    }
+
+    async fn wait_for_stop(self, mut signals: Signals) {
         let mut requests = self.0.drain_request.subscribe();
         let timeout = tokio::select! {
             _ = signals.int.recv() => return,
