@@ -569,3 +569,87 @@ fn systemd_notify_ready_watchdog_and_stopping_reach_a_fake_notify_socket() {
     assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
     assert!(proc.0.wait().unwrap().success());
 }
+
+/// Log lines written through `tracing`, shared with the test.
+#[derive(Clone, Default)]
+struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for LogBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[test]
+fn the_rust_peer_leaves_a_draining_node_and_resumes_its_session() {
+    let logs = LogBuf::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    // The peer's tasks run on this thread (current-thread runtime), so they log here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let f = start("serve", &["--drain-timeout", "60"]);
+    let http_addr = f.http.unwrap();
+    let opts = floe_peer::signal::SignalOptions {
+        url: format!("http://{http_addr}"),
+        room: "room".into(),
+        peer: Some("rusty".into()),
+        token: None,
+        ca_file: None,
+    };
+    let mut rusty = rt.block_on(floe_peer::signal::join(&opts)).unwrap();
+    let (mut bob, welcome) = rt.block_on(ws_join(http_addr, "room", "bob"));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    f.signal("-USR1");
+
+    // The peer closes the connection on go_away and resumes its session (the single node still
+    // takes resumes while draining).
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + T;
+        while !logs.text().contains("signalling session resumed") {
+            assert!(tokio::time::Instant::now() < deadline, "{}", logs.text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(
+        logs.text().contains("go_away (draining)"),
+        "{}",
+        logs.text()
+    );
+    // Messages still reach it.
+    rt.block_on(async {
+        bob.send(WsMessage::Text(
+            json!({"type":"bye","to":"rusty"}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+        loop {
+            let m = tokio::time::timeout(T, rusty.incoming.recv())
+                .await
+                .expect("a message in time")
+                .expect("open");
+            if let floe_peer::signal::Incoming::Bye { from } = m {
+                assert_eq!(from, "bob");
+                break;
+            }
+        }
+    });
+}
