@@ -358,6 +358,22 @@ fn floe_turn_alone_serves_health_readiness_and_token_protected_metrics() {
         (&a["bytes_to_peer"], &a["bytes_to_client"]),
         (&json!(5), &json!(4))
     );
+    let id = a["id"].as_str().unwrap();
+    let (status, one) = http_json(
+        f.admin,
+        "GET",
+        &format!("/v1/allocations/{id}"),
+        Some(TOKEN),
+    );
+    assert_eq!((status, &one), (200, a));
+    assert_eq!(
+        http(f.admin, "GET", "/v1/allocations/9-999", Some(TOKEN)).0,
+        404
+    );
+    assert_eq!(
+        http(f.admin, "GET", "/v1/allocations/x", Some(TOKEN)).0,
+        400
+    );
     let (ok, table) = cli(f.admin, Some(TOKEN), &["allocations"]);
     assert!(
         ok && table.contains("alice") && table.contains(&relay.to_string()),

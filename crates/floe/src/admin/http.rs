@@ -24,7 +24,10 @@ pub fn router(ops: Ops) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/allocations", get(allocations))
-        .route("/v1/allocations/{id}", delete(end_allocation))
+        .route(
+            "/v1/allocations/{id}",
+            get(allocation).delete(end_allocation),
+        )
         .route("/v1/sessions", get(sessions))
         .route("/v1/sessions/{id}", delete(end_session))
         .route("/v1/users/{user}", delete(end_user))
@@ -186,18 +189,41 @@ pub fn allocation_json(a: &AllocationInfo) -> Value {
     })
 }
 
+/// `WORKER-N` → (worker, allocation number).
+fn parse_allocation_id(id: &str) -> Option<(u32, u64)> {
+    id.split_once('-')
+        .and_then(|(w, i)| Some((w.parse::<u32>().ok()?, i.parse::<u64>().ok()?)))
+}
+
+fn bad_allocation_id() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "an allocation id is WORKER-N, e.g. 0-17",
+    )
+}
+
+async fn allocation(State(ops): State<Ops>, Path(id): Path<String>) -> Response {
+    let Some(turn) = ops.turn() else {
+        return unavailable("TURN");
+    };
+    let Some((worker, alloc)) = parse_allocation_id(&id) else {
+        return bad_allocation_id();
+    };
+    match turn.allocations().await {
+        Ok(list) => match list.iter().find(|a| a.worker == worker && a.id == alloc) {
+            Some(a) => Json(allocation_json(a)).into_response(),
+            None => error(StatusCode::NOT_FOUND, "no such allocation"),
+        },
+        Err(_) => unavailable("TURN"),
+    }
+}
+
 async fn end_allocation(State(ops): State<Ops>, Path(id): Path<String>) -> Response {
     let Some(turn) = ops.turn() else {
         return unavailable("TURN");
     };
-    let parsed = id
-        .split_once('-')
-        .and_then(|(w, i)| Some((w.parse::<u32>().ok()?, i.parse::<u64>().ok()?)));
-    let Some((worker, alloc)) = parsed else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "an allocation id is WORKER-ID, e.g. 0-17",
-        );
+    let Some((worker, alloc)) = parse_allocation_id(&id) else {
+        return bad_allocation_id();
     };
     match turn.end(AllocationFilter::Id(worker, alloc)).await {
         Ok(0) => error(StatusCode::NOT_FOUND, "no such allocation"),

@@ -17,6 +17,8 @@ use super::ready::{self, Check, Readiness};
 
 /// How often a drain checks whether the process is empty, and the bandwidth is sampled.
 const TICK: Duration = Duration::from_millis(250);
+/// How long `/readyz` waits for the TURN shards' answer before saying `turn_unresponsive`.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 /// `go_away.reconnectMs` sent when a drain starts.
 pub const DRAIN_RECONNECT_MS: u64 = 500;
 
@@ -155,8 +157,11 @@ impl Ops {
     /// The readiness checks now.
     pub async fn readiness(&self) -> Readiness {
         let mut checks = Vec::new();
+        let mut unresponsive = false;
         if let Some(turn) = &self.0.turn {
-            if let Ok(l) = turn.load().await {
+            let load = tokio::time::timeout(ANSWER_WITHIN, turn.load()).await;
+            unresponsive = !matches!(load, Ok(Ok(_)));
+            if let Ok(Ok(l)) = load {
                 let n = |v: usize| v as u64;
                 checks.extend(Check::new(
                     "allocations",
@@ -183,7 +188,12 @@ impl Ops {
         if let Some((open, limit)) = ready::file_descriptors() {
             checks.extend(Check::new("file_descriptors", open, limit));
         }
-        ready::assess(self.is_draining(), checks, self.0.config.max_load)
+        let mut r = ready::assess(self.is_draining(), checks, self.0.config.max_load);
+        if unresponsive {
+            r.ready = false;
+            r.reasons.push("turn_unresponsive".into());
+        }
+        r
     }
 
     /// Samples the relayed bytes every tick into the bandwidth rate; runs until dropped.
