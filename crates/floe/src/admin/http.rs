@@ -42,8 +42,10 @@ pub fn router(ops: Ops) -> Router {
         .with_state(ops)
 }
 
-/// A JSON error answer: `{"error": "..."}`.
+/// A JSON error answer: `{"error": "..."}`, counted in `floe_admin_errors_total{status}`.
 fn error(status: StatusCode, message: &str) -> Response {
+    metrics::counter!("floe_admin_errors_total", "status" => status.as_u16().to_string())
+        .increment(1);
     (status, Json(json!({ "error": message }))).into_response()
 }
 
