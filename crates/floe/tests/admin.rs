@@ -669,3 +669,63 @@ fn the_rust_peer_leaves_a_draining_node_and_resumes_its_session() {
         }
     });
 }
+
+#[test]
+fn readiness_flips_on_file_descriptors_under_a_low_rlimit() {
+    // RLIMIT_NOFILE lowered to 64 (about 25 in use at start with two workers) and not ready
+    // above half of it: each UDP allocation holds one relay socket, so a few allocations cross
+    // the line at bounded scale.
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let turn = SocketAddr::from(([127, 0, 0, 1], port));
+    let script = format!(
+        "ulimit -n 64 && exec {} turn --listen {turn} --user alice:pw --workers 2 \
+         --admin 127.0.0.1:0 --ready-max-load 0.5",
+        env!("CARGO_BIN_EXE_floe")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .env("FLOE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _proc = Proc(child);
+    // Read stdout to its end (a closed pipe would fail floe's later prints).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let admin: SocketAddr = loop {
+        let line = rx
+            .recv_timeout(T)
+            .expect("floe prints its operations address");
+        if let Some(a) = line.strip_prefix("floe: operations on http://") {
+            break a.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    wait_for_stun(turn);
+    let (status, ready) = http_json(admin, "GET", "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+
+    let mut clients = Vec::new();
+    let ready = loop {
+        let mut c = TurnClient::new(turn, "alice", "pw");
+        c.allocate().expect("allocation");
+        clients.push(c);
+        let (status, ready) = http_json(admin, "GET", "/readyz", None);
+        if status == 503 {
+            break ready;
+        }
+        assert!(clients.len() < 30, "never not ready: {ready}");
+    };
+
+    assert_eq!(ready["reasons"], json!(["file_descriptors"]), "{ready}");
+    for c in &mut clients {
+        assert_eq!(c.refresh(0), None);
+    }
+    let (status, ready) = http_json(admin, "GET", "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+}

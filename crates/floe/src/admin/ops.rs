@@ -71,6 +71,7 @@ impl Ops {
         notifier: Option<Notifier>,
     ) -> Ops {
         let (drain_request, _) = watch::channel(None);
+        metrics::gauge!("floe_draining").set(0.0);
         Ops(Arc::new(Inner {
             turn,
             signal,
