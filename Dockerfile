@@ -28,5 +28,10 @@ USER floe:floe
 # STUN/TURN over UDP and TCP, TURN over TLS, signalling (HTTP, WebSocket). The operations
 # listener stays on the container's loopback unless configured otherwise.
 EXPOSE 3478/udp 3478/tcp 5349/tcp 8080/tcp
+# SIGTERM drains briefly (--term-drain-timeout) then stops; SIGUSR1 drains until empty.
+STOPSIGNAL SIGTERM
+# Readiness from the operations listener (127.0.0.1:9642 inside the container): unhealthy while
+# draining or above --ready-max-load.
+HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/floe", "admin", "ready"]
 ENTRYPOINT ["/usr/local/bin/floe"]
 CMD ["serve", "--listen", "0.0.0.0:3478", "--http", "0.0.0.0:8080"]

@@ -18,6 +18,8 @@
 // docs/signalling.md describes the wire protocol.
 
 export const PROTOCOL_VERSION = 1;
+/** The close code the client uses when it leaves a node that sent `go_away` (4000-4999: private use). */
+const GO_AWAY_CLOSE = 4000;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -169,7 +171,8 @@ export class FloeSignal extends EventTarget {
         p.reject(Object.assign(new Error('WebSocket could not be opened'), { wsUnavailable: true }));
         return;
       }
-      if (!this.closed && this.session) this._reconnect(ev.code === 1012 ? this._goAwayMs || 500 : 250);
+      const goneAway = ev.code === 1012 || ev.code === GO_AWAY_CLOSE;
+      if (!this.closed && this.session) this._reconnect(goneAway ? this._goAwayMs || 500 : 250);
       else if (!this.session && this._pending) {
         const p = this._pending;
         this._pending = null;
@@ -257,7 +260,12 @@ export class FloeSignal extends EventTarget {
         this._confirm(m.ack);
         return;
       case 'go_away':
+        // The node is shutting down (it closes with 1012 next) or draining (it keeps the
+        // connection open): either way, leave it and `resume` after reconnectMs, through the
+        // same URL (a load balancer sends the new connection to a node that takes it).
         this._goAwayMs = m.reconnectMs;
+        this._emit('goaway', m);
+        if (this.ws && this.ws.readyState === 1) this.ws.close(GO_AWAY_CLOSE, 'go_away');
         return;
       case 'refreshed':
         this._emit('refreshed', m);

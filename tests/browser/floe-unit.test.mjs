@@ -263,6 +263,21 @@ test('go_away: the client reconnects after reconnectMs and resumes', async (t) =
   assert.equal(ws2.sent[0].type, 'resume');
 });
 
+test('go_away from a draining node: the client leaves the open connection and resumes after reconnectMs', async (t) => {
+  const { s, net, ws } = await joined(t);
+  const seen = [];
+  s.addEventListener('goaway', (e) => seen.push(e.detail.reason));
+  ws.deliver({ type: 'go_away', reason: 'draining', reconnectMs: 700 });
+  await settle();
+  assert.deepEqual(seen, ['draining']);
+  assert.deepEqual(ws.closedWith, { code: 4000, reason: 'go_away' });
+  assert.equal(s.state, 'reconnecting');
+  await advance(t, 699, 1);
+  assert.equal(net.sockets.length, 1, 'not before reconnectMs');
+  const ws2 = await reconnected(t, net, 1);
+  assert.equal(ws2.sent[0].type, 'resume');
+});
+
 test('messages the server replays after a resume are delivered once, and acknowledged', async (t) => {
   const { net, ws, got } = await joined(t);
   for (let seq = 1; seq <= 3; seq++) ws.deliver(data(seq, seq));

@@ -36,6 +36,9 @@ pub struct FileConfig {
     /// Signalling options (`floe signal`, `floe serve`), keys as in docs/signalling.md.
     #[serde(default)]
     pub signal: SignalConfig,
+    /// The operations listener, readiness and drain (docs/operations.md).
+    #[serde(default)]
+    pub admin: crate::admin::AdminSection,
 }
 
 impl FileConfig {
@@ -137,6 +140,14 @@ mod tests {
             trusted_proxies = ["10.0.0.0/8"]
             allow_origins = ["https://app.example"]
             max_rest_waiters = 100
+            [admin]
+            listen = "127.0.0.1:9700"
+            token_file = "/etc/floe/admin-token"
+            ready_max_load = 0.8
+            ready_max_bps = 100000000
+            drain_timeout_secs = 600
+            term_drain_timeout_secs = 5
+            alternate_server = ["192.0.2.10:3478"]
             "#,
         )
         .unwrap();
@@ -161,6 +172,8 @@ mod tests {
         assert_eq!(c.signal.trusted_proxies[0].to_string(), "10.0.0.0/8");
         assert_eq!(c.signal.allow_origins, ["https://app.example"]);
         assert_eq!(c.signal.max_rest_waiters, 100);
+        assert_eq!(c.admin.listen.as_deref(), Some("127.0.0.1:9700"));
+        assert_eq!(c.admin.drain_timeout_secs, Some(600));
     }
 
     #[test]

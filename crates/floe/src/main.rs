@@ -3,10 +3,9 @@
 //! `floe serve` runs every server with safe local defaults; the other subcommands run one role or
 //! act as a client. Argument parsing and logging setup live here; everything else is in libraries.
 
+mod admin;
 mod cmd;
 mod config;
-mod notify;
-mod shutdown;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -49,6 +48,8 @@ enum Command {
     /// Check a deployment from the outside: ICE servers, certificates, credentials, the
     /// advertised address and the relay ports, each failure explained with its fix.
     Doctor(cmd::doctor::Args),
+    /// Operations client: list and end allocations and sessions, revoke, drain, readiness.
+    Admin(cmd::admin::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         Command::Peer(args) => cmd::peer::run(args),
         Command::Config(args) => cmd::config::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
+        Command::Admin(args) => cmd::admin::run(args),
     };
     match result {
         Ok(code) => code,

@@ -252,6 +252,9 @@ pub async fn join(opts: &SignalOptions) -> Result<Signal, PeerError> {
     })
 }
 
+/// Longest wait a `go_away` can ask for before the client resumes.
+const GO_AWAY_MAX_WAIT_MS: u64 = 10_000;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unacknowledged routed messages kept for resending after a resume.
 const MAX_UNACKED: usize = 1024;
@@ -454,6 +457,15 @@ impl Session {
                     if v.get("type").and_then(Value::as_str) == Some("pong") {
                         self.acked(v.get("ack").and_then(Value::as_u64).unwrap_or(0));
                         continue;
+                    }
+                    if v.get("type").and_then(Value::as_str) == Some("go_away") {
+                        // The node shuts down or drains (docs/signalling.md): leave it and
+                        // resume after reconnectMs through the same URL (a load balancer picks
+                        // a node that takes the session).
+                        let ms = v.get("reconnectMs").and_then(Value::as_u64).unwrap_or(500);
+                        let _ = ws.close(None).await;
+                        tokio::time::sleep(Duration::from_millis(ms.min(GO_AWAY_MAX_WAIT_MS))).await;
+                        return Ended::Lost(format!("go_away ({})", str_field(&v, "reason")));
                     }
                     if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
                         if seq <= self.last_seq {

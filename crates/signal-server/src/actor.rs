@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use floe_signal::bus::{Bus, BusCommand, BusEvent, LocalBus};
+use floe_signal::hub::{SessionFilter, SessionInfo};
 use floe_signal::proto::{ErrorBody, ServerMsg};
 use floe_signal::{ConnId, ErrorCode, Hub, HubConfig, Now, Output, PostBoxPoll, SessionId};
 use rand::SeedableRng;
@@ -103,6 +104,20 @@ enum Cmd {
         reconnect_ms: u64,
         reply: oneshot::Sender<()>,
     },
+    /// Admin API: this node's sessions.
+    Sessions {
+        reply: oneshot::Sender<Vec<SessionInfo>>,
+    },
+    /// Admin API: end sessions.
+    EndSessions {
+        filter: SessionFilter,
+        reply: oneshot::Sender<usize>,
+    },
+    /// Admin API: drain.
+    Drain {
+        reconnect_ms: u64,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A cheap, cloneable handle to the hub task.
@@ -187,6 +202,22 @@ impl HubHandle {
             token,
             after,
             watch,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn sessions(&self) -> Result<Vec<SessionInfo>, HubGone> {
+        self.call(|reply| Cmd::Sessions { reply }).await
+    }
+
+    pub(crate) async fn end_sessions(&self, filter: SessionFilter) -> Result<usize, HubGone> {
+        self.call(|reply| Cmd::EndSessions { filter, reply }).await
+    }
+
+    pub(crate) async fn drain(&self, reconnect_ms: u64) -> Result<(), HubGone> {
+        self.call(|reply| Cmd::Drain {
+            reconnect_ms,
             reply,
         })
         .await
@@ -359,6 +390,19 @@ impl Actor {
                 self.hub.handle_shutdown(reconnect_ms, now());
                 self.drain();
                 self.waiters.clear();
+                let _ = reply.send(());
+            }
+            Cmd::Sessions { reply } => {
+                let _ = reply.send(self.hub.sessions(now()));
+            }
+            Cmd::EndSessions { filter, reply } => {
+                let _ = reply.send(self.hub.handle_admin_end(&filter, now()));
+            }
+            Cmd::Drain {
+                reconnect_ms,
+                reply,
+            } => {
+                self.hub.handle_drain(reconnect_ms, now());
                 let _ = reply.send(());
             }
         }

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod actor;
+pub mod admin;
 pub mod assets;
 mod client_ip;
 pub mod config;
@@ -36,5 +37,6 @@ mod outbox;
 mod redis_bus;
 mod server;
 
+pub use admin::SignalAdmin;
 pub use config::{ConfigError, JwtAlgorithm, SignalArgs, SignalConfig};
 pub use server::{run, MetricsRender, ServerError, SignalServer};

@@ -1038,3 +1038,64 @@ fn short_heartbeat_is_enforced_even_before_the_join_timeout() {
     h.advance(Duration::from_millis(200));
     assert_eq!(h.closed.get(&a), Some(&ErrorCode::HeartbeatTimeout));
 }
+
+#[test]
+fn admin_lists_sessions_and_ends_a_peers_session() {
+    let mut h = H::new(HubConfig::default());
+    let (a, _) = h.join("r", "alice");
+    let (b, _) = h.join("r", "bob");
+    h.take(a);
+    let now = h.now();
+    let list = h.hub.sessions(now);
+    assert_eq!(
+        list.iter()
+            .map(|s| (s.room.as_str(), s.peer.as_str(), s.connected))
+            .collect::<Vec<_>>(),
+        [("r", "alice", true), ("r", "bob", true)]
+    );
+
+    let ended = h
+        .hub
+        .handle_admin_end(&floe_signal::hub::SessionFilter::Peer("bob".into()), now);
+    h.drain();
+
+    assert_eq!(ended, 1);
+    assert_eq!(h.error_of(b), ErrorCode::Kicked);
+    assert_eq!(h.closed.get(&b), Some(&ErrorCode::Kicked));
+    let got = h.take(a);
+    assert!(
+        got.iter().any(|m| matches!(
+            m,
+            ServerMsg::PeerLeft { peer, reason: LeaveReason::Kicked, .. } if peer.as_str() == "bob"
+        )),
+        "{got:?}"
+    );
+    assert_eq!(h.hub.sessions(now).len(), 1);
+}
+
+#[test]
+fn drain_refuses_joins_and_tells_connected_peers_go_away_once() {
+    let mut h = H::new(HubConfig::default());
+    let (a, _) = h.join("r", "alice");
+    let now = h.now();
+
+    h.hub.handle_drain(700, now);
+    h.hub.handle_drain(700, now);
+    h.drain();
+
+    let got = h.take(a);
+    assert!(
+        matches!(
+            got.as_slice(),
+            [ServerMsg::GoAway { reconnect_ms: 700, reason }] if reason == "draining"
+        ),
+        "{got:?}"
+    );
+    assert!(!h.closed.contains_key(&a), "the connection stays open");
+    let c = h.connect();
+    h.send(c, json!({"type":"join","v":1,"room":"r","peer":"carol"}));
+    assert_eq!(h.error_of(c), ErrorCode::ServerBusy);
+    // The existing session goes on.
+    h.send(a, json!({"type":"ping"}));
+    assert!(matches!(h.take(a).as_slice(), [ServerMsg::Pong { .. }]));
+}

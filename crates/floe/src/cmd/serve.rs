@@ -15,9 +15,9 @@ use anyhow::Context as _;
 use floe_signal_server::{SignalArgs, SignalServer};
 use floe_turn_server::config::{ListenArgs, StunArgs, TurnArgs};
 
+use crate::admin::{self, AdminArgs};
 use crate::cmd::turn;
 use crate::config::{FileConfig, ServePlan};
-use crate::shutdown::shutdown_signal;
 
 /// Arguments of `floe serve`.
 #[derive(Debug, clap::Args)]
@@ -37,6 +37,9 @@ pub struct Args {
     /// Signalling options.
     #[command(flatten)]
     pub signal: SignalArgs,
+    /// Operations options (admin listener, readiness, drain).
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// The addresses clients reach: behind a 1:1 NAT (`--external-ip`), a bound address's IP is
@@ -88,6 +91,7 @@ fn ice_urls(udp_tcp: &[SocketAddr], tls: &[SocketAddr]) -> (Vec<String>, Vec<Str
 /// Runs `floe serve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut file = FileConfig::load_or_default(args.config.as_deref())?;
+    let admin_config = args.admin.resolve(std::mem::take(&mut file.admin))?;
     let mut listen = file.listen();
     args.net.apply(&mut listen);
     args.turn.apply(&mut file.turn);
@@ -102,10 +106,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .install_recorder()
-            .context("installing the metrics recorder")?;
+        let prometheus = admin::install_metrics()?;
         let turn_service = turn::start(&plan).await?;
+        let turn_admin = turn_service.admin();
         // The join answer's ICE servers: this deployment's URLs and credentials from the same
         // secret the TURN server accepts, unless configured explicitly.
         if signal.stun_urls.is_empty() && signal.turn_urls.is_empty() {
@@ -125,9 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("binding HTTP on {}", signal.http))?;
         let http = listener.local_addr().context("reading the bound address")?;
         println!("floe signal: listening on http://{http}");
-        println!("floe: demo page at http://{http}/  metrics at http://{http}/metrics");
-        crate::notify::ready(&format!("STUN, TURN and signalling on http://{http} running"));
-        crate::notify::start_watchdog();
+        println!("floe: demo page at http://{http}/");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let turn_task = tokio::spawn(turn_service.run({
             let mut rx = stop_rx.clone();
@@ -135,10 +136,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let _ = rx.wait_for(|s| *s).await;
             }
         }));
-        let signal_result = SignalServer::new(signal)
-            .with_metrics(Arc::new(move || prometheus.render()))
-            .run(listener, shutdown_signal())
-            .await;
+        // The public port keeps its /metrics (loopback only in production mode); the operations
+        // listener is the place to scrape.
+        let public_metrics = prometheus.clone();
+        let server =
+            SignalServer::new(signal).with_metrics(Arc::new(move || public_metrics.render()));
+        let (ops, signals) = admin::start(
+            admin_config,
+            prometheus,
+            Some(turn_admin),
+            Some(server.admin()),
+        )
+        .await?;
+        let signal_result = server.run(listener, ops.lifecycle(signals)).await;
         let _ = stop_tx.send(true);
         let _ = turn_task.await;
         signal_result.context("signalling server")?;

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use floe_signal_server::{SignalArgs, SignalConfig, SignalServer};
 use serde::Deserialize;
 
-use crate::shutdown::shutdown_signal;
+use crate::admin::{self, AdminArgs, AdminConfig, AdminSection};
 
 /// Arguments of `floe signal`.
 #[derive(Debug, clap::Args)]
@@ -22,6 +22,9 @@ pub struct Args {
     /// Signalling flags (each overrides the config-file key of the same name).
     #[command(flatten)]
     pub signal: SignalArgs,
+    /// Operations options (admin listener, readiness, drain).
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// The parts of a floe config file `floe signal` reads. Other top-level tables (for the other
@@ -30,49 +33,52 @@ pub struct Args {
 struct FileConfig {
     #[serde(default)]
     signal: SignalConfig,
+    #[serde(default)]
+    admin: AdminSection,
 }
 
-/// Reads the `[signal]` table of `path`.
-pub fn load_config(path: &Path) -> anyhow::Result<SignalConfig> {
+/// Reads the `[signal]` and `[admin]` tables of `path`.
+pub fn load_config(path: &Path) -> anyhow::Result<(SignalConfig, AdminSection)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file: FileConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(file.signal)
+    Ok((file.signal, file.admin))
 }
 
 /// Runs `floe signal` until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut config = match &args.config {
+    let (mut config, admin_section) = match &args.config {
         Some(path) => load_config(path)?,
-        None => SignalConfig::default(),
+        None => (SignalConfig::default(), AdminSection::default()),
     };
     args.signal.apply(&mut config);
+    let admin_config = args.admin.resolve(admin_section)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, admin_config))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: SignalConfig) -> anyhow::Result<()> {
+async fn serve(config: SignalConfig, admin_config: AdminConfig) -> anyhow::Result<()> {
     // Refuse a bad configuration before binding anything (the server checks again).
     config.hub_config().context("signalling configuration")?;
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let prometheus = admin::install_metrics()?;
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     // A stable line on stdout so scripts and tests can use `--http 127.0.0.1:0`.
     println!("floe signal: listening on http://{addr}");
-    crate::notify::ready(&format!("signalling on http://{addr} running"));
-    crate::notify::start_watchdog();
-    SignalServer::new(config)
-        .with_metrics(Arc::new(move || prometheus.render()))
-        .run(listener, shutdown_signal())
+    // The public port keeps its /metrics (loopback only in production mode); the operations
+    // listener is the place to scrape.
+    let public_metrics = prometheus.clone();
+    let server = SignalServer::new(config).with_metrics(Arc::new(move || public_metrics.render()));
+    let (ops, signals) = admin::start(admin_config, prometheus, None, Some(server.admin())).await?;
+    server
+        .run(listener, ops.lifecycle(signals))
         .await
         .context("signalling server")?;
     Ok(())

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use floe_turn_server::config::{ListenArgs, TurnArgs, TurnPlan};
 use floe_turn_server::turn::TurnService;
 
+use crate::admin::{self, AdminArgs};
 use crate::config::FileConfig;
-use crate::shutdown::shutdown_signal;
 
 /// Arguments of `floe turn`.
 #[derive(Debug, clap::Args)]
@@ -24,11 +24,15 @@ pub struct Args {
     /// TURN options.
     #[command(flatten)]
     pub turn: TurnArgs,
+    /// Operations options (admin listener, readiness, drain).
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Runs `floe turn`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut file = FileConfig::load_or_default(args.config.as_deref())?;
+    let admin_config = args.admin.resolve(std::mem::take(&mut file.admin))?;
     let mut listen = file.listen();
     args.net.apply(&mut listen);
     args.turn.apply(&mut file.turn);
@@ -38,10 +42,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let prometheus = admin::install_metrics()?;
         let service = start(&plan).await?;
-        crate::notify::ready("TURN relay running");
-        crate::notify::start_watchdog();
-        service.run(shutdown_signal()).await;
+        let (ops, signals) =
+            admin::start(admin_config, prometheus, Some(service.admin()), None).await?;
+        service.run(ops.lifecycle(signals)).await;
         println!("floe: stopped");
         Ok(ExitCode::SUCCESS)
     })

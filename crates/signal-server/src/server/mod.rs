@@ -27,6 +27,7 @@ use floe_signal::bus::LocalBus;
 use floe_turn::policy::Cidr;
 
 use crate::actor::{self, HubHandle, NodeBus};
+use crate::admin::SignalAdmin;
 use crate::client_ip::client_ip;
 use crate::config::{ConfigError, SignalConfig};
 use crate::origin::OriginPolicy;
@@ -53,6 +54,7 @@ pub enum ServerError {
 pub struct SignalServer {
     config: SignalConfig,
     metrics: Option<MetricsRender>,
+    admin: SignalAdmin,
 }
 
 impl std::fmt::Debug for SignalServer {
@@ -70,7 +72,14 @@ impl SignalServer {
         Self {
             config,
             metrics: None,
+            admin: SignalAdmin::default(),
         }
+    }
+
+    /// The operator's handle (list and end sessions, drain); it answers while [`Self::run`]
+    /// runs.
+    pub fn admin(&self) -> SignalAdmin {
+        self.admin.clone()
     }
 
     /// Serves `GET /metrics` with `render` (the binary installs the Prometheus recorder and
@@ -120,6 +129,8 @@ impl SignalServer {
             bus_events,
             self.config.max_rest_waiters_per_session,
         );
+        self.admin
+            .attach(hub.clone(), self.config.redis_url.is_some());
         let (stop_tx, stop_rx) = watch::channel(false);
         let conn_limit = Arc::new(Semaphore::new(self.config.max_ws_connections));
         let state = AppState(Arc::new(Inner {

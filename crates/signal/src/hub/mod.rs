@@ -21,6 +21,7 @@
 //! | `timers.rs` | join, heartbeat, resume-TTL and token-expiry deadlines |
 //! | `reply.rs` | replies, errors and fatal closes |
 
+mod admin;
 mod bus_events;
 mod config;
 mod dispatch;
@@ -44,6 +45,7 @@ use crate::ids::{ConnId, RoomId, SessionId};
 use crate::proto::{parse_client_msg, ServerMsg};
 use floe_turn::ratelimit::TokenBucket;
 
+pub use admin::{SessionFilter, SessionInfo};
 pub use config::HubConfig;
 pub use post_box::PostBoxPoll;
 use state::{Conn, LocalRoom, PendingJoin, PendingResume, ReplyTo, Session, Timer};
@@ -121,6 +123,8 @@ pub struct Hub<B: Bus = LocalBus> {
     /// Replies collected for the post-box request being processed, and its session.
     post_box: Option<(SessionId, Vec<ServerMsg>)>,
     shutting_down: bool,
+    /// Draining: joins are refused, sessions go on (see [`Hub::handle_drain`]).
+    draining: bool,
 }
 
 impl<B: Bus> Hub<B> {
@@ -142,6 +146,7 @@ impl<B: Bus> Hub<B> {
             outputs: VecDeque::new(),
             post_box: None,
             shutting_down: false,
+            draining: false,
         }
     }
 
@@ -283,19 +288,28 @@ impl<B: Bus> Hub<B> {
         let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
         conns.sort();
         for conn in conns {
-            self.outputs.push_back(Output::Send {
+            self.go_away(
                 conn,
-                msg: ServerMsg::GoAway {
-                    reason: "server shutting down; reconnect, to another node if possible".into(),
-                    reconnect_ms,
-                },
-            });
+                "server shutting down; reconnect, to another node if possible",
+                reconnect_ms,
+            );
             self.outputs.push_back(Output::Close {
                 conn,
                 code: ErrorCode::ServerShutdown,
             });
         }
         self.conns.clear();
+    }
+
+    /// Sends `go_away` on `conn`.
+    pub(super) fn go_away(&mut self, conn: ConnId, reason: &str, reconnect_ms: u64) {
+        self.outputs.push_back(Output::Send {
+            conn,
+            msg: ServerMsg::GoAway {
+                reason: reason.into(),
+                reconnect_ms,
+            },
+        });
     }
 
     pub(super) fn drop_conn(&mut self, conn: ConnId, now: Now) {

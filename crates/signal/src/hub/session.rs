@@ -40,6 +40,10 @@ impl<B: Bus> Hub<B> {
         let Some(ip) = self.conns.get(&conn).map(|c| c.ip) else {
             return;
         };
+        if self.draining {
+            let m = "this node is draining and takes no new sessions; join another node";
+            return self.reply_error(to, ErrorCode::ServerBusy, m, None);
+        }
         if !self.take_join_token(ip, now) {
             return self.reply_error(
                 to,

@@ -119,6 +119,8 @@ struct Totals {
     dropped: BTreeMap<&'static str, u64>,
     /// `(request, reason)` → refused peer addresses.
     refused: BTreeMap<(&'static str, &'static str), u64>,
+    /// method → (successes, errors).
+    responses: BTreeMap<&'static str, (u64, u64)>,
 }
 
 impl Totals {
@@ -135,6 +137,11 @@ impl Totals {
         for (request, reason, n) in s.peer_refused.iter() {
             *self.refused.entry((request.label(), reason)).or_default() += n;
         }
+        for (method, ok, err) in s.responses.iter() {
+            let e = self.responses.entry(method).or_default();
+            e.0 += ok;
+            e.1 += err;
+        }
     }
 
     fn export(&self) {
@@ -146,6 +153,12 @@ impl Totals {
         }
         for (reason, n) in &self.dropped {
             counter!("floe_turn_dropped_total", "reason" => *reason).absolute(*n);
+        }
+        for (method, (ok, err)) in &self.responses {
+            counter!("floe_turn_responses_total", "method" => *method, "result" => "success")
+                .absolute(*ok);
+            counter!("floe_turn_responses_total", "method" => *method, "result" => "error")
+                .absolute(*err);
         }
         for ((request, reason), n) in &self.refused {
             counter!("floe_turn_peer_refused_total", "request" => *request, "reason" => *reason)

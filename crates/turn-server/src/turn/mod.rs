@@ -36,6 +36,8 @@
 //!   clients (accept and framing).
 //! * `metrics.rs`: the shards' counters as Prometheus metrics.
 //! * `rlimit.rs`: the open-files limit, which caps the TCP/TLS connections.
+//! * `admin.rs`: [`TurnAdmin`], the operator's command channel to each shard (list, end and
+//!   revoke allocations, drain, load).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +51,7 @@ use tokio::task::JoinSet;
 
 use crate::net::{self, ListenError, ListenGroup};
 
+mod admin;
 mod batch;
 mod config;
 mod dispatch;
@@ -63,6 +66,7 @@ mod stream;
 mod timer;
 mod udp;
 
+pub use admin::{TurnAdmin, TurnLoad, TurnStopped};
 pub use config::{StreamLimits, TurnShellConfig, TurnShellError};
 
 use shard::{Ctx, Shard, ShardState};
@@ -77,6 +81,9 @@ pub struct TurnService {
     tls_listeners: Vec<TcpListener>,
     /// Dropping these stops the shards' threads (and their runtimes).
     stops: Vec<oneshot::Sender<()>>,
+    /// The admin handle and each shard's command receiver (served from [`TurnService::run`]).
+    admin: TurnAdmin,
+    admin_rx: Vec<tokio::sync::mpsc::Receiver<admin::ShardCmd>>,
 }
 
 impl std::fmt::Debug for TurnService {
@@ -136,11 +143,26 @@ impl TurnService {
             tcp_relays: Mutex::default(),
             epoch: (now, unix_now()),
         });
+        let (admin_tx, admin_rx) = (0..ctx.shards.len())
+            .map(|_| tokio::sync::mpsc::channel(admin::QUEUE))
+            .unzip();
+        let admin = TurnAdmin {
+            ctx: ctx.clone(),
+            shards: admin_tx,
+            limits: TurnLoad {
+                max_allocations: config.quotas.max_allocations_total as usize,
+                relay_ports_total: relay_ports_total(&config),
+                max_stream_connections: ctx.limits.max_connections,
+                ..TurnLoad::default()
+            },
+        };
         Ok(TurnService {
             ctx,
             groups,
             tls_listeners,
             stops,
+            admin,
+            admin_rx,
         })
     }
 
@@ -168,9 +190,21 @@ impl TurnService {
             .collect()
     }
 
+    /// The operator's handle: list, end and revoke allocations, drain, load. It answers while
+    /// [`TurnService::run`] runs.
+    pub fn admin(&self) -> TurnAdmin {
+        self.admin.clone()
+    }
+
     /// Serves until `shutdown` completes; then stops every task and closes every socket.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut tasks = JoinSet::new();
+        for (shard, rx) in self.ctx.shards.iter().zip(self.admin_rx) {
+            tasks.spawn_on(
+                admin::admin_loop(self.ctx.clone(), shard.clone(), rx),
+                &shard.rt,
+            );
+        }
         for shard in &self.ctx.shards {
             for (local, socket) in &shard.listeners {
                 let task =
@@ -282,6 +316,13 @@ fn make_shards(
             })
         })
         .collect()
+}
+
+/// Relay ports available: the port range for each relay IP.
+fn relay_ports_total(config: &TurnShellConfig) -> usize {
+    let ports = &config.turn.relay_ports;
+    let per_ip = usize::from(ports.end().saturating_sub(*ports.start())) + 1;
+    per_ip * config.turn.relay_ips.len().max(1)
 }
 
 /// The alternate IP (RFC 5780) of `listen`'s family, if one is configured.

@@ -144,6 +144,9 @@ impl TurnServer {
             write_success(b, &bound, granted, client).map_err(|_| Reject::new(500))?;
             return Ok(Handled::Respond);
         }
+        if let Some(refusal) = self.drain_refusal(client) {
+            return Err(refusal);
+        }
         let req = parse_request(msg, client)?;
         if req.token.is_none() && self.relay_ip(req.family).is_none() {
             return Err(Reject::new(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED));
@@ -185,6 +188,9 @@ impl TurnServer {
             throttled_until: None,
             connections: Vec::new(),
             created_by: msg.transaction_id(),
+            created: now,
+            bytes_to_peer: 0,
+            bytes_to_client: 0,
         };
         let granted = alloc.deadline().saturating_duration_since(now);
         self.install(id, alloc);

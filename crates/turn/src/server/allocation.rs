@@ -62,6 +62,12 @@ pub(crate) struct Allocation {
     /// RFC 6062 peer connections of this allocation (pruned against the shared registry).
     pub(crate) connections: Vec<ConnectionId>,
     pub(crate) created_by: TransactionId,
+    /// When the allocation was made (its age in the admin API).
+    pub(crate) created: Instant,
+    /// Payload bytes relayed from the client to peers (RFC 6062 data connections included).
+    pub(crate) bytes_to_peer: u64,
+    /// Payload bytes relayed from peers to the client.
+    pub(crate) bytes_to_client: u64,
 }
 
 /// Index of a family in [`Allocation::relays`].

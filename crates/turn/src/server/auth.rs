@@ -112,6 +112,9 @@ impl TurnServer {
             _ => return Err(AuthFailure::BadRequest),
         };
         let algorithm = negotiate_algorithm(msg, nonce)?;
+        if self.revoked.is_revoked(&user, unix_secs) {
+            return Err(AuthFailure::Unauthenticated);
+        }
         let credential = match self.config.credentials.lookup(&user, algorithm, unix_secs) {
             Ok(c) => c,
             Err(CredentialError::Expired { .. }) => return Err(AuthFailure::Expired { user }),

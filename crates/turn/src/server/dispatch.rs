@@ -32,7 +32,7 @@ impl TurnServer {
         );
         match outcome {
             Outcome::Reply(r) => {
-                self.stats.requests += 1;
+                self.stats.count_response(&out[..r.len.min(out.len())]);
                 Some(Transmit::ToClient {
                     client: ClientTuple {
                         transport: client.transport,
@@ -94,7 +94,7 @@ impl TurnServer {
             Ok(None) => return None,
             Err(reject) => self.write_error(out, method, tid, &reject, Some(&signer))?,
         };
-        self.stats.requests += 1;
+        self.stats.count_response(&out[..len]);
         if client.transport == Transport::Udp {
             self.cache.insert(client, tid, &out[..len], now);
         }
@@ -265,7 +265,7 @@ impl TurnServer {
             self.stats.dropped.add(DropReason::BufferTooSmall);
             return None;
         };
-        self.stats.requests += 1;
+        self.stats.count_response(&out[..len]);
         self.stats.errors.add(reject.code);
         Some(Transmit::ToClient { client, len })
     }

@@ -46,6 +46,7 @@
 //! Which parts of which RFC are implemented, and every error code with when it is sent, is in
 //! `docs/turn-protocol.md`.
 
+mod admin;
 mod allocate;
 mod allocation;
 mod auth;
@@ -73,12 +74,16 @@ use floe_stun::{Class, Message, Method, TransactionId};
 use crate::binding::{BindingConfig, BindingService};
 use crate::nonce::{NonceConfig, Nonces};
 
+pub use admin::{AllocationFilter, AllocationInfo, DrainConfig};
 pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use config::{Lifetimes, TurnConfig};
 pub use own_relay::{REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW};
 pub use rfc6062::STREAM_MIN_GRANT;
 pub use shared::Shared;
-pub use stats::{DropCounts, DropReason, ErrorCounts, RefusalCounts, TurnStats, ERROR_CODES};
+pub use stats::{
+    DropCounts, DropReason, ErrorCounts, MethodCounts, RefusalCounts, TurnStats, ERROR_CODES,
+    METHODS,
+};
 pub use types::{
     BindError, ClientTuple, ConnectionGrant, ConnectionId, DeleteReason, Event, PeerAddr,
     PeerRequest, RelayAddr, RelayBinder, RelayDirection, RelayTransport, Transmit, Transport,
@@ -149,6 +154,10 @@ pub struct TurnServer {
     connects: HashMap<ConnectionId, PendingConnect>,
     stats: TurnStats,
     refusal_log: own_relay::RefusalLog,
+    /// Usernames revoked through the admin API (answered 401 until their time).
+    revoked: admin::Revoked,
+    /// Draining: new Allocates are refused (see [`DrainConfig`]).
+    draining: Option<DrainConfig>,
 }
 
 impl TurnServer {
@@ -183,6 +192,8 @@ impl TurnServer {
             connects: HashMap::new(),
             stats: TurnStats::default(),
             refusal_log: own_relay::RefusalLog::default(),
+            revoked: admin::Revoked::default(),
+            draining: None,
         }
     }
 

@@ -1,7 +1,9 @@
 //! Writing responses: SOFTWARE, MESSAGE-INTEGRITY(-SHA256) and FINGERPRINT (RFC 8489 §14.5–§14.7,
 //! §14.14), error responses (RFC 8489 §14.8) and the 401/438 challenge (RFC 8489 §9.2.4).
 
-use floe_stun::attr::{ErrorCode, UnknownAttributes};
+use core::net::SocketAddr;
+
+use floe_stun::attr::{AlternateServer, ErrorCode, UnknownAttributes};
 use floe_stun::{AttrType, BuildError, MessageBuilder};
 
 /// Which integrity attribute protects a message (RFC 8489 §14.5, §14.6). A response carries the
@@ -23,6 +25,8 @@ pub(crate) struct Reject {
     pub(crate) code: u16,
     pub(crate) unknown: [AttrType; MAX_UNKNOWN],
     pub(crate) unknown_len: usize,
+    /// RFC 8489 §14.15: ALTERNATE-SERVER, with 300 Try Alternate.
+    pub(crate) alternate: Option<SocketAddr>,
 }
 
 impl Reject {
@@ -31,7 +35,15 @@ impl Reject {
             code,
             unknown: [AttrType(0); MAX_UNKNOWN],
             unknown_len: 0,
+            alternate: None,
         }
+    }
+
+    /// RFC 8489 §10: 300 (Try Alternate) naming `server` in ALTERNATE-SERVER.
+    pub(crate) const fn try_alternate(server: SocketAddr) -> Self {
+        let mut r = Reject::new(ErrorCode::TRY_ALTERNATE);
+        r.alternate = Some(server);
+        r
     }
 
     /// RFC 8489 §6.3.1: 420 with UNKNOWN-ATTRIBUTES.
@@ -49,6 +61,9 @@ impl Reject {
         b.add(&ErrorCode::new(self.code))?;
         if self.unknown_len > 0 {
             b.add(&UnknownAttributes::List(&self.unknown[..self.unknown_len]))?;
+        }
+        if let Some(server) = self.alternate {
+            b.add(&AlternateServer(server))?;
         }
         Ok(())
     }

@@ -85,6 +85,10 @@ impl TurnServer {
         };
         let bytes = granted as u64;
         match direction {
+            RelayDirection::ToPeer => a.bytes_to_peer += bytes,
+            RelayDirection::ToClient => a.bytes_to_client += bytes,
+        }
+        match direction {
             RelayDirection::ToPeer => self.stats.bytes_to_peer += bytes,
             RelayDirection::ToClient => self.stats.bytes_to_client += bytes,
         }
@@ -198,7 +202,7 @@ impl TurnServer {
                 Some((p.signer.key.as_bytes(), p.signer.kind)),
             )
         })();
-        self.deferred_answer(p.client, written)
+        self.deferred_answer(p.client, true, written)
     }
 
     /// RFC 6062 §5.2: the connection to the peer failed or timed out: answers the Connect with
@@ -228,17 +232,19 @@ impl TurnServer {
         if written.is_ok() {
             self.stats.errors.add(reject.code);
         }
-        self.deferred_answer(p.client, written)
+        self.deferred_answer(p.client, false, written)
     }
 
     fn deferred_answer(
         &mut self,
         client: ClientTuple,
+        success: bool,
         written: Result<usize, BuildError>,
     ) -> Option<Transmit> {
         match written {
             Ok(len) => {
                 self.stats.requests += 1;
+                self.stats.responses.add(Method::CONNECT.value(), success);
                 Some(Transmit::ToClient { client, len })
             }
             Err(_) => {

@@ -170,6 +170,63 @@ pub struct TurnStats {
     pub dropped: DropCounts,
     /// Refused peer addresses (CreatePermission, ChannelBind, Send, Connect) by reason.
     pub peer_refused: RefusalCounts,
+    /// Answers by request method and result (success or error).
+    pub responses: MethodCounts,
+}
+
+impl TurnStats {
+    /// Counts an answer sent: `requests`, and `responses` by the method and class of its
+    /// message type (RFC 8489 §5).
+    pub(crate) fn count_response(&mut self, response: &[u8]) {
+        self.requests += 1;
+        if let Some(t) = response.get(..2) {
+            let t = u16::from_be_bytes([t[0], t[1]]);
+            let method = (t & 0x000F) | ((t & 0x00E0) >> 1) | ((t & 0x3E00) >> 2);
+            let error = t & 0x0110 == 0x0110;
+            self.responses.add(method, !error);
+        }
+    }
+}
+
+/// The methods counted in [`MethodCounts`], with their labels; any other method counts under
+/// `other`.
+pub const METHODS: [(u16, &str); 7] = [
+    (0x001, "binding"),
+    (0x003, "allocate"),
+    (0x004, "refresh"),
+    (0x008, "create_permission"),
+    (0x009, "channel_bind"),
+    (0x00A, "connect"),
+    (0x00B, "connection_bind"),
+];
+
+/// Answers by method (slot per [`METHODS`], then `other`): `(successes, errors)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MethodCounts([(u64, u64); METHODS.len() + 1]);
+
+impl MethodCounts {
+    pub(crate) fn add(&mut self, method: u16, success: bool) {
+        let slot = METHODS
+            .iter()
+            .position(|&(m, _)| m == method)
+            .unwrap_or(METHODS.len());
+        let (ok, err) = &mut self.0[slot];
+        if success {
+            *ok += 1;
+        } else {
+            *err += 1;
+        }
+    }
+
+    /// `(method label, successes, errors)` for every method, `other` last.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64, u64)> + '_ {
+        METHODS
+            .iter()
+            .map(|&(_, label)| label)
+            .chain(std::iter::once("other"))
+            .zip(self.0.iter())
+            .map(|(label, &(ok, err))| (label, ok, err))
+    }
 }
 
 /// Refused peer addresses by request and reason label (a policy category such as `private`, or

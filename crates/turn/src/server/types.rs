@@ -196,6 +196,10 @@ pub enum DeleteReason {
     CredentialExpired,
     /// The client's TCP/TLS connection closed (RFC 8656 §3.1).
     ClientClosed,
+    /// An operator ended it through the admin API.
+    Admin,
+    /// An operator revoked its username through the admin API.
+    Revoked,
 }
 
 impl DeleteReason {
@@ -206,6 +210,8 @@ impl DeleteReason {
             DeleteReason::Expired => "expired",
             DeleteReason::CredentialExpired => "credential_expired",
             DeleteReason::ClientClosed => "client_closed",
+            DeleteReason::Admin => "admin",
+            DeleteReason::Revoked => "revoked",
         }
     }
 }

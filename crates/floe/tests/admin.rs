@@ -1,0 +1,731 @@
+//! The operations listener and drain against real `floe` processes on loopback (issue 13): health,
+//! load-aware readiness, token-protected metrics and admin API, the `floe admin` CLI, ending a
+//! user's allocations, revoking a TURN REST username, and drain (SIGUSR1 / `POST /v1/drain`)
+//! with a live relayed UDP allocation and a connected WebSocket peer.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failed unwrap is a failed test.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port_pair, wait_for_stun, Proc, TempDir};
+use floe_stun::attr::{
+    AlternateServer, Data, ErrorCode, Lifetime, Nonce, Realm, RequestedTransport, Username,
+    XorPeerAddress, XorRelayedAddress,
+};
+use floe_stun::integrity::long_term_key_md5;
+use floe_stun::{Class, Message, MessageBuilder, Method, TransactionId};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Bound on every wait (far above what a loaded 2-core box needs).
+const T: Duration = Duration::from_secs(20);
+const TOKEN: &str = "test-admin-token";
+
+/// A running floe and the addresses it printed.
+struct Floe {
+    proc: Proc,
+    turn: SocketAddr,
+    admin: SocketAddr,
+    http: Option<SocketAddr>,
+}
+
+/// Starts `floe SUBCOMMAND --listen (free port) --admin 127.0.0.1:0 EXTRA...` and reads the
+/// addresses it prints.
+fn start(subcommand: &str, extra: &[&str]) -> Floe {
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let turn = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_floe"));
+    cmd.args([subcommand, "--listen", &turn.to_string()])
+        .args(["--admin", "127.0.0.1:0", "--user", "alice:pw"])
+        .args(extra)
+        .env("FLOE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if subcommand == "serve" {
+        cmd.args(["--http", "127.0.0.1:0"]);
+    }
+    let mut child = cmd.spawn().expect("start floe");
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut admin, mut http) = (None, None);
+    while admin.is_none() || (subcommand == "serve" && http.is_none()) {
+        let line = rx.recv_timeout(T).expect("floe prints its addresses");
+        if let Some(a) = line.strip_prefix("floe: operations on http://") {
+            admin = Some(a.split_whitespace().next().unwrap().parse().unwrap());
+        }
+        if let Some(a) = line.strip_prefix("floe signal: listening on http://") {
+            http = Some(a.trim().parse().unwrap());
+        }
+    }
+    wait_for_stun(turn);
+    Floe {
+        proc,
+        turn,
+        admin: admin.unwrap(),
+        http,
+    }
+}
+
+impl Floe {
+    fn pid(&self) -> String {
+        self.proc.0.id().to_string()
+    }
+
+    /// Waits (bounded) for the process to exit; its status.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + T;
+        while Instant::now() < deadline {
+            if let Some(status) = self.proc.0.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("floe did not exit");
+    }
+
+    fn running(&mut self) -> bool {
+        self.proc.0.try_wait().unwrap().is_none()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+/// One HTTP/1.1 request; (status, body).
+fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let body_headers = if method == "POST" {
+        "Content-Length: 0\r\n"
+    } else {
+        ""
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}{body_headers}\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+fn http_json(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let (status, body) = http(addr, method, path, token);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// Polls `f` (bounded) until it answers `Some`.
+fn eventually<R>(what: &str, mut f: impl FnMut() -> Option<R>) -> R {
+    let deadline = Instant::now() + T;
+    while Instant::now() < deadline {
+        if let Some(r) = f() {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// `floe admin --url ... ARGS`: (success, stdout).
+fn cli(admin: SocketAddr, token: Option<&str>, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_floe"));
+    cmd.args(["admin", "--url", &format!("http://{admin}")]);
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    let out = cmd.args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A TURN client over UDP with long-term credentials, built on floe-stun.
+struct TurnClient {
+    socket: UdpSocket,
+    server: SocketAddr,
+    username: String,
+    key: [u8; 16],
+    nonce: String,
+    next: u8,
+}
+
+impl TurnClient {
+    fn new(server: SocketAddr, username: &str, password: &str) -> TurnClient {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        TurnClient {
+            socket,
+            server,
+            username: username.to_owned(),
+            key: long_term_key_md5(username, "floe", password),
+            nonce: String::new(),
+            next: 0,
+        }
+    }
+
+    /// Sends a request (authenticated once a nonce is known) and returns the response.
+    fn request(&mut self, method: Method, add: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
+        self.next += 1;
+        let tid = TransactionId([self.next; 12]);
+        let mut buf = vec![0u8; 1024];
+        let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid).unwrap();
+        add(&mut b);
+        if !self.nonce.is_empty() {
+            b.add(&Username(&self.username)).unwrap();
+            b.add(&Realm("floe")).unwrap();
+            b.add(&Nonce(&self.nonce)).unwrap();
+            b.add_message_integrity(&self.key).unwrap();
+        }
+        b.add_fingerprint().unwrap();
+        let n = b.finish();
+        self.socket.send_to(&buf[..n], self.server).unwrap();
+        loop {
+            let mut resp = vec![0u8; 2048];
+            let (len, _) = self.socket.recv_from(&mut resp).unwrap();
+            resp.truncate(len);
+            let msg = Message::parse(&resp).unwrap();
+            if msg.class() != Class::Indication && msg.transaction_id() == tid {
+                return resp;
+            }
+        }
+    }
+
+    /// Allocate with the 401 round trip: the relayed address, or the error response.
+    fn allocate(&mut self) -> Result<SocketAddr, Vec<u8>> {
+        let add = |b: &mut MessageBuilder<'_>| {
+            b.add(&RequestedTransport(RequestedTransport::UDP)).unwrap();
+            b.add(&Lifetime(600)).unwrap();
+        };
+        if self.nonce.is_empty() {
+            let resp = self.request(Method::ALLOCATE, add);
+            let msg = Message::parse(&resp).unwrap();
+            assert_eq!(code(&resp), Some(401));
+            self.nonce = msg.get::<Nonce<'_>>().unwrap().unwrap().0.to_owned();
+        }
+        let resp = self.request(Method::ALLOCATE, add);
+        let msg = Message::parse(&resp).unwrap();
+        match msg.class() {
+            Class::SuccessResponse => Ok(msg.get::<XorRelayedAddress>().unwrap().unwrap().0),
+            _ => Err(resp),
+        }
+    }
+
+    fn permit(&mut self, peer: SocketAddr) {
+        let resp = self.request(Method::CREATE_PERMISSION, |b| {
+            b.add(&XorPeerAddress(peer)).unwrap();
+        });
+        assert_eq!(code(&resp), None, "CreatePermission succeeds");
+    }
+
+    fn refresh(&mut self, lifetime: u32) -> Option<u16> {
+        let resp = self.request(Method::REFRESH, |b| {
+            b.add(&Lifetime(lifetime)).unwrap();
+        });
+        code(&resp)
+    }
+
+    fn send(&self, peer: SocketAddr, data: &[u8]) {
+        let mut buf = vec![0u8; 1024];
+        let mut b = MessageBuilder::new(
+            &mut buf,
+            Class::Indication,
+            Method::SEND,
+            TransactionId([0xAB; 12]),
+        )
+        .unwrap();
+        b.add(&XorPeerAddress(peer)).unwrap();
+        b.add(&Data(data)).unwrap();
+        let n = b.finish();
+        self.socket.send_to(&buf[..n], self.server).unwrap();
+    }
+
+    /// The payload of the next Data indication.
+    fn recv_data(&self) -> Vec<u8> {
+        loop {
+            let mut buf = vec![0u8; 2048];
+            let (len, _) = self.socket.recv_from(&mut buf).unwrap();
+            let msg = Message::parse(&buf[..len]).unwrap();
+            if msg.class() == Class::Indication && msg.method() == Method::DATA {
+                return msg.get::<Data<'_>>().unwrap().unwrap().0.to_vec();
+            }
+        }
+    }
+}
+
+fn code(resp: &[u8]) -> Option<u16> {
+    Message::parse(resp)
+        .unwrap()
+        .get::<ErrorCode<'_>>()
+        .map(|e| e.unwrap().code)
+}
+
+/// Relays `data` client → peer and back through `c`'s allocation at `relay`.
+fn relay_round_trip(c: &TurnClient, peer: &UdpSocket, relay: SocketAddr, data: &[u8]) {
+    c.send(peer.local_addr().unwrap(), data);
+    let mut buf = [0u8; 2048];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (data, relay));
+    peer.send_to(b"pong", relay).unwrap();
+    assert_eq!(c.recv_data(), b"pong");
+}
+
+fn peer_socket() -> UdpSocket {
+    let p = UdpSocket::bind("127.0.0.1:0").unwrap();
+    p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    p
+}
+
+#[test]
+fn floe_turn_alone_serves_health_readiness_and_token_protected_metrics() {
+    let dir = TempDir::new("admin-ready");
+    let config = dir.file("floe.toml");
+    // One allocation is the whole quota, so a single allocation makes the node not ready.
+    std::fs::write(&config, "[turn]\nmax_allocations = 1\n").unwrap();
+    let f = start(
+        "turn",
+        &[
+            "--config",
+            &config,
+            "--admin-token",
+            TOKEN,
+            "--allow-peer",
+            "127.0.0.0/8",
+        ],
+    );
+
+    assert_eq!(http(f.admin, "GET", "/healthz", None).0, 200);
+    let (status, ready) = http_json(f.admin, "GET", "/readyz", None);
+    assert_eq!((status, &ready["ready"]), (200, &json!(true)), "{ready}");
+    // /metrics and the API need the token (floe turn served no metrics at all before).
+    assert_eq!(http(f.admin, "GET", "/metrics", None).0, 401);
+    assert_eq!(http(f.admin, "GET", "/metrics", Some("wrong")).0, 401);
+    assert_eq!(http(f.admin, "GET", "/v1/allocations", None).0, 401);
+
+    let mut c = TurnClient::new(f.turn, "alice", "pw");
+    let relay = c.allocate().expect("allocation");
+    let peer = peer_socket();
+    c.permit(peer.local_addr().unwrap());
+    relay_round_trip(&c, &peer, relay, b"hello");
+
+    // Readiness flips with the load: 1 of 1 allocations is above 0.9.
+    let (status, ready) = http_json(f.admin, "GET", "/readyz", None);
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["reasons"], json!(["allocations"]), "{ready}");
+    let metrics = eventually("the allocation gauge", || {
+        let (status, m) = http(f.admin, "GET", "/metrics", Some(TOKEN));
+        assert_eq!(status, 200);
+        m.lines()
+            .any(|l| l == "floe_turn_allocations 1")
+            .then_some(m)
+    });
+    assert!(
+        metrics.contains("floe_turn_relayed_bytes_total"),
+        "{metrics}"
+    );
+
+    // The admin API lists it, with its peer and byte counts; so does the CLI.
+    let (_, list) = http_json(f.admin, "GET", "/v1/allocations", Some(TOKEN));
+    let a = &list["allocations"][0];
+    assert_eq!(a["username"], "alice", "{list}");
+    assert_eq!(a["client"], c.socket.local_addr().unwrap().to_string());
+    assert_eq!(a["relayed"], json!([relay.to_string()]));
+    assert_eq!(a["permissions"], json!(["127.0.0.1"]));
+    assert_eq!(
+        (&a["bytes_to_peer"], &a["bytes_to_client"]),
+        (&json!(5), &json!(4))
+    );
+    let id = a["id"].as_str().unwrap();
+    let (status, one) = http_json(
+        f.admin,
+        "GET",
+        &format!("/v1/allocations/{id}"),
+        Some(TOKEN),
+    );
+    assert_eq!((status, &one), (200, a));
+    assert_eq!(
+        http(f.admin, "GET", "/v1/allocations/9-999", Some(TOKEN)).0,
+        404
+    );
+    assert_eq!(
+        http(f.admin, "GET", "/v1/allocations/x", Some(TOKEN)).0,
+        400
+    );
+    let (ok, table) = cli(f.admin, Some(TOKEN), &["allocations"]);
+    assert!(
+        ok && table.contains("alice") && table.contains(&relay.to_string()),
+        "{table}"
+    );
+    let (ok, _) = cli(f.admin, None, &["allocations"]);
+    assert!(!ok, "the CLI without the token is refused");
+
+    // kill-user ends it: the client's Refresh finds no allocation, the node is ready again.
+    let (ok, out) = cli(f.admin, Some(TOKEN), &["kill-user", "alice"]);
+    assert!(ok && out.contains("allocations_ended: 1"), "{out}");
+    assert_eq!(c.refresh(600), Some(437));
+    assert_eq!(http(f.admin, "GET", "/readyz", None).0, 200);
+}
+
+#[test]
+fn a_revoked_rest_username_gets_401_and_its_allocation_ends() {
+    let f = start("turn", &["--auth-secret", "s3cret", "--admin-token", TOKEN]);
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let cred = floe_turn::rest::mint(b"s3cret", "carol", 600, unix);
+    let mut c = TurnClient::new(f.turn, &cred.username, &cred.password);
+    c.allocate().expect("allocation");
+
+    let (ok, out) = cli(f.admin, Some(TOKEN), &["revoke", &cred.username]);
+
+    assert!(ok && out.contains("allocations_ended: 1"), "{out}");
+    assert_eq!(c.refresh(600), Some(401));
+    let mut again = TurnClient::new(f.turn, &cred.username, &cred.password);
+    let refused = again.allocate().expect_err("revoked");
+    assert_eq!(code(&refused), Some(401));
+    let (_, list) = http_json(f.admin, "GET", "/v1/allocations", Some(TOKEN));
+    assert_eq!(list["allocations"], json!([]));
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_join(http: SocketAddr, room: &str, peer: &str) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/v1/ws"))
+        .await
+        .unwrap();
+    let join = json!({"type":"join","v":1,"room":room,"peer":peer});
+    ws.send(WsMessage::Text(join.to_string().into()))
+        .await
+        .unwrap();
+    let first = ws_recv(&mut ws).await;
+    (ws, first)
+}
+
+async fn ws_recv(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(T, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .unwrap();
+        if let WsMessage::Text(t) = m {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn sigusr1_drains_with_a_live_allocation_and_peer_and_exits_when_empty() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut f = start(
+        "serve",
+        &["--allow-peer", "127.0.0.0/8", "--drain-timeout", "120"],
+    );
+    let http_addr = f.http.unwrap();
+    let mut c = TurnClient::new(f.turn, "alice", "pw");
+    let relay = c.allocate().expect("allocation");
+    let peer = peer_socket();
+    c.permit(peer.local_addr().unwrap());
+    relay_round_trip(&c, &peer, relay, b"before");
+    let (mut ws, welcome) = rt.block_on(ws_join(http_addr, "room", "bob"));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    f.signal("-USR1");
+
+    // Readiness goes false, saying why; the connected peer is told go_away.
+    let ready = eventually("readyz 503", || {
+        let (status, r) = http_json(f.admin, "GET", "/readyz", None);
+        (status == 503).then_some(r)
+    });
+    assert_eq!(ready["reasons"], json!(["draining"]), "{ready}");
+    let go_away = rt.block_on(ws_recv(&mut ws));
+    assert_eq!(
+        (&go_away["type"], &go_away["reason"]),
+        (&json!("go_away"), &json!("draining")),
+        "{go_away}"
+    );
+    // New joins and new Allocates are refused (508: no --alternate-server).
+    let (_ws2, refused) = rt.block_on(ws_join(http_addr, "room", "carol"));
+    assert_eq!(
+        (&refused["type"], &refused["code"]),
+        (&json!("error"), &json!("server_busy")),
+        "{refused}"
+    );
+    let mut late = TurnClient::new(f.turn, "alice", "pw");
+    assert_eq!(code(&late.allocate().expect_err("draining")), Some(508));
+    // The old allocation still relays and refreshes; the process waits for it and the session.
+    relay_round_trip(&c, &peer, relay, b"during");
+    assert_eq!(c.refresh(600), None);
+    assert!(f.running());
+
+    // The peer leaves and the client deletes its allocation: empty, so the process exits.
+    rt.block_on(async {
+        ws.send(WsMessage::Text(json!({"type":"leave"}).to_string().into()))
+            .await
+            .unwrap();
+        let _ = ws.close(None).await;
+    });
+    assert_eq!(c.refresh(0), None);
+    assert!(f.wait_exit().success());
+}
+
+#[test]
+fn a_drain_through_the_api_redirects_allocates_and_stops_at_its_timeout() {
+    let mut f = start(
+        "turn",
+        &[
+            "--admin-token",
+            TOKEN,
+            "--drain-timeout",
+            "5",
+            "--alternate-server",
+            "127.0.0.9:3478",
+        ],
+    );
+    let mut c = TurnClient::new(f.turn, "alice", "pw");
+    c.allocate().expect("allocation");
+
+    let (status, body) = http_json(f.admin, "POST", "/v1/drain", Some(TOKEN));
+
+    assert_eq!(status, 202, "{body}");
+    let mut late = TurnClient::new(f.turn, "alice", "pw");
+    let redirected = late.allocate().expect_err("draining");
+    assert_eq!(code(&redirected), Some(300));
+    let alt = Message::parse(&redirected)
+        .unwrap()
+        .get::<AlternateServer>()
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(alt, "127.0.0.9:3478".parse().unwrap());
+    // The allocation is never deleted: the drain timeout stops the process.
+    assert!(f.wait_exit().success());
+}
+
+#[test]
+fn sigterm_drains_briefly_then_stops_even_with_a_live_allocation() {
+    let mut f = start("turn", &["--term-drain-timeout", "1"]);
+    let mut c = TurnClient::new(f.turn, "alice", "pw");
+    c.allocate().expect("allocation");
+
+    f.signal("-TERM");
+
+    assert!(f.wait_exit().success());
+}
+
+#[test]
+fn systemd_notify_ready_watchdog_and_stopping_reach_a_fake_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new("admin-notify");
+    let path = dir.file("notify.sock");
+    let fake_systemd = UnixDatagram::bind(&path).unwrap();
+    fake_systemd.set_read_timeout(Some(T)).unwrap();
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let child = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(["turn", "--listen", &listen.to_string(), "--user", "a:b"])
+        .args(["--admin", "127.0.0.1:0", "--term-drain-timeout", "0"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("FLOE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proc = Proc(child);
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = fake_systemd.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+
+    assert!(next().starts_with("READY=1\n"), "READY first");
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    let ok = Command::new("kill")
+        .args(["-TERM", &proc.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let stopping = loop {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            break m;
+        }
+    };
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
+    assert!(proc.0.wait().unwrap().success());
+}
+
+/// Log lines written through `tracing`, shared with the test.
+#[derive(Clone, Default)]
+struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for LogBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[test]
+fn the_rust_peer_leaves_a_draining_node_and_resumes_its_session() {
+    let logs = LogBuf::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    // The peer's tasks run on this thread (current-thread runtime), so they log here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let f = start("serve", &["--drain-timeout", "60"]);
+    let http_addr = f.http.unwrap();
+    let opts = floe_peer::signal::SignalOptions {
+        url: format!("http://{http_addr}"),
+        room: "room".into(),
+        peer: Some("rusty".into()),
+        token: None,
+        ca_file: None,
+    };
+    let mut rusty = rt.block_on(floe_peer::signal::join(&opts)).unwrap();
+    let (mut bob, welcome) = rt.block_on(ws_join(http_addr, "room", "bob"));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    f.signal("-USR1");
+
+    // The peer closes the connection on go_away and resumes its session (the single node still
+    // takes resumes while draining).
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + T;
+        while !logs.text().contains("signalling session resumed") {
+            assert!(tokio::time::Instant::now() < deadline, "{}", logs.text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(
+        logs.text().contains("go_away (draining)"),
+        "{}",
+        logs.text()
+    );
+    // Messages still reach it.
+    rt.block_on(async {
+        bob.send(WsMessage::Text(
+            json!({"type":"bye","to":"rusty"}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+        loop {
+            let m = tokio::time::timeout(T, rusty.incoming.recv())
+                .await
+                .expect("a message in time")
+                .expect("open");
+            if let floe_peer::signal::Incoming::Bye { from } = m {
+                assert_eq!(from, "bob");
+                break;
+            }
+        }
+    });
+}
+
+#[test]
+fn readiness_flips_on_file_descriptors_under_a_low_rlimit() {
+    // RLIMIT_NOFILE lowered to 64 (about 25 in use at start with two workers) and not ready
+    // above half of it: each UDP allocation holds one relay socket, so a few allocations cross
+    // the line at bounded scale.
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let turn = SocketAddr::from(([127, 0, 0, 1], port));
+    let script = format!(
+        "ulimit -n 64 && exec {} turn --listen {turn} --user alice:pw --workers 2 \
+         --admin 127.0.0.1:0 --ready-max-load 0.5",
+        env!("CARGO_BIN_EXE_floe")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .env("FLOE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _proc = Proc(child);
+    // Read stdout to its end (a closed pipe would fail floe's later prints).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let admin: SocketAddr = loop {
+        let line = rx
+            .recv_timeout(T)
+            .expect("floe prints its operations address");
+        if let Some(a) = line.strip_prefix("floe: operations on http://") {
+            break a.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    wait_for_stun(turn);
+    let (status, ready) = http_json(admin, "GET", "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+
+    let mut clients = Vec::new();
+    let ready = loop {
+        let mut c = TurnClient::new(turn, "alice", "pw");
+        c.allocate().expect("allocation");
+        clients.push(c);
+        let (status, ready) = http_json(admin, "GET", "/readyz", None);
+        if status == 503 {
+            break ready;
+        }
+        assert!(clients.len() < 30, "never not ready: {ready}");
+    };
+
+    assert_eq!(ready["reasons"], json!(["file_descriptors"]), "{ready}");
+    for c in &mut clients {
+        assert_eq!(c.refresh(0), None);
+    }
+    let (status, ready) = http_json(admin, "GET", "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+}

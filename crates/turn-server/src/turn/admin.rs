@@ -1,0 +1,202 @@
+//! The operator's view into the shards: a command channel per shard, served by a task on the
+//! shard's own runtime (so a command takes the shard's mutex on the thread that owns it, between
+//! two relay batches, and the relay path gains no lock). [`TurnAdmin`] is the handle the admin
+//! API holds: list, end and revoke allocations, drain, and the load for readiness.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use floe_turn::server::{AllocationFilter, AllocationInfo, DrainConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use super::dispatch::dispatch;
+use super::relay;
+use super::shard::{lock, Ctx, Shard};
+
+/// Commands queued per shard before a sender waits.
+pub(super) const QUEUE: usize = 64;
+
+/// One command to a shard.
+pub(super) enum ShardCmd {
+    List(oneshot::Sender<Vec<AllocationInfo>>),
+    End(AllocationFilter, oneshot::Sender<usize>),
+    Revoke {
+        username: String,
+        until_unix: u64,
+        reply: oneshot::Sender<usize>,
+    },
+    Drain(Option<DrainConfig>, oneshot::Sender<()>),
+    Load(oneshot::Sender<ShardLoad>),
+}
+
+/// What one shard holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ShardLoad {
+    allocations: usize,
+    relay_ports: usize,
+    bytes_relayed: u64,
+}
+
+/// The TURN server stopped: its shards no longer answer.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the TURN server is not running")]
+pub struct TurnStopped;
+
+/// The TURN server's load against its limits (for readiness and the admin API).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TurnLoad {
+    /// Live allocations in all shards.
+    pub allocations: usize,
+    /// The allocation quota (`max_allocations_total`).
+    pub max_allocations: usize,
+    /// Relayed transport addresses (relay ports) bound.
+    pub relay_ports: usize,
+    /// Relay ports available: the port range times the relay IPs.
+    pub relay_ports_total: usize,
+    /// TCP and TLS client connections open.
+    pub stream_connections: usize,
+    /// Their limit (`max_tcp_connections`).
+    pub max_stream_connections: usize,
+    /// Payload bytes relayed since start, both directions.
+    pub bytes_relayed: u64,
+    /// Whether new Allocates are refused.
+    pub draining: bool,
+}
+
+/// A cheap, cloneable handle to the shards' command channels.
+#[derive(Clone)]
+pub struct TurnAdmin {
+    pub(super) ctx: Arc<Ctx>,
+    pub(super) shards: Vec<mpsc::Sender<ShardCmd>>,
+    pub(super) limits: TurnLoad,
+}
+
+impl std::fmt::Debug for TurnAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnAdmin")
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+impl TurnAdmin {
+    /// Every allocation, ordered by worker and id.
+    pub async fn allocations(&self) -> Result<Vec<AllocationInfo>, TurnStopped> {
+        let lists = self.ask_all(ShardCmd::List).await?;
+        Ok(lists.into_iter().flatten().collect())
+    }
+
+    /// Ends the allocations `filter` names; returns how many ended.
+    pub async fn end(&self, filter: AllocationFilter) -> Result<usize, TurnStopped> {
+        let counts = self
+            .ask_all(|reply| ShardCmd::End(filter.clone(), reply))
+            .await?;
+        Ok(counts.into_iter().sum())
+    }
+
+    /// Revokes `username` until `until_unix` in every shard (401 from now on) and ends its
+    /// allocations; returns how many ended.
+    pub async fn revoke(&self, username: &str, until_unix: u64) -> Result<usize, TurnStopped> {
+        let counts = self
+            .ask_all(|reply| ShardCmd::Revoke {
+                username: username.to_owned(),
+                until_unix,
+                reply,
+            })
+            .await?;
+        Ok(counts.into_iter().sum())
+    }
+
+    /// Starts (`Some`) or stops draining in every shard.
+    pub async fn drain(&self, drain: Option<DrainConfig>) -> Result<(), TurnStopped> {
+        self.ask_all(|reply| ShardCmd::Drain(drain.clone(), reply))
+            .await
+            .map(drop)
+    }
+
+    /// The current load against the limits.
+    pub async fn load(&self) -> Result<TurnLoad, TurnStopped> {
+        let loads = self.ask_all(ShardCmd::Load).await?;
+        let mut load = self.limits;
+        for l in loads {
+            load.allocations += l.allocations;
+            load.relay_ports += l.relay_ports;
+            load.bytes_relayed += l.bytes_relayed;
+        }
+        load.stream_connections = self
+            .limits
+            .max_stream_connections
+            .saturating_sub(self.ctx.tcp_slots.available_permits());
+        load.draining = lock(&self.ctx.shards[0].state).turn.is_draining();
+        Ok(load)
+    }
+
+    /// Sends a command to every shard and collects the answers in shard order.
+    async fn ask_all<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<T>) -> ShardCmd,
+    ) -> Result<Vec<T>, TurnStopped> {
+        let mut waits = Vec::with_capacity(self.shards.len());
+        for tx in &self.shards {
+            let (reply, rx) = oneshot::channel();
+            tx.send(make(reply)).await.map_err(|_| TurnStopped)?;
+            waits.push(rx);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for rx in waits {
+            out.push(rx.await.map_err(|_| TurnStopped)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Serves a shard's commands; runs on the shard's runtime.
+pub(super) async fn admin_loop(ctx: Arc<Ctx>, shard: Arc<Shard>, mut rx: mpsc::Receiver<ShardCmd>) {
+    let mut out = vec![0u8; 2048];
+    while let Some(cmd) = rx.recv().await {
+        let now = Instant::now();
+        let unix = ctx.unix_secs(now);
+        match cmd {
+            ShardCmd::List(reply) => {
+                let _ = reply.send(lock(&shard.state).turn.allocations(now));
+            }
+            ShardCmd::Load(reply) => {
+                let st = lock(&shard.state);
+                let stats = st.turn.stats();
+                let _ = reply.send(ShardLoad {
+                    allocations: st.turn.allocation_count(),
+                    relay_ports: st.turn.relay_ports_in_use(),
+                    bytes_relayed: stats.bytes_to_peer + stats.bytes_to_client,
+                });
+            }
+            ShardCmd::Drain(drain, reply) => {
+                lock(&shard.state).turn.set_draining(drain);
+                let _ = reply.send(());
+            }
+            ShardCmd::End(filter, reply) => {
+                let mut ended = 0;
+                let d = dispatch(&ctx, &shard, now, &mut out, |turn, binder, _| {
+                    ended = turn.end_allocations(&filter, binder);
+                    None
+                });
+                // Ending only releases; the follow-ups are empty (RFC 6062 closes included).
+                let _ = relay::start(&ctx, &shard, d.finish(&ctx, &out).await);
+                let _ = reply.send(ended);
+            }
+            ShardCmd::Revoke {
+                username,
+                until_unix,
+                reply,
+            } => {
+                let mut ended = 0;
+                let d = dispatch(&ctx, &shard, now, &mut out, |turn, binder, _| {
+                    ended = turn.revoke(&username, until_unix, unix, binder);
+                    None
+                });
+                let _ = relay::start(&ctx, &shard, d.finish(&ctx, &out).await);
+                let _ = reply.send(ended);
+            }
+        }
+    }
+}
