@@ -56,7 +56,11 @@ pub async fn start(
         }
     }
     // Every listener is bound (the servers' tasks start right after): systemd may route to us.
-    ops.notify("READY=1\nSTATUS=serving");
+    // MAINPID: floe is the main process even when started through a wrapper script.
+    ops.notify(&format!(
+        "READY=1\nSTATUS=serving\nMAINPID={}",
+        std::process::id()
+    ));
     if let Some(every) = notify::watchdog_interval() {
         tokio::spawn(ops.clone().watchdog(every));
     }

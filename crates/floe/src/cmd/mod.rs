@@ -1,6 +1,6 @@
 //! One module per subcommand.
-pub mod config;
 pub mod admin;
+pub mod config;
 pub mod credentials;
 pub mod doctor;
 pub mod peer;
