@@ -57,7 +57,7 @@ impl std::fmt::Debug for AdminSection {
 }
 
 /// Operations flags (`floe serve`, `floe turn`, `floe signal`).
-#[derive(Clone, clap::Args)]
+#[derive(Clone, Default, clap::Args)]
 pub struct AdminArgs {
     /// Operations listener (/metrics, /healthz, /readyz, admin API), or `off`
     /// [default: 127.0.0.1:9642; file key admin.listen].

@@ -14,8 +14,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use floe_signal_server::SignalConfig;
 use floe_turn_server::config::{ConfigError as TurnError, TurnPlan};
-use floe_turn_server::config_check::KeyPath;
+use floe_turn_server::config_check::{KeyPath, REDACTED};
 
+use crate::admin::{AdminArgs, AdminConfig};
 use crate::config::FileConfig;
 
 /// Arguments of `floe config`.
@@ -188,13 +189,26 @@ fn effective(file: FileConfig, role: Role) -> Result<String, Found> {
             .map_err(|e| vec![(e.key().map(|k| path(&["signal", k])), e.to_string())])
     };
     let mut out = toml::Table::new();
+    // Every command runs the operations listener.
+    match AdminArgs::default().resolve(file.admin.clone()) {
+        Ok(admin) => {
+            out.insert("admin".into(), admin_table(&admin));
+        }
+        Err(e) => found.push((admin_key(&e), format!("{e:#}"))),
+    }
     match role {
         Role::Signal => {
-            signal_check(&file.signal)?;
+            signal_check(&file.signal).map_err(|e| [found.clone(), e].concat())?;
+            if !found.is_empty() {
+                return Err(found);
+            }
             out.insert("signal".into(), value(&file.signal.redacted()));
         }
         Role::Turn => {
-            let plan = turn(&file, false)?;
+            let plan = turn(&file, false).map_err(|e| [found.clone(), e].concat())?;
+            if !found.is_empty() {
+                return Err(found);
+            }
             put_listen(&mut out, &plan);
             out.insert("turn".into(), value(&file.turn.effective(&plan)));
         }
@@ -227,6 +241,53 @@ fn effective(file: FileConfig, role: Role) -> Result<String, Found> {
         }
     }
     toml::to_string(&out).map_err(|e| vec![(None, format!("printing the configuration: {e}"))])
+}
+
+/// The `[admin]` section as it runs (the token redacted).
+fn admin_table(admin: &AdminConfig) -> toml::Value {
+    let mut t = toml::Table::new();
+    let listen = admin.listen.map_or("off".to_owned(), |a| a.to_string());
+    t.insert("listen".into(), listen.into());
+    if admin.token.is_some() {
+        t.insert("token".into(), REDACTED.into());
+    }
+    t.insert("ready_max_load".into(), admin.max_load.into());
+    let int = |n: u64| toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    t.insert("ready_max_bps".into(), int(admin.max_bps));
+    t.insert(
+        "drain_timeout_secs".into(),
+        int(admin.drain_timeout.as_secs()),
+    );
+    t.insert(
+        "term_drain_timeout_secs".into(),
+        int(admin.term_drain_timeout.as_secs()),
+    );
+    t.insert(
+        "alternate_server".into(),
+        toml::Value::Array(
+            admin
+                .alternates
+                .iter()
+                .map(|a| a.to_string().into())
+                .collect(),
+        ),
+    );
+    toml::Value::Table(t)
+}
+
+/// The `[admin]` key an error of [`AdminArgs::resolve`] is about (its messages name the flag).
+fn admin_key(e: &anyhow::Error) -> Option<Vec<String>> {
+    let text = format!("{e:#}");
+    let key = if text.contains("--admin:") {
+        "listen"
+    } else if text.contains("token") {
+        "token"
+    } else if text.contains("--ready-max-load") {
+        "ready_max_load"
+    } else {
+        return None;
+    };
+    Some(path(&["admin", key]))
 }
 
 /// The top-level listening keys as they run.
@@ -361,9 +422,12 @@ mod tests {
                     auth_rate = 0\n\
                     [signal]\n\
                     max_rooms = 0\n\
-                    redis_url = \"not a url\"\n";
+                    redis_url = \"not a url\"\n\
+                    [admin]\n\
+                    ready_max_load = 2.0\n";
         let p = problems(text, Role::Serve);
         let want = [
+            "f.toml:11: admin.ready_max_load:",
             "f.toml:4: turn.relay_ports:",
             "f.toml:5: turn.allow_peers:",
             "f.toml:6: turn.auth_rate:",
@@ -388,8 +452,12 @@ mod tests {
                     users = [\"alice:hunter2\"]\n\
                     auth_secrets = [\"rest-s3cret\"]\n\
                     [signal]\n\
-                    jwt_secret = \"jwt-s3cret\"\n";
+                    jwt_secret = \"jwt-s3cret\"\n\
+                    [admin]\n\
+                    token = \"admin-s3cret\"\n";
         let out = check(text, Role::Serve).unwrap();
+        assert!(out.contains("token = \"<redacted>\""), "{out}");
+        assert!(out.contains("listen = \"127.0.0.1:9642\""), "{out}");
         assert!(!out.contains("hunter2") && !out.contains("s3cret"), "{out}");
         assert!(out.contains("relay_ports = \"49152-65535\""), "{out}");
         assert!(out.contains("max_rooms = "), "{out}");
@@ -406,6 +474,6 @@ mod tests {
         assert!(check("[turn]\nrealm = \"x\"\n", Role::Serve).is_ok());
         // `floe signal` does not look at [turn].
         let out = check("[turn]\nrelay_ports = \"9-1\"\n", Role::Signal).unwrap();
-        assert!(out.starts_with("[signal]"), "{out}");
+        assert!(out.contains("[signal]") && !out.contains("[turn]"), "{out}");
     }
 }
