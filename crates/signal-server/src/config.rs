@@ -110,6 +110,23 @@ pub struct SignalConfig {
     /// Frames queued towards one WebSocket before it counts as a slow consumer and is dropped
     /// (default 1024).
     pub ws_outbound_queue: usize,
+    /// Bytes queued towards one WebSocket before it counts as a slow consumer and is cut off
+    /// with `slow_consumer` (default 1048576).
+    pub ws_outbound_max_bytes: usize,
+    /// Open TCP connections to the signalling port, whatever they carry (plain HTTP, post-box
+    /// long-polls, WebSockets). Default: a quarter of the open-files limit (`ulimit -n`) found
+    /// at start, between 64 and 10000: the rest is left to TURN and the process itself.
+    pub max_connections: Option<usize>,
+    /// Open TCP connections per peer address, counted at accept (trusted proxies exempt)
+    /// (default 64, at most a quarter of `max_connections`).
+    pub max_connections_per_ip: Option<usize>,
+    /// Time allowed for a complete HTTP request head, from connecting or from the previous
+    /// answer on a kept-alive connection (so also the keep-alive idle deadline), seconds
+    /// (default 10).
+    pub http_header_timeout_secs: u64,
+    /// Time allowed to read a request body and answer, on top of the longest post-box poll,
+    /// seconds (default 10).
+    pub http_request_timeout_secs: u64,
 }
 
 impl std::fmt::Debug for SignalConfig {
@@ -169,6 +186,11 @@ impl Default for SignalConfig {
             mailbox_max_bytes: hub.mailbox_max_bytes,
             max_held_candidates: hub.max_held_candidates,
             ws_outbound_queue: 1024,
+            ws_outbound_max_bytes: 1 << 20,
+            max_connections: None,
+            max_connections_per_ip: None,
+            http_header_timeout_secs: 10,
+            http_request_timeout_secs: 10,
         }
     }
 }
@@ -209,6 +231,14 @@ pub enum ConfigError {
     MailboxTooSmall {
         /// `mailbox_max_bytes`.
         mailbox: usize,
+        /// `max_message_bytes`.
+        message: usize,
+    },
+    /// The WebSocket outbound byte limit cannot hold one message.
+    #[error("ws_outbound_max_bytes ({outbound}) must be at least max_message_bytes ({message})")]
+    OutboundTooSmall {
+        /// `ws_outbound_max_bytes`.
+        outbound: usize,
         /// `max_message_bytes`.
         message: usize,
     },
@@ -286,6 +316,14 @@ impl SignalConfig {
             ("mailbox_max_bytes", self.mailbox_max_bytes as u64),
             ("max_held_candidates", self.max_held_candidates as u64),
             ("ws_outbound_queue", self.ws_outbound_queue as u64),
+            ("ws_outbound_max_bytes", self.ws_outbound_max_bytes as u64),
+            ("max_connections", self.max_connections.unwrap_or(1) as u64),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip.unwrap_or(1) as u64,
+            ),
+            ("http_header_timeout_secs", self.http_header_timeout_secs),
+            ("http_request_timeout_secs", self.http_request_timeout_secs),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
@@ -302,9 +340,30 @@ impl SignalConfig {
             ("max_rest_waiters", self.max_rest_waiters as u64, 1 << 24),
             ("ws_outbound_queue", self.ws_outbound_queue as u64, 1 << 20),
             ("join_timeout_secs", self.join_timeout_secs, 3600),
+            (
+                "max_connections",
+                self.max_connections.unwrap_or(1) as u64,
+                1 << 24,
+            ),
+            (
+                "http_header_timeout_secs",
+                self.http_header_timeout_secs,
+                3600,
+            ),
+            (
+                "http_request_timeout_secs",
+                self.http_request_timeout_secs,
+                3600,
+            ),
         ];
         if let Some((name, _, max)) = bounded.iter().find(|(_, v, max)| v > max) {
             return Err(ConfigError::TooLarge { name, max: *max });
+        }
+        if self.ws_outbound_max_bytes < self.max_message_bytes {
+            return Err(ConfigError::OutboundTooSmall {
+                outbound: self.ws_outbound_max_bytes,
+                message: self.max_message_bytes,
+            });
         }
         if self.mailbox_max_bytes < self.max_message_bytes {
             return Err(ConfigError::MailboxTooSmall {
@@ -351,6 +410,34 @@ impl SignalConfig {
         let below_ttl = self.resume_ttl_secs.saturating_sub(1).max(1);
         Duration::from_secs(self.max_poll_wait_secs.min(below_ttl))
     }
+
+    /// `max_connections`, or its default for an open-files limit of `nofile`: a quarter of it,
+    /// between 64 and 10000. `floe serve` runs TURN in the same process: relayed allocations
+    /// (a socket each), TURN TCP/TLS connections and the process's own files need the rest.
+    pub fn max_connections_for(&self, nofile: Option<u64>) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            let quarter = nofile.unwrap_or(DEFAULT_NOFILE) / 4;
+            usize::try_from(quarter.clamp(64, 10_000)).unwrap_or(10_000)
+        })
+    }
+
+    /// `max_connections_per_ip`, or its default: 64, at most a quarter of `max_connections`
+    /// (so that one address can never hold every slot), at least 1.
+    pub fn max_connections_per_ip_for(&self, max_connections: usize) -> usize {
+        self.max_connections_per_ip
+            .unwrap_or_else(|| (max_connections / 4).clamp(1, 64))
+    }
+}
+
+/// The open-files limit assumed when the process's cannot be read (the usual Linux default).
+const DEFAULT_NOFILE: u64 = 1024;
+
+/// The soft open-files limit (`ulimit -n`) of this process, from `/proc/self/limits` (Linux);
+/// `None` elsewhere or when unlimited.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Deserialises a list of CIDR strings ([`Cidr`]'s `FromStr`: its errors name the problem).
@@ -486,6 +573,25 @@ pub struct SignalArgs {
     /// Frames queued towards one WebSocket before it is dropped as too slow [default: 1024].
     #[arg(long, value_name = "N")]
     pub ws_outbound_queue: Option<usize>,
+    /// Bytes queued towards one WebSocket before it is cut off as too slow (at least
+    /// --max-message-bytes) [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub ws_outbound_max_bytes: Option<usize>,
+    /// Open TCP connections to the signalling port [default: ulimit -n / 4, 64..=10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open TCP connections per peer address, counted at accept; trusted proxies exempt
+    /// [default: 64, at most max-connections / 4].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Time allowed for a complete HTTP request head, also the keep-alive idle deadline
+    /// [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub http_header_timeout: Option<u64>,
+    /// Time allowed to read a request body and answer, on top of the longest post-box poll
+    /// [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub http_request_timeout: Option<u64>,
 }
 
 impl SignalArgs {
@@ -549,6 +655,24 @@ impl SignalArgs {
         set(&mut config.mailbox_max_bytes, self.mailbox_max_bytes);
         set(&mut config.max_held_candidates, self.max_held_candidates);
         set(&mut config.ws_outbound_queue, self.ws_outbound_queue);
+        set(
+            &mut config.ws_outbound_max_bytes,
+            self.ws_outbound_max_bytes,
+        );
+        if self.max_connections.is_some() {
+            config.max_connections = self.max_connections;
+        }
+        if self.max_connections_per_ip.is_some() {
+            config.max_connections_per_ip = self.max_connections_per_ip;
+        }
+        set(
+            &mut config.http_header_timeout_secs,
+            self.http_header_timeout,
+        );
+        set(
+            &mut config.http_request_timeout_secs,
+            self.http_request_timeout,
+        );
     }
 }
 
@@ -762,6 +886,84 @@ mod tests {
         assert!(matches!(
             c.hub_config(),
             Err(ConfigError::Origin(OriginError::Invalid(_)))
+        ));
+    }
+
+    #[test]
+    fn connection_limits_have_keys_flags_and_defaults_from_the_open_files_limit() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            signal: SignalArgs,
+        }
+        let d = SignalConfig::default();
+        // ulimit -n 1024: 256 signalling connections, 64 per address; the rest for TURN.
+        assert_eq!(d.max_connections_for(Some(1024)), 256);
+        assert_eq!(d.max_connections_per_ip_for(256), 64);
+        assert_eq!(d.max_connections_for(Some(256)), 64);
+        assert_eq!(d.max_connections_per_ip_for(64), 16);
+        assert_eq!(d.max_connections_for(Some(1 << 20)), 10_000);
+        assert_eq!(d.max_connections_for(None), 256);
+        assert_eq!(
+            (d.http_header_timeout_secs, d.http_request_timeout_secs),
+            (10, 10)
+        );
+        assert_eq!(d.ws_outbound_max_bytes, 1 << 20);
+        let mut c: SignalConfig = toml::from_str(
+            "max_connections = 100\nmax_connections_per_ip = 7\nhttp_header_timeout_secs = 3\n\
+             http_request_timeout_secs = 4\nws_outbound_max_bytes = 70000\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_connections_for(Some(1024)), 100);
+        assert_eq!(c.max_connections_per_ip_for(100), 7);
+        assert!(c.hub_config().is_ok());
+        let cli = Cli::try_parse_from([
+            "x",
+            "--max-connections",
+            "50",
+            "--max-connections-per-ip",
+            "5",
+            "--http-header-timeout",
+            "2",
+            "--http-request-timeout",
+            "6",
+            "--ws-outbound-max-bytes",
+            "65536",
+        ])
+        .unwrap();
+        cli.signal.apply(&mut c);
+        assert_eq!(
+            (c.max_connections, c.max_connections_per_ip),
+            (Some(50), Some(5))
+        );
+        assert_eq!(
+            (c.http_header_timeout_secs, c.http_request_timeout_secs),
+            (2, 6)
+        );
+        assert_eq!(c.ws_outbound_max_bytes, 65536);
+        for key in [
+            "max_connections",
+            "max_connections_per_ip",
+            "http_header_timeout_secs",
+            "http_request_timeout_secs",
+            "ws_outbound_max_bytes",
+        ] {
+            let c: SignalConfig = toml::from_str(&format!("{key} = 0")).unwrap();
+            let e = c
+                .hub_config()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert_eq!(e, format!("{key} must be at least 1"));
+        }
+        let c = SignalConfig {
+            ws_outbound_max_bytes: 1000,
+            ..SignalConfig::default()
+        };
+        assert!(matches!(
+            c.hub_config(),
+            Err(ConfigError::OutboundTooSmall { .. })
         ));
     }
 

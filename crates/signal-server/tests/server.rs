@@ -1426,3 +1426,231 @@ async fn production_mode_serves_metrics_to_local_scrapers_only() {
     assert_eq!(st, 200);
     s.stop().await;
 }
+
+// ---- issue 12: connection limits, deadlines, slow readers ---------------------------------
+
+/// A TCP connection to `addr` from local address `from` (127.0.0.x: distinct client IPs).
+async fn tcp_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    tokio::time::timeout(T, sock.connect(addr))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Whether the server closed `s` (EOF or reset) within `T`, reading and discarding what it sent.
+async fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(T, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Whether `s` is still open: nothing arrives within 300 ms and no EOF.
+async fn still_open(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf))
+        .await
+        .is_err()
+}
+
+/// The value of the first metric line starting with `prefix` (0 when absent).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn idle_dripping_and_kept_alive_http_connections_meet_the_header_deadline() {
+    // Issue 12 finding 1: before, none of these was ever closed by the server.
+    let s = Server::start(SignalConfig {
+        http_header_timeout_secs: 1,
+        ..SignalConfig::default()
+    })
+    .await;
+    // Idle: connects and never sends a byte.
+    let mut idle = TcpStream::connect(s.addr).await.unwrap();
+    // Dripping: a byte of a request head every 200 ms, never the blank line.
+    let mut drip = TcpStream::connect(s.addr).await.unwrap();
+    let dripper = tokio::spawn(async move {
+        for b in
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        {
+            if drip.write_all(&[*b]).await.is_err() {
+                return (true, drip);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut buf = [0u8; 64];
+            let read = tokio::time::timeout(Duration::from_millis(1), drip.read(&mut buf)).await;
+            if let Ok(Ok(0) | Err(_)) = read {
+                return (true, drip);
+            }
+        }
+        (false, drip)
+    });
+    // Kept alive: one complete request, then silence.
+    let mut kept = TcpStream::connect(s.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    assert!(closed_by_server(&mut idle).await, "idle connection kept");
+    assert!(
+        closed_by_server(&mut kept).await,
+        "kept-alive connection kept"
+    );
+    let (closed, _drip) = dripper.await.unwrap();
+    assert!(closed, "dripping connection kept");
+    let text = metrics_text(s.addr).await;
+    assert!(
+        metric(&text, "floe_signal_http_timeouts_total{kind=\"header\"}") >= 3.0,
+        "{text}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_dripped_request_body_gets_request_timeout() {
+    let s = Server::start(SignalConfig {
+        http_request_timeout_secs: 1,
+        max_poll_wait_secs: 1,
+        ..SignalConfig::default()
+    })
+    .await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(
+        b"POST /v1/rest/join HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000\r\n\r\n{\"type\":",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(T, c.read_to_end(&mut buf))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_ip_and_globally_at_accept_whatever_they_carry() {
+    // Issue 12 finding 1: before, plain HTTP connections counted against no limit at all.
+    let s = Server::start(SignalConfig {
+        max_connections: Some(5),
+        max_connections_per_ip: Some(3),
+        ..SignalConfig::default()
+    })
+    .await;
+    // 127.0.0.1: a WebSocket, a parked long-poll's worth of idle HTTP and a plain idle socket.
+    let (mut ws, _) = s.join("r", "a").await;
+    let mut a2 = tcp_from("127.0.0.1", s.addr).await;
+    let mut a3 = tcp_from("127.0.0.1", s.addr).await;
+    assert!(still_open(&mut a2).await && still_open(&mut a3).await);
+    // The fourth from 127.0.0.1 is closed at once, before any HTTP.
+    let mut a4 = tcp_from("127.0.0.1", s.addr).await;
+    assert!(closed_by_server(&mut a4).await, "per-IP cap not applied");
+    // Another address still gets in, up to the global cap.
+    let mut b1 = tcp_from("127.0.0.2", s.addr).await;
+    let mut b2 = tcp_from("127.0.0.2", s.addr).await;
+    assert!(still_open(&mut b1).await && still_open(&mut b2).await);
+    let mut b3 = tcp_from("127.0.0.3", s.addr).await;
+    assert!(closed_by_server(&mut b3).await, "global cap not applied");
+    // The WebSocket still works, and a slot given back is reusable.
+    ws.send(json!({"type":"ping"})).await;
+    assert_eq!(ws.recv().await["type"], "pong");
+    drop(b1);
+    drop(a2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = metrics_text(s.addr).await;
+    assert_eq!(
+        metric(
+            &text,
+            "floe_signal_connections_refused_total{reason=\"per_ip\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "floe_signal_connections_refused_total{reason=\"global\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    drop(ws);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn trusted_proxies_are_exempt_from_the_per_ip_connection_cap() {
+    let s = Server::start(SignalConfig {
+        max_connections: Some(10),
+        max_connections_per_ip: Some(1),
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..SignalConfig::default()
+    })
+    .await;
+    let mut c: Vec<TcpStream> = Vec::new();
+    for _ in 0..3 {
+        c.push(tcp_from("127.0.0.1", s.addr).await);
+    }
+    for x in &mut c {
+        assert!(still_open(x).await);
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_dripping_a_never_finished_frame_meets_the_heartbeat_deadline() {
+    // Only complete messages reach the hub and reset its heartbeat timer: bytes of a frame that
+    // never ends do not. (This held before issue 12 too; the test pins it.)
+    let s = Server::start(SignalConfig {
+        heartbeat_secs: 1,
+        ..SignalConfig::default()
+    })
+    .await;
+    let (mut a, _) = s.join("r", "dripper").await;
+    // A masked text frame announcing 256 bytes, then its payload one byte at a time.
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = a.inner.get_mut() else {
+        unreachable!("a plain ws:// connection")
+    };
+    tcp.write_all(&[0x81, 0xFE, 0x01, 0x00, 1, 2, 3, 4])
+        .await
+        .unwrap();
+    let mut sent = 0;
+    let closed = loop {
+        let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = a.inner.get_mut() else {
+            unreachable!("a plain ws:// connection")
+        };
+        if sent < 255 && tcp.write_all(b"x").await.is_ok() {
+            sent += 1;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), a.inner.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_eq!(v["code"], "heartbeat_timeout", "{v}");
+            }
+            Ok(Some(Ok(Message::Close(f)))) => break f.map(|f| u16::from(f.code)),
+            Ok(_) => break None,
+        }
+        assert!(sent < 255, "never closed while dripping");
+    };
+    assert_eq!(closed, Some(1008));
+    s.stop().await;
+}

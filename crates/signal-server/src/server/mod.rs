@@ -5,6 +5,7 @@
 //! CORS, static files, metrics) · `websocket.rs` · `post_box.rs` · `ice_servers.rs`.
 
 mod ice_servers;
+mod listener;
 mod post_box;
 mod router;
 mod websocket;
@@ -32,6 +33,7 @@ use crate::config::{ConfigError, SignalConfig};
 use crate::origin::OriginPolicy;
 use crate::redis_bus::{self, RedisSettings};
 
+use self::listener::{ConnTracker, ListenerLimits};
 use self::router::router;
 
 /// Renders the Prometheus text exposition for `GET /metrics`.
@@ -120,6 +122,19 @@ impl SignalServer {
             bus_events,
             self.config.max_rest_waiters_per_session,
         );
+        let nofile = crate::config::open_files_limit();
+        let max_connections = self.config.max_connections_for(nofile);
+        let tracker = ConnTracker::new(ListenerLimits {
+            max_connections,
+            max_connections_per_ip: self.config.max_connections_per_ip_for(max_connections),
+            trusted_proxies: self.config.trusted_proxies.clone(),
+            header_timeout: Duration::from_secs(self.config.http_header_timeout_secs),
+        });
+        tracing::info!(
+            max_connections,
+            open_files_limit = nofile,
+            "signalling: connection limits"
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let conn_limit = Arc::new(Semaphore::new(self.config.max_ws_connections));
         let state = AppState(Arc::new(Inner {
@@ -129,6 +144,8 @@ impl SignalServer {
             conn_limit: conn_limit.clone(),
             post_box_waiters: Arc::new(Semaphore::new(self.config.max_rest_waiters)),
             poll_wait_cap: self.config.poll_wait_cap(),
+            request_timeout: self.config.poll_wait_cap()
+                + Duration::from_secs(self.config.http_request_timeout_secs),
             outbound_queue: self.config.ws_outbound_queue,
             trusted_proxies: self.config.trusted_proxies.clone(),
             origins,
@@ -137,9 +154,8 @@ impl SignalServer {
             stop: stop_rx,
         }));
         let grace = Duration::from_millis(self.config.shutdown_grace_ms);
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(state);
         let on_shutdown = async move {
-            shutdown.await;
             tracing::info!("signalling: shutting down, telling clients to reconnect elsewhere");
             let _ = stop_tx.send(true);
             hub.shutdown(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX))
@@ -150,9 +166,7 @@ impl SignalServer {
                 driver.shutdown(grace).await;
             }
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(on_shutdown)
-            .await?;
+        listener::serve(listener, app, tracker, shutdown, on_shutdown, grace).await;
         // WebSocket tasks outlive hyper's graceful shutdown; wait for them to flush their close.
         let max = u32::try_from(self.config.max_ws_connections).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(grace, conn_limit.acquire_many(max)).await;
@@ -182,6 +196,9 @@ struct Inner {
     post_box_waiters: Arc<Semaphore>,
     /// Longest post-box long-poll.
     poll_wait_cap: Duration,
+    /// Deadline of one non-WebSocket request: reading its body and answering
+    /// (`http_request_timeout_secs` on top of the longest long-poll).
+    request_timeout: Duration,
     /// Frames queued towards one WebSocket (`ws_outbound_queue`).
     outbound_queue: usize,
     trusted_proxies: Vec<Cidr>,
