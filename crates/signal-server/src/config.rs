@@ -111,7 +111,8 @@ pub struct SignalConfig {
     /// (default 1024).
     pub ws_outbound_queue: usize,
     /// Bytes queued towards one WebSocket before it counts as a slow consumer and is cut off
-    /// with `slow_consumer` (default 1048576).
+    /// with `slow_consumer` (default 2097152: a resume replays up to `mailbox_max_bytes` of
+    /// payload at once, and the JSON around each message needs room too).
     pub ws_outbound_max_bytes: usize,
     /// Open TCP connections to the signalling port, whatever they carry (plain HTTP, post-box
     /// long-polls, WebSockets). Default: a quarter of the open-files limit (`ulimit -n`) found
@@ -186,7 +187,7 @@ impl Default for SignalConfig {
             mailbox_max_bytes: hub.mailbox_max_bytes,
             max_held_candidates: hub.max_held_candidates,
             ws_outbound_queue: 1024,
-            ws_outbound_max_bytes: 1 << 20,
+            ws_outbound_max_bytes: 2 << 20,
             max_connections: None,
             max_connections_per_ip: None,
             http_header_timeout_secs: 10,
@@ -234,13 +235,15 @@ pub enum ConfigError {
         /// `max_message_bytes`.
         message: usize,
     },
-    /// The WebSocket outbound byte limit cannot hold one message.
-    #[error("ws_outbound_max_bytes ({outbound}) must be at least max_message_bytes ({message})")]
+    /// The WebSocket outbound byte limit cannot hold a resume's replay of a full mailbox.
+    #[error(
+        "ws_outbound_max_bytes ({outbound}) must be at least mailbox_max_bytes + max_message_bytes ({replay}): a resume replays the whole mailbox at once"
+    )]
     OutboundTooSmall {
         /// `ws_outbound_max_bytes`.
         outbound: usize,
-        /// `max_message_bytes`.
-        message: usize,
+        /// `mailbox_max_bytes + max_message_bytes`.
+        replay: usize,
     },
     /// A value above its upper bound.
     #[error("{name} must be at most {max}")]
@@ -359,10 +362,13 @@ impl SignalConfig {
         if let Some((name, _, max)) = bounded.iter().find(|(_, v, max)| v > max) {
             return Err(ConfigError::TooLarge { name, max: *max });
         }
-        if self.ws_outbound_max_bytes < self.max_message_bytes {
+        let replay = self
+            .mailbox_max_bytes
+            .saturating_add(self.max_message_bytes);
+        if self.ws_outbound_max_bytes < replay {
             return Err(ConfigError::OutboundTooSmall {
                 outbound: self.ws_outbound_max_bytes,
-                message: self.max_message_bytes,
+                replay,
             });
         }
         if self.mailbox_max_bytes < self.max_message_bytes {
@@ -574,7 +580,7 @@ pub struct SignalArgs {
     #[arg(long, value_name = "N")]
     pub ws_outbound_queue: Option<usize>,
     /// Bytes queued towards one WebSocket before it is cut off as too slow (at least
-    /// --max-message-bytes) [default: 1048576].
+    /// --mailbox-max-bytes + --max-message-bytes) [default: 2097152].
     #[arg(long, value_name = "BYTES")]
     pub ws_outbound_max_bytes: Option<usize>,
     /// Open TCP connections to the signalling port [default: ulimit -n / 4, 64..=10000].
@@ -909,10 +915,10 @@ mod tests {
             (d.http_header_timeout_secs, d.http_request_timeout_secs),
             (10, 10)
         );
-        assert_eq!(d.ws_outbound_max_bytes, 1 << 20);
+        assert_eq!(d.ws_outbound_max_bytes, 2 << 20);
         let mut c: SignalConfig = toml::from_str(
             "max_connections = 100\nmax_connections_per_ip = 7\nhttp_header_timeout_secs = 3\n\
-             http_request_timeout_secs = 4\nws_outbound_max_bytes = 70000\n",
+             http_request_timeout_secs = 4\nws_outbound_max_bytes = 1200000\n",
         )
         .unwrap();
         assert_eq!(c.max_connections_for(Some(1024)), 100);
@@ -929,7 +935,7 @@ mod tests {
             "--http-request-timeout",
             "6",
             "--ws-outbound-max-bytes",
-            "65536",
+            "3000000",
         ])
         .unwrap();
         cli.signal.apply(&mut c);
@@ -941,7 +947,7 @@ mod tests {
             (c.http_header_timeout_secs, c.http_request_timeout_secs),
             (2, 6)
         );
-        assert_eq!(c.ws_outbound_max_bytes, 65536);
+        assert_eq!(c.ws_outbound_max_bytes, 3_000_000);
         for key in [
             "max_connections",
             "max_connections_per_ip",

@@ -1319,7 +1319,8 @@ async fn a_text_frame_that_is_not_utf8_gets_bad_json_before_the_close() {
     let mut b2 = s.ws().await;
     b2.send(json!({"type":"resume","session":w["session"],"resumeToken":w["resumeToken"]}))
         .await;
-    assert_eq!(b2.recv().await["type"], "resumed");
+    let r = b2.recv().await;
+    assert_eq!(r["type"], "resumed", "{r}");
     a.send(json!({"type":"ping"})).await;
     assert_eq!(a.recv().await["type"], "pong");
     s.stop().await;
@@ -1652,5 +1653,125 @@ async fn a_websocket_dripping_a_never_finished_frame_meets_the_heartbeat_deadlin
         assert!(sent < 255, "never closed while dripping");
     };
     assert_eq!(closed, Some(1008));
+    s.stop().await;
+}
+
+/// Joins `room` as `peer` over a socket with a 4 KiB receive buffer (a reader that falls behind
+/// fills it fast).
+async fn join_small_window(addr: SocketAddr, room: &str, peer: &str) -> (Ws, Value) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let req = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
+    let (inner, _) =
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    let mut ws = Ws { inner };
+    ws.send(json!({"type":"join","v":1,"room":room,"peer":peer}))
+        .await;
+    let w = ws.recv().await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    (ws, w)
+}
+
+#[tokio::test]
+async fn a_websocket_that_never_reads_is_cut_off_at_the_byte_bound_and_its_queue_freed() {
+    // Issue 12 finding 2: a receiver that acknowledges every message unread keeps its mailbox
+    // empty; before, only 1024 frames (of up to 256 KiB) bounded its socket queue, and 200
+    // messages of 60 KB (12 MB) never reached that bound: nobody was cut off.
+    let s = Server::start(SignalConfig::default()).await;
+    let (mut a, _) = s.join("slow", "a").await;
+    let (mut b, wb) = join_small_window(s.addr, "slow", "b").await;
+    let slow = |t: &str| metric(t, "floe_signal_slow_consumers_total");
+    let before = slow(&metrics_text(s.addr).await);
+    let blob = "x".repeat(60_000);
+    let mut cut = false;
+    for seq in 1..=200u64 {
+        a.send(json!({"type":"data","to":"b","data":blob})).await;
+        // a's pong says the hub has numbered and queued the message for b.
+        a.send(json!({"type":"ping"})).await;
+        while a.recv().await["type"] != "pong" {}
+        // b acknowledges exactly what it was sent (it can count), never reading it.
+        let ack = json!({"type":"ack","seq":seq});
+        if b.inner
+            .send(Message::Text(ack.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        if seq % 20 == 0 && slow(&metrics_text(s.addr).await) > before {
+            cut = true;
+            break;
+        }
+    }
+    for _ in 0..100 {
+        if cut {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cut = slow(&metrics_text(s.addr).await) > before;
+    }
+    assert!(
+        cut,
+        "the reader that never reads was not cut off: {}",
+        metrics_text(s.addr).await
+    );
+    // Its queue was freed at once (other tests' queues hold a few small frames at most).
+    let text = metrics_text(s.addr).await;
+    assert!(
+        metric(&text, "floe_signal_ws_queued_bytes") < 65536.0,
+        "{text}"
+    );
+    // The connection ends; a reader that catches up in time sees slow_consumer and 1008.
+    let mut end = None;
+    while let Some(m) = tokio::time::timeout(T, b.inner.next()).await.expect("ends") {
+        match m {
+            Ok(Message::Text(t)) if t.as_str().contains("slow_consumer") => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_eq!(v["fatal"], true, "{v}");
+            }
+            Ok(Message::Close(f)) => {
+                end = f.map(|f| (u16::from(f.code), f.reason.to_string()));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if let Some(end) = end {
+        assert_eq!(end, (1008, "slow_consumer".to_string()));
+    }
+    // The session stays resumable.
+    let mut b2 = s.ws().await;
+    b2.send(json!({"type":"resume","session":wb["session"],"resumeToken":wb["resumeToken"],"lastSeq":0}))
+        .await;
+    let r = b2.recv().await;
+    assert_eq!(r["type"], "resumed", "{r}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn acks_beyond_what_was_sent_are_bad_ack_on_websocket_and_post_box() {
+    let s = Server::start(SignalConfig::default()).await;
+    let (mut a, _) = s.join("acks", "a").await;
+    a.send(json!({"type":"ack","seq":u64::MAX})).await;
+    let e = a.expect_error("bad_ack").await;
+    assert_eq!(e["fatal"], false);
+    let (st, w) = rest_join_with(s.addr, "acks", None, &[]).await;
+    assert_eq!(st, 200, "{w}");
+    let tok = w["resumeToken"].as_str().unwrap().to_string();
+    let path = format!(
+        "/v1/rest/sessions/{}/messages?after=18446744073709551615&wait=0",
+        w["session"].as_str().unwrap()
+    );
+    let auth = format!("Bearer {tok}");
+    let (st, body) = http(s.addr, "GET", &path, &[("authorization", &auth)], b"").await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (400, Some("bad_ack")),
+        "{body}"
+    );
     s.stop().await;
 }

@@ -147,6 +147,7 @@ impl SignalServer {
             request_timeout: self.config.poll_wait_cap()
                 + Duration::from_secs(self.config.http_request_timeout_secs),
             outbound_queue: self.config.ws_outbound_queue,
+            outbound_max_bytes: self.config.ws_outbound_max_bytes,
             trusted_proxies: self.config.trusted_proxies.clone(),
             origins,
             max_message_bytes: self.config.max_message_bytes,
@@ -201,6 +202,8 @@ struct Inner {
     request_timeout: Duration,
     /// Frames queued towards one WebSocket (`ws_outbound_queue`).
     outbound_queue: usize,
+    /// Bytes queued towards one WebSocket (`ws_outbound_max_bytes`).
+    outbound_max_bytes: usize,
     trusted_proxies: Vec<Cidr>,
     origins: OriginPolicy,
     max_message_bytes: usize,
