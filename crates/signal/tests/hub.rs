@@ -143,6 +143,14 @@ impl H {
             other => panic!("expected welcome, got {other:?}"),
         }
     }
+    /// A post-box join in `room` (a short-lived virtual connection): its welcome and its bearer
+    /// token.
+    fn rest_join(&mut self, room: &str, peer: &str) -> (Welcome, String) {
+        let (v, w) = self.join(room, peer);
+        self.disconnect(v);
+        let tok = w.resume_token.as_str().to_string();
+        (w, tok)
+    }
     fn error_of(&mut self, c: ConnId) -> ErrorCode {
         let msgs = self.take(c);
         match msgs.as_slice() {
@@ -413,15 +421,8 @@ fn an_ack_beyond_what_was_sent_is_bad_ack_and_drops_nothing() {
 fn a_post_box_poll_after_beyond_what_was_sent_is_bad_ack() {
     let mut h = H::new(HubConfig::default());
     let (a, _) = h.join("r", "alice");
+    let (w, tok) = h.rest_join("r", "rest");
     h.take(a);
-    let v = h.connect();
-    h.send(v, json!({"type":"join","v":1,"room":"r","peer":"rest"}));
-    let ServerMsg::Welcome(w) = h.take(v).remove(0) else {
-        panic!()
-    };
-    h.disconnect(v);
-    h.take(a);
-    let tok = w.resume_token.as_str().to_string();
     h.send(a, json!({"type":"data","to":"rest","data":1}));
     let now = h.now();
     let err = h
@@ -952,14 +953,8 @@ fn rest_sessions_post_poll_and_wake() {
     let mut h = H::new(HubConfig::default());
     let (a, _) = h.join("r", "alice");
     // A REST join is a short-lived virtual connection.
-    let v = h.connect();
-    h.send(v, json!({"type":"join","v":1,"room":"r","peer":"rest"}));
-    let ServerMsg::Welcome(w) = h.take(v).remove(0) else {
-        panic!()
-    };
-    h.disconnect(v);
+    let (w, tok) = h.rest_join("r", "rest");
     h.take(a);
-    let tok = w.resume_token.as_str().to_string();
     let now = h.now();
     let replies = h
         .hub
