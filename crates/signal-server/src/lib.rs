@@ -30,6 +30,7 @@ mod actor;
 pub mod assets;
 mod client_ip;
 pub mod config;
+pub mod fuzzing;
 mod origin;
 mod outbox;
 mod redis_bus;

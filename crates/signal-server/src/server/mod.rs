@@ -92,7 +92,6 @@ impl SignalServer {
     ) -> Result<(), ServerError> {
         let hub_config = self.config.hub_config()?;
         let auth = hub_config.auth.clone();
-        let ice = hub_config.ice.clone();
         let addr = listener.local_addr()?;
         if auth.is_production() {
             tracing::info!(%addr, "signalling: production mode, every join needs a JWT");
@@ -115,7 +114,6 @@ impl SignalServer {
                 (NodeBus::Redis(bus), Some(events), Some(driver))
             }
         };
-        let origins = self.config.origin_policy().map_err(ConfigError::from)?;
         let (hub, hub_task) = actor::spawn(
             hub_config,
             bus,
@@ -137,23 +135,13 @@ impl SignalServer {
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let conn_limit = Arc::new(Semaphore::new(self.config.max_ws_connections));
-        let state = AppState(Arc::new(Inner {
-            hub: hub.clone(),
-            auth,
-            ice,
-            conn_limit: conn_limit.clone(),
-            post_box_waiters: Arc::new(Semaphore::new(self.config.max_rest_waiters)),
-            poll_wait_cap: self.config.poll_wait_cap(),
-            request_timeout: self.config.poll_wait_cap()
-                + Duration::from_secs(self.config.http_request_timeout_secs),
-            outbound_queue: self.config.ws_outbound_queue,
-            outbound_max_bytes: self.config.ws_outbound_max_bytes,
-            trusted_proxies: self.config.trusted_proxies.clone(),
-            origins,
-            max_message_bytes: self.config.max_message_bytes,
-            metrics: self.metrics,
-            stop: stop_rx,
-        }));
+        let state = app_state(
+            &self.config,
+            hub.clone(),
+            conn_limit.clone(),
+            self.metrics,
+            stop_rx,
+        )?;
         let grace = Duration::from_millis(self.config.shutdown_grace_ms);
         let app = router(state);
         let on_shutdown = async move {
@@ -174,6 +162,50 @@ impl SignalServer {
         hub_task.abort();
         Ok(())
     }
+}
+
+/// The shared state of the handlers: everything but the hub comes from `config`.
+fn app_state(
+    config: &SignalConfig,
+    hub: HubHandle,
+    conn_limit: Arc<Semaphore>,
+    metrics: Option<MetricsRender>,
+    stop: watch::Receiver<bool>,
+) -> Result<AppState, ConfigError> {
+    let hub_config = config.hub_config()?;
+    Ok(AppState(Arc::new(Inner {
+        hub,
+        auth: hub_config.auth,
+        ice: hub_config.ice,
+        conn_limit,
+        post_box_waiters: Arc::new(Semaphore::new(config.max_rest_waiters)),
+        poll_wait_cap: config.poll_wait_cap(),
+        request_timeout: config.poll_wait_cap()
+            + Duration::from_secs(config.http_request_timeout_secs),
+        outbound_queue: config.ws_outbound_queue,
+        outbound_max_bytes: config.ws_outbound_max_bytes,
+        trusted_proxies: config.trusted_proxies.clone(),
+        origins: config.origin_policy()?,
+        max_message_bytes: config.max_message_bytes,
+        metrics,
+        stop,
+    })))
+}
+
+/// The routes over a fresh in-process hub task, as [`SignalServer::run`] serves them but without
+/// a listener: for the request-path fuzz checks ([`crate::fuzzing`]). Call inside a tokio runtime.
+pub(crate) fn standalone_router(config: &SignalConfig) -> Result<axum::Router, ConfigError> {
+    let hub_config = config.hub_config()?;
+    let (hub, _task) = actor::spawn(
+        hub_config,
+        NodeBus::Local(LocalBus::new()),
+        None,
+        config.max_rest_waiters_per_session,
+    );
+    // The sender is dropped: `stop` reads false for ever, as in a server never shut down.
+    let (_, stop) = watch::channel(false);
+    let conn_limit = Arc::new(Semaphore::new(config.max_ws_connections));
+    Ok(router(app_state(config, hub, conn_limit, None, stop)?))
 }
 
 /// Runs the signalling server on `listener` until `shutdown` completes (see [`SignalServer`]).
