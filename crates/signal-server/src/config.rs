@@ -107,8 +107,8 @@ pub struct SignalConfig {
     pub mailbox_max_bytes: usize,
     /// Candidates held per peer pair until an offer or answer passes (default 128).
     pub max_held_candidates: usize,
-    /// Frames queued towards one WebSocket before it counts as a slow consumer and is dropped
-    /// (default 1024).
+    /// Frames queued towards one WebSocket before it counts as a slow consumer and is cut off
+    /// (default 2048; more than `mailbox_max_msgs`, as a resume replays a whole mailbox).
     pub ws_outbound_queue: usize,
     /// Bytes queued towards one WebSocket before it counts as a slow consumer and is cut off
     /// with `slow_consumer` (default 2097152: a resume replays up to `mailbox_max_bytes` of
@@ -186,7 +186,7 @@ impl Default for SignalConfig {
             mailbox_max_msgs: hub.mailbox_max_msgs,
             mailbox_max_bytes: hub.mailbox_max_bytes,
             max_held_candidates: hub.max_held_candidates,
-            ws_outbound_queue: 1024,
+            ws_outbound_queue: 2048,
             ws_outbound_max_bytes: 2 << 20,
             max_connections: None,
             max_connections_per_ip: None,
@@ -237,13 +237,23 @@ pub enum ConfigError {
     },
     /// The WebSocket outbound byte limit cannot hold a resume's replay of a full mailbox.
     #[error(
-        "ws_outbound_max_bytes ({outbound}) must be at least mailbox_max_bytes + max_message_bytes ({replay}): a resume replays the whole mailbox at once"
+        "ws_outbound_max_bytes ({outbound}) must be at least mailbox_max_bytes + max_message_bytes + 256 * mailbox_max_msgs ({replay}): a resume replays the whole mailbox at once"
     )]
     OutboundTooSmall {
         /// `ws_outbound_max_bytes`.
         outbound: usize,
-        /// `mailbox_max_bytes + max_message_bytes`.
+        /// `mailbox_max_bytes + max_message_bytes + 256 * mailbox_max_msgs`.
         replay: usize,
+    },
+    /// The WebSocket outbound frame limit cannot hold a resume's replay of a full mailbox.
+    #[error(
+        "ws_outbound_queue ({queue}) must be above mailbox_max_msgs ({mailbox}): a resume replays the whole mailbox at once"
+    )]
+    OutboundQueueTooShort {
+        /// `ws_outbound_queue`.
+        queue: usize,
+        /// `mailbox_max_msgs`.
+        mailbox: usize,
     },
     /// A value above its upper bound.
     #[error("{name} must be at most {max}")]
@@ -362,9 +372,19 @@ impl SignalConfig {
         if let Some((name, _, max)) = bounded.iter().find(|(_, v, max)| v > max) {
             return Err(ConfigError::TooLarge { name, max: *max });
         }
+        // A resume sends `resumed` and replays the whole mailbox at once: the queue towards the
+        // WebSocket must hold it, with the JSON around each message that the mailbox's payload
+        // accounting leaves out (REPLAY_OVERHEAD bytes per message).
+        if self.ws_outbound_queue <= self.mailbox_max_msgs {
+            return Err(ConfigError::OutboundQueueTooShort {
+                queue: self.ws_outbound_queue,
+                mailbox: self.mailbox_max_msgs,
+            });
+        }
         let replay = self
             .mailbox_max_bytes
-            .saturating_add(self.max_message_bytes);
+            .saturating_add(self.max_message_bytes)
+            .saturating_add(self.mailbox_max_msgs.saturating_mul(REPLAY_OVERHEAD));
         if self.ws_outbound_max_bytes < replay {
             return Err(ConfigError::OutboundTooSmall {
                 outbound: self.ws_outbound_max_bytes,
@@ -434,6 +454,10 @@ impl SignalConfig {
             .unwrap_or_else(|| (max_connections / 4).clamp(1, 64))
     }
 }
+
+/// Bytes per mailbox message that a resume's replay needs beyond the mailbox's accounting: the
+/// JSON envelope (type, seq, sender) and the queue slot.
+const REPLAY_OVERHEAD: usize = 256;
 
 /// The open-files limit assumed when the process's cannot be read (the usual Linux default).
 const DEFAULT_NOFILE: u64 = 1024;
@@ -576,11 +600,12 @@ pub struct SignalArgs {
     /// Candidates held per peer pair before an offer/answer [default: 128].
     #[arg(long, value_name = "N")]
     pub max_held_candidates: Option<usize>,
-    /// Frames queued towards one WebSocket before it is dropped as too slow [default: 1024].
+    /// Frames queued towards one WebSocket before it is cut off as too slow (above
+    /// --mailbox-max-msgs) [default: 2048].
     #[arg(long, value_name = "N")]
     pub ws_outbound_queue: Option<usize>,
     /// Bytes queued towards one WebSocket before it is cut off as too slow (at least
-    /// --mailbox-max-bytes + --max-message-bytes) [default: 2097152].
+    /// --mailbox-max-bytes + --max-message-bytes + 256 x --mailbox-max-msgs) [default: 2097152].
     #[arg(long, value_name = "BYTES")]
     pub ws_outbound_max_bytes: Option<usize>,
     /// Open TCP connections to the signalling port [default: ulimit -n / 4, 64..=10000].
@@ -918,7 +943,7 @@ mod tests {
         assert_eq!(d.ws_outbound_max_bytes, 2 << 20);
         let mut c: SignalConfig = toml::from_str(
             "max_connections = 100\nmax_connections_per_ip = 7\nhttp_header_timeout_secs = 3\n\
-             http_request_timeout_secs = 4\nws_outbound_max_bytes = 1200000\n",
+             http_request_timeout_secs = 4\nws_outbound_max_bytes = 1500000\n",
         )
         .unwrap();
         assert_eq!(c.max_connections_for(Some(1024)), 100);
@@ -970,6 +995,18 @@ mod tests {
         assert!(matches!(
             c.hub_config(),
             Err(ConfigError::OutboundTooSmall { .. })
+        ));
+        // Before, the defaults (1024 frames, 1024 mailbox messages) could not hold a resume's
+        // replay of a full mailbox plus `resumed`: the resuming client was dropped as slow.
+        assert_eq!(d.ws_outbound_queue, 2048);
+        let c = SignalConfig {
+            ws_outbound_queue: 1024,
+            mailbox_max_msgs: 1024,
+            ..SignalConfig::default()
+        };
+        assert!(matches!(
+            c.hub_config(),
+            Err(ConfigError::OutboundQueueTooShort { .. })
         ));
     }
 
