@@ -251,6 +251,7 @@ pub(crate) async fn serve(
         ));
     }
     drop(listener);
+    drop(close_rx);
     on_shutdown.await;
     let _ = close_tx.send(true);
     // Wait for the HTTP connections to finish (each holds a receiver), bounded.
