@@ -1680,7 +1680,14 @@ async fn a_websocket_that_never_reads_is_cut_off_at_the_byte_bound_and_its_queue
     // Issue 12 finding 2: a receiver that acknowledges every message unread keeps its mailbox
     // empty; before, only 1024 frames (of up to 256 KiB) bounded its socket queue, and 200
     // messages of 60 KB (12 MB) never reached that bound: nobody was cut off.
-    let s = Server::start(SignalConfig::default()).await;
+    // a sends two messages per round (the data and a ping): the per-connection rate limit,
+    // not what this test is about, would drop the pings after its burst.
+    let s = Server::start(SignalConfig {
+        msgs_per_sec: 1000,
+        msg_burst: 1000,
+        ..SignalConfig::default()
+    })
+    .await;
     let (mut a, _) = s.join("slow", "a").await;
     let (mut b, wb) = join_small_window(s.addr, "slow", "b").await;
     let slow = |t: &str| metric(t, "floe_signal_slow_consumers_total");
@@ -1701,7 +1708,9 @@ async fn a_websocket_that_never_reads_is_cut_off_at_the_byte_bound_and_its_queue
         {
             break;
         }
-        if seq % 20 == 0 && slow(&metrics_text(s.addr).await) > before {
+        // Checked every round: messages for b after its cut-off fill its (unacknowledged)
+        // mailbox, and 17 of them would end the session by `mailbox_overflow`.
+        if slow(&metrics_text(s.addr).await) > before {
             cut = true;
             break;
         }
