@@ -7,7 +7,8 @@
 # Needs: a release floe (cargo build --release -p floe), node + npm (PeerJS server 1.0.2 is
 # installed from bench/peerjs/package.json on first use). Every load is bounded (count and a
 # timeout); servers are stopped by PID. Both servers have their abuse limits raised where one
-# client address would hit them: floe --joins-per-min-per-ip and --max-ws-connections, PeerJS
+# client address would hit them: floe --joins-per-min-per-ip, --max-ws-connections,
+# --max-connections and --max-connections-per-ip, PeerJS
 # --concurrent_limit. The open-files limit (ulimit -n) caps IDLE_CONNS a little below it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,8 @@ trap cleanup EXIT
 
 start_floe() {
   "$FLOE" signal --http 127.0.0.1:0 --log warn \
-    --joins-per-min-per-ip 1000000 --max-ws-connections 20000 >"$TMP/floe.out" 2>"$TMP/floe.err" &
+    --joins-per-min-per-ip 1000000 --max-ws-connections 20000 \
+    --max-connections 20000 --max-connections-per-ip 20000 >"$TMP/floe.out" 2>"$TMP/floe.err" &
   SERVER_PID=$!
   for _ in $(seq 100); do
     ADDR=$(sed -n 's#^floe signal: listening on http://##p' "$TMP/floe.out")

@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,33 +27,25 @@ const WHOLE: Duration = Duration::from_secs(120);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// `floe signal` on loopback with the per-IP join limit raised (every client here shares
-/// 127.0.0.1) and a short resume TTL, so that a lost `leave` shows as `peer_left` `timeout`
+/// `floe signal` on loopback with the per-IP join and connection limits raised (every client
+/// here shares 127.0.0.1) and a short resume TTL, so that a lost `leave` shows as `peer_left` `timeout`
 /// within a few seconds instead of 30.
 fn start_signal() -> (Proc, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
-        .args(["signal", "--http", "127.0.0.1:0"])
-        .args(["--joins-per-min-per-ip", "100000", "--resume-ttl", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start floe signal");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("floe signal: listening on http://") {
-                let _ = tx.send(a.trim().to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(15))
-        .expect("floe signal prints its address")
-        .parse()
-        .unwrap();
-    (proc, addr)
+    // Every client here shares 127.0.0.1: the per-IP join and connection limits would
+    // otherwise refuse them (600 WebSockets against 64 connections per address).
+    common::start_signal(
+        &[],
+        &[
+            "--joins-per-min-per-ip",
+            "100000",
+            "--max-connections",
+            "1000",
+            "--max-connections-per-ip",
+            "1000",
+            "--resume-ttl",
+            "3",
+        ],
+    )
 }
 
 async fn send(ws: &mut Ws, v: Value) {

@@ -262,6 +262,22 @@ pub(crate) fn spawn(
     (HubHandle { tx }, task)
 }
 
+/// The last frames of a connection cut off as a slow consumer: the fatal error and the close.
+fn slow_consumer_frames() -> Vec<Outbound> {
+    let body = ErrorBody {
+        code: ErrorCode::SlowConsumer,
+        message: "the connection does not read what it is sent; resume to continue".into(),
+        fatal: true,
+        ref_seq: None,
+    };
+    let mut frames = Vec::with_capacity(2);
+    if let Ok(text) = serde_json::to_string(&ServerMsg::Error(body)) {
+        frames.push(Outbound::Text(text));
+    }
+    frames.push(Outbound::Close(ErrorCode::SlowConsumer));
+    frames
+}
+
 struct Actor {
     hub: Hub<NodeBus>,
     sinks: HashMap<ConnId, Sink>,
@@ -465,10 +481,17 @@ impl Actor {
                 match tx.try_send(Outbound::Text(text)) {
                     Ok(()) => {}
                     Err(Refused::Full) => {
-                        // A slow consumer: drop it; the session stays resumable (the message
-                        // is in its mailbox).
-                        tracing::debug!(%conn, "slow WebSocket consumer dropped");
+                        // A slow consumer: its queue is freed and replaced by `slow_consumer`
+                        // and the close; the session stays resumable (the message is in its
+                        // mailbox).
+                        tracing::debug!(%conn, "slow WebSocket consumer cut off");
                         metrics::counter!("floe_signal_slow_consumers_total").increment(1);
+                        metrics::counter!(
+                            "floe_signal_errors_total",
+                            "code" => ErrorCode::SlowConsumer.as_str()
+                        )
+                        .increment(1);
+                        tx.cut_off(slow_consumer_frames());
                         self.sinks.remove(&conn);
                         self.hub.handle_disconnect(conn, now());
                     }
@@ -533,7 +556,7 @@ mod tests {
 
     /// A WebSocket connection whose outbound queue holds `queue` frames.
     fn connect(a: &mut Actor, queue: usize) -> (ConnId, OutboxRx) {
-        let (tx, rx) = outbox(queue);
+        let (tx, rx) = outbox(queue, 1 << 20);
         let (reply, mut conn) = oneshot::channel();
         let ip = "127.0.0.1".parse().unwrap();
         feed(a, Cmd::Connect { ip, tx, reply });

@@ -107,9 +107,27 @@ pub struct SignalConfig {
     pub mailbox_max_bytes: usize,
     /// Candidates held per peer pair until an offer or answer passes (default 128).
     pub max_held_candidates: usize,
-    /// Frames queued towards one WebSocket before it counts as a slow consumer and is dropped
-    /// (default 1024).
+    /// Frames queued towards one WebSocket before it counts as a slow consumer and is cut off
+    /// (default 2048; more than `mailbox_max_msgs`, as a resume replays a whole mailbox).
     pub ws_outbound_queue: usize,
+    /// Bytes queued towards one WebSocket before it counts as a slow consumer and is cut off
+    /// with `slow_consumer` (default 2097152: a resume replays up to `mailbox_max_bytes` of
+    /// payload at once, and the JSON around each message needs room too).
+    pub ws_outbound_max_bytes: usize,
+    /// Open TCP connections to the signalling port, whatever they carry (plain HTTP, post-box
+    /// long-polls, WebSockets). Default: a quarter of the open-files limit (`ulimit -n`) found
+    /// at start, between 64 and 10000: the rest is left to TURN and the process itself.
+    pub max_connections: Option<usize>,
+    /// Open TCP connections per peer address, counted at accept (trusted proxies exempt)
+    /// (default 64, at most a quarter of `max_connections`).
+    pub max_connections_per_ip: Option<usize>,
+    /// Time allowed for a complete HTTP request head, from connecting or from the previous
+    /// answer on a kept-alive connection (so also the keep-alive idle deadline), seconds
+    /// (default 10).
+    pub http_header_timeout_secs: u64,
+    /// Time allowed to read a request body and answer, on top of the longest post-box poll,
+    /// seconds (default 10).
+    pub http_request_timeout_secs: u64,
 }
 
 impl std::fmt::Debug for SignalConfig {
@@ -168,7 +186,12 @@ impl Default for SignalConfig {
             mailbox_max_msgs: hub.mailbox_max_msgs,
             mailbox_max_bytes: hub.mailbox_max_bytes,
             max_held_candidates: hub.max_held_candidates,
-            ws_outbound_queue: 1024,
+            ws_outbound_queue: 2048,
+            ws_outbound_max_bytes: 2 << 20,
+            max_connections: None,
+            max_connections_per_ip: None,
+            http_header_timeout_secs: 10,
+            http_request_timeout_secs: 10,
         }
     }
 }
@@ -211,6 +234,26 @@ pub enum ConfigError {
         mailbox: usize,
         /// `max_message_bytes`.
         message: usize,
+    },
+    /// The WebSocket outbound byte limit cannot hold a resume's replay of a full mailbox.
+    #[error(
+        "ws_outbound_max_bytes ({outbound}) must be at least mailbox_max_bytes + max_message_bytes + 256 * mailbox_max_msgs ({replay}): a resume replays the whole mailbox at once"
+    )]
+    OutboundTooSmall {
+        /// `ws_outbound_max_bytes`.
+        outbound: usize,
+        /// `mailbox_max_bytes + max_message_bytes + 256 * mailbox_max_msgs`.
+        replay: usize,
+    },
+    /// The WebSocket outbound frame limit cannot hold a resume's replay of a full mailbox.
+    #[error(
+        "ws_outbound_queue ({queue}) must be above mailbox_max_msgs ({mailbox}): a resume replays the whole mailbox at once"
+    )]
+    OutboundQueueTooShort {
+        /// `ws_outbound_queue`.
+        queue: usize,
+        /// `mailbox_max_msgs`.
+        mailbox: usize,
     },
     /// A value above its upper bound.
     #[error("{name} must be at most {max}")]
@@ -286,6 +329,14 @@ impl SignalConfig {
             ("mailbox_max_bytes", self.mailbox_max_bytes as u64),
             ("max_held_candidates", self.max_held_candidates as u64),
             ("ws_outbound_queue", self.ws_outbound_queue as u64),
+            ("ws_outbound_max_bytes", self.ws_outbound_max_bytes as u64),
+            ("max_connections", self.max_connections.unwrap_or(1) as u64),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip.unwrap_or(1) as u64,
+            ),
+            ("http_header_timeout_secs", self.http_header_timeout_secs),
+            ("http_request_timeout_secs", self.http_request_timeout_secs),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
@@ -302,9 +353,43 @@ impl SignalConfig {
             ("max_rest_waiters", self.max_rest_waiters as u64, 1 << 24),
             ("ws_outbound_queue", self.ws_outbound_queue as u64, 1 << 20),
             ("join_timeout_secs", self.join_timeout_secs, 3600),
+            (
+                "max_connections",
+                self.max_connections.unwrap_or(1) as u64,
+                1 << 24,
+            ),
+            (
+                "http_header_timeout_secs",
+                self.http_header_timeout_secs,
+                3600,
+            ),
+            (
+                "http_request_timeout_secs",
+                self.http_request_timeout_secs,
+                3600,
+            ),
         ];
         if let Some((name, _, max)) = bounded.iter().find(|(_, v, max)| v > max) {
             return Err(ConfigError::TooLarge { name, max: *max });
+        }
+        // A resume sends `resumed` and replays the whole mailbox at once: the queue towards the
+        // WebSocket must hold it, with the JSON around each message that the mailbox's payload
+        // accounting leaves out (REPLAY_OVERHEAD bytes per message).
+        if self.ws_outbound_queue <= self.mailbox_max_msgs {
+            return Err(ConfigError::OutboundQueueTooShort {
+                queue: self.ws_outbound_queue,
+                mailbox: self.mailbox_max_msgs,
+            });
+        }
+        let replay = self
+            .mailbox_max_bytes
+            .saturating_add(self.max_message_bytes)
+            .saturating_add(self.mailbox_max_msgs.saturating_mul(REPLAY_OVERHEAD));
+        if self.ws_outbound_max_bytes < replay {
+            return Err(ConfigError::OutboundTooSmall {
+                outbound: self.ws_outbound_max_bytes,
+                replay,
+            });
         }
         if self.mailbox_max_bytes < self.max_message_bytes {
             return Err(ConfigError::MailboxTooSmall {
@@ -351,6 +436,38 @@ impl SignalConfig {
         let below_ttl = self.resume_ttl_secs.saturating_sub(1).max(1);
         Duration::from_secs(self.max_poll_wait_secs.min(below_ttl))
     }
+
+    /// `max_connections`, or its default for an open-files limit of `nofile`: a quarter of it,
+    /// between 64 and 10000. `floe serve` runs TURN in the same process: relayed allocations
+    /// (a socket each), TURN TCP/TLS connections and the process's own files need the rest.
+    pub fn max_connections_for(&self, nofile: Option<u64>) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            let quarter = nofile.unwrap_or(DEFAULT_NOFILE) / 4;
+            usize::try_from(quarter.clamp(64, 10_000)).unwrap_or(10_000)
+        })
+    }
+
+    /// `max_connections_per_ip`, or its default: 64, at most a quarter of `max_connections`
+    /// (so that one address can never hold every slot), at least 1.
+    pub fn max_connections_per_ip_for(&self, max_connections: usize) -> usize {
+        self.max_connections_per_ip
+            .unwrap_or_else(|| (max_connections / 4).clamp(1, 64))
+    }
+}
+
+/// Bytes per mailbox message that a resume's replay needs beyond the mailbox's accounting: the
+/// JSON envelope (type, seq, sender) and the queue slot.
+const REPLAY_OVERHEAD: usize = 256;
+
+/// The open-files limit assumed when the process's cannot be read (the usual Linux default).
+const DEFAULT_NOFILE: u64 = 1024;
+
+/// The soft open-files limit (`ulimit -n`) of this process, from `/proc/self/limits` (Linux);
+/// `None` elsewhere or when unlimited.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Deserialises a list of CIDR strings ([`Cidr`]'s `FromStr`: its errors name the problem).
@@ -488,9 +605,29 @@ pub struct SignalArgs {
     /// Candidates held per peer pair before an offer/answer [default: 128].
     #[arg(long, value_name = "N")]
     pub max_held_candidates: Option<usize>,
-    /// Frames queued towards one WebSocket before it is dropped as too slow [default: 1024].
+    /// Frames queued towards one WebSocket before it is cut off as too slow (above
+    /// --mailbox-max-msgs) [default: 2048].
     #[arg(long, value_name = "N")]
     pub ws_outbound_queue: Option<usize>,
+    /// Bytes queued towards one WebSocket before it is cut off as too slow (at least
+    /// --mailbox-max-bytes + --max-message-bytes + 256 x --mailbox-max-msgs) [default: 2097152].
+    #[arg(long, value_name = "BYTES")]
+    pub ws_outbound_max_bytes: Option<usize>,
+    /// Open TCP connections to the signalling port [default: ulimit -n / 4, 64..=10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open TCP connections per peer address, counted at accept; trusted proxies exempt
+    /// [default: 64, at most max-connections / 4].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Time allowed for a complete HTTP request head, also the keep-alive idle deadline
+    /// [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub http_header_timeout: Option<u64>,
+    /// Time allowed to read a request body and answer, on top of the longest post-box poll
+    /// [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub http_request_timeout: Option<u64>,
 }
 
 impl SignalArgs {
@@ -554,6 +691,24 @@ impl SignalArgs {
         set(&mut config.mailbox_max_bytes, self.mailbox_max_bytes);
         set(&mut config.max_held_candidates, self.max_held_candidates);
         set(&mut config.ws_outbound_queue, self.ws_outbound_queue);
+        set(
+            &mut config.ws_outbound_max_bytes,
+            self.ws_outbound_max_bytes,
+        );
+        if self.max_connections.is_some() {
+            config.max_connections = self.max_connections;
+        }
+        if self.max_connections_per_ip.is_some() {
+            config.max_connections_per_ip = self.max_connections_per_ip;
+        }
+        set(
+            &mut config.http_header_timeout_secs,
+            self.http_header_timeout,
+        );
+        set(
+            &mut config.http_request_timeout_secs,
+            self.http_request_timeout,
+        );
     }
 }
 
@@ -767,6 +922,96 @@ mod tests {
         assert!(matches!(
             c.hub_config(),
             Err(ConfigError::Origin(OriginError::Invalid(_)))
+        ));
+    }
+
+    #[test]
+    fn connection_limits_have_keys_flags_and_defaults_from_the_open_files_limit() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            signal: SignalArgs,
+        }
+        let d = SignalConfig::default();
+        // ulimit -n 1024: 256 signalling connections, 64 per address; the rest for TURN.
+        assert_eq!(d.max_connections_for(Some(1024)), 256);
+        assert_eq!(d.max_connections_per_ip_for(256), 64);
+        assert_eq!(d.max_connections_for(Some(256)), 64);
+        assert_eq!(d.max_connections_per_ip_for(64), 16);
+        assert_eq!(d.max_connections_for(Some(1 << 20)), 10_000);
+        assert_eq!(d.max_connections_for(None), 256);
+        assert_eq!(
+            (d.http_header_timeout_secs, d.http_request_timeout_secs),
+            (10, 10)
+        );
+        assert_eq!(d.ws_outbound_max_bytes, 2 << 20);
+        let mut c: SignalConfig = toml::from_str(
+            "max_connections = 100\nmax_connections_per_ip = 7\nhttp_header_timeout_secs = 3\n\
+             http_request_timeout_secs = 4\nws_outbound_max_bytes = 1500000\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_connections_for(Some(1024)), 100);
+        assert_eq!(c.max_connections_per_ip_for(100), 7);
+        assert!(c.hub_config().is_ok());
+        let cli = Cli::try_parse_from([
+            "x",
+            "--max-connections",
+            "50",
+            "--max-connections-per-ip",
+            "5",
+            "--http-header-timeout",
+            "2",
+            "--http-request-timeout",
+            "6",
+            "--ws-outbound-max-bytes",
+            "3000000",
+        ])
+        .unwrap();
+        cli.signal.apply(&mut c);
+        assert_eq!(
+            (c.max_connections, c.max_connections_per_ip),
+            (Some(50), Some(5))
+        );
+        assert_eq!(
+            (c.http_header_timeout_secs, c.http_request_timeout_secs),
+            (2, 6)
+        );
+        assert_eq!(c.ws_outbound_max_bytes, 3_000_000);
+        for key in [
+            "max_connections",
+            "max_connections_per_ip",
+            "http_header_timeout_secs",
+            "http_request_timeout_secs",
+            "ws_outbound_max_bytes",
+        ] {
+            let c: SignalConfig = toml::from_str(&format!("{key} = 0")).unwrap();
+            let e = c
+                .hub_config()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert_eq!(e, format!("{key} must be at least 1"));
+        }
+        let c = SignalConfig {
+            ws_outbound_max_bytes: 1000,
+            ..SignalConfig::default()
+        };
+        assert!(matches!(
+            c.hub_config(),
+            Err(ConfigError::OutboundTooSmall { .. })
+        ));
+        // Before, the defaults (1024 frames, 1024 mailbox messages) could not hold a resume's
+        // replay of a full mailbox plus `resumed`: the resuming client was dropped as slow.
+        assert_eq!(d.ws_outbound_queue, 2048);
+        let c = SignalConfig {
+            ws_outbound_queue: 1024,
+            mailbox_max_msgs: 1024,
+            ..SignalConfig::default()
+        };
+        assert!(matches!(
+            c.hub_config(),
+            Err(ConfigError::OutboundQueueTooShort { .. })
         ));
     }
 

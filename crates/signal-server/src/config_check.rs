@@ -20,6 +20,8 @@ impl ConfigError {
             Self::Origin(_) => "allow_origins",
             Self::MailboxTooSmall { .. } => "mailbox_max_bytes",
             Self::TooLarge { name, .. } => name,
+            Self::OutboundTooSmall { .. } => "ws_outbound_max_bytes",
+            Self::OutboundQueueTooShort { .. } => "ws_outbound_queue",
         })
     }
 }

@@ -32,6 +32,7 @@ pub mod assets;
 mod client_ip;
 pub mod config;
 pub mod config_check;
+pub mod fuzzing;
 mod origin;
 mod outbox;
 mod redis_bus;

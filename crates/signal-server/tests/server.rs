@@ -1319,7 +1319,8 @@ async fn a_text_frame_that_is_not_utf8_gets_bad_json_before_the_close() {
     let mut b2 = s.ws().await;
     b2.send(json!({"type":"resume","session":w["session"],"resumeToken":w["resumeToken"]}))
         .await;
-    assert_eq!(b2.recv().await["type"], "resumed");
+    let r = b2.recv().await;
+    assert_eq!(r["type"], "resumed", "{r}");
     a.send(json!({"type":"ping"})).await;
     assert_eq!(a.recv().await["type"], "pong");
     s.stop().await;
@@ -1424,5 +1425,362 @@ async fn production_mode_serves_metrics_to_local_scrapers_only() {
     )
     .await;
     assert_eq!(st, 200);
+    s.stop().await;
+}
+
+// ---- issue 12: connection limits, deadlines, slow readers ---------------------------------
+
+/// A TCP connection to `addr` from local address `from` (127.0.0.x: distinct client IPs).
+async fn tcp_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    tokio::time::timeout(T, sock.connect(addr))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Whether the server closed `s` (EOF or reset) within `T`, reading and discarding what it sent.
+async fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(T, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Whether `s` is still open: nothing arrives within 300 ms and no EOF.
+async fn still_open(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf))
+        .await
+        .is_err()
+}
+
+/// The value of the first metric line starting with `prefix` (0 when absent).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn idle_dripping_and_kept_alive_http_connections_meet_the_header_deadline() {
+    // Issue 12 finding 1: before, none of these was ever closed by the server.
+    let s = Server::start(SignalConfig {
+        http_header_timeout_secs: 1,
+        ..SignalConfig::default()
+    })
+    .await;
+    // Idle: connects and never sends a byte.
+    let mut idle = TcpStream::connect(s.addr).await.unwrap();
+    // Dripping: a byte of a request head every 200 ms, never the blank line.
+    let mut drip = TcpStream::connect(s.addr).await.unwrap();
+    let dripper = tokio::spawn(async move {
+        for b in
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        {
+            if drip.write_all(&[*b]).await.is_err() {
+                return (true, drip);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut buf = [0u8; 64];
+            let read = tokio::time::timeout(Duration::from_millis(1), drip.read(&mut buf)).await;
+            if let Ok(Ok(0) | Err(_)) = read {
+                return (true, drip);
+            }
+        }
+        (false, drip)
+    });
+    // Kept alive: one complete request, then silence.
+    let mut kept = TcpStream::connect(s.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    assert!(closed_by_server(&mut idle).await, "idle connection kept");
+    assert!(
+        closed_by_server(&mut kept).await,
+        "kept-alive connection kept"
+    );
+    let (closed, _drip) = dripper.await.unwrap();
+    assert!(closed, "dripping connection kept");
+    let text = metrics_text(s.addr).await;
+    assert!(
+        metric(&text, "floe_signal_http_timeouts_total{kind=\"header\"}") >= 3.0,
+        "{text}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_dripped_request_body_gets_request_timeout() {
+    let s = Server::start(SignalConfig {
+        http_request_timeout_secs: 1,
+        max_poll_wait_secs: 1,
+        ..SignalConfig::default()
+    })
+    .await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(
+        b"POST /v1/rest/join HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000\r\n\r\n{\"type\":",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(T, c.read_to_end(&mut buf))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_ip_and_globally_at_accept_whatever_they_carry() {
+    // Issue 12 finding 1: before, plain HTTP connections counted against no limit at all.
+    let s = Server::start(SignalConfig {
+        max_connections: Some(5),
+        max_connections_per_ip: Some(3),
+        ..SignalConfig::default()
+    })
+    .await;
+    // 127.0.0.1: a WebSocket, a parked long-poll's worth of idle HTTP and a plain idle socket.
+    let (mut ws, _) = s.join("r", "a").await;
+    let mut a2 = tcp_from("127.0.0.1", s.addr).await;
+    let mut a3 = tcp_from("127.0.0.1", s.addr).await;
+    assert!(still_open(&mut a2).await && still_open(&mut a3).await);
+    // The fourth from 127.0.0.1 is closed at once, before any HTTP.
+    let mut a4 = tcp_from("127.0.0.1", s.addr).await;
+    assert!(closed_by_server(&mut a4).await, "per-IP cap not applied");
+    // Another address still gets in, up to the global cap.
+    let mut b1 = tcp_from("127.0.0.2", s.addr).await;
+    let mut b2 = tcp_from("127.0.0.2", s.addr).await;
+    assert!(still_open(&mut b1).await && still_open(&mut b2).await);
+    let mut b3 = tcp_from("127.0.0.3", s.addr).await;
+    assert!(closed_by_server(&mut b3).await, "global cap not applied");
+    // The WebSocket still works, and a slot given back is reusable.
+    ws.send(json!({"type":"ping"})).await;
+    assert_eq!(ws.recv().await["type"], "pong");
+    drop(b1);
+    drop(a2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = metrics_text(s.addr).await;
+    assert_eq!(
+        metric(
+            &text,
+            "floe_signal_connections_refused_total{reason=\"per_ip\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "floe_signal_connections_refused_total{reason=\"global\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    drop(ws);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn trusted_proxies_are_exempt_from_the_per_ip_connection_cap() {
+    let s = Server::start(SignalConfig {
+        max_connections: Some(10),
+        max_connections_per_ip: Some(1),
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..SignalConfig::default()
+    })
+    .await;
+    let mut c: Vec<TcpStream> = Vec::new();
+    for _ in 0..3 {
+        c.push(tcp_from("127.0.0.1", s.addr).await);
+    }
+    for x in &mut c {
+        assert!(still_open(x).await);
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_dripping_a_never_finished_frame_meets_the_heartbeat_deadline() {
+    // Only complete messages reach the hub and reset its heartbeat timer: bytes of a frame that
+    // never ends do not. (This held before issue 12 too; the test pins it.)
+    let s = Server::start(SignalConfig {
+        heartbeat_secs: 1,
+        ..SignalConfig::default()
+    })
+    .await;
+    let (mut a, _) = s.join("r", "dripper").await;
+    // A masked text frame announcing 256 bytes, then its payload one byte at a time.
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = a.inner.get_mut() else {
+        unreachable!("a plain ws:// connection")
+    };
+    tcp.write_all(&[0x81, 0xFE, 0x01, 0x00, 1, 2, 3, 4])
+        .await
+        .unwrap();
+    let mut sent = 0;
+    let closed = loop {
+        let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = a.inner.get_mut() else {
+            unreachable!("a plain ws:// connection")
+        };
+        if sent < 255 && tcp.write_all(b"x").await.is_ok() {
+            sent += 1;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), a.inner.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_eq!(v["code"], "heartbeat_timeout", "{v}");
+            }
+            Ok(Some(Ok(Message::Close(f)))) => break f.map(|f| u16::from(f.code)),
+            Ok(_) => break None,
+        }
+        assert!(sent < 255, "never closed while dripping");
+    };
+    assert_eq!(closed, Some(1008));
+    s.stop().await;
+}
+
+/// Joins `room` as `peer` over a socket with a 4 KiB receive buffer (a reader that falls behind
+/// fills it fast).
+async fn join_small_window(addr: SocketAddr, room: &str, peer: &str) -> (Ws, Value) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(addr).await.unwrap();
+    let req = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
+    let (inner, _) =
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    let mut ws = Ws { inner };
+    ws.send(json!({"type":"join","v":1,"room":room,"peer":peer}))
+        .await;
+    let w = ws.recv().await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    (ws, w)
+}
+
+#[tokio::test]
+async fn a_websocket_that_never_reads_is_cut_off_at_the_byte_bound_and_its_queue_freed() {
+    // Issue 12 finding 2: a receiver that acknowledges every message unread keeps its mailbox
+    // empty; before, only 1024 frames (of up to 256 KiB) bounded its socket queue, and 200
+    // messages of 60 KB (12 MB) never reached that bound: nobody was cut off.
+    // a sends two messages per round (the data and a ping): the per-connection rate limit,
+    // not what this test is about, would drop the pings after its burst.
+    let s = Server::start(SignalConfig {
+        msgs_per_sec: 1000,
+        msg_burst: 1000,
+        ..SignalConfig::default()
+    })
+    .await;
+    let (mut a, _) = s.join("slow", "a").await;
+    let (mut b, wb) = join_small_window(s.addr, "slow", "b").await;
+    let slow = |t: &str| metric(t, "floe_signal_slow_consumers_total");
+    let before = slow(&metrics_text(s.addr).await);
+    let blob = "x".repeat(60_000);
+    let mut cut = false;
+    for seq in 1..=200u64 {
+        a.send(json!({"type":"data","to":"b","data":blob})).await;
+        // a's pong says the hub has numbered and queued the message for b.
+        a.send(json!({"type":"ping"})).await;
+        while a.recv().await["type"] != "pong" {}
+        // b acknowledges exactly what it was sent (it can count), never reading it.
+        let ack = json!({"type":"ack","seq":seq});
+        if b.inner
+            .send(Message::Text(ack.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        // Checked every round: messages for b after its cut-off fill its (unacknowledged)
+        // mailbox, and 17 of them would end the session by `mailbox_overflow`.
+        if slow(&metrics_text(s.addr).await) > before {
+            cut = true;
+            break;
+        }
+    }
+    for _ in 0..100 {
+        if cut {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cut = slow(&metrics_text(s.addr).await) > before;
+    }
+    assert!(
+        cut,
+        "the reader that never reads was not cut off: {}",
+        metrics_text(s.addr).await
+    );
+    // Its queue was freed at once (other tests' queues hold a few small frames at most).
+    let text = metrics_text(s.addr).await;
+    assert!(
+        metric(&text, "floe_signal_ws_queued_bytes") < 65536.0,
+        "{text}"
+    );
+    // The connection ends; a reader that catches up in time sees slow_consumer and 1008.
+    let mut end = None;
+    while let Some(m) = tokio::time::timeout(T, b.inner.next()).await.expect("ends") {
+        match m {
+            Ok(Message::Text(t)) if t.as_str().contains("slow_consumer") => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_eq!(v["fatal"], true, "{v}");
+            }
+            Ok(Message::Close(f)) => {
+                end = f.map(|f| (u16::from(f.code), f.reason.to_string()));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if let Some(end) = end {
+        assert_eq!(end, (1008, "slow_consumer".to_string()));
+    }
+    // The session stays resumable.
+    let mut b2 = s.ws().await;
+    b2.send(json!({"type":"resume","session":wb["session"],"resumeToken":wb["resumeToken"],"lastSeq":0}))
+        .await;
+    let r = b2.recv().await;
+    assert_eq!(r["type"], "resumed", "{r}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn acks_beyond_what_was_sent_are_bad_ack_on_websocket_and_post_box() {
+    let s = Server::start(SignalConfig::default()).await;
+    let (mut a, _) = s.join("acks", "a").await;
+    a.send(json!({"type":"ack","seq":u64::MAX})).await;
+    let e = a.expect_error("bad_ack").await;
+    assert_eq!(e["fatal"], false);
+    let (st, w) = rest_join_with(s.addr, "acks", None, &[]).await;
+    assert_eq!(st, 200, "{w}");
+    let tok = w["resumeToken"].as_str().unwrap().to_string();
+    let path = format!(
+        "/v1/rest/sessions/{}/messages?after=18446744073709551615&wait=0",
+        w["session"].as_str().unwrap()
+    );
+    let auth = format!("Bearer {tok}");
+    let (st, body) = http(s.addr, "GET", &path, &[("authorization", &auth)], b"").await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (400, Some("bad_ack")),
+        "{body}"
+    );
     s.stop().await;
 }

@@ -68,6 +68,14 @@ pub enum ErrorCode {
     ServerShutdown,
     /// An unexpected server-side failure; the message was not processed.
     Internal,
+    /// An `ack` (or a `ping`'s `ack`, or a post-box poll's `after`) beyond the last message the
+    /// server numbered for this session; it is ignored.
+    BadAck,
+    /// The connection fell behind: more than `ws_outbound_max_bytes` (or `ws_outbound_queue`
+    /// frames) waited to be written. Fatal; the session stays resumable.
+    SlowConsumer,
+    /// An HTTP request did not send its body and get its answer in time (408).
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -101,6 +109,9 @@ impl ErrorCode {
         Self::SessionReplaced,
         Self::ServerShutdown,
         Self::Internal,
+        Self::BadAck,
+        Self::SlowConsumer,
+        Self::RequestTimeout,
     ];
 
     /// The wire spelling, e.g. `"room_full"`.
@@ -134,6 +145,9 @@ impl ErrorCode {
             Self::SessionReplaced => "session_replaced",
             Self::ServerShutdown => "server_shutdown",
             Self::Internal => "internal",
+            Self::BadAck => "bad_ack",
+            Self::SlowConsumer => "slow_consumer",
+            Self::RequestTimeout => "request_timeout",
         }
     }
 
@@ -149,6 +163,7 @@ impl ErrorCode {
                 | Self::SessionReplaced
                 | Self::ServerShutdown
                 | Self::TokenExpired
+                | Self::SlowConsumer
         )
     }
 
@@ -161,7 +176,8 @@ impl ErrorCode {
             | Self::UnknownType
             | Self::UnsupportedVersion
             | Self::NotJoined
-            | Self::AlreadyJoined => 400,
+            | Self::AlreadyJoined
+            | Self::BadAck => 400,
             Self::AuthRequired | Self::InvalidToken | Self::TokenExpired => 401,
             Self::Forbidden | Self::Kicked => 403,
             Self::PeerNotFound | Self::ResumeFailed | Self::SessionNotFound => 404,
@@ -171,7 +187,10 @@ impl ErrorCode {
             Self::MailboxOverflow | Self::HeartbeatTimeout | Self::JoinTimeout | Self::Internal => {
                 500
             }
-            Self::TooManyRooms | Self::ServerBusy | Self::ServerShutdown => 503,
+            Self::RequestTimeout => 408,
+            Self::TooManyRooms | Self::ServerBusy | Self::ServerShutdown | Self::SlowConsumer => {
+                503
+            }
         }
     }
 }

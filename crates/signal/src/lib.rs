@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod bus;
 pub mod error;
+pub mod fuzzing;
 pub mod hub;
 pub mod ice;
 pub mod ids;

@@ -5,6 +5,14 @@ use std::collections::VecDeque;
 
 use crate::proto::ServerMsg;
 
+/// An acknowledgement above the last sequence number assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("acknowledges messages that were never sent (the last is {last_seq})")]
+pub struct AckBeyond {
+    /// The highest sequence number assigned.
+    pub last_seq: u64,
+}
+
 /// Per-session message store with sequence numbers starting at 1.
 #[derive(Debug, Default)]
 pub struct Mailbox {
@@ -50,12 +58,18 @@ impl Mailbox {
         self.queue.push_back((msg, size));
     }
 
-    /// Drops every message with `seq <= upto` (values beyond the last seq are clamped). Returns
-    /// whether the acknowledged point moved.
-    pub fn ack(&mut self, upto: u64) -> bool {
-        let upto = upto.min(self.last_seq);
+    /// Drops every message with `seq <= upto`. Returns whether the acknowledged point moved, or
+    /// [`AckBeyond`] (and changes nothing) when `upto` is above [`Mailbox::last_seq`]: a client
+    /// acknowledging what it was never sent, so that a reader that never reads cannot empty its
+    /// mailbox by guessing numbers.
+    pub fn ack(&mut self, upto: u64) -> Result<bool, AckBeyond> {
+        if upto > self.last_seq {
+            return Err(AckBeyond {
+                last_seq: self.last_seq,
+            });
+        }
         if upto <= self.acked {
-            return false;
+            return Ok(false);
         }
         self.acked = upto;
         while let Some((m, size)) = self.queue.front() {
@@ -70,7 +84,7 @@ impl Mailbox {
             // An idle session acknowledges everything: give the buffer back.
             self.queue = VecDeque::new();
         }
-        true
+        Ok(true)
     }
 
     /// The unacknowledged messages with `seq > after`, oldest first.
@@ -115,9 +129,9 @@ mod tests {
             let s = mb.next_seq();
             mb.push(pong_like(s), 10);
         }
-        mb.ack(4);
+        assert_eq!(mb.ack(4), Ok(true));
         assert!(mb.queue.capacity() > 0);
-        mb.ack(5);
+        assert_eq!(mb.ack(5), Ok(true));
         assert_eq!((mb.len(), mb.bytes(), mb.queue.capacity()), (0, 0, 0));
         assert_eq!(mb.next_seq(), 6);
     }
@@ -130,15 +144,19 @@ mod tests {
             mb.push(pong_like(s), 10);
         }
         assert_eq!(mb.bytes(), 50);
-        mb.ack(2);
+        assert_eq!(mb.ack(2), Ok(true));
         assert_eq!(mb.len(), 3);
         assert_eq!(
             mb.since(3).filter_map(ServerMsg::seq).collect::<Vec<_>>(),
             vec![4, 5]
         );
-        mb.ack(1); // stale ack is a no-op
+        assert_eq!(mb.ack(1), Ok(false)); // stale ack is a no-op
         assert_eq!(mb.len(), 3);
-        mb.ack(99); // clamped
+        // Beyond what was numbered (before issue 12: clamped and everything dropped).
+        assert_eq!(mb.ack(99), Err(AckBeyond { last_seq: 5 }));
+        assert_eq!(mb.ack(u64::MAX), Err(AckBeyond { last_seq: 5 }));
+        assert_eq!((mb.len(), mb.bytes()), (3, 30));
+        assert_eq!(mb.ack(5), Ok(true));
         assert!(mb.is_empty());
         assert_eq!(mb.bytes(), 0);
         assert_eq!(mb.next_seq(), 6);
@@ -150,8 +168,8 @@ mod tests {
         assert_eq!((mb.last_seq(), mb.next_seq()), (7, 8));
         mb.push(pong_like(9), 10); // numbered by the shared directory
         assert_eq!(mb.last_seq(), 9);
-        assert!(!mb.ack(7));
-        assert!(mb.ack(9));
+        assert_eq!(mb.ack(7), Ok(false));
+        assert_eq!(mb.ack(9), Ok(true));
         assert!(mb.is_empty());
     }
 }

@@ -143,6 +143,14 @@ impl H {
             other => panic!("expected welcome, got {other:?}"),
         }
     }
+    /// A post-box join in `room` (a short-lived virtual connection): its welcome and its bearer
+    /// token.
+    fn rest_join(&mut self, room: &str, peer: &str) -> (Welcome, String) {
+        let (v, w) = self.join(room, peer);
+        self.disconnect(v);
+        let tok = w.resume_token.as_str().to_string();
+        (w, tok)
+    }
     fn error_of(&mut self, c: ConnId) -> ErrorCode {
         let msgs = self.take(c);
         match msgs.as_slice() {
@@ -359,6 +367,74 @@ fn acknowledged_messages_are_not_replayed() {
     );
     let got = h.take(b2);
     assert_eq!(data_payloads(&got), vec![json!(4)]);
+}
+
+#[test]
+fn an_ack_beyond_what_was_sent_is_bad_ack_and_drops_nothing() {
+    // Issue 12 finding 2: before, `ack` 2^64-1 was clamped and emptied the mailbox unread.
+    let mut h = H::new(HubConfig::default());
+    let (a, _) = h.join("r", "alice");
+    let (b, wb) = h.join("r", "bob");
+    h.take(a);
+    h.take(b);
+    for i in 1..=3 {
+        h.send(a, json!({"type":"data","to":"bob","data":i}));
+    }
+    h.take(b);
+    for bad in [
+        json!({"type":"ack","seq":u64::MAX}),
+        json!({"type":"ping","ack":4}),
+    ] {
+        h.send(b, bad);
+        let got = h.take(b);
+        assert!(
+            got.iter().any(
+                |m| matches!(m, ServerMsg::Error(e) if e.code == ErrorCode::BadAck && !e.fatal)
+            ),
+            "{got:?}"
+        );
+    }
+    assert_eq!(
+        h.rejected
+            .iter()
+            .filter(|c| **c == ErrorCode::BadAck)
+            .count(),
+        2
+    );
+    assert!(!h.closed.contains_key(&b));
+    // Nothing was dropped: a resume replays all three; an exact ack still works.
+    h.disconnect(b);
+    let b2 = h.connect();
+    h.send(
+        b2,
+        json!({"type":"resume","session":wb.session,"resumeToken":wb.resume_token,"lastSeq":0}),
+    );
+    assert_eq!(
+        data_payloads(&h.take(b2)),
+        vec![json!(1), json!(2), json!(3)]
+    );
+    h.send(b2, json!({"type":"ack","seq":3}));
+    assert!(h.take(b2).is_empty());
+}
+
+#[test]
+fn a_post_box_poll_after_beyond_what_was_sent_is_bad_ack() {
+    let mut h = H::new(HubConfig::default());
+    let (a, _) = h.join("r", "alice");
+    let (w, tok) = h.rest_join("r", "rest");
+    h.take(a);
+    h.send(a, json!({"type":"data","to":"rest","data":1}));
+    let now = h.now();
+    let err = h
+        .hub
+        .handle_post_box_poll(&w.session, &tok, u64::MAX, now)
+        .unwrap_err();
+    assert_eq!((err.code, err.fatal), (ErrorCode::BadAck, false));
+    let poll = h
+        .hub
+        .handle_post_box_poll(&w.session, &tok, 0, now)
+        .unwrap();
+    assert_eq!(poll.messages.len(), 1);
 }
 
 #[test]
@@ -877,14 +953,8 @@ fn rest_sessions_post_poll_and_wake() {
     let mut h = H::new(HubConfig::default());
     let (a, _) = h.join("r", "alice");
     // A REST join is a short-lived virtual connection.
-    let v = h.connect();
-    h.send(v, json!({"type":"join","v":1,"room":"r","peer":"rest"}));
-    let ServerMsg::Welcome(w) = h.take(v).remove(0) else {
-        panic!()
-    };
-    h.disconnect(v);
+    let (w, tok) = h.rest_join("r", "rest");
     h.take(a);
-    let tok = w.resume_token.as_str().to_string();
     let now = h.now();
     let replies = h
         .hub

@@ -182,6 +182,48 @@ pub fn spawn_floe(args: &[String], ready: SocketAddr) -> Proc {
     proc
 }
 
+/// `floe signal` on an ephemeral loopback port with `args`, run through `wrapper` (a command and
+/// its arguments that exec the rest, such as `prlimit --nofile=512:512 --`; empty for none).
+/// Returns once it printed its address.
+pub fn start_signal(wrapper: &[&str], args: &[&str]) -> (Proc, SocketAddr) {
+    use std::io::BufRead as _;
+    let floe = env!("CARGO_BIN_EXE_floe");
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, rest)) => {
+            let mut c = Command::new(prog);
+            c.args(rest).arg(floe);
+            c
+        }
+        None => Command::new(floe),
+    };
+    let mut child = cmd
+        .args(["signal", "--http", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start floe signal");
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(a) = line.strip_prefix("floe signal: listening on http://") {
+                let _ = tx.send(a.trim().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("floe signal prints its address")
+        .parse()
+        .unwrap();
+    (proc, addr)
+}
+
 /// coturn's `turnserver` with `args` plus the flags every test wants (no TLS/DTLS/CLI, log to a
 /// drained pipe, pid file in `dir`); returns once it answers STUN at `ready`.
 pub fn start_turnserver(dir: &TempDir, args: &[String], ready: SocketAddr) -> Proc {

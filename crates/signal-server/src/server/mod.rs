@@ -5,6 +5,7 @@
 //! CORS, static files, metrics) · `websocket.rs` · `post_box.rs` · `ice_servers.rs`.
 
 mod ice_servers;
+mod listener;
 mod post_box;
 mod router;
 mod websocket;
@@ -33,6 +34,7 @@ use crate::config::{ConfigError, SignalConfig};
 use crate::origin::OriginPolicy;
 use crate::redis_bus::{self, RedisSettings};
 
+use self::listener::{ConnTracker, ListenerLimits};
 use self::router::router;
 
 /// Renders the Prometheus text exposition for `GET /metrics`.
@@ -99,7 +101,6 @@ impl SignalServer {
     ) -> Result<(), ServerError> {
         let hub_config = self.config.hub_config()?;
         let auth = hub_config.auth.clone();
-        let ice = hub_config.ice.clone();
         let addr = listener.local_addr()?;
         if auth.is_production() {
             tracing::info!(%addr, "signalling: production mode, every join needs a JWT");
@@ -122,7 +123,6 @@ impl SignalServer {
                 (NodeBus::Redis(bus), Some(events), Some(driver))
             }
         };
-        let origins = self.config.origin_policy().map_err(ConfigError::from)?;
         let (hub, hub_task) = actor::spawn(
             hub_config,
             bus,
@@ -131,26 +131,31 @@ impl SignalServer {
         );
         self.admin
             .attach(hub.clone(), self.config.redis_url.is_some());
+        let nofile = crate::config::open_files_limit();
+        let max_connections = self.config.max_connections_for(nofile);
+        let tracker = ConnTracker::new(ListenerLimits {
+            max_connections,
+            max_connections_per_ip: self.config.max_connections_per_ip_for(max_connections),
+            trusted_proxies: self.config.trusted_proxies.clone(),
+            header_timeout: Duration::from_secs(self.config.http_header_timeout_secs),
+        });
+        tracing::info!(
+            max_connections,
+            open_files_limit = nofile,
+            "signalling: connection limits"
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let conn_limit = Arc::new(Semaphore::new(self.config.max_ws_connections));
-        let state = AppState(Arc::new(Inner {
-            hub: hub.clone(),
-            auth,
-            ice,
-            conn_limit: conn_limit.clone(),
-            post_box_waiters: Arc::new(Semaphore::new(self.config.max_rest_waiters)),
-            poll_wait_cap: self.config.poll_wait_cap(),
-            outbound_queue: self.config.ws_outbound_queue,
-            trusted_proxies: self.config.trusted_proxies.clone(),
-            origins,
-            max_message_bytes: self.config.max_message_bytes,
-            metrics: self.metrics,
-            stop: stop_rx,
-        }));
+        let state = app_state(
+            &self.config,
+            hub.clone(),
+            conn_limit.clone(),
+            self.metrics,
+            stop_rx,
+        )?;
         let grace = Duration::from_millis(self.config.shutdown_grace_ms);
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(state);
         let on_shutdown = async move {
-            shutdown.await;
             tracing::info!("signalling: shutting down, telling clients to reconnect elsewhere");
             let _ = stop_tx.send(true);
             hub.shutdown(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX))
@@ -161,15 +166,57 @@ impl SignalServer {
                 driver.shutdown(grace).await;
             }
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(on_shutdown)
-            .await?;
+        listener::serve(listener, app, tracker, shutdown, on_shutdown, grace).await;
         // WebSocket tasks outlive hyper's graceful shutdown; wait for them to flush their close.
         let max = u32::try_from(self.config.max_ws_connections).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(grace, conn_limit.acquire_many(max)).await;
         hub_task.abort();
         Ok(())
     }
+}
+
+/// The shared state of the handlers: everything but the hub comes from `config`.
+fn app_state(
+    config: &SignalConfig,
+    hub: HubHandle,
+    conn_limit: Arc<Semaphore>,
+    metrics: Option<MetricsRender>,
+    stop: watch::Receiver<bool>,
+) -> Result<AppState, ConfigError> {
+    let hub_config = config.hub_config()?;
+    Ok(AppState(Arc::new(Inner {
+        hub,
+        auth: hub_config.auth,
+        ice: hub_config.ice,
+        conn_limit,
+        post_box_waiters: Arc::new(Semaphore::new(config.max_rest_waiters)),
+        poll_wait_cap: config.poll_wait_cap(),
+        request_timeout: config.poll_wait_cap()
+            + Duration::from_secs(config.http_request_timeout_secs),
+        outbound_queue: config.ws_outbound_queue,
+        outbound_max_bytes: config.ws_outbound_max_bytes,
+        trusted_proxies: config.trusted_proxies.clone(),
+        origins: config.origin_policy()?,
+        max_message_bytes: config.max_message_bytes,
+        metrics,
+        stop,
+    })))
+}
+
+/// The routes over a fresh in-process hub task, as [`SignalServer::run`] serves them but without
+/// a listener: for the request-path fuzz checks ([`crate::fuzzing`]). Call inside a tokio runtime.
+pub(crate) fn standalone_router(config: &SignalConfig) -> Result<axum::Router, ConfigError> {
+    let hub_config = config.hub_config()?;
+    let (hub, _task) = actor::spawn(
+        hub_config,
+        NodeBus::Local(LocalBus::new()),
+        None,
+        config.max_rest_waiters_per_session,
+    );
+    // The sender is dropped: `stop` reads false for ever, as in a server never shut down.
+    let (_, stop) = watch::channel(false);
+    let conn_limit = Arc::new(Semaphore::new(config.max_ws_connections));
+    Ok(router(app_state(config, hub, conn_limit, None, stop)?))
 }
 
 /// Runs the signalling server on `listener` until `shutdown` completes (see [`SignalServer`]).
@@ -193,8 +240,13 @@ struct Inner {
     post_box_waiters: Arc<Semaphore>,
     /// Longest post-box long-poll.
     poll_wait_cap: Duration,
+    /// Deadline of one non-WebSocket request: reading its body and answering
+    /// (`http_request_timeout_secs` on top of the longest long-poll).
+    request_timeout: Duration,
     /// Frames queued towards one WebSocket (`ws_outbound_queue`).
     outbound_queue: usize,
+    /// Bytes queued towards one WebSocket (`ws_outbound_max_bytes`).
+    outbound_max_bytes: usize,
     trusted_proxies: Vec<Cidr>,
     origins: OriginPolicy,
     max_message_bytes: usize,

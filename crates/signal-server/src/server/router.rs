@@ -40,7 +40,32 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/ws", get(ws_upgrade))
         .merge(api)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            deadline,
+        ))
         .with_state(state)
+}
+
+/// Bounds one request from its head to its answer: reading the body (a client that drips it
+/// would hold the connection forever) and the longest post-box long-poll. Past it the answer is
+/// 408 `request_timeout`, counted in `floe_signal_http_timeouts_total{kind="request"}` and
+/// `floe_signal_errors_total`; hyper closes the connection since the body was not read. A
+/// WebSocket upgrade answers at once; the WebSocket itself runs outside this deadline.
+async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.0.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            metrics::counter!("floe_signal_http_timeouts_total", "kind" => "request").increment(1);
+            let mut resp = refuse(
+                ErrorCode::RequestTimeout,
+                "the request body and its answer took too long",
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
 }
 
 /// CORS for the API routes: refuses pages the origin policy refuses (`forbidden`), answers

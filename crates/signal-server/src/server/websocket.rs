@@ -61,7 +61,8 @@ const READ_BUFFER: usize = 1024;
 
 async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
     let hub = state.0.hub.clone();
-    let (tx, mut rx) = outbox(state.0.outbound_queue);
+    let (tx, mut rx) = outbox(state.0.outbound_queue, state.0.outbound_max_bytes);
+    let cut_off = rx.cut_off_signal();
     let Ok(conn) = hub.connect(ip, tx).await else {
         return;
     };
@@ -117,6 +118,13 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
     };
     tokio::pin!(writer, reader);
     tokio::select! {
+        () = cut_off.cut() => {
+            // A slow consumer: the hub freed its queue and left the error and the close in it.
+            // A client that reads nothing would keep the writer blocked on a full socket
+            // forever: give it the grace, then drop the socket (and what tungstenite and the
+            // kernel still buffer for it).
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+        }
         end = &mut reader => {
             if end == ReadEnd::Refused {
                 // Let the writer send the error and the close frame.

@@ -78,11 +78,11 @@ impl<B: Bus> Hub<B> {
                 self.signal(to, &sid, peer, Signal::Bye, seq)
             }
             ClientMsg::Data(d) => self.data(to, &sid, d),
-            ClientMsg::Ack { seq } => self.ack_mailbox(&sid, seq),
+            ClientMsg::Ack { seq } => self.ack_or_refuse(to, &sid, seq),
             ClientMsg::Ping { ack } => {
                 let received = s.last_client_seq;
                 if let Some(a) = ack {
-                    self.ack_mailbox(&sid, a);
+                    self.ack_or_refuse(to, &sid, a);
                 }
                 self.reply(to, ServerMsg::Pong { ack: received });
             }
@@ -95,6 +95,16 @@ impl<B: Bus> Hub<B> {
                 "this connection already has a session",
                 None,
             ),
+        }
+    }
+}
+
+impl<B: Bus> Hub<B> {
+    /// An `ack` or a `ping`'s `ack`: beyond the last message numbered for the session it is
+    /// answered with `bad_ack` (not fatal) and changes nothing.
+    fn ack_or_refuse(&mut self, to: ReplyTo, sid: &SessionId, upto: u64) {
+        if let Err(e) = self.ack_mailbox(sid, upto) {
+            self.reply_error(to, ErrorCode::BadAck, e.to_string(), None);
         }
     }
 }

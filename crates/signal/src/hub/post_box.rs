@@ -83,7 +83,8 @@ impl<B: Bus> Hub<B> {
     }
 
     /// Post box: acknowledge up to `after` and return the messages after it (possibly none; the
-    /// shell long-polls by waiting for [`Output::Wake`]).
+    /// shell long-polls by waiting for [`Output::Wake`]). An `after` beyond the last message
+    /// numbered for the session is refused with `bad_ack` (400) and acknowledges nothing.
     pub fn handle_post_box_poll(
         &mut self,
         session: &SessionId,
@@ -93,7 +94,17 @@ impl<B: Bus> Hub<B> {
     ) -> Result<PostBoxPoll, ErrorBody> {
         self.post_box_session(session, token, now)?;
         let batch = self.config.post_box_poll_batch;
-        self.ack_mailbox(session, after);
+        if let Err(e) = self.ack_mailbox(session, after) {
+            self.outputs.push_back(Output::Rejected {
+                code: ErrorCode::BadAck,
+            });
+            return Err(ErrorBody {
+                code: ErrorCode::BadAck,
+                message: format!("after={after}: {e}"),
+                fatal: false,
+                ref_seq: None,
+            });
+        }
         let Some(s) = self.sessions.get(session) else {
             return Err(not_found_body());
         };

@@ -12,7 +12,7 @@ use crate::auth::{grant_for_room, Auth};
 use crate::bus::{Bus, BusCommand, MailboxEntry, Member, ResumedSession, SessionRecord};
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{AckBeyond, Mailbox};
 use crate::proto::{
     ErrorBody, LeaveReason, PeerInfo, Resumed, ServerMsg, Welcome, PROTOCOL_VERSION,
 };
@@ -226,7 +226,15 @@ impl<B: Bus> Hub<B> {
                 now,
             );
         }
-        self.ack_mailbox(sid, last_seq);
+        // A `lastSeq` beyond what was sent acknowledges nothing: `bad_ack`, and the resume
+        // replays every message still kept.
+        let last_seq = match self.ack_mailbox(sid, last_seq) {
+            Ok(()) => last_seq,
+            Err(e) => {
+                self.reply_error(ReplyTo::Conn(conn), ErrorCode::BadAck, e.to_string(), None);
+                0
+            }
+        };
         self.attach(conn, sid, last_seq, now);
     }
 
@@ -369,18 +377,20 @@ impl<B: Bus> Hub<B> {
         }
     }
 
-    /// Acknowledges `sid`'s messages up to `upto`, in the shared mailbox too.
-    pub(super) fn ack_mailbox(&mut self, sid: &SessionId, upto: u64) {
+    /// Acknowledges `sid`'s messages up to `upto`, in the shared mailbox too. An `upto` beyond
+    /// the last message numbered for the session changes nothing and is refused
+    /// ([`ErrorCode::BadAck`], answered by the caller).
+    pub(super) fn ack_mailbox(&mut self, sid: &SessionId, upto: u64) -> Result<(), AckBeyond> {
         let Some(s) = self.sessions.get_mut(sid) else {
-            return;
+            return Ok(());
         };
-        if s.mailbox.ack(upto) && self.bus.shares_sessions() {
-            let seq = upto.min(s.mailbox.last_seq());
+        if s.mailbox.ack(upto)? && self.bus.shares_sessions() {
             self.bus.send(BusCommand::Ack {
                 session: sid.clone(),
-                seq,
+                seq: upto,
             });
         }
+        Ok(())
     }
 
     /// Stores what another node needs to take `sid` over (shared sessions only).
