@@ -74,6 +74,9 @@ fi
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "fuzz targets compile (fuzz/ is outside the workspace; cargo-fuzz runs them on nightly)"
+(cd fuzz && cargo check --bins --locked)
+
 # ---------------------------------------------------------------------------------------------
 # Tests: unit, property, corpus replay, real sockets, coturn interop (cargo); browser (node)
 # ---------------------------------------------------------------------------------------------
