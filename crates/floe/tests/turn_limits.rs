@@ -1,7 +1,8 @@
 //! Issue 12, TURN side, end to end against a real `floe serve`: a TCP client that never reads
 //! holds at most its outbound queue (seen in `/metrics`), and one IP at its TCP caps (idle,
-//! dripping and non-reading connections) under a 1,024 open-files limit leaves another IP able to
-//! allocate and relay over UDP and TCP.
+//! dripping and non-reading connections) and beyond its signalling connection cap, under a 1,024
+//! open-files limit, leaves another IP able to allocate and relay over UDP and TCP and to join a
+//! room over WebSocket on the same process.
 //!
 //! Relaying goes allocation to allocation through the server's own relay IP, which the default
 //! peer policy grants (loopback peers are refused by default), so no test needs `--allow-peer`.
@@ -268,6 +269,20 @@ fn one_ip_at_its_tcp_caps_leaves_turn_working_for_another() {
         },
     );
 
+    // The same process's signalling port: idle connections from 127.0.0.2 beyond its per-IP cap
+    // (64 by default).
+    let http_idle: Vec<TcpStream> = (0..SIGNAL_ATTEMPTS)
+        .filter_map(|_| tcp_from("127.0.0.2", http).ok())
+        .collect();
+    wait_for(http, "the signalling port refusing 127.0.0.2", |text| {
+        metric(
+            text,
+            "floe_signal_connections_refused_total{reason=\"per_ip\"}",
+        ) >= 1.0
+    });
+    // ... while 127.0.0.1 joins a room over WebSocket on that port.
+    join_from_another_ip(http);
+
     // Another IP: UDP and TCP allocations relaying to each other both ways.
     let mut udp = Client::udp_from(server, "127.0.0.1");
     let udp_relay = udp.allocate();
@@ -307,6 +322,51 @@ fn one_ip_at_its_tcp_caps_leaves_turn_working_for_another() {
     dripping.store(false, Ordering::Relaxed);
     drip.join().unwrap();
     drop(held);
+    drop(http_idle);
+}
+
+/// Signalling connections 127.0.0.2 attempts: beyond its default per-IP cap of 64.
+const SIGNAL_ATTEMPTS: usize = 80;
+
+/// A TCP connection to `to` from the local address `from`.
+fn tcp_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let local: SocketAddr = format!("{from}:0").parse().expect("address");
+    socket.bind(&local.into())?;
+    socket.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
+}
+
+/// A WebSocket from 127.0.0.1 joins a room on the signalling port `http` and gets `welcome`.
+fn join_from_another_ip(http: SocketAddr) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(format!("ws://{http}/v1/ws")),
+        )
+        .await
+        .expect("the WebSocket handshake from 127.0.0.1 in time")
+        .expect("the WebSocket handshake from 127.0.0.1");
+        let join = r#"{"type":"join","v":1,"room":"ok","peer":"a"}"#;
+        ws.send(Message::Text(join.into())).await.unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("an answer to join in time")
+                .expect("the connection stays open")
+                .unwrap();
+            if let Message::Text(t) = m {
+                assert!(t.as_str().contains("\"welcome\""), "join answered {t}");
+                break;
+            }
+        }
+    });
 }
 
 /// The DATA of a Data indication.
