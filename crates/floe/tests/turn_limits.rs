@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::{Client, REALM};
+use client::{send_indication, Client, REALM};
 use common::{free_port_pair, get_metrics, printed_http_addr, wait_for_stun, Proc};
 use floe_stun::attr::{Data, XorPeerAddress};
-use floe_stun::{Class, Message, MessageBuilder, Method, TransactionId};
+use floe_stun::{Class, Message, Method};
 
 /// `floe serve` on 127.0.0.1 with user `alice:pw` and `extra` flags, its open-files limit set
 /// to 1,024 (`ulimit -n`, the limit the scenario runs under); returns the process, its
@@ -83,25 +83,6 @@ fn wait_for(http: SocketAddr, what: &str, mut done: impl FnMut(&str) -> bool) ->
         );
         std::thread::sleep(Duration::from_millis(200)); // polling interval of a bounded wait
     }
-}
-
-/// A Send indication carrying `data` to `peer`.
-fn send_indication(peer: SocketAddr, data: &[u8], n: u32) -> Vec<u8> {
-    let mut buf = vec![0u8; data.len() + 100];
-    let mut tid = [0u8; 12];
-    tid[..4].copy_from_slice(&n.to_be_bytes());
-    let mut b = MessageBuilder::new(
-        &mut buf,
-        Class::Indication,
-        Method::SEND,
-        TransactionId(tid),
-    )
-    .unwrap();
-    b.add(&XorPeerAddress(peer)).unwrap();
-    b.add(&Data(data)).unwrap();
-    let len = b.finish();
-    buf.truncate(len);
-    buf
 }
 
 /// Permits each of two allocations to hear from the other (relay to relay).

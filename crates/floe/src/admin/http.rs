@@ -33,6 +33,7 @@ pub fn router(ops: Ops) -> Router {
         .route("/v1/users/{user}", delete(end_user))
         .route("/v1/revocations", post(revoke))
         .route("/v1/drain", post(drain))
+        .route("/v1/reload", post(reload))
         .layer(axum::middleware::from_fn_with_state(ops.clone(), guard));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -351,4 +352,12 @@ async fn drain(State(ops): State<Ops>) -> Response {
         })),
     )
         .into_response()
+}
+
+/// `POST /v1/reload`: re-reads the configuration file (see [`super::reload`]).
+async fn reload(State(ops): State<Ops>) -> Response {
+    match ops.reload().await {
+        Ok(summary) => Json(json!({ "reloaded": true, "summary": summary })).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, &format!("{e:#}")),
+    }
 }

@@ -10,6 +10,7 @@ pub mod http;
 pub mod notify;
 pub mod ops;
 pub mod ready;
+pub mod reload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::config::AdminConfig;
 use super::notify::Notifier;
 use super::ready::{self, Check, Readiness};
+use super::reload::Reloader;
 
 /// How often a drain checks whether the process is empty, and the bandwidth is sampled.
 const TICK: Duration = Duration::from_millis(250);
@@ -41,6 +42,8 @@ struct Inner {
     bps: AtomicU64,
     /// systemd notifications (`$NOTIFY_SOCKET`).
     notifier: Option<Notifier>,
+    /// What SIGHUP and `POST /v1/reload` reload, once the command has set it.
+    reloader: std::sync::OnceLock<Reloader>,
 }
 
 /// The process's signals, registered at start (before the first one can arrive) so that
@@ -49,15 +52,17 @@ pub struct Signals {
     int: Signal,
     term: Signal,
     usr1: Signal,
+    hup: Signal,
 }
 
 impl Signals {
-    /// Registers SIGINT, SIGTERM and SIGUSR1. Must run inside the tokio runtime.
+    /// Registers SIGINT, SIGTERM, SIGUSR1 and SIGHUP. Must run inside the tokio runtime.
     pub fn register() -> std::io::Result<Signals> {
         Ok(Signals {
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
             usr1: signal(SignalKind::user_defined1())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 }
@@ -81,7 +86,34 @@ impl Ops {
             drain_request,
             bps: AtomicU64::new(0),
             notifier,
+            reloader: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Sets what SIGHUP and `POST /v1/reload` reload (once; later calls are ignored).
+    pub fn set_reloader(&self, reloader: Reloader) {
+        let _ = self.0.reloader.set(reloader);
+    }
+
+    /// Reloads the configuration (see [`super::reload`]): a summary, or why nothing changed.
+    pub async fn reload(&self) -> anyhow::Result<String> {
+        let Some(reloader) = self.0.reloader.get() else {
+            anyhow::bail!("this command has nothing to reload (floe signal: restart it to change its settings)");
+        };
+        self.notify("RELOADING=1\nSTATUS=reloading");
+        let result = reloader.reload().await;
+        match &result {
+            Ok(summary) => {
+                tracing::info!("configuration reloaded: {summary}");
+                metrics::counter!("floe_reloads_total", "result" => "ok").increment(1);
+            }
+            Err(e) => {
+                tracing::warn!("configuration reload refused: {e:#}");
+                metrics::counter!("floe_reloads_total", "result" => "error").increment(1);
+            }
+        }
+        self.notify("READY=1\nSTATUS=serving");
+        result
     }
 
     /// Sends a systemd notification, if systemd asked for them.
@@ -260,7 +292,8 @@ impl Ops {
     /// wait for:
     /// * SIGINT (Ctrl-C): at once, as before;
     /// * SIGTERM: drain for at most `--term-drain-timeout` (0: at once, the old behaviour);
-    /// * SIGUSR1 or `POST /v1/drain`: drain for at most `--drain-timeout`.
+    /// * SIGUSR1 or `POST /v1/drain`: drain for at most `--drain-timeout`;
+    /// * SIGHUP: reload the configuration, then go on.
     ///
     /// A drain ends early once no allocation and no session is left; a SIGINT or SIGTERM
     /// during a drain stops at once.
@@ -271,14 +304,19 @@ impl Ops {
 
     async fn wait_for_stop(self, mut signals: Signals) {
         let mut requests = self.0.drain_request.subscribe();
-        let timeout = tokio::select! {
-            _ = signals.int.recv() => return,
-            _ = signals.term.recv() => self.0.config.term_drain_timeout,
-            _ = signals.usr1.recv() => self.0.config.drain_timeout,
-            t = requests.wait_for(Option::is_some) => match t {
-                Ok(t) => t.unwrap_or_default(),
-                Err(_) => return,
-            },
+        let timeout = loop {
+            tokio::select! {
+                _ = signals.int.recv() => return,
+                _ = signals.term.recv() => break self.0.config.term_drain_timeout,
+                _ = signals.usr1.recv() => break self.0.config.drain_timeout,
+                t = requests.wait_for(Option::is_some) => match t {
+                    Ok(t) => break t.unwrap_or_default(),
+                    Err(_) => return,
+                },
+                // SIGHUP reloads and the process goes on (the result is logged).
+                _ = signals.hup.recv() => {}
+            }
+            let _ = self.reload().await;
         };
         if timeout.is_zero() {
             return;
@@ -294,6 +332,9 @@ impl Ops {
                 _ = signals.int.recv() => return,
                 _ = signals.term.recv() => return,
                 _ = signals.usr1.recv() => {}
+                _ = signals.hup.recv() => {
+                    let _ = self.reload().await;
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::info!("drain timeout reached; stopping");
                     return;

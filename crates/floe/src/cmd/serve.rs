@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use floe_signal_server::{SignalArgs, SignalServer};
 use floe_turn_server::config::{ListenArgs, StunArgs, TurnArgs};
 
+use crate::admin::reload::TurnReloader;
 use crate::admin::{self, AdminArgs};
 use crate::cmd::turn;
 use crate::config::{FileConfig, ServePlan};
@@ -91,10 +92,13 @@ fn ice_urls(udp_tcp: &[SocketAddr], tls: &[SocketAddr]) -> (Vec<String>, Vec<Str
 /// Runs `floe serve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut file = FileConfig::load_or_default(args.config.as_deref())?;
+    let config_path = args.config.clone();
     let admin_config = args.admin.resolve(std::mem::take(&mut file.admin))?;
     let mut listen = file.listen();
+    let (net_args, turn_args) = (args.net.clone(), args.turn.clone());
     args.net.apply(&mut listen);
     args.turn.apply(&mut file.turn);
+    let started = (file.turn.clone(), listen.clone());
     args.signal.apply(&mut file.signal);
     args.stun.apply(&mut file.stun);
     let ServePlan {
@@ -109,6 +113,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let prometheus = admin::install_metrics()?;
         let turn_service = turn::start(&plan).await?;
         let turn_admin = turn_service.admin();
+        let turn_service_admin = turn_service.admin();
+        let minting_secret = signal.turn_secret.clone();
         // The join answer's ICE servers: this deployment's URLs and credentials from the same
         // secret the TURN server accepts, unless configured explicitly.
         if signal.stun_urls.is_empty() && signal.turn_urls.is_empty() {
@@ -148,6 +154,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(server.admin()),
         )
         .await?;
+        ops.set_reloader(Arc::new(TurnReloader {
+            path: config_path,
+            net: net_args,
+            args: turn_args,
+            started,
+            minting_secret,
+            admin: turn_service_admin,
+        }));
         let signal_result = server.run(listener, ops.lifecycle(signals)).await;
         let _ = stop_tx.send(true);
         let _ = turn_task.await;

@@ -4,11 +4,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use floe_turn_server::config::{ListenArgs, TurnArgs, TurnPlan};
 use floe_turn_server::turn::TurnService;
 
+use crate::admin::reload::TurnReloader;
 use crate::admin::{self, AdminArgs};
 use crate::config::FileConfig;
 
@@ -32,11 +34,14 @@ pub struct Args {
 /// Runs `floe turn`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut file = FileConfig::load_or_default(args.config.as_deref())?;
+    let config_path = args.config.clone();
     let admin_config = args.admin.resolve(std::mem::take(&mut file.admin))?;
     let mut listen = file.listen();
+    let (net_args, turn_args) = (args.net.clone(), args.turn.clone());
     args.net.apply(&mut listen);
     args.turn.apply(&mut file.turn);
     let plan = file.turn.shell_config(&listen, false)?;
+    let started = (file.turn.clone(), listen.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,6 +51,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let service = start(&plan).await?;
         let (ops, signals) =
             admin::start(admin_config, prometheus, Some(service.admin()), None).await?;
+        ops.set_reloader(Arc::new(TurnReloader {
+            path: config_path,
+            net: net_args,
+            args: turn_args,
+            started,
+            minting_secret: None,
+            admin: service.admin(),
+        }));
         service.run(ops.lifecycle(signals)).await;
         println!("floe: stopped");
         Ok(ExitCode::SUCCESS)

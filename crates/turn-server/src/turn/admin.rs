@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use floe_turn::server::{AllocationFilter, AllocationInfo, DrainConfig};
+use floe_turn::credentials::CredentialStore;
+use floe_turn::policy::PeerPolicy;
+use floe_turn::server::{AllocationFilter, AllocationInfo, DrainConfig, ReloadOutcome};
 use tokio::sync::{mpsc, oneshot};
 
 use super::dispatch::dispatch;
@@ -27,6 +29,13 @@ pub(super) enum ShardCmd {
     },
     Drain(Option<DrainConfig>, oneshot::Sender<()>),
     Load(oneshot::Sender<ShardLoad>),
+    Reload(Arc<Reload>, oneshot::Sender<ReloadOutcome>),
+}
+
+/// What a configuration reload gives every shard.
+pub(super) struct Reload {
+    credentials: Arc<CredentialStore>,
+    policy: PeerPolicy,
 }
 
 /// What one shard holds.
@@ -106,6 +115,42 @@ impl TurnAdmin {
             })
             .await?;
         Ok(counts.into_iter().sum())
+    }
+
+    /// A configuration reload: new credentials and peer policy in every shard (see
+    /// [`floe_turn::server::TurnServer::reload`]), and the TLS certificate for new handshakes
+    /// when `tls` is given. Returns what changed, summed over the shards.
+    pub async fn reload(
+        &self,
+        credentials: Arc<CredentialStore>,
+        policy: PeerPolicy,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<ReloadOutcome, TurnStopped> {
+        if let Some(tls) = tls {
+            let mut acceptor = self
+                .ctx
+                .tls
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Only where TLS listens: a reload does not start TLS listeners.
+            if acceptor.is_some() {
+                *acceptor = Some(tokio_rustls::TlsAcceptor::from(tls));
+            }
+        }
+        let reload = Arc::new(Reload {
+            credentials,
+            policy,
+        });
+        let outcomes = self
+            .ask_all(|reply| ShardCmd::Reload(reload.clone(), reply))
+            .await?;
+        let mut total = ReloadOutcome::default();
+        for o in outcomes {
+            total.allocations_ended += o.allocations_ended;
+            total.permissions_removed += o.permissions_removed;
+            total.channels_removed += o.channels_removed;
+        }
+        Ok(total)
     }
 
     /// Starts (`Some`) or stops draining in every shard.
@@ -196,6 +241,20 @@ pub(super) async fn admin_loop(ctx: Arc<Ctx>, shard: Arc<Shard>, mut rx: mpsc::R
                 });
                 let _ = relay::start(&ctx, &shard, d.finish(&ctx, &out).await);
                 let _ = reply.send(ended);
+            }
+            ShardCmd::Reload(reload, reply) => {
+                let mut outcome = ReloadOutcome::default();
+                let d = dispatch(&ctx, &shard, now, &mut out, |turn, binder, _| {
+                    outcome = turn.reload(
+                        reload.credentials.clone(),
+                        reload.policy.clone(),
+                        unix,
+                        binder,
+                    );
+                    None
+                });
+                let _ = relay::start(&ctx, &shard, d.finish(&ctx, &out).await);
+                let _ = reply.send(outcome);
             }
         }
     }

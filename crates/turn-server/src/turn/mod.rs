@@ -132,7 +132,7 @@ impl TurnService {
         }
         let ctx = Arc::new(Ctx {
             shards,
-            tls,
+            tls: std::sync::RwLock::new(tls),
             tcp_slots: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
             per_ip: Mutex::default(),

@@ -94,7 +94,7 @@ impl Shard {
 /// State every task can reach.
 pub(super) struct Ctx {
     pub(super) shards: Vec<Arc<Shard>>,
-    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) tls: std::sync::RwLock<Option<tokio_rustls::TlsAcceptor>>,
     /// [`StreamLimits::max_connections`] permits.
     pub(super) tcp_slots: Arc<Semaphore>,
     pub(super) limits: StreamLimits,

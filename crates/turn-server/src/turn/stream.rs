@@ -100,7 +100,13 @@ pub(super) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, transport:
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _slots = (permit, ip_slot);
-            match (transport, ctx.tls.clone()) {
+            // Read per connection: a reload swaps the certificate for new handshakes.
+            let tls = ctx
+                .tls
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            match (transport, tls) {
                 (Transport::Tls, Some(acceptor)) => {
                     let handshake = acceptor.accept(stream);
                     let deadline = ctx.limits.tls_handshake_timeout;

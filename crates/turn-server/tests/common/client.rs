@@ -10,10 +10,30 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use floe_stun::attr::{
-    ErrorCode, Lifetime, Nonce, Realm, RequestedTransport, Username, XorRelayedAddress,
+    Data, ErrorCode, Lifetime, Nonce, Realm, RequestedTransport, Username, XorPeerAddress,
+    XorRelayedAddress,
 };
 use floe_stun::integrity::long_term_key_md5;
 use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method, TransactionId};
+
+/// A Send indication carrying `data` to `peer` (RFC 8656 §11.1), transaction id from `n`.
+pub fn send_indication(peer: SocketAddr, data: &[u8], n: u32) -> Vec<u8> {
+    let mut buf = vec![0u8; data.len() + 100];
+    let mut tid = [0u8; 12];
+    tid[..4].copy_from_slice(&n.to_be_bytes());
+    let mut b = MessageBuilder::new(
+        &mut buf,
+        Class::Indication,
+        Method::SEND,
+        TransactionId(tid),
+    )
+    .unwrap();
+    b.add(&XorPeerAddress(peer)).unwrap();
+    b.add(&Data(data)).unwrap();
+    let len = b.finish();
+    buf.truncate(len);
+    buf
+}
 
 /// Realm of the test server.
 pub const REALM: &str = "test.floe";

@@ -55,6 +55,7 @@ mod config;
 mod dispatch;
 mod own_relay;
 mod relay;
+mod reload;
 mod reply;
 mod requests;
 mod rfc6062;
@@ -78,6 +79,7 @@ pub use admin::{AllocationFilter, AllocationInfo, DrainConfig};
 pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use config::{Lifetimes, TurnConfig};
 pub use own_relay::{REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW};
+pub use reload::ReloadOutcome;
 pub use rfc6062::STREAM_MIN_GRANT;
 pub use shared::Shared;
 pub use stats::{

@@ -1,0 +1,234 @@
+//! Reload without drops (issue 13 §6) on a real `floe turn`: two allocations relay to each other
+//! while the configuration file is reloaded (SIGHUP, then `POST /v1/reload`). A valid reload
+//! keeps them relaying; an invalid file changes nothing and says why; a tightened deny list
+//! removes the permissions it now refuses at once; a changed password ends the allocations made
+//! with the old one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
+
+#[path = "../../turn-server/tests/common/client.rs"]
+mod client;
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client::{send_indication, Client, REALM};
+use common::{free_port_pair, wait_for_stun, Proc, TempDir};
+use floe_stun::attr::{Data, XorPeerAddress};
+use floe_stun::{Class, Message, Method};
+
+/// The `[turn]` section of the test's file: the realm the test client uses, and `extra`.
+fn write_config(path: &str, turn: SocketAddr, extra: &str) {
+    let text = format!("listen = [\"{turn}\"]\n[turn]\nrealm = \"{REALM}\"\n{extra}\n");
+    std::fs::write(path, text).unwrap();
+}
+
+/// A free TCP port on loopback (for the operations listener).
+fn free_tcp() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// One HTTP/1.0 request to the operations listener: status and body.
+fn http(admin: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+/// Whether `data` sent from `a` to `b_relay` reaches `b` (a Data indication) within a second.
+fn relays(a: &mut Client, b: &mut Client, b_relay: SocketAddr, data: &[u8], n: u32) -> bool {
+    a.send_raw(&send_indication(b_relay, data, n));
+    let socket = b.udp.as_ref().unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        if let Ok(len) = socket.recv(&mut buf) {
+            if let Ok(m) = Message::parse(&buf[..len]) {
+                if m.get::<Data<'_>>().and_then(Result::ok).map(|d| d.0) == Some(data) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn a_reload_keeps_live_allocations_and_applies_credentials_and_policy() {
+    let dir = TempDir::new("floe-reload");
+    let file = dir.file("floe.toml");
+    let turn = SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    );
+    let admin = free_tcp();
+    write_config(&file, turn, "users = [\"alice:pw\"]");
+    let child = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(["turn", "-c", &file, "--admin", &admin.to_string()])
+        .env("FLOE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let floe = Proc(child);
+    wait_for_stun(turn);
+
+    // Two allocations of alice relaying to each other (relay to relay inside the server).
+    let mut a = Client::udp(turn);
+    let a_relay = a.allocate();
+    let mut b = Client::udp(turn);
+    let b_relay = b.allocate();
+    for (c, peer) in [(&mut a, b_relay), (&mut b, a_relay)] {
+        let resp = c.request(Method::CREATE_PERMISSION, |m| {
+            m.add(&XorPeerAddress(peer)).unwrap()
+        });
+        Client::expect_class(&resp, Class::SuccessResponse);
+    }
+    assert!(relays(&mut a, &mut b, b_relay, b"before", 1));
+
+    // 1. SIGHUP with another user added: live allocations keep relaying.
+    write_config(&file, turn, "users = [\"alice:pw\", \"carol:pw2\"]");
+    let pid = floe.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = http(admin, "GET", "/metrics");
+        if metrics.contains("floe_reloads_total{result=\"ok\"} 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload after SIGHUP:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(relays(&mut a, &mut b, b_relay, b"after sighup", 2));
+
+    // 2. An invalid file changes nothing and says why (the password change in it included).
+    write_config(
+        &file,
+        turn,
+        "users = [\"alice:other\"]\nrelay_ports = \"9000-10\"",
+    );
+    let (status, body) = http(admin, "POST", "/v1/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("relay ports"), "{body}");
+    assert!(relays(&mut a, &mut b, b_relay, b"after a bad file", 3));
+
+    // 3. A deny range over the relay's own address: the permissions it refuses go at once.
+    write_config(
+        &file,
+        turn,
+        "users = [\"alice:pw\"]\ndeny_peers = [\"127.0.0.1/32\"]",
+    );
+    let (status, body) = http(admin, "POST", "/v1/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("2 permission(s)"), "{body}");
+    assert!(!relays(&mut a, &mut b, b_relay, b"denied", 4));
+
+    // 4. alice's password changed: her allocations end; a listed key changed but not
+    // reloadable is named.
+    write_config(
+        &file,
+        turn,
+        "users = [\"alice:changed\"]\nmax_allocations = 5",
+    );
+    let (status, body) = http(admin, "POST", "/v1/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("2 allocation(s) ended"), "{body}");
+    assert!(body.contains("turn.max_allocations"), "{body}");
+    let (_, list) = http(admin, "GET", "/v1/allocations");
+    assert!(!list.contains("alice"), "{list}");
+}
+
+/// The subject CN of the certificate a TLS listener presents (openssl s_client).
+fn presented_cn(addr: SocketAddr) -> String {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "timeout 10 openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+            ),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_reload_swaps_the_tls_certificate_for_new_connections() {
+    let dir = TempDir::new("floe-reload-tls");
+    let file = dir.file("floe.toml");
+    let (cert1, key1) = (dir.file("one.pem"), dir.file("one.key"));
+    let (cert2, key2) = (dir.file("two.pem"), dir.file("two.key"));
+    common::openssl_cert(&cert1, &key1, "first", &["subjectAltName=IP:127.0.0.1"]);
+    common::openssl_cert(&cert2, &key2, "second", &["subjectAltName=IP:127.0.0.1"]);
+    let turn = SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    );
+    let tls = free_tcp();
+    let admin = free_tcp();
+    let config = |cert: &str, key: &str| {
+        format!(
+            "users = [\"alice:pw\"]\ntls_listen = [\"{tls}\"]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\""
+        )
+    };
+    write_config(&file, turn, &config(&cert1, &key1));
+    let child = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(["turn", "-c", &file, "--admin", &admin.to_string()])
+        .env("FLOE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _floe = Proc(child);
+    wait_for_stun(turn);
+    assert!(presented_cn(tls).contains("first"), "{}", presented_cn(tls));
+    // A TLS client connected before the reload stays connected.
+    let kept = TcpStream::connect(tls).unwrap();
+    write_config(&file, turn, &config(&cert2, &key2));
+    let (status, body) = http(admin, "POST", "/v1/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        presented_cn(tls).contains("second"),
+        "{}",
+        presented_cn(tls)
+    );
+    // A key that does not match its certificate: refused, the second certificate stays.
+    write_config(&file, turn, &config(&cert1, &key2));
+    let (status, body) = http(admin, "POST", "/v1/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        presented_cn(tls).contains("second"),
+        "{}",
+        presented_cn(tls)
+    );
+    drop(kept);
+}
