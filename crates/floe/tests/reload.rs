@@ -139,6 +139,13 @@ fn a_reload_keeps_live_allocations_and_applies_credentials_and_policy() {
     let (status, body) = http(admin, "POST", "/v1/reload");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("relay ports"), "{body}");
+    // `floe admin reload` says the same and fails.
+    let out = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(["admin", "--url", &format!("http://{admin}"), "reload"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("relay ports"));
     assert!(relays(&mut a, &mut b, b_relay, b"after a bad file", 3));
 
     // 3. A deny range over the relay's own address: the permissions it refuses go at once.

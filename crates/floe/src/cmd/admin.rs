@@ -62,6 +62,9 @@ pub enum AdminCommand {
     },
     /// Start draining: readiness false, no new sessions or allocations, exit when empty.
     Drain,
+    /// Reload the configuration file (TURN credentials, peer policy, TLS certificate) without
+    /// dropping anything; an invalid file changes nothing and the error says why.
+    Reload,
     /// Readiness (/readyz) with its checks.
     Ready,
     /// Load summary.
@@ -90,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(serde_json::json!({"username": username, "until": until}).to_string()),
         ),
         AdminCommand::Drain => ("POST", "/v1/drain".into(), None),
+        AdminCommand::Reload => ("POST", "/v1/reload".into(), None),
         AdminCommand::Ready => ("GET", "/readyz".into(), None),
         AdminCommand::Status => ("GET", "/v1/status".into(), None),
     };
