@@ -29,7 +29,8 @@ use floe_turn::server::TurnConfig;
 use serde::Deserialize;
 
 use crate::tls::TlsError;
-use crate::turn::TurnShellConfig;
+use crate::turn::{TurnShellConfig, XdpConfig};
+use floe_xdp::XdpMode;
 
 /// Default realm (RFC 8489 §14.9).
 pub const DEFAULT_REALM: &str = "floe";
@@ -193,6 +194,14 @@ pub struct TurnArgs {
     /// Burst of such answers per source address. Default 40.
     #[arg(long, value_name = "N")]
     pub auth_burst: Option<u32>,
+    /// Kernel fast path for ChannelData over UDP, IPv4 (docs/xdp.md): off, auto, native or
+    /// generic. Default off. Needs root (CAP_BPF, CAP_NET_ADMIN), --xdp-interface, and
+    /// --max-bps 0 --user-max-bps 0 (the kernel path does not enforce bandwidth caps yet).
+    #[arg(long, value_name = "MODE")]
+    pub xdp: Option<String>,
+    /// Interface to attach the XDP fast path to (repeatable, at most 8).
+    #[arg(long = "xdp-interface", value_name = "IF")]
+    pub xdp_interface: Vec<String>,
 }
 
 /// `[turn]` section of the config file. Unset keys keep floe-turn's defaults (docs/turn.md).
@@ -258,6 +267,11 @@ pub struct TurnSection {
     pub max_tcp_connections: Option<usize>,
     /// Idle TCP/TLS client connections are closed after this many seconds (default 600).
     pub tcp_idle_timeout_secs: Option<u64>,
+    /// `--xdp`: `"off"` (default), `"auto"`, `"native"` or `"generic"`.
+    pub xdp: Option<String>,
+    /// `--xdp-interface`.
+    #[serde(default)]
+    pub xdp_interfaces: Vec<String>,
 }
 
 impl TurnArgs {
@@ -296,6 +310,8 @@ impl TurnArgs {
         set(&mut section.user_max_bps, self.user_max_bps);
         set(&mut section.auth_rate, self.auth_rate);
         set(&mut section.auth_burst, self.auth_burst);
+        set(&mut section.xdp, self.xdp);
+        prepend(&mut section.xdp_interfaces, self.xdp_interface);
     }
 }
 
@@ -361,6 +377,15 @@ pub enum ConfigError {
     /// The certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// `xdp` is not off, auto, native or generic.
+    #[error("--xdp: {0}")]
+    XdpMode(String),
+    /// XDP without an interface.
+    #[error("--xdp {0} needs at least one --xdp-interface")]
+    XdpNoInterface(XdpMode),
+    /// XDP with bandwidth caps, which only the user-space relay enforces so far.
+    #[error("--xdp {0} relays outside the bandwidth caps, which only the user-space relay enforces so far: give --max-bps 0 --user-max-bps 0 (or max_bps = 0, user_max_bps = 0) to use it")]
+    XdpWithBandwidthCaps(XdpMode),
 }
 
 impl TurnSection {
@@ -424,10 +449,32 @@ impl TurnSection {
             quotas: self.quotas(),
             max_tcp_connections: self.max_tcp_connections.unwrap_or(4096),
             tcp_idle_timeout: Duration::from_secs(self.tcp_idle_timeout_secs.unwrap_or(600)),
+            xdp: self.xdp()?,
         };
         Ok(TurnPlan {
             shell,
             generated_secret,
+        })
+    }
+
+    /// The XDP settings, checked: a mode other than off needs an interface and no bandwidth
+    /// caps (the kernel path does not enforce them yet; see docs/xdp.md).
+    fn xdp(&self) -> Result<XdpConfig, ConfigError> {
+        let mode: XdpMode = match self.xdp.as_deref() {
+            None => XdpMode::Off,
+            Some(m) => m.parse().map_err(ConfigError::XdpMode)?,
+        };
+        if mode != XdpMode::Off {
+            if self.xdp_interfaces.is_empty() {
+                return Err(ConfigError::XdpNoInterface(mode));
+            }
+            if self.max_bps != Some(0) || self.user_max_bps != Some(0) {
+                return Err(ConfigError::XdpWithBandwidthCaps(mode));
+            }
+        }
+        Ok(XdpConfig {
+            mode,
+            interfaces: self.xdp_interfaces.clone(),
         })
     }
 

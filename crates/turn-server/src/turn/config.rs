@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use floe_turn::quota::QuotaConfig;
 use floe_turn::server::TurnConfig;
+use floe_xdp::{XdpError, XdpMode};
 
 use crate::net::ListenError;
 
@@ -34,6 +35,17 @@ pub struct TurnShellConfig {
     /// A client TCP/TLS connection silent for this long is closed (RFC 8656 clients refresh at
     /// least every 5 minutes, so keep this above 300 s).
     pub tcp_idle_timeout: Duration,
+    /// The XDP fast path (`docs/xdp.md`); off by default.
+    pub xdp: XdpConfig,
+}
+
+/// `--xdp` and `--xdp-interface`: where to attach the kernel fast path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// Off, auto, native or generic.
+    pub mode: XdpMode,
+    /// Interfaces to attach to (at most [`floe_xdp::MAX_INTERFACES`]).
+    pub interfaces: Vec<String>,
 }
 
 /// Errors starting the TURN server.
@@ -49,4 +61,7 @@ pub enum TurnShellError {
     /// A shard's thread or runtime could not be started.
     #[error("cannot start a TURN worker thread: {0}")]
     Runtime(#[source] io::Error),
+    /// `--xdp native` or `generic` could not be set up (`auto` falls back instead).
+    #[error("--xdp: {0}")]
+    Xdp(#[source] XdpError),
 }

@@ -60,8 +60,9 @@ mod sockets;
 mod stream;
 mod timer;
 mod udp;
+mod xdp;
 
-pub use config::{TurnShellConfig, TurnShellError};
+pub use config::{TurnShellConfig, TurnShellError, XdpConfig};
 
 use shard::{Ctx, Shard, ShardState};
 
@@ -107,6 +108,8 @@ impl TurnService {
             (None, false) => return Err(TurnShellError::NoTlsConfig),
         };
         let mut turn_config = config.turn.clone();
+        let xdp = xdp::XdpShell::start(&config.xdp)?;
+        turn_config.fast_path_events = xdp.is_some();
         // RFC 5780 through the TURN port: the Binding service learns the alternate addresses.
         turn_config.binding.alternates = groups.iter().filter_map(|g| g.alternate).collect();
         let now = Instant::now();
@@ -121,6 +124,7 @@ impl TurnService {
             splices: Mutex::default(),
             tcp_relays: Mutex::default(),
             epoch: (now, unix_now()),
+            xdp,
         });
         Ok(TurnService {
             ctx,
@@ -186,6 +190,7 @@ impl TurnService {
             ));
         }
         tasks.spawn(metrics::metrics_loop(self.ctx.clone()));
+        tasks.spawn(xdp::next_hop_loop(self.ctx.clone()));
         shutdown.await;
         tasks.shutdown().await;
         self.ctx.stop_all();

@@ -72,6 +72,7 @@ pub fn config(listen: &[&str], allow_loopback: bool) -> TurnShellConfig {
         quotas: QuotaConfig::default(),
         max_tcp_connections: 16,
         tcp_idle_timeout: Duration::from_secs(30),
+        xdp: Default::default(),
     }
 }
 

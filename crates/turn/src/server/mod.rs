@@ -52,6 +52,7 @@ mod auth;
 mod cache;
 mod config;
 mod dispatch;
+mod fast_path;
 mod own_relay;
 mod relay;
 mod reply;
@@ -81,8 +82,9 @@ pub use rfc6062::STREAM_MIN_GRANT;
 pub use shared::Shared;
 pub use stats::{DropCounts, DropReason, ErrorCounts, RefusalCounts, TurnStats, ERROR_CODES};
 pub use types::{
-    BindError, ClientTuple, ConnectionGrant, ConnectionId, DeleteReason, Event, PeerAddr,
-    PeerRequest, RelayAddr, RelayBinder, RelayDirection, RelayTransport, Transmit, Transport,
+    BindError, ChannelRelay, ClientTuple, ConnectionGrant, ConnectionId, DeleteReason, Event,
+    PeerAddr, PeerRequest, RelayAddr, RelayBinder, RelayDirection, RelayTransport, Transmit,
+    Transport,
 };
 
 use allocation::{AllocId, Allocation, Signer};
