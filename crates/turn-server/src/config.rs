@@ -805,4 +805,48 @@ mod tests {
         assert!(err.contains("did you mean 10.0.0.0/8?"), "{err}");
         assert!(toml::from_str::<TurnSection>("realms = \"x\"").is_err());
     }
+
+    #[test]
+    fn xdp_flags_and_keys_are_checked() {
+        let listen: ListenConfig = toml::from_str("listen = [\"127.0.0.1:3478\"]\n").unwrap();
+        let plan = |toml_text: &str, flags: &[&str]| {
+            let mut section: TurnSection = toml::from_str(toml_text).unwrap();
+            parse(flags).turn.apply(&mut section);
+            section.shell_config(&listen, false)
+        };
+        let users = "users = [\"bob:pw\"]\n";
+        // Off by default.
+        assert_eq!(plan(users, &[]).unwrap().shell.xdp, XdpConfig::default());
+        // File keys, with a flag adding an interface in front.
+        let file = format!(
+            "{users}xdp = \"native\"\nxdp_interfaces = [\"eth1\"]\nmax_bps = 0\nuser_max_bps = 0\n"
+        );
+        let xdp = plan(&file, &["--xdp-interface", "eth0"]).unwrap().shell.xdp;
+        assert_eq!(
+            (xdp.mode, xdp.interfaces),
+            (XdpMode::Native, vec!["eth0".to_owned(), "eth1".to_owned()])
+        );
+        let err =
+            |toml_text: &str, flags: &[&str]| plan(toml_text, flags).err().unwrap().to_string();
+        assert!(err(users, &["--xdp", "fast"]).contains("unknown XDP mode"));
+        assert_eq!(
+            err(users, &["--xdp", "auto"]),
+            "--xdp auto needs at least one --xdp-interface"
+        );
+        // The kernel path does not enforce bandwidth caps yet: refused rather than bypassed.
+        assert!(err(users, &["--xdp", "generic", "--xdp-interface", "eth0"])
+            .contains("--max-bps 0 --user-max-bps 0"));
+        assert!(err(
+            users,
+            &[
+                "--xdp",
+                "native",
+                "--xdp-interface",
+                "eth0",
+                "--max-bps",
+                "0"
+            ]
+        )
+        .contains("bandwidth caps"));
+    }
 }
