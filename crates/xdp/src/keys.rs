@@ -27,6 +27,11 @@ pub(crate) fn entries(
     channel: u16,
 ) -> Option<(ChannelKey, [u8; 32], PeerKey, [u8; 32])> {
     let (client, server, relay, peer) = (v4(client)?, v4(server)?, v4(relay)?, v4(peer)?);
+    // A wildcard listener or relay socket (0.0.0.0) names no source address to write into a
+    // packet: such channels stay on the user-space relay.
+    if server.ip().is_unspecified() || relay.ip().is_unspecified() {
+        return None;
+    }
     let mut ck = [0u8; 16];
     put_addr(&mut ck, 0, 8, client);
     put_addr(&mut ck, 4, 10, server);
@@ -101,6 +106,15 @@ mod tests {
             a("[2001::2]:2"),
             a("[2001::3]:3"),
             a("[2001::4]:4"),
+            0x4000
+        )
+        .is_none());
+        // A wildcard listening address cannot be a packet's source.
+        assert!(entries(
+            a("11.0.0.1:1"),
+            a("0.0.0.0:3478"),
+            a("11.0.0.3:3"),
+            a("11.0.0.4:4"),
             0x4000
         )
         .is_none());

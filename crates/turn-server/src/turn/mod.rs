@@ -108,7 +108,7 @@ impl TurnService {
             (None, false) => return Err(TurnShellError::NoTlsConfig),
         };
         let mut turn_config = config.turn.clone();
-        let xdp = xdp::XdpShell::start(&config.xdp)?;
+        let xdp = xdp::XdpShell::start(&config.xdp, &config.listen)?;
         turn_config.fast_path_events = xdp.is_some();
         // RFC 5780 through the TURN port: the Binding service learns the alternate addresses.
         turn_config.binding.alternates = groups.iter().filter_map(|g| g.alternate).collect();

@@ -22,9 +22,15 @@ impl XdpShell {
     /// Attaches the program as configured; says what it attached where, and why not. `None`
     /// when off, or when `auto` could not attach anywhere (floe then relays in user space as
     /// without XDP).
-    pub(super) fn start(config: &XdpConfig) -> Result<Option<XdpShell>, TurnShellError> {
+    pub(super) fn start(
+        config: &XdpConfig,
+        listen: &[std::net::SocketAddr],
+    ) -> Result<Option<XdpShell>, TurnShellError> {
         if config.mode == XdpMode::Off {
             return Ok(None);
+        }
+        for l in listen.iter().filter(|l| l.ip().is_unspecified()) {
+            tracing::warn!(listen = %l, "XDP cannot relay for a wildcard listening address (no source address to write): its clients stay on the user-space relay; listen on the interface's IP");
         }
         match XdpRelay::attach(config.mode, &config.interfaces) {
             Ok(relay) => {
