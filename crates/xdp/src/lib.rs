@@ -170,6 +170,14 @@ pub enum Stat {
     RedirectFailed = 5,
 }
 
+/// What next hops are computed from (see `nexthop.rs`).
+struct Tables {
+    routes: String,
+    arp: String,
+    /// (interface, "address" or "mtu") -> the sysfs file's text.
+    sys: StdMap<(String, &'static str), String>,
+}
+
 /// The next hop of one destination IP: how many channels use it, and what is in the map.
 #[derive(Debug, Clone, Copy)]
 struct Dest {
@@ -422,22 +430,30 @@ impl XdpRelay {
 
     /// Looks up `ip`'s next hop again and updates the map when it changed.
     fn resolve_one(&self, m: &mut Maps, ip: Ipv4Addr) -> Result<(), XdpError> {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let (routes, arp) = (read("/proc/net/route"), read("/proc/net/arp"));
-        self.apply_hop(m, ip, &routes, &arp)
+        let tables = self.tables();
+        self.apply_hop(m, ip, &tables)
     }
 
-    fn apply_hop(
-        &self,
-        m: &mut Maps,
-        ip: Ipv4Addr,
-        routes: &str,
-        arp: &str,
-    ) -> Result<(), XdpError> {
-        let sys = |iface: &str, file: &str| {
-            std::fs::read_to_string(format!("/sys/class/net/{iface}/{file}")).ok()
-        };
-        let hop = nexthop::resolve(ip, routes, arp, &self.interfaces, &sys).ok();
+    /// The routes, neighbours and interface addresses and MTUs, read once.
+    fn tables(&self) -> Tables {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let mut sys = StdMap::new();
+        for i in &self.interfaces {
+            for file in ["address", "mtu"] {
+                let text = read(&format!("/sys/class/net/{}/{file}", i.name));
+                sys.insert((i.name.clone(), file), text);
+            }
+        }
+        Tables {
+            routes: read("/proc/net/route"),
+            arp: read("/proc/net/arp"),
+            sys,
+        }
+    }
+
+    fn apply_hop(&self, m: &mut Maps, ip: Ipv4Addr, tables: &Tables) -> Result<(), XdpError> {
+        let sys = |iface: &str, file: &str| tables.sys.get(&(iface.to_owned(), file)).cloned();
+        let hop = nexthop::resolve(ip, &tables.routes, &tables.arp, &self.interfaces, &sys).ok();
         let Some(d) = m.dests.get_mut(&ip) else {
             return Ok(());
         };
@@ -459,12 +475,11 @@ impl XdpRelay {
     /// ones, removes vanished ones (their packets take the user-space relay). Call it about
     /// once a second.
     pub fn refresh_next_hops(&self) -> Result<(), XdpError> {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let (routes, arp) = (read("/proc/net/route"), read("/proc/net/arp"));
+        let tables = self.tables();
         let mut m = self.maps();
         let ips: Vec<Ipv4Addr> = m.dests.keys().copied().collect();
         for ip in ips {
-            self.apply_hop(&mut m, ip, &routes, &arp)?;
+            self.apply_hop(&mut m, ip, &tables)?;
         }
         Ok(())
     }
