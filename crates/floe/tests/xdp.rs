@@ -604,3 +604,42 @@ impl Client {
         );
     }
 }
+
+/// `--xdp auto` where nothing can be attached (here: no such interface) runs floe on the
+/// user-space relay; `--xdp native` refuses to start and names the interface.
+#[test]
+fn auto_falls_back_to_user_space_and_native_refuses() {
+    if std::env::var_os("FXDP_ROLE").is_some() {
+        return;
+    }
+    let ip = Ipv4Addr::LOCALHOST.into();
+    let port = common::free_port_pair(ip);
+    let listen = SocketAddr::new(ip, port);
+    let args = |mode: &str| -> Vec<String> {
+        [
+            "turn",
+            "--listen",
+            &listen.to_string(),
+            "--user",
+            "alice:pw",
+            "--xdp",
+            mode,
+            "--xdp-interface",
+            "fxdp-none0",
+            "--max-bps",
+            "0",
+            "--user-max-bps",
+            "0",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    {
+        // Answers STUN: it runs.
+        let _floe = common::spawn_floe(&args("auto"), listen);
+    }
+    let out = Command::new(FLOE).args(args("native")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("fxdp-none0"), "{stderr}");
+}
