@@ -16,7 +16,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # ---------------------------------------------------------------------------------------------
 # Prerequisites: Debian packages (coturn's client tools and server for interop tests, chromium
 # for browser tests, iptables/conntrack/iproute2 for the NAT lab, systemd-analyze to verify the
-# unit file) and npm packages.
+# unit file, clang/libbpf-dev/ethtool for the XDP fast path) and npm packages.
 # ---------------------------------------------------------------------------------------------
 need=()
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
@@ -30,6 +30,11 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The XDP fast path (docs/xdp.md): clang builds bpf/turn_relay.c, libbpf-dev has its headers,
+# ethtool sets up the veth links of its namespace test.
+command -v clang >/dev/null 2>&1 || need+=(clang llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+command -v ethtool >/dev/null 2>&1 || need+=(ethtool)
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   if [ "$install" = 1 ] && [ "$(id -u)" = 0 ]; then
@@ -53,6 +58,10 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Static checks
 # ---------------------------------------------------------------------------------------------
+# A floe built without clang has no XDP support; the suite must test it, so a missing clang is a
+# build error here (crates/xdp/build.rs).
+export FLOE_XDP_REQUIRE=1
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

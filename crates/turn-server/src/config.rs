@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::host_ips::{self, HostAddress, IpFamily, RelayChoice};
 use crate::tls::TlsError;
-use crate::turn::{StreamLimits, TurnShellConfig};
+use crate::turn::{StreamLimits, TurnShellConfig, XdpConfig};
+use floe_xdp::XdpMode;
 
 /// Default realm (RFC 8489 §14.9).
 pub const DEFAULT_REALM: &str = "floe";
@@ -219,6 +220,14 @@ pub struct TurnArgs {
     /// Bytes queued for one TCP/TLS client; newer frames beyond are dropped. Default 131072.
     #[arg(long, value_name = "BYTES")]
     pub tcp_queue_bytes: Option<usize>,
+    /// Kernel fast path for ChannelData over UDP, IPv4 (docs/xdp.md): off, auto, native or
+    /// generic. Default off. Needs root (CAP_BPF, CAP_NET_ADMIN), --xdp-interface, and
+    /// --max-bps 0 --user-max-bps 0 (the kernel path does not enforce bandwidth caps yet).
+    #[arg(long, value_name = "MODE")]
+    pub xdp: Option<String>,
+    /// Interface to attach the XDP fast path to (repeatable, at most 8).
+    #[arg(long = "xdp-interface", value_name = "IF")]
+    pub xdp_interface: Vec<String>,
 }
 
 /// `[turn]` section of the config file. Unset keys keep floe-turn's defaults (docs/turn.md).
@@ -294,6 +303,11 @@ pub struct TurnSection {
     pub tcp_write_timeout_secs: Option<u64>,
     /// `--tcp-queue-bytes`.
     pub tcp_queue_bytes: Option<usize>,
+    /// `--xdp`: `"off"` (default), `"auto"`, `"native"` or `"generic"`.
+    pub xdp: Option<String>,
+    /// `--xdp-interface`.
+    #[serde(default)]
+    pub xdp_interfaces: Vec<String>,
 }
 
 impl TurnArgs {
@@ -354,6 +368,8 @@ impl TurnArgs {
             self.tcp_write_timeout_secs,
         );
         set(&mut section.tcp_queue_bytes, self.tcp_queue_bytes);
+        set(&mut section.xdp, self.xdp);
+        prepend(&mut section.xdp_interfaces, self.xdp_interface);
     }
 }
 
@@ -429,6 +445,15 @@ pub enum ConfigError {
     /// The certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// `xdp` is not off, auto, native or generic.
+    #[error("--xdp: {0}")]
+    XdpMode(String),
+    /// XDP without an interface.
+    #[error("--xdp {0} needs at least one --xdp-interface")]
+    XdpNoInterface(XdpMode),
+    /// XDP with bandwidth caps, which only the user-space relay enforces so far.
+    #[error("--xdp {0} relays outside the bandwidth caps, which only the user-space relay enforces so far: give --max-bps 0 --user-max-bps 0 (or max_bps = 0, user_max_bps = 0) to use it")]
+    XdpWithBandwidthCaps(XdpMode),
 }
 
 impl TurnSection {
@@ -522,11 +547,33 @@ impl TurnSection {
             turn: config,
             quotas: self.quotas(),
             stream: self.stream_limits()?,
+            xdp: self.xdp()?,
         };
         Ok(TurnPlan {
             shell,
             generated_secret,
             auto_relay,
+        })
+    }
+
+    /// The XDP settings, checked: a mode other than off needs an interface and no bandwidth
+    /// caps (the kernel path does not enforce them yet; see docs/xdp.md).
+    fn xdp(&self) -> Result<XdpConfig, ConfigError> {
+        let mode: XdpMode = match self.xdp.as_deref() {
+            None => XdpMode::Off,
+            Some(m) => m.parse().map_err(ConfigError::XdpMode)?,
+        };
+        if mode != XdpMode::Off {
+            if self.xdp_interfaces.is_empty() {
+                return Err(ConfigError::XdpNoInterface(mode));
+            }
+            if self.max_bps != Some(0) || self.user_max_bps != Some(0) {
+                return Err(ConfigError::XdpWithBandwidthCaps(mode));
+            }
+        }
+        Ok(XdpConfig {
+            mode,
+            interfaces: self.xdp_interfaces.clone(),
         })
     }
 
@@ -990,5 +1037,49 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("did you mean 10.0.0.0/8?"), "{err}");
         assert!(toml::from_str::<TurnSection>("realms = \"x\"").is_err());
+    }
+
+    #[test]
+    fn xdp_flags_and_keys_are_checked() {
+        let listen: ListenConfig = toml::from_str("listen = [\"127.0.0.1:3478\"]\n").unwrap();
+        let plan = |toml_text: &str, flags: &[&str]| {
+            let mut section: TurnSection = toml::from_str(toml_text).unwrap();
+            parse(flags).turn.apply(&mut section);
+            section.shell_config(&listen, false)
+        };
+        let users = "users = [\"bob:pw\"]\n";
+        // Off by default.
+        assert_eq!(plan(users, &[]).unwrap().shell.xdp, XdpConfig::default());
+        // File keys, with a flag adding an interface in front.
+        let file = format!(
+            "{users}xdp = \"native\"\nxdp_interfaces = [\"eth1\"]\nmax_bps = 0\nuser_max_bps = 0\n"
+        );
+        let xdp = plan(&file, &["--xdp-interface", "eth0"]).unwrap().shell.xdp;
+        assert_eq!(
+            (xdp.mode, xdp.interfaces),
+            (XdpMode::Native, vec!["eth0".to_owned(), "eth1".to_owned()])
+        );
+        let err =
+            |toml_text: &str, flags: &[&str]| plan(toml_text, flags).err().unwrap().to_string();
+        assert!(err(users, &["--xdp", "fast"]).contains("unknown XDP mode"));
+        assert_eq!(
+            err(users, &["--xdp", "auto"]),
+            "--xdp auto needs at least one --xdp-interface"
+        );
+        // The kernel path does not enforce bandwidth caps yet: refused rather than bypassed.
+        assert!(err(users, &["--xdp", "generic", "--xdp-interface", "eth0"])
+            .contains("--max-bps 0 --user-max-bps 0"));
+        assert!(err(
+            users,
+            &[
+                "--xdp",
+                "native",
+                "--xdp-interface",
+                "eth0",
+                "--max-bps",
+                "0"
+            ]
+        )
+        .contains("bandwidth caps"));
     }
 }

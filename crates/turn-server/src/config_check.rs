@@ -32,6 +32,8 @@ impl ConfigError {
             Self::TlsMissing(_) => KeyPath::Turn("tls_listen"),
             Self::Tls(_) => KeyPath::Turn("tls_cert"),
             Self::ZeroLimit(key) => KeyPath::Turn(key),
+            Self::XdpMode(_) | Self::XdpWithBandwidthCaps(_) => KeyPath::Turn("xdp"),
+            Self::XdpNoInterface(_) => KeyPath::Turn("xdp_interfaces"),
         })
     }
 }
@@ -98,6 +100,8 @@ impl TurnSection {
             tcp_unallocated_timeout_secs: Some(secs(stream.unallocated_timeout)),
             tcp_write_timeout_secs: Some(secs(stream.write_timeout)),
             tcp_queue_bytes: Some(stream.queue_bytes),
+            xdp: Some(plan.shell.xdp.mode.label().to_owned()),
+            xdp_interfaces: plan.shell.xdp.interfaces.clone(),
         }
     }
 }

@@ -248,6 +248,7 @@ pub(super) async fn admin_loop(ctx: Arc<Ctx>, shard: Arc<Shard>, mut rx: mpsc::R
                     outcome = turn.reload(
                         reload.credentials.clone(),
                         reload.policy.clone(),
+                        now,
                         unix,
                         binder,
                     );

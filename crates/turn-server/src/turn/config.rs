@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use floe_turn::quota::QuotaConfig;
 use floe_turn::server::TurnConfig;
+use floe_xdp::{XdpError, XdpMode};
 
 use crate::net::ListenError;
 
@@ -31,6 +32,8 @@ pub struct TurnShellConfig {
     pub quotas: QuotaConfig,
     /// Limits of the TCP and TLS client connections.
     pub stream: StreamLimits,
+    /// The XDP fast path (`docs/xdp.md`); off by default.
+    pub xdp: XdpConfig,
 }
 
 /// Limits of TCP and TLS client connections (issue 12: no single client can exhaust the
@@ -77,6 +80,15 @@ impl Default for StreamLimits {
     }
 }
 
+/// `--xdp` and `--xdp-interface`: where to attach the kernel fast path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// Off, auto, native or generic.
+    pub mode: XdpMode,
+    /// Interfaces to attach to (at most [`floe_xdp::MAX_INTERFACES`]).
+    pub interfaces: Vec<String>,
+}
+
 /// Errors starting the TURN server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -90,4 +102,7 @@ pub enum TurnShellError {
     /// A shard's thread or runtime could not be started.
     #[error("cannot start a TURN worker thread: {0}")]
     Runtime(#[source] io::Error),
+    /// `--xdp native` or `generic` could not be set up (`auto` falls back instead).
+    #[error("--xdp: {0}")]
+    Xdp(#[source] XdpError),
 }

@@ -118,6 +118,13 @@ where
     let route = transmit.and_then(|t| resolve(st, t));
     let mut events = Vec::new();
     while let Some(ev) = st.turn.poll_event() {
+        // Mirrored at once, under the shard lock, so the kernel sees a channel's ups and downs
+        // in the state machine's order.
+        if let Some(xdp) = &ctx.xdp {
+            if xdp.mirror(&ev) {
+                continue;
+            }
+        }
         events.push(ev);
     }
     Dispatch {

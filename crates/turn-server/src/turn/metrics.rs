@@ -99,6 +99,10 @@ pub(super) async fn metrics_loop(ctx: Arc<Ctx>) {
         for shard in &ctx.shards {
             total.add(lock(&shard.state).turn.stats());
         }
+        if let Some(xdp) = &ctx.xdp {
+            total.add_fast_path(xdp.counters());
+            xdp.export();
+        }
         total.export();
         gauge!("floe_turn_tcp_queued_bytes")
             .set(ctx.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64);
@@ -142,6 +146,40 @@ impl Totals {
             e.0 += ok;
             e.1 += err;
         }
+    }
+
+    /// Adds what the XDP program relayed to the relayed packet and byte totals (it relays
+    /// outside the state machine, so its counts are not in [`TurnStats`]).
+    fn add_fast_path(&mut self, c: floe_xdp::Counters) {
+        for (name, direction, n) in [
+            (
+                "floe_turn_relayed_packets_total",
+                "to_peer",
+                c.to_peer_packets,
+            ),
+            ("floe_turn_relayed_bytes_total", "to_peer", c.to_peer_bytes),
+            (
+                "floe_turn_relayed_packets_total",
+                "to_client",
+                c.to_client_packets,
+            ),
+            (
+                "floe_turn_relayed_bytes_total",
+                "to_client",
+                c.to_client_bytes,
+            ),
+        ] {
+            if let Some(i) = STATS
+                .iter()
+                .position(|s| s.name == name && s.direction == Some(direction))
+            {
+                self.values[i] += n;
+            }
+        }
+        counter!("floe_turn_xdp_relayed_packets_total", "direction" => "to_peer")
+            .absolute(c.to_peer_packets);
+        counter!("floe_turn_xdp_relayed_packets_total", "direction" => "to_client")
+            .absolute(c.to_client_packets);
     }
 
     fn export(&self) {

@@ -65,9 +65,10 @@ mod sockets;
 mod stream;
 mod timer;
 mod udp;
+mod xdp;
 
 pub use admin::{TurnAdmin, TurnLoad, TurnStopped};
-pub use config::{StreamLimits, TurnShellConfig, TurnShellError};
+pub use config::{StreamLimits, TurnShellConfig, TurnShellError, XdpConfig};
 
 use shard::{Ctx, Shard, ShardState};
 
@@ -116,6 +117,8 @@ impl TurnService {
             (None, false) => return Err(TurnShellError::NoTlsConfig),
         };
         let mut turn_config = config.turn.clone();
+        let xdp = xdp::XdpShell::start(&config.xdp, &config.listen)?;
+        turn_config.fast_path_events = xdp.is_some();
         // RFC 5780 through the TURN port: the Binding service learns the alternate addresses.
         turn_config.binding.alternates = groups.iter().filter_map(|g| g.alternate).collect();
         let now = Instant::now();
@@ -142,6 +145,7 @@ impl TurnService {
             splices: Mutex::default(),
             tcp_relays: Mutex::default(),
             epoch: (now, unix_now()),
+            xdp,
         });
         let (admin_tx, admin_rx) = (0..ctx.shards.len())
             .map(|_| tokio::sync::mpsc::channel(admin::QUEUE))
@@ -234,6 +238,7 @@ impl TurnService {
             ));
         }
         tasks.spawn(metrics::metrics_loop(self.ctx.clone()));
+        tasks.spawn(xdp::next_hop_loop(self.ctx.clone()));
         shutdown.await;
         tasks.shutdown().await;
         self.ctx.stop_all();

@@ -112,6 +112,8 @@ pub(super) struct Ctx {
     pub(super) tcp_relays: Mutex<HashSet<SocketAddr>>,
     /// A monotonic instant and the unix time (seconds) it stood for.
     pub(super) epoch: (Instant, u64),
+    /// The XDP fast path, when attached: channels are mirrored into it under the shard lock.
+    pub(super) xdp: Option<super::xdp::XdpShell>,
 }
 
 /// A poisoned mutex only means another task panicked while holding it; the state machine's data

@@ -76,6 +76,7 @@ pub fn config(listen: &[&str], allow_loopback: bool) -> TurnShellConfig {
             idle_timeout: Duration::from_secs(30),
             ..StreamLimits::default()
         },
+        xdp: Default::default(),
     }
 }
 

@@ -86,6 +86,10 @@ pub struct TurnConfig {
     /// RFC 6062: peer TCP connections (connecting, pending or bound) per TCP allocation;
     /// exceeding it answers 508.
     pub max_connections_per_allocation: usize,
+    /// Report [`crate::server::Event::ChannelRelayUp`] and [`crate::server::Event::ChannelRelayDown`]
+    /// so that the shell can mirror live channels into a kernel fast path (XDP). Off by default:
+    /// a shell without a fast path never sees these events.
+    pub fast_path_events: bool,
 }
 
 impl TurnConfig {
@@ -115,6 +119,7 @@ impl TurnConfig {
             binding: BindingConfig::default(),
             transaction_cache_entries: 4096,
             max_connections_per_allocation: 64,
+            fast_path_events: false,
         }
     }
 

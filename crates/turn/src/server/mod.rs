@@ -53,6 +53,7 @@ mod auth;
 mod cache;
 mod config;
 mod dispatch;
+mod fast_path;
 mod own_relay;
 mod relay;
 mod reload;
@@ -87,8 +88,9 @@ pub use stats::{
     METHODS,
 };
 pub use types::{
-    BindError, ClientTuple, ConnectionGrant, ConnectionId, DeleteReason, Event, PeerAddr,
-    PeerRequest, RelayAddr, RelayBinder, RelayDirection, RelayTransport, Transmit, Transport,
+    BindError, ChannelRelay, ClientTuple, ConnectionGrant, ConnectionId, DeleteReason, Event,
+    PeerAddr, PeerRequest, RelayAddr, RelayBinder, RelayDirection, RelayTransport, Transmit,
+    Transport,
 };
 
 use allocation::{AllocId, Allocation, Signer};

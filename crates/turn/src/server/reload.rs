@@ -8,6 +8,9 @@
 
 use core::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
+
+use floe_stun::attr::Family;
 
 use super::allocation::AllocId;
 use super::{DeleteReason, RelayBinder, Timer, TurnServer};
@@ -34,6 +37,7 @@ impl TurnServer {
         &mut self,
         credentials: Arc<CredentialStore>,
         policy: PeerPolicy,
+        now: Instant,
         now_unix: u64,
         binder: &mut dyn RelayBinder,
     ) -> ReloadOutcome {
@@ -56,20 +60,33 @@ impl TurnServer {
             let Some(a) = self.allocations.get_mut(&id) else {
                 continue;
             };
-            for ip in perms {
-                if let Some(exp) = a.permissions.remove(&ip) {
-                    self.timers.remove(&(exp, Timer::Permission(id, ip)));
-                    self.stats.permissions_active -= 1;
-                    outcome.permissions_removed += 1;
-                }
-            }
+            let mut down = Vec::new();
             for n in chans {
                 if let Some(c) = a.channels.remove(&n) {
                     a.channel_by_peer.remove(&c.peer);
                     self.timers.remove(&(c.expires, Timer::Channel(id, n)));
                     self.stats.channels_active -= 1;
                     outcome.channels_removed += 1;
+                    if let Some(r) = a.relay(Family::of(&c.peer)) {
+                        down.push((a.client, r.local, c.peer, n));
+                    }
                 }
+            }
+            let mut synced = Vec::new();
+            for ip in perms {
+                if let Some(exp) = a.permissions.remove(&ip) {
+                    self.timers.remove(&(exp, Timer::Permission(id, ip)));
+                    self.stats.permissions_active -= 1;
+                    outcome.permissions_removed += 1;
+                    synced.push(ip);
+                }
+            }
+            // The kernel fast path (if any) stops relaying them at once, like the state machine.
+            for (client, relay, peer, n) in down {
+                self.fast_path_down(client, relay, peer, n);
+            }
+            for ip in synced {
+                self.fast_path_sync_ip(id, ip, now);
             }
         }
         outcome

@@ -117,11 +117,15 @@ impl TurnServer {
             .filter(|(_, c)| Family::of(&c.peer) == family)
             .map(|(&n, &c)| (n, c))
             .collect();
-        for (n, c) in chans {
+        for &(n, c) in &chans {
             a.channels.remove(&n);
             a.channel_by_peer.remove(&c.peer);
             self.timers.remove(&(c.expires, Timer::Channel(id, n)));
             self.stats.channels_active -= 1;
+        }
+        let (client, local) = (a.client, relay.local);
+        for (n, c) in chans {
+            self.fast_path_down(client, local, c.peer, n);
         }
     }
 
@@ -214,6 +218,7 @@ impl TurnServer {
             self.stats.permissions_active += 1;
         }
         self.rearm(old, expires, Timer::Permission(id, ip));
+        self.fast_path_sync_ip(id, ip, now);
     }
 
     /// RFC 8656 §12.2: ChannelBind. A channel number bound to another peer, or a peer bound to

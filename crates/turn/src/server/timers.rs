@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use floe_stun::attr::Family;
+
 use super::allocation::AllocId;
 use super::{DeleteReason, Event, RelayBinder, Timer, TurnServer};
 
@@ -27,6 +29,7 @@ impl TurnServer {
                     if a.permissions.get(&ip).is_some_and(|&e| e <= now) {
                         a.permissions.remove(&ip);
                         self.stats.permissions_active -= 1;
+                        self.fast_path_sync_ip(id, ip, now);
                     }
                 }
             }
@@ -37,6 +40,11 @@ impl TurnServer {
                             a.channels.remove(&ch);
                             a.channel_by_peer.remove(&c.peer);
                             self.stats.channels_active -= 1;
+                            let client = a.client;
+                            if let Some(r) = a.relay(Family::of(&c.peer)) {
+                                let local = r.local;
+                                self.fast_path_down(client, local, c.peer, ch);
+                            }
                         }
                     }
                 }
@@ -81,6 +89,11 @@ impl TurnServer {
         self.stats.channels_active -= a.channels.len() as u64;
         if let Some(q) = a.quota.take() {
             self.shared.quota().release(q);
+        }
+        for (&ch, c) in &a.channels {
+            if let Some(r) = a.relay(Family::of(&c.peer)) {
+                self.fast_path_down(a.client, r.local, c.peer, ch);
+            }
         }
         self.close_connections_of(id, &a);
         self.connects.retain(|_, p| p.alloc != id);

@@ -155,6 +155,21 @@ pub enum Transmit {
     },
 }
 
+/// A channel as a kernel fast path relays it: ChannelData from `client` (to the server address
+/// `client.local`) carrying `channel` goes from `relay` to `peer`; datagrams from `peer` to
+/// `relay` go to the client as ChannelData on `channel` (RFC 8656 §12.4, §12.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelRelay {
+    /// The client's 5-tuple (always UDP).
+    pub client: ClientTuple,
+    /// The allocation's relay socket address of the peer's family (local, not advertised).
+    pub relay: SocketAddr,
+    /// The peer bound to the channel.
+    pub peer: SocketAddr,
+    /// The channel number (0x4000..=0x7FFF).
+    pub channel: u16,
+}
+
 /// Why a relay socket could not be bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -291,6 +306,16 @@ pub enum Event {
         /// The connection.
         connection_id: ConnectionId,
     },
+    /// Only with [`crate::server::TurnConfig::fast_path_events`]: a UDP channel of a UDP
+    /// allocation (client over UDP) may now be relayed outside the state machine: the channel is
+    /// bound (RFC 8656 §12) and its peer's permission is live (§9). Repeated on every refresh;
+    /// mirror it idempotently. Not reported for peers that are the server's own relayed
+    /// addresses (relayed inside the process).
+    ChannelRelayUp(ChannelRelay),
+    /// Only with [`crate::server::TurnConfig::fast_path_events`]: stop relaying this channel
+    /// outside the state machine at once (channel or permission expired, allocation deleted or
+    /// its family dropped). May name a channel never reported up; ignore those.
+    ChannelRelayDown(ChannelRelay),
     /// A peer address was refused (403 answered, or a Send indication dropped), for the
     /// operator's log. Every refusal is counted in [`crate::server::TurnStats::peer_refused`];
     /// this event is rate-limited per worker so that a flood cannot fill a disk (see

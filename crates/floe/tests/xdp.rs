@@ -1,0 +1,645 @@
+//! The XDP fast path (issue 14, `docs/xdp.md`) through a real `floe serve --xdp native` in network
+//! namespaces joined by veth links:
+//!
+//! ```text
+//!   client ns            relay ns                               peer ns
+//!   fxdp-c0 11.0.1.2 --- fxdp-r1 11.0.1.1   fxdp-r2 11.0.2.1 --- fxdp-p0 11.0.2.2
+//!                        floe: TURN on 11.0.1.1:3478, relays from 11.0.2.1,
+//!                        XDP native on fxdp-r1 and fxdp-r2; IP forwarding stays off
+//! ```
+//!
+//! The client and the peer are this test binary again, run with `ip netns exec` in a role
+//! (`FXDP_ROLE`), talking to the test over stdin/stdout. The client allocates, binds a channel
+//! to the peer (an echo server) and sends ChannelData; both receivers check the UDP checksum of
+//! every relayed datagram on a raw socket, and the kernel's `InCsumErrors` stays 0. floe's
+//! metrics (read from inside the relay namespace) show the packets went through XDP, not user
+//! space. After the allocation is deleted nothing is relayed any more.
+//!
+//! Needs root, clang at build time (the eBPF object) and ethtool; `./test.sh` installs them.
+//! Namespaces are `fxdp-<pid>-{c,r,p}` and are deleted when the test ends, also on failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use floe_stun::attr::{
+    ChannelNumber, ErrorCode, Lifetime, Nonce, Realm, RequestedTransport, Username, XorPeerAddress,
+};
+use floe_stun::integrity::long_term_key_md5;
+use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method, TransactionId};
+use socket2::{Domain, Protocol, Socket, Type};
+
+const FLOE: &str = env!("CARGO_BIN_EXE_floe");
+const SERVER: &str = "11.0.1.1:3478";
+const PEER: &str = "11.0.2.2:7000";
+const REALM: &str = "xdp.test";
+const CHANNEL: u16 = 0x4001;
+/// ChannelData messages per direction in the measured round.
+const N: usize = 200;
+/// Messages sent after the allocation was deleted.
+const AFTER: usize = 20;
+
+// ---------------------------------------------------------------------------------------------
+// The lab: three namespaces, two veth links, floe in the middle.
+// ---------------------------------------------------------------------------------------------
+
+struct Lab {
+    ns: [String; 3],
+    procs: Vec<Child>,
+}
+
+impl Lab {
+    fn client(&self) -> &str {
+        &self.ns[0]
+    }
+    fn relay(&self) -> &str {
+        &self.ns[1]
+    }
+    fn peer(&self) -> &str {
+        &self.ns[2]
+    }
+
+    fn new() -> Lab {
+        let pid = std::process::id();
+        let lab = Lab {
+            ns: ["c", "r", "p"].map(|r| format!("fxdp-{pid}-{r}")),
+            procs: Vec::new(),
+        };
+        for ns in &lab.ns {
+            sh(&["ip", "netns", "add", ns]);
+            ip(ns, &["link", "set", "lo", "up"]);
+        }
+        let (c, r, p) = (lab.client(), lab.relay(), lab.peer());
+        sh(&[
+            "ip", "link", "add", "fxdp-c0", "netns", c, "type", "veth", "peer", "name", "fxdp-r1",
+            "netns", r,
+        ]);
+        sh(&[
+            "ip", "link", "add", "fxdp-p0", "netns", p, "type", "veth", "peer", "name", "fxdp-r2",
+            "netns", r,
+        ]);
+        for (ns, dev, addr) in [
+            (c, "fxdp-c0", "11.0.1.2/24"),
+            (r, "fxdp-r1", "11.0.1.1/24"),
+            (r, "fxdp-r2", "11.0.2.1/24"),
+            (p, "fxdp-p0", "11.0.2.2/24"),
+        ] {
+            ip(ns, &["addr", "add", addr, "dev", dev]);
+            ip(ns, &["link", "set", dev, "up"]);
+        }
+        ip(c, &["route", "add", "default", "via", "11.0.1.1"]);
+        ip(p, &["route", "add", "default", "via", "11.0.2.1"]);
+        for (ns, dev) in [(c, "fxdp-c0"), (p, "fxdp-p0")] {
+            // The end hosts send with a complete UDP checksum, as a packet from a wire has one
+            // (veth's TX checksum offload would hand XDP a partial one), and receive frames the
+            // relay redirects to them through GRO (without GRO, or an XDP program of its own, a
+            // veth drops redirected frames). See docs/xdp.md, "Traps".
+            in_ns(ns, &["ethtool", "-K", dev, "tx", "off", "gro", "on"]);
+        }
+        lab
+    }
+
+    /// Starts `FXDP_ROLE=role` of this test binary in namespace `ns`.
+    fn role(&mut self, ns: &str, role: &str) -> (ChildStdin, Receiver<String>) {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(exe)
+            .args(["role_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .env("FXDP_ROLE", role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                if line.map(|l| tx.send(l)).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take().unwrap();
+        self.procs.push(child);
+        (stdin, rx)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(secs) = std::env::var("FXDP_DEBUG_PAUSE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            std::thread::sleep(Duration::from_secs(secs)); // time to inspect a failure by hand
+        }
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        for ns in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn sh(args: &[&str]) {
+    let (out, text) = common::run(Command::new(args[0]).args(&args[1..]));
+    assert!(out.status.success(), "{args:?}: {text}");
+}
+
+fn in_ns(ns: &str, args: &[&str]) {
+    let mut all = vec!["ip", "netns", "exec", ns];
+    all.extend_from_slice(args);
+    sh(&all);
+}
+
+fn ip(ns: &str, args: &[&str]) {
+    let mut all = vec!["ip", "-n", ns];
+    all.extend_from_slice(args);
+    sh(&all);
+}
+
+/// Reads lines from a role until one contains `prefix` (libtest may print its own text before
+/// it on the same line); returns the rest of it. Fails after 30 s without it (so a stuck role
+/// ends the test, and the lab is torn down).
+fn expect_line(from: &Receiver<String>, prefix: &str) -> String {
+    loop {
+        let line = from
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("waiting for {prefix:?}: {e}"));
+        if let Some(i) = line.find(prefix) {
+            return line[i + prefix.len()..].trim().to_owned();
+        }
+    }
+}
+
+/// `Udp: ... InCsumErrors` of the namespace's /proc/net/snmp.
+fn udp_csum_errors(ns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "InCsumErrors")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// One Prometheus sample of floe's metrics (0 when absent), fetched inside the relay namespace.
+fn metric(lab: &mut Lab, name: &str) -> u64 {
+    let ns = lab.relay().to_owned();
+    let (_, out) = lab.role(&ns, "metrics");
+    let text: Vec<String> = out.iter().collect();
+    text.iter()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse::<f64>().unwrap() as u64)
+}
+
+/// Polls a metric (exported once a second) until `pred` holds; panics after 20 s.
+fn wait_metric(lab: &mut Lab, name: &str, pred: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = metric(lab, name);
+        if pred(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{name} stuck at {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+const XDP_TO_PEER: &str = r#"floe_turn_xdp_relayed_packets_total{direction="to_peer"}"#;
+const XDP_TO_CLIENT: &str = r#"floe_turn_xdp_relayed_packets_total{direction="to_client"}"#;
+const ALL_TO_PEER: &str = r#"floe_turn_relayed_packets_total{direction="to_peer"}"#;
+const ALL_TO_CLIENT: &str = r#"floe_turn_relayed_packets_total{direction="to_client"}"#;
+
+#[test]
+fn channel_data_is_relayed_by_xdp_both_ways_with_valid_checksums_until_the_allocation_ends() {
+    if std::env::var_os("FXDP_ROLE").is_some() {
+        return;
+    }
+    assert!(
+        floe_xdp::supported(),
+        "floe was built without XDP support: install clang (./test.sh does)"
+    );
+    common::require("ethtool");
+    let mut lab = Lab::new();
+    let floe = Command::new("ip")
+        .args(["netns", "exec", lab.relay(), FLOE, "serve"])
+        .args([
+            "--listen",
+            SERVER,
+            "--relay-ip",
+            "11.0.2.1",
+            "--http",
+            "127.0.0.1:18080",
+        ])
+        .args(["--realm", REALM, "--user", "alice:pw"])
+        .args(["--xdp", "native", "--xdp-interface", "fxdp-r1"])
+        .args(["--xdp-interface", "fxdp-r2"])
+        // The kernel path does not enforce bandwidth caps yet: XDP refuses to start with them.
+        .args(["--max-bps", "0", "--user-max-bps", "0", "--workers", "1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.procs.push(floe);
+    // IP forwarding stays off in the relay namespace (its default): XDP routes in output mode.
+    let fwd = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.relay(),
+            "sysctl",
+            "-n",
+            "net.ipv4.ip_forward",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "0");
+
+    let peer_ns = lab.peer().to_owned();
+    let (mut peer_in, peer_out) = lab.role(&peer_ns, "peer");
+    expect_line(&peer_out, "listening");
+    let client_ns = lab.client().to_owned();
+    let (mut client_in, client_out) = lab.role(&client_ns, "client");
+    // Allocated, channel bound, one message echoed (through user space or XDP: the first
+    // packets resolve the neighbours).
+    expect_line(&client_out, "ready");
+    let mut peer_report = || -> [usize; 3] {
+        writeln!(peer_in, "report").unwrap();
+        let r = expect_line(&peer_out, "peer-report");
+        let v: Vec<usize> = r.split(' ').map(|x| x.parse().unwrap()).collect();
+        [v[0], v[1], v[2]]
+    };
+    peer_report(); // the warm-up's datagrams (relayed in user space, partly)
+    wait_metric(&mut lab, "floe_turn_xdp_channels", |v| v == 1);
+    // The relay's sends resolved the client's and the peer's neighbours; user space read them
+    // into the program's next-hop map.
+    wait_metric(&mut lab, "floe_turn_xdp_next_hops", |v| v == 2);
+    let base =
+        [XDP_TO_PEER, XDP_TO_CLIENT, ALL_TO_PEER, ALL_TO_CLIENT].map(|m| metric(&mut lab, m));
+
+    writeln!(client_in, "go").unwrap();
+    let echoed: usize = expect_line(&client_out, "echoed").parse().unwrap();
+    assert_eq!(echoed, N, "every ChannelData came back");
+    let verified: usize = expect_line(&client_out, "client-checksums-ok")
+        .parse()
+        .unwrap();
+    assert!(
+        verified >= N,
+        "client verified {verified} relayed checksums"
+    );
+
+    // Every packet of the round went through XDP, none through user space.
+    let to_peer = wait_metric(&mut lab, XDP_TO_PEER, |v| v >= base[0] + N as u64);
+    let to_client = wait_metric(&mut lab, XDP_TO_CLIENT, |v| v >= base[1] + N as u64);
+    assert_eq!(
+        (to_peer - base[0], to_client - base[1]),
+        (N as u64, N as u64)
+    );
+    let user_to_peer = metric(&mut lab, ALL_TO_PEER) - to_peer;
+    let user_to_client = metric(&mut lab, ALL_TO_CLIENT) - to_client;
+    assert_eq!(
+        (user_to_peer, user_to_client),
+        (base[2] - base[0], base[3] - base[1]),
+        "the user-space relay relayed nothing of the round"
+    );
+
+    // The peer got every message once, each with a valid checksum (checked on a raw socket).
+    let [received, seen, valid] = peer_report();
+    assert_eq!(
+        (received, seen, valid),
+        (N, N, N),
+        "peer: received, on raw socket, valid"
+    );
+    assert_eq!(udp_csum_errors(lab.client()), 0);
+    assert_eq!(udp_csum_errors(lab.peer()), 0);
+
+    // Refresh with lifetime 0 deletes the allocation: the maps empty at once and nothing more
+    // is relayed, by XDP or otherwise.
+    writeln!(client_in, "delete").unwrap();
+    expect_line(&client_out, "deleted");
+    wait_metric(&mut lab, "floe_turn_xdp_channels", |v| v == 0);
+    writeln!(client_in, "after").unwrap();
+    let after: usize = expect_line(&client_out, "after-delete-received")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        after, 0,
+        "the client got answers after its allocation ended"
+    );
+    let [peer_after, _, _] = peer_report();
+    assert_eq!(
+        peer_after, 0,
+        "the peer got data after the allocation ended"
+    );
+    assert_eq!(metric(&mut lab, XDP_TO_PEER), to_peer);
+    assert_eq!(metric(&mut lab, XDP_TO_CLIENT), to_client);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles, run inside the namespaces.
+// ---------------------------------------------------------------------------------------------
+
+/// The entry point of the roles (a no-op in a normal test run).
+#[test]
+fn role_entry() {
+    match std::env::var("FXDP_ROLE").as_deref() {
+        Ok("client") => client_role(),
+        Ok("peer") => peer_role(),
+        Ok("metrics") => metrics_role(),
+        _ => {}
+    }
+}
+
+fn metrics_role() {
+    let mut s = TcpStream::connect("127.0.0.1:18080").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    print!("{text}");
+}
+
+/// A raw socket that sees every UDP datagram this namespace receives, IP header included.
+fn raw_udp() -> Socket {
+    let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)).unwrap();
+    raw.set_nonblocking(true).unwrap();
+    raw
+}
+
+/// Drains `raw`; counts datagrams from `from_port` (or to `to_port`) that carry ChannelData
+/// (client side) or anything (peer side), and those whose UDP checksum is present and valid
+/// (RFC 768: the one's complement sum over the pseudo-header and the datagram, checksum
+/// included, is 0xFFFF).
+fn check_raw(mut raw: &Socket, from_port: Option<u16>, to_port: Option<u16>) -> (usize, usize) {
+    let (mut seen, mut ok) = (0, 0);
+    let mut pkt = [0u8; 2048];
+    while let Ok(n) = raw.read(&mut pkt) {
+        let pkt = &pkt[..n];
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let udp = &pkt[ihl..];
+        let (sport, dport) = (
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u16::from_be_bytes([udp[2], udp[3]]),
+        );
+        if from_port.is_some_and(|p| p != sport) || to_port.is_some_and(|p| p != dport) {
+            continue;
+        }
+        if from_port.is_some() && !matches!(udp.get(8), Some(0x40..=0x7f)) {
+            continue; // a STUN response, not relayed data
+        }
+        seen += 1;
+        let mut sum: u32 = 17 + udp.len() as u32;
+        for w in pkt[12..20].chunks(2).chain(udp.chunks(2)) {
+            sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let present = udp[6] != 0 || udp[7] != 0;
+        if present && sum == 0xffff {
+            ok += 1;
+        } else if seen - ok == 1 {
+            let hex: Vec<String> = pkt.iter().take(64).map(|b| format!("{b:02x}")).collect();
+            eprintln!("bad UDP checksum (sum {sum:#x}): {}", hex.join(""));
+        }
+    }
+    (seen, ok)
+}
+
+/// Echoes every datagram to its sender; on each `report` line prints the datagrams received
+/// since the last report and how many of them had a valid checksum on the raw socket.
+fn peer_role() {
+    let raw = raw_udp();
+    let sock = UdpSocket::bind(PEER).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    println!("listening");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut received, mut seen, mut ok) = (0usize, 0, 0);
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            received += 1;
+            sock.send_to(&buf[..n], from).unwrap();
+        }
+        let (s, o) = check_raw(&raw, None, Some(7000));
+        (seen, ok) = (seen + s, ok + o);
+        match rx.try_recv() {
+            Ok(_) => {
+                // Whatever is still queued belongs to this period.
+                while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    received += 1;
+                    sock.send_to(&buf[..n], from).unwrap();
+                }
+                let (s, o) = check_raw(&raw, None, Some(7000));
+                println!("peer-report {} {} {}", received, seen + s, ok + o);
+                (received, seen, ok) = (0, 0, 0);
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+        }
+    }
+}
+
+fn client_role() {
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let raw = raw_udp();
+    let mut c = Client::new(server);
+    c.allocate();
+    let resp = c.request(Method::CHANNEL_BIND, |b| {
+        b.add(&ChannelNumber(CHANNEL)).unwrap();
+        b.add(&XorPeerAddress(peer)).unwrap();
+    });
+    assert_eq!(
+        Message::parse(&resp).unwrap().class(),
+        Class::SuccessResponse
+    );
+    // Warm-up: the first datagrams resolve the relay's neighbours (user space sends them).
+    let mut frame = [0u8; 256];
+    for _ in 0..3 {
+        let n = ChannelData::encode(CHANNEL, b"warm-up", false, &mut frame).unwrap();
+        c.sock.send_to(&frame[..n], server).unwrap();
+        c.recv_channel();
+    }
+    let _ = check_raw(&raw, Some(3478), None);
+    println!("ready");
+    let mut lines = std::io::stdin().lock().lines();
+    let mut next = || lines.next().unwrap().unwrap();
+    assert_eq!(next(), "go");
+    let mut echoed = 0;
+    for i in 0..N {
+        let payload = format!("message {i:05} {}", "x".repeat(i % 97));
+        let n = ChannelData::encode(CHANNEL, payload.as_bytes(), false, &mut frame).unwrap();
+        c.sock.send_to(&frame[..n], server).unwrap();
+        let back = c.recv_channel().expect("echo");
+        assert_eq!(back, payload.as_bytes());
+        echoed += 1;
+    }
+    println!("echoed {echoed}");
+    let (seen, ok) = check_raw(&raw, Some(3478), None);
+    assert_eq!(seen, ok, "client: {ok} of {seen} relayed checksums valid");
+    println!("client-checksums-ok {ok}");
+    assert_eq!(next(), "delete");
+    let resp = c.request(Method::REFRESH, |b| b.add(&Lifetime(0)).unwrap());
+    assert_eq!(
+        Message::parse(&resp).unwrap().class(),
+        Class::SuccessResponse
+    );
+    println!("deleted");
+    assert_eq!(next(), "after");
+    for _ in 0..AFTER {
+        let n = ChannelData::encode(CHANNEL, b"too late", false, &mut frame).unwrap();
+        c.sock.send_to(&frame[..n], server).unwrap();
+    }
+    let mut got = 0;
+    while c.recv_channel().is_some() {
+        got += 1;
+    }
+    println!("after-delete-received {got}");
+}
+
+/// A minimal TURN client over UDP with long-term credentials.
+struct Client {
+    sock: UdpSocket,
+    server: SocketAddr,
+    key: [u8; 16],
+    nonce: String,
+    next: u8,
+}
+
+impl Client {
+    fn new(server: SocketAddr) -> Client {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        Client {
+            sock,
+            server,
+            key: long_term_key_md5("alice", REALM, "pw"),
+            nonce: String::new(),
+            next: 1,
+        }
+    }
+
+    /// Receives ChannelData on our channel; `None` after the read timeout.
+    fn recv_channel(&mut self) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, _) = self.sock.recv_from(&mut buf).ok()?;
+            if let Ok(cd) = ChannelData::parse(&buf[..n]) {
+                assert_eq!(cd.channel, CHANNEL);
+                return Some(cd.data.to_vec());
+            }
+        }
+    }
+
+    /// Sends a request (authenticated once a nonce is known), retrying until floe answers
+    /// (it may still be starting); returns the response.
+    fn request(&mut self, method: Method, add: impl Fn(&mut MessageBuilder<'_>)) -> Vec<u8> {
+        self.next += 1;
+        let tid = TransactionId([self.next; 12]);
+        let mut buf = vec![0u8; 1024];
+        let mut b = MessageBuilder::new(&mut buf, Class::Request, method, tid).unwrap();
+        add(&mut b);
+        if !self.nonce.is_empty() {
+            b.add(&Username("alice")).unwrap();
+            b.add(&Realm(REALM)).unwrap();
+            b.add(&Nonce(&self.nonce)).unwrap();
+            b.add_message_integrity(&self.key).unwrap();
+        }
+        b.add_fingerprint().unwrap();
+        let n = b.finish();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut resp = vec![0u8; 2048];
+        loop {
+            assert!(Instant::now() < deadline, "no answer from floe");
+            self.sock.send_to(&buf[..n], self.server).unwrap();
+            while let Ok((m, _)) = self.sock.recv_from(&mut resp) {
+                if Message::parse(&resp[..m]).is_ok_and(|msg| msg.transaction_id() == tid) {
+                    return resp[..m].to_vec();
+                }
+            }
+        }
+    }
+
+    fn allocate(&mut self) {
+        let add = |b: &mut MessageBuilder<'_>| {
+            b.add(&RequestedTransport(RequestedTransport::UDP)).unwrap();
+            b.add(&Lifetime(600)).unwrap();
+        };
+        let resp = self.request(Method::ALLOCATE, add);
+        let msg = Message::parse(&resp).unwrap();
+        assert_eq!(msg.get::<ErrorCode<'_>>().unwrap().unwrap().code, 401);
+        self.nonce = msg.get::<Nonce<'_>>().unwrap().unwrap().0.to_owned();
+        let resp = self.request(Method::ALLOCATE, add);
+        let msg = Message::parse(&resp).unwrap();
+        assert_eq!(
+            msg.class(),
+            Class::SuccessResponse,
+            "{:?}",
+            msg.get::<ErrorCode<'_>>()
+        );
+    }
+}
+
+/// `--xdp auto` where nothing can be attached (here: no such interface) runs floe on the
+/// user-space relay; `--xdp native` refuses to start and names the interface.
+#[test]
+fn auto_falls_back_to_user_space_and_native_refuses() {
+    if std::env::var_os("FXDP_ROLE").is_some() {
+        return;
+    }
+    let ip = Ipv4Addr::LOCALHOST.into();
+    let port = common::free_port_pair(ip);
+    let listen = SocketAddr::new(ip, port);
+    let args = |mode: &str| -> Vec<String> {
+        [
+            "turn",
+            "--listen",
+            &listen.to_string(),
+            "--user",
+            "alice:pw",
+            "--xdp",
+            mode,
+            "--xdp-interface",
+            "fxdp-none0",
+            "--max-bps",
+            "0",
+            "--user-max-bps",
+            "0",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    {
+        // Answers STUN: it runs.
+        let _floe = common::spawn_floe(&args("auto"), listen);
+    }
+    let out = Command::new(FLOE).args(args("native")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("fxdp-none0"), "{stderr}");
+}

@@ -1,0 +1,121 @@
+//! The XDP fast path's place in the shell (`docs/xdp.md`): attaches it at start, mirrors
+//! floe-turn's `ChannelRelayUp`/`ChannelRelayDown` events into its maps under the shard lock,
+//! and reads its counters for the metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use floe_turn::server::{ChannelRelay, Event};
+use floe_xdp::{Counters, Stat, XdpMode, XdpRelay};
+use metrics::counter;
+
+use super::config::{TurnShellError, XdpConfig};
+use super::shard::Ctx;
+
+/// The attached fast path.
+#[derive(Debug)]
+pub(super) struct XdpShell {
+    relay: XdpRelay,
+}
+
+impl XdpShell {
+    /// Attaches the program as configured; says what it attached where, and why not. `None`
+    /// when off, or when `auto` could not attach anywhere (floe then relays in user space as
+    /// without XDP).
+    pub(super) fn start(
+        config: &XdpConfig,
+        listen: &[std::net::SocketAddr],
+    ) -> Result<Option<XdpShell>, TurnShellError> {
+        if config.mode == XdpMode::Off {
+            return Ok(None);
+        }
+        for l in listen.iter().filter(|l| l.ip().is_unspecified()) {
+            tracing::warn!(listen = %l, "XDP cannot relay for a wildcard listening address (no source address to write): its clients stay on the user-space relay; listen on the interface's IP");
+        }
+        match XdpRelay::attach(config.mode, &config.interfaces) {
+            Ok(relay) => {
+                for a in relay.attached() {
+                    match &a.outcome {
+                        Ok(mode) => {
+                            tracing::info!(interface = %a.interface, mode, "XDP fast path attached (ChannelData over UDP, IPv4)")
+                        }
+                        Err(reason) => {
+                            tracing::warn!(interface = %a.interface, %reason, "XDP not attached; this interface stays on the user-space relay")
+                        }
+                    }
+                }
+                Ok(Some(XdpShell { relay }))
+            }
+            Err(e) if config.mode == XdpMode::Auto => {
+                tracing::warn!(error = %e, "--xdp auto: no XDP fast path; relaying in user space");
+                Ok(None)
+            }
+            Err(e) => Err(TurnShellError::Xdp(e)),
+        }
+    }
+
+    /// Applies a channel event to the maps; `true` when `ev` was one (nothing else to do).
+    pub(super) fn mirror(&self, ev: &Event) -> bool {
+        let (up, c): (bool, &ChannelRelay) = match ev {
+            Event::ChannelRelayUp(c) => (true, c),
+            Event::ChannelRelayDown(c) => (false, c),
+            _ => return false,
+        };
+        let (client, server) = (c.client.remote, c.client.local);
+        let result = if up {
+            self.relay
+                .channel_up(client, server, c.relay, c.peer, c.channel)
+                .map(|_| ())
+        } else {
+            self.relay
+                .channel_down(client, server, c.relay, c.peer, c.channel)
+        };
+        if let Err(e) = result {
+            // An entry that could not be added leaves the channel on the user-space relay; one
+            // that could not be removed is logged loudly (it keeps relaying in the kernel).
+            let op = if up { "add" } else { "remove" };
+            counter!("floe_turn_xdp_map_errors_total", "op" => op).increment(1);
+            tracing::error!(error = %e, op, client = %client, peer = %c.peer, channel = c.channel, "XDP map update failed");
+        }
+        true
+    }
+
+    /// Packets and bytes the program relayed.
+    pub(super) fn counters(&self) -> Counters {
+        self.relay.counters()
+    }
+
+    /// Publishes the program's own counters (packets of known flows it passed to user space).
+    pub(super) fn export(&self) {
+        for (stat, reason) in [
+            (Stat::PassNoRoute, "no_route"),
+            (Stat::PassTooBig, "too_big"),
+            (Stat::PassLength, "length"),
+            (Stat::RedirectFailed, "redirect_failed"),
+        ] {
+            counter!("floe_turn_xdp_passed_total", "reason" => reason)
+                .absolute(self.relay.stat(stat));
+        }
+        let (chans, peers) = self.relay.entries();
+        metrics::gauge!("floe_turn_xdp_channels").set(chans.min(peers) as f64);
+        let (dests, resolved) = self.relay.next_hops();
+        metrics::gauge!("floe_turn_xdp_destinations").set(dests as f64);
+        metrics::gauge!("floe_turn_xdp_next_hops").set(resolved as f64);
+    }
+}
+
+/// Re-reads routes and neighbours once a second, so that destinations whose neighbour the
+/// user-space relay just resolved move to the fast path (and vanished ones leave it).
+pub(super) async fn next_hop_loop(ctx: Arc<Ctx>) {
+    let Some(xdp) = &ctx.xdp else {
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = xdp.relay.refresh_next_hops() {
+            counter!("floe_turn_xdp_map_errors_total", "op" => "next_hop").increment(1);
+            tracing::error!(error = %e, "XDP next-hop update failed");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The fast-path events (`TurnConfig::fast_path_events`, docs/xdp.md): a kernel fast path
+//! mirrors exactly the channels the state machine would relay, and learns at once, in virtual
+//! time, when a channel, its peer's permission or the allocation ends.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use floe_stun::attr::{ChannelNumber, Lifetime, XorPeerAddress};
+use floe_stun::Method;
+use floe_turn::server::{ChannelRelay, Event, Transport};
+
+fn fast_harness() -> Harness {
+    let mut config = config();
+    config.fast_path_events = true;
+    Harness::with(config, Default::default())
+}
+
+fn bind_channel(h: &mut Harness, c: &mut TestClient, ch: u16, peer: &str) -> Vec<u8> {
+    h.request(c, Method::CHANNEL_BIND, |b| {
+        b.add(&ChannelNumber(ch)).expect("ch");
+        b.add(&XorPeerAddress(addr(peer))).expect("peer");
+    })
+}
+
+/// The channel events among `events`: (up?, channel).
+fn channel_events(events: Vec<Event>) -> Vec<(bool, ChannelRelay)> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ChannelRelayUp(c) => Some((true, c)),
+            Event::ChannelRelayDown(c) => Some((false, c)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn channel_up_on_bind_down_on_permission_expiry_up_again_down_on_channel_expiry() {
+    let mut h = fast_harness();
+    let mut c = TestClient::udp("203.0.113.5:40000");
+    let relay = h.allocate(&mut c);
+    assert_success(
+        &h.request(&mut c, Method::REFRESH, |b| {
+            b.add(&Lifetime(3600)).expect("lt")
+        }),
+        &c,
+    );
+    h.take_events();
+    assert_success(&bind_channel(&mut h, &mut c, 0x4000, PEER), &c);
+    let ev = channel_events(h.take_events());
+    let expected = ChannelRelay {
+        client: c.tuple,
+        relay,
+        peer: addr(PEER),
+        channel: 0x4000,
+    };
+    assert_eq!(ev, vec![(true, expected)]);
+
+    // RFC 8656 §9: the permission lapses at 300 s: the channel must stop at once.
+    h.advance(Duration::from_secs(300));
+    assert_eq!(channel_events(h.take_events()), vec![(false, expected)]);
+    // A CreatePermission revives it (the state machine relays it again).
+    assert_success(
+        &h.request(&mut c, Method::CREATE_PERMISSION, |b| {
+            b.add(&XorPeerAddress(addr(PEER))).expect("peer")
+        }),
+        &c,
+    );
+    assert_eq!(channel_events(h.take_events()), vec![(true, expected)]);
+    // §12: the channel ends 600 s after its bind (its permission, refreshed at 300 s, ends at
+    // the same instant: both report it down; downs are idempotent).
+    h.advance(Duration::from_secs(299));
+    assert!(channel_events(h.take_events()).is_empty());
+    h.advance(Duration::from_secs(1));
+    let mut ev = channel_events(h.take_events());
+    ev.dedup();
+    assert_eq!(ev, vec![(false, expected)]);
+}
+
+#[test]
+fn allocation_delete_takes_every_channel_down() {
+    let mut h = fast_harness();
+    let mut c = TestClient::udp("203.0.113.5:40000");
+    h.allocate(&mut c);
+    assert_success(&bind_channel(&mut h, &mut c, 0x4000, PEER), &c);
+    assert_success(&bind_channel(&mut h, &mut c, 0x4001, PEER2), &c);
+    // A refresh of a bound channel repeats "up" (the shell mirrors it idempotently).
+    assert_success(&bind_channel(&mut h, &mut c, 0x4000, PEER), &c);
+    let ups = channel_events(h.take_events());
+    assert!(ups.iter().all(|(up, _)| *up) && ups.len() == 3, "{ups:?}");
+    assert_success(
+        &h.request(&mut c, Method::REFRESH, |b| {
+            b.add(&Lifetime(0)).expect("lt")
+        }),
+        &c,
+    );
+    let mut downs: Vec<u16> = channel_events(h.take_events())
+        .into_iter()
+        .map(|(up, ch)| {
+            assert!(!up);
+            ch.channel
+        })
+        .collect();
+    downs.sort_unstable();
+    assert_eq!(downs, vec![0x4000, 0x4001]);
+}
+
+#[test]
+fn no_events_without_the_option_or_over_tcp() {
+    let mut h = Harness::new();
+    let mut c = TestClient::udp("203.0.113.5:40000");
+    h.allocate(&mut c);
+    assert_success(&bind_channel(&mut h, &mut c, 0x4000, PEER), &c);
+    assert!(channel_events(h.take_events()).is_empty());
+
+    // TCP clients stay in user space (ChannelData over TCP is framed in a stream).
+    let mut h = fast_harness();
+    let mut c = TestClient::new(Transport::Tcp, "203.0.113.5:40001", "alice", "alice-pw");
+    h.allocate(&mut c);
+    assert_success(&bind_channel(&mut h, &mut c, 0x4000, PEER), &c);
+    assert!(channel_events(h.take_events()).is_empty());
+}

@@ -1,0 +1,606 @@
+//! floe's XDP fast path for the TURN relay (`docs/xdp.md`): loads the eBPF program built from
+//! `bpf/turn_relay.c`, attaches it to network interfaces and mirrors live channels into its
+//! maps.
+//!
+//! The program relays RFC 8656 §12 ChannelData of UDP allocations over UDP, IPv4, in both
+//! directions, and passes everything else to the kernel stack (and so to floe's user-space
+//! relay) unchanged. The TURN state machine stays the source of truth: the shell calls
+//! [`XdpRelay::channel_up`] and [`XdpRelay::channel_down`] for floe-turn's `ChannelRelayUp` and
+//! `ChannelRelayDown` events, so an entry lives exactly as long as the channel, its peer's
+//! permission and the allocation.
+//!
+//! Loading needs CAP_BPF and CAP_NET_ADMIN (or root); the program detaches when the
+//! [`XdpRelay`] is dropped or the process exits (it is attached through a BPF link).
+
+use std::collections::HashMap as StdMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use aya::programs::{Xdp, XdpFlags};
+use aya::Ebpf;
+
+mod keys;
+mod nexthop;
+
+pub use keys::{ChannelKey, PeerKey};
+
+/// The object built from `bpf/turn_relay.c` by `build.rs` (empty when clang was missing).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/turn_relay.o"));
+
+/// The program's name in the object (its C function).
+const PROGRAM: &str = "floe_turn_relay";
+
+/// Interfaces the program may be attached to and send out of.
+pub const MAX_INTERFACES: usize = 8;
+
+/// `BPF_NOEXIST`: insert only when the key is new (keeps an entry's counters on a refresh).
+const BPF_NOEXIST: u64 = 1;
+
+/// Whether this build carries the eBPF object (clang was found at build time).
+pub fn supported() -> bool {
+    !OBJECT.is_empty()
+}
+
+/// `--xdp`: where to attach the fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// No XDP: every packet takes the user-space relay (the default).
+    #[default]
+    Off,
+    /// Native XDP on each interface that supports it; on failure (no driver support, no
+    /// privileges, no eBPF object) that interface, or all, stay on the user-space relay.
+    Auto,
+    /// Native (driver) XDP, or an error.
+    Native,
+    /// Generic (skb) XDP, or an error: works on any interface, saves less.
+    Generic,
+}
+
+impl XdpMode {
+    /// The flag value.
+    pub fn label(self) -> &'static str {
+        match self {
+            XdpMode::Off => "off",
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl FromStr for XdpMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(XdpMode::Off),
+            "auto" => Ok(XdpMode::Auto),
+            "native" => Ok(XdpMode::Native),
+            "generic" => Ok(XdpMode::Generic),
+            other => Err(format!(
+                "unknown XDP mode {other:?} (expected off, auto, native or generic)"
+            )),
+        }
+    }
+}
+
+/// Why the fast path could not be set up or updated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum XdpError {
+    /// This binary was built without clang, so it has no eBPF object.
+    #[error("this floe was built without XDP support (clang was missing at build time)")]
+    NotBuilt,
+    /// No interface was named.
+    #[error("XDP needs at least one --xdp-interface")]
+    NoInterface,
+    /// More interfaces than the program's array holds.
+    #[error("at most {MAX_INTERFACES} XDP interfaces are supported")]
+    TooManyInterfaces,
+    /// The kernel refused the object or the program (no CAP_BPF, verifier).
+    #[error("cannot load the XDP program: {0}")]
+    Load(String),
+    /// The program could not be attached to an interface.
+    #[error("cannot attach XDP ({mode}) to {interface}: {reason}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// The mode tried.
+        mode: &'static str,
+        /// The kernel's answer.
+        reason: String,
+    },
+    /// A map update failed.
+    #[error("XDP map {map}: {source}")]
+    Map {
+        /// The map's name.
+        map: &'static str,
+        /// The error.
+        #[source]
+        source: MapError,
+    },
+}
+
+/// What happened on one interface at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// The interface name.
+    pub interface: String,
+    /// `Ok(mode)` with "native" or "generic"; `Err(reason)` when it stays on user space.
+    pub outcome: Result<&'static str, String>,
+}
+
+/// Packet and byte counts of the fast path, per direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// ChannelData relayed client → peer: packets.
+    pub to_peer_packets: u64,
+    /// Application bytes relayed client → peer (without the ChannelData header).
+    pub to_peer_bytes: u64,
+    /// Datagrams relayed peer → client: packets.
+    pub to_client_packets: u64,
+    /// Application bytes relayed peer → client.
+    pub to_client_bytes: u64,
+}
+
+/// Indexes into the program's `stats` per-CPU array (see the enum in `bpf/turn_relay.c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Stat {
+    /// ChannelData relayed client → peer.
+    ToPeer = 0,
+    /// Datagrams relayed peer → client.
+    ToClient = 1,
+    /// A known flow passed to user space: no route or unresolved neighbour.
+    PassNoRoute = 2,
+    /// A known flow passed to user space: bigger than the egress MTU.
+    PassTooBig = 3,
+    /// A known channel passed to user space: the ChannelData length does not match.
+    PassLength = 4,
+    /// `bpf_redirect` failed.
+    RedirectFailed = 5,
+}
+
+/// What next hops are computed from (see `nexthop.rs`).
+struct Tables {
+    routes: String,
+    arp: String,
+    /// (interface, "address" or "mtu") -> the sysfs file's text.
+    sys: StdMap<(String, &'static str), String>,
+}
+
+/// The next hop of one destination IP: how many channels use it, and what is in the map.
+#[derive(Debug, Clone, Copy)]
+struct Dest {
+    refs: usize,
+    hop: Option<nexthop::NextHop>,
+}
+
+struct Maps {
+    chans: HashMap<MapData, [u8; 16], [u8; 32]>,
+    peers: HashMap<MapData, [u8; 12], [u8; 32]>,
+    stats: PerCpuArray<MapData, u64>,
+    nexthops: HashMap<MapData, [u8; 4], [u8; 20]>,
+    /// Client and peer IPs of the live entries, with their next hops.
+    dests: StdMap<Ipv4Addr, Dest>,
+    /// Counts of entries already removed (their map values are gone).
+    retired: Counters,
+}
+
+/// The loaded and attached fast path. Dropping it detaches the program.
+pub struct XdpRelay {
+    maps: Mutex<Maps>,
+    attached: Vec<Attached>,
+    /// The interfaces it is attached to: the only ones it sends out of.
+    interfaces: Vec<nexthop::Interface>,
+    /// Keeps the program (and its links) alive.
+    _ebpf: Ebpf,
+}
+
+impl fmt::Debug for XdpRelay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XdpRelay")
+            .field("attached", &self.attached)
+            .finish()
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> XdpError {
+    move |source| XdpError::Map { map, source }
+}
+
+/// The interface's index, from sysfs.
+fn ifindex(interface: &str) -> Result<u32, String> {
+    if interface.contains('/') || interface.starts_with('.') {
+        return Err("not an interface name".to_owned());
+    }
+    let path = format!("/sys/class/net/{interface}/ifindex");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("no such interface ({e})"))?;
+    text.trim()
+        .parse()
+        .map_err(|e| format!("bad ifindex in {path}: {e}"))
+}
+
+impl XdpRelay {
+    /// Loads the program and attaches it to `interfaces` in `mode` (not [`XdpMode::Off`]).
+    ///
+    /// [`XdpMode::Auto`] tries native XDP on each interface and leaves those that refuse on
+    /// the user-space relay (an error only when none attached); native and generic fail on the
+    /// first interface that refuses.
+    pub fn attach(mode: XdpMode, interfaces: &[String]) -> Result<XdpRelay, XdpError> {
+        if !supported() {
+            return Err(XdpError::NotBuilt);
+        }
+        if interfaces.is_empty() {
+            return Err(XdpError::NoInterface);
+        }
+        if interfaces.len() > MAX_INTERFACES {
+            return Err(XdpError::TooManyInterfaces);
+        }
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| XdpError::Load(error_chain(&e)))?;
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| XdpError::Load(format!("no {name} map")))
+        };
+        let chans = take(&mut ebpf, "chans")?
+            .try_into()
+            .map_err(map_err("chans"))?;
+        let peers = take(&mut ebpf, "peers")?
+            .try_into()
+            .map_err(map_err("peers"))?;
+        let stats = take(&mut ebpf, "stats")?
+            .try_into()
+            .map_err(map_err("stats"))?;
+        let nexthops = take(&mut ebpf, "nexthops")?
+            .try_into()
+            .map_err(map_err("nexthops"))?;
+        let program = load_program(&mut ebpf)?;
+        let (flags, label) = match mode {
+            XdpMode::Generic => (XdpFlags::SKB_MODE, "generic"),
+            _ => (XdpFlags::DRV_MODE, "native"),
+        };
+        let mut attached = Vec::new();
+        let mut up = Vec::new();
+        for interface in interfaces {
+            let outcome = ifindex(interface).and_then(|index| {
+                program
+                    .attach(interface, flags)
+                    .map(|_| index)
+                    .map_err(|e| error_chain(&e))
+            });
+            match outcome {
+                Ok(ifindex) => {
+                    up.push(nexthop::Interface {
+                        name: interface.clone(),
+                        ifindex,
+                    });
+                    attached.push(Attached {
+                        interface: interface.clone(),
+                        outcome: Ok(label),
+                    });
+                }
+                Err(reason) if mode == XdpMode::Auto => attached.push(Attached {
+                    interface: interface.clone(),
+                    outcome: Err(reason),
+                }),
+                Err(reason) => {
+                    return Err(XdpError::Attach {
+                        interface: interface.clone(),
+                        mode: label,
+                        reason,
+                    })
+                }
+            }
+        }
+        if up.is_empty() {
+            let reasons: Vec<String> = attached
+                .iter()
+                .filter_map(|a| {
+                    a.outcome
+                        .as_ref()
+                        .err()
+                        .map(|r| format!("{}: {r}", a.interface))
+                })
+                .collect();
+            return Err(XdpError::Attach {
+                interface: interfaces.join(","),
+                mode: label,
+                reason: reasons.join("; "),
+            });
+        }
+        Ok(XdpRelay {
+            maps: Mutex::new(Maps {
+                chans,
+                peers,
+                stats,
+                nexthops,
+                dests: StdMap::new(),
+                retired: Counters::default(),
+            }),
+            attached,
+            interfaces: up,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// What was attached where (and why not), for the start-up log.
+    pub fn attached(&self) -> &[Attached] {
+        &self.attached
+    }
+
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        // A panic while holding the lock cannot leave the maps half-updated (each update is one
+        // syscall), so a poisoned lock is safe to use.
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts relaying a channel in the kernel (idempotent: a refresh keeps its counters).
+    /// Returns `Ok(false)` for channels the program does not handle (IPv6, which user space
+    /// keeps relaying).
+    pub fn channel_up(
+        &self,
+        client: SocketAddr,
+        server: SocketAddr,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        channel: u16,
+    ) -> Result<bool, XdpError> {
+        let Some((ck, cv, pk, pv)) = keys::entries(client, server, relay, peer, channel) else {
+            return Ok(false);
+        };
+        let mut m = self.maps();
+        if m.chans.get(&ck.0, 0).is_err() {
+            for ip in [keys::ip_of(client), keys::ip_of(peer)]
+                .into_iter()
+                .flatten()
+            {
+                self.add_dest(&mut m, ip)?;
+            }
+        }
+        // The peer -> client entry first: a peer's answer must not reach user space after the
+        // client's first datagram left through XDP (it would still be relayed, only slower).
+        insert_new(&mut m.peers, pk.0, pv, "peers")?;
+        insert_new(&mut m.chans, ck.0, cv, "chans")?;
+        Ok(true)
+    }
+
+    /// Stops relaying a channel in the kernel at once; its counts move to the retired totals.
+    pub fn channel_down(
+        &self,
+        client: SocketAddr,
+        server: SocketAddr,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        channel: u16,
+    ) -> Result<(), XdpError> {
+        let Some((ck, _, pk, _)) = keys::entries(client, server, relay, peer, channel) else {
+            return Ok(());
+        };
+        let mut m = self.maps();
+        if let Ok(v) = m.chans.get(&ck.0, 0) {
+            let (p, b) = keys::value_counts(&v);
+            m.retired.to_peer_packets += p;
+            m.retired.to_peer_bytes += b;
+            for ip in [keys::ip_of(client), keys::ip_of(peer)]
+                .into_iter()
+                .flatten()
+            {
+                self.drop_dest(&mut m, ip)?;
+            }
+        }
+        if let Ok(v) = m.peers.get(&pk.0, 0) {
+            let (p, b) = keys::value_counts(&v);
+            m.retired.to_client_packets += p;
+            m.retired.to_client_bytes += b;
+        }
+        remove(&mut m.chans, &ck.0, "chans")?;
+        remove(&mut m.peers, &pk.0, "peers")?;
+        Ok(())
+    }
+
+    fn add_dest(&self, m: &mut Maps, ip: Ipv4Addr) -> Result<(), XdpError> {
+        if let Some(d) = m.dests.get_mut(&ip) {
+            d.refs += 1;
+            return Ok(());
+        }
+        m.dests.insert(ip, Dest { refs: 1, hop: None });
+        self.resolve_one(m, ip)
+    }
+
+    fn drop_dest(&self, m: &mut Maps, ip: Ipv4Addr) -> Result<(), XdpError> {
+        let Some(d) = m.dests.get_mut(&ip) else {
+            return Ok(());
+        };
+        d.refs -= 1;
+        if d.refs == 0 {
+            m.dests.remove(&ip);
+            remove(&mut m.nexthops, &ip.octets(), "nexthops")?;
+        }
+        Ok(())
+    }
+
+    /// Looks up `ip`'s next hop again and updates the map when it changed.
+    fn resolve_one(&self, m: &mut Maps, ip: Ipv4Addr) -> Result<(), XdpError> {
+        let tables = self.tables();
+        self.apply_hop(m, ip, &tables)
+    }
+
+    /// The routes, neighbours and interface addresses and MTUs, read once.
+    fn tables(&self) -> Tables {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let mut sys = StdMap::new();
+        for i in &self.interfaces {
+            for file in ["address", "mtu"] {
+                let text = read(&format!("/sys/class/net/{}/{file}", i.name));
+                sys.insert((i.name.clone(), file), text);
+            }
+        }
+        Tables {
+            routes: read("/proc/net/route"),
+            arp: read("/proc/net/arp"),
+            sys,
+        }
+    }
+
+    fn apply_hop(&self, m: &mut Maps, ip: Ipv4Addr, tables: &Tables) -> Result<(), XdpError> {
+        let sys = |iface: &str, file: &str| tables.sys.get(&(iface.to_owned(), file)).cloned();
+        let hop = nexthop::resolve(ip, &tables.routes, &tables.arp, &self.interfaces, &sys).ok();
+        let Some(d) = m.dests.get_mut(&ip) else {
+            return Ok(());
+        };
+        if d.hop == hop {
+            return Ok(());
+        }
+        d.hop = hop;
+        match hop {
+            Some(h) => m
+                .nexthops
+                .insert(ip.octets(), h.to_bytes(), 0)
+                .map_err(map_err("nexthops")),
+            None => remove(&mut m.nexthops, &ip.octets(), "nexthops"),
+        }
+    }
+
+    /// Re-reads the routes and neighbours for every client and peer IP in use: adds next hops
+    /// that became known (the user-space relay's sends resolve neighbours), updates changed
+    /// ones, removes vanished ones (their packets take the user-space relay). Call it about
+    /// once a second.
+    pub fn refresh_next_hops(&self) -> Result<(), XdpError> {
+        let tables = self.tables();
+        let mut m = self.maps();
+        let ips: Vec<Ipv4Addr> = m.dests.keys().copied().collect();
+        for ip in ips {
+            self.apply_hop(&mut m, ip, &tables)?;
+        }
+        Ok(())
+    }
+
+    /// Destination IPs in use, and how many of them have a next hop in the map.
+    pub fn next_hops(&self) -> (usize, usize) {
+        let m = self.maps();
+        let resolved = m.dests.values().filter(|d| d.hop.is_some()).count();
+        (m.dests.len(), resolved)
+    }
+
+    /// Entries in the client → peer and peer → client maps.
+    pub fn entries(&self) -> (usize, usize) {
+        let m = self.maps();
+        (m.chans.keys().count(), m.peers.keys().count())
+    }
+
+    /// Packets and bytes relayed by the program since it was loaded: the per-channel counters
+    /// of live entries plus those of removed ones.
+    pub fn counters(&self) -> Counters {
+        let m = self.maps();
+        let mut c = m.retired;
+        for (_, v) in m.chans.iter().flatten() {
+            let (p, b) = keys::value_counts(&v);
+            c.to_peer_packets += p;
+            c.to_peer_bytes += b;
+        }
+        for (_, v) in m.peers.iter().flatten() {
+            let (p, b) = keys::value_counts(&v);
+            c.to_client_packets += p;
+            c.to_client_bytes += b;
+        }
+        c
+    }
+
+    /// One of the program's global counters, summed over CPUs.
+    pub fn stat(&self, stat: Stat) -> u64 {
+        let m = self.maps();
+        m.stats
+            .get(&(stat as u32), 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Loads the program into the kernel (the verifier checks it) without attaching it anywhere.
+pub fn verify() -> Result<(), XdpError> {
+    if !supported() {
+        return Err(XdpError::NotBuilt);
+    }
+    let mut ebpf = Ebpf::load(OBJECT).map_err(|e| XdpError::Load(error_chain(&e)))?;
+    load_program(&mut ebpf).map(|_| ())
+}
+
+/// Loads the XDP program of `ebpf` into the kernel (the verifier runs here).
+fn load_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| XdpError::Load(format!("no program {PROGRAM}")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| XdpError::Load(e.to_string()))?;
+    program
+        .load()
+        .map_err(|e| XdpError::Load(error_chain(&e)))?;
+    Ok(program)
+}
+
+fn insert_new<const K: usize>(
+    map: &mut HashMap<MapData, [u8; K], [u8; 32]>,
+    key: [u8; K],
+    value: [u8; 32],
+    name: &'static str,
+) -> Result<(), XdpError> {
+    match map.insert(key, value, BPF_NOEXIST) {
+        Ok(()) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc_eexist()) => {
+            Ok(())
+        }
+        Err(source) => Err(XdpError::Map { map: name, source }),
+    }
+}
+
+fn remove<const K: usize, const V: usize>(
+    map: &mut HashMap<MapData, [u8; K], [u8; V]>,
+    key: &[u8; K],
+    name: &'static str,
+) -> Result<(), XdpError> {
+    match map.remove(key) {
+        Ok(()) => Ok(()),
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
+        Err(source) => Err(XdpError::Map { map: name, source }),
+    }
+}
+
+/// EEXIST on Linux.
+const fn libc_eexist() -> i32 {
+    17
+}
+
+/// An error with its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// An IPv4 socket address, if `a` is one (IPv4-mapped IPv6 counts).
+pub(crate) fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(v) => Some(v),
+        SocketAddr::V6(v) => v
+            .ip()
+            .to_ipv4_mapped()
+            .map(|ip| SocketAddrV4::new(ip, v.port())),
+    }
+}
