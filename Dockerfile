@@ -9,11 +9,17 @@
 # and hides the clients' addresses. docs/deploy.md has the details and a Kubernetes note.
 
 FROM rust:1-bookworm AS build
+# clang and libbpf's headers build the XDP fast path's eBPF program (docs/xdp.md); without them
+# floe builds without it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends clang llvm libbpf-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The manifests first, so that the dependency build is cached across source changes.
 COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
 COPY crates ./crates
 COPY web ./web
+COPY bpf ./bpf
 RUN cargo build --release --locked -p floe \
  && install -D -m 0755 target/release/floe /out/floe
 

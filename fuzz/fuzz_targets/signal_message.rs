@@ -8,4 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| floe_signal::fuzzing::check_client_msg(data));
+fuzz_target!(|data: &[u8]| floe_signal::fuzzing::check_client_msg(
+    data,
+    std::time::Instant::now()
+));

@@ -18,15 +18,15 @@ use crate::proto::{parse_client_msg, ServerMsg};
 /// from a connection that has not joined, from one joined to a room with another peer, a
 /// post-box message of a post-box session, then lets every timer fire. Checks that every
 /// answer serialises, every error carries an HTTP status of 4xx/5xx, and every close is for a
-/// fatal code.
-pub fn check_client_msg(data: &[u8]) {
+/// fatal code. `t0` is the hub's start time (the crate reads no clock: the caller passes
+/// `Instant::now()` once).
+pub fn check_client_msg(data: &[u8], t0: Instant) {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Err(e) = parse_client_msg(text) {
             let status = e.code.http_status();
             assert!((400..600).contains(&status), "{e:?}: status {status}");
         }
     }
-    let t0 = Instant::now();
     let at = |secs: u64| Now {
         mono: t0 + Duration::from_secs(secs),
         unix: 1_700_000_000 + secs,

@@ -12,7 +12,7 @@ fn signal_message_corpus_replays_and_covers_every_message_type() {
     let seeds = corpus("signal_message");
     for (name, data) in &seeds {
         eprintln!("signal_message: {name}");
-        check_client_msg(data);
+        check_client_msg(data, std::time::Instant::now());
     }
     for ty in ClientMsg::TYPES {
         let tag = format!("\"type\":\"{ty}\"");
@@ -29,7 +29,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-        check_client_msg(&data);
+        check_client_msg(&data, std::time::Instant::now());
     }
 
     #[test]
@@ -38,7 +38,7 @@ proptest! {
         edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..8),
     ) {
         let seeds = corpus("signal_message");
-        check_client_msg(&mutate(&seeds[seed % seeds.len()].1, &edits));
+        check_client_msg(&mutate(&seeds[seed % seeds.len()].1, &edits), std::time::Instant::now());
     }
 
     #[test]
@@ -53,6 +53,6 @@ proptest! {
             "ack": seq, "lastSeq": seq, "session": s, "resumeToken": s, "token": s,
             "candidate": s, "sdpMLineIndex": n, "data": {"x": s},
         });
-        check_client_msg(v.to_string().as_bytes());
+        check_client_msg(v.to_string().as_bytes(), std::time::Instant::now());
     }
 }
