@@ -6,6 +6,7 @@
 mod admin;
 mod cmd;
 mod config;
+mod http_client;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

@@ -2,13 +2,13 @@
 //! HTTP/1.1 over one TCP connection per command; the listener is meant for loopback or a private
 //! network (put TLS in front of it otherwise).
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpStream, ToSocketAddrs as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
+
+use crate::http_client::{self, BaseUrl, Request};
 
 /// Arguments of `floe admin`.
 #[derive(clap::Args)]
@@ -73,7 +73,10 @@ pub enum AdminCommand {
 
 /// Runs `floe admin`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.url, args.token.clone())?;
+    if !args.url.starts_with("http://") {
+        bail!("--url must be http://HOST:PORT (put TLS in front of the listener and tunnel)");
+    }
+    let base = BaseUrl::parse(&args.url)?;
     let (method, path, body) = match &args.command {
         AdminCommand::Allocations { user: Some(u) } => {
             ("GET", format!("/v1/allocations?user={}", encode(u)), None)
@@ -97,7 +100,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         AdminCommand::Ready => ("GET", "/readyz".into(), None),
         AdminCommand::Status => ("GET", "/v1/status".into(), None),
     };
-    let (status, body) = client.request(method, &path, body.as_deref())?;
+    let request = Request {
+        method,
+        path: &path,
+        token: args.token.as_deref(),
+        body: body.as_deref(),
+        connect_timeout: Duration::from_secs(5),
+        io_timeout: Duration::from_secs(30),
+    };
+    let (status, body) = http_client::request(&base, &request, None)?;
     let json: Value = serde_json::from_str(&body)
         .with_context(|| format!("the server answered {status} with non-JSON: {body:?}"))?;
     let ready_probe = matches!(args.command, AdminCommand::Ready);
@@ -254,115 +265,11 @@ fn encode(v: &str) -> String {
         .collect()
 }
 
-/// A minimal HTTP/1.1 client for `http://HOST:PORT` URLs.
-struct Client {
-    host: String,
-    token: Option<String>,
-}
-
-impl Client {
-    fn new(url: &str, token: Option<String>) -> anyhow::Result<Client> {
-        let Some(rest) = url.strip_prefix("http://") else {
-            bail!("--url must be http://HOST:PORT (put TLS in front of the listener and tunnel)");
-        };
-        Ok(Client {
-            host: rest.trim_end_matches('/').to_owned(),
-            token,
-        })
-    }
-
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-    ) -> anyhow::Result<(u16, String)> {
-        let addr = self
-            .host
-            .to_socket_addrs()
-            .with_context(|| format!("resolving {}", self.host))?
-            .next()
-            .with_context(|| format!("{} resolves to no address", self.host))?;
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n",
-            self.host
-        );
-        if let Some(t) = &self.token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        let body = body.unwrap_or("");
-        if !body.is_empty() || method == "POST" {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        stream
-            .write_all(req.as_bytes())
-            .context("sending the request")?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).context("reading the answer")?;
-        parse_response(&raw)
-    }
-}
-
-/// Status and body of an HTTP/1.1 response (Content-Length or chunked, or read to the end).
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, String)> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("a truncated HTTP answer")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("an HTTP answer without a status")?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
     use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked_answers() {
-        let plain = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(plain).unwrap(), (503, "{}".into()));
-        let chunked =
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).unwrap(), (200, "{\"a\":1}".into()));
-    }
 
     #[test]
     fn encodes_rest_usernames_in_paths() {

@@ -9,7 +9,6 @@
 //! advertises its private address); and the allocation relays a test packet both ways between
 //! this machine and the relayed address, which needs the relay port range open.
 
-mod http;
 mod probe;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _, UdpSocket};
@@ -23,8 +22,8 @@ use floe_peer::ice_servers::{parse_ice_servers, parse_url, IceServer, TurnTransp
 use floe_turn::client::TurnEvent;
 use floe_turn::policy::default_deny;
 
-use self::http::BaseUrl;
 use self::probe::{Conn, ConnectError, Probe};
+use crate::http_client::{self, BaseUrl, Request};
 
 /// Arguments of `floe doctor`.
 #[derive(Debug, clap::Args)]
@@ -174,7 +173,15 @@ fn ice_servers_from(
     report: &mut Report,
 ) -> Vec<IceServer> {
     let what = "signalling /v1/ice-servers";
-    let (code, body) = match http::get(base, "/v1/ice-servers", token, &ctx.tls, ctx.timeout) {
+    let request = Request {
+        method: "GET",
+        path: "/v1/ice-servers",
+        token,
+        body: None,
+        connect_timeout: ctx.timeout,
+        io_timeout: ctx.timeout,
+    };
+    let (code, body) = match http_client::request(base, &request, Some(&ctx.tls)) {
         Ok(r) => r,
         Err(e) => {
             report.say(

@@ -1,5 +1,6 @@
-//! A minimal blocking HTTP/1.1 GET (plain or TLS) for `floe doctor`'s call to
-//! `/v1/ice-servers`: one request, `Connection: close`, a bounded response.
+//! A minimal blocking HTTP/1.1 client (plain or TLS), one request per connection
+//! (`Connection: close`) with a bounded response: `floe admin` (the operations listener's API)
+//! and `floe doctor` (`/v1/ice-servers`) use it.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
@@ -69,42 +70,71 @@ impl BaseUrl {
     }
 }
 
-/// `GET path` with an optional bearer token: the status code and the body.
-pub fn get(
+/// One request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `GET`, `POST`, `DELETE`, ...
+    pub method: &'a str,
+    /// The path (and query).
+    pub path: &'a str,
+    /// A bearer token.
+    pub token: Option<&'a str>,
+    /// A JSON body.
+    pub body: Option<&'a str>,
+    /// Bound on connecting.
+    pub connect_timeout: Duration,
+    /// Bound on each read and write.
+    pub io_timeout: Duration,
+}
+
+/// Sends `req` to `base` (TLS with `tls` for `https://`): the status code and the body.
+pub fn request(
     base: &BaseUrl,
-    path: &str,
-    token: Option<&str>,
-    tls: &Arc<rustls::ClientConfig>,
-    timeout: Duration,
+    req: &Request<'_>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> anyhow::Result<(u16, String)> {
     let addr = base.resolve()?;
-    let tcp = TcpStream::connect_timeout(&addr, timeout)
+    let tcp = TcpStream::connect_timeout(&addr, req.connect_timeout)
         .with_context(|| format!("connecting to {addr}"))?;
-    tcp.set_read_timeout(Some(timeout))?;
-    tcp.set_write_timeout(Some(timeout))?;
+    tcp.set_read_timeout(Some(req.io_timeout))?;
+    tcp.set_write_timeout(Some(req.io_timeout))?;
     let host = if base.host.contains(':') {
         format!("[{}]:{}", base.host, base.port)
     } else {
         format!("{}:{}", base.host, base.port)
     };
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Accept: application/json\r\n\
-         User-Agent: floe-doctor\r\nConnection: close\r\n\r\n"
+    let (method, path) = (req.method, req.path);
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\
+         User-Agent: floe/{}\r\nConnection: close\r\n",
+        env!("CARGO_PKG_VERSION")
     );
+    if let Some(t) = req.token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = req.body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    let message = format!("{head}\r\n{body}");
     let mut raw = Vec::new();
     if base.tls {
+        let Some(tls) = tls else {
+            bail!("https:// needs a TLS configuration");
+        };
         let name = ServerName::try_from(base.host.clone())
             .with_context(|| format!("{:?} is not a valid TLS server name", base.host))?;
         let conn = rustls::ClientConnection::new(tls.clone(), name)?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
-        stream.write_all(request.as_bytes())?;
+        stream.write_all(message.as_bytes())?;
         read_bounded(&mut stream, &mut raw)?;
     } else {
         let mut tcp = tcp;
-        tcp.write_all(request.as_bytes())?;
+        tcp.write_all(message.as_bytes())
+            .context("sending the request")?;
         read_bounded(&mut tcp, &mut raw)?;
     }
     parse_response(&raw)
@@ -188,5 +218,11 @@ mod tests {
         .unwrap();
         assert_eq!((code, body.as_str()), (401, "abcde"));
         assert!(parse_response(b"garbage").is_err());
+        // floe admin's answers: a plain error and a chunked body split inside a JSON string.
+        let plain = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(parse_response(plain).unwrap(), (503, "{}".into()));
+        let chunked =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap(), (200, "{\"a\":1}".into()));
     }
 }
