@@ -312,6 +312,8 @@ fn floe_turn_alone_serves_health_readiness_and_token_protected_metrics() {
             &config,
             "--admin-token",
             TOKEN,
+            // The test peer is a loopback socket, which the default peer policy refuses; the
+            // drain test below has a default-policy twin relaying allocation to allocation.
             "--allow-peer",
             "127.0.0.0/8",
         ],
@@ -445,6 +447,8 @@ fn sigusr1_drains_with_a_live_allocation_and_peer_and_exits_when_empty() {
         .enable_all()
         .build()
         .unwrap();
+    // `--allow-peer`: the test peer is a plain loopback socket (refused by the default policy).
+    // `sigusr1_drains_with_the_default_peer_policy` is the default-settings twin.
     let mut f = start(
         "serve",
         &["--allow-peer", "127.0.0.0/8", "--drain-timeout", "120"],
@@ -494,6 +498,36 @@ fn sigusr1_drains_with_a_live_allocation_and_peer_and_exits_when_empty() {
         let _ = ws.close(None).await;
     });
     assert_eq!(c.refresh(0), None);
+    assert!(f.wait_exit().success());
+}
+
+/// The drain above with floe's default settings: the live traffic goes between two allocations
+/// through the server's own relay address, which the default peer policy grants.
+#[test]
+fn sigusr1_drains_with_the_default_peer_policy() {
+    let mut f = start("serve", &["--drain-timeout", "120"]);
+    let mut a = TurnClient::new(f.turn, "alice", "pw");
+    let a_relay = a.allocate().expect("allocation");
+    let mut b = TurnClient::new(f.turn, "alice", "pw");
+    let b_relay = b.allocate().expect("allocation");
+    a.permit(b_relay);
+    b.permit(a_relay);
+    a.send(b_relay, b"before");
+    assert_eq!(b.recv_data(), b"before");
+
+    f.signal("-USR1");
+
+    eventually("readyz 503", || {
+        let (status, r) = http_json(f.admin, "GET", "/readyz", None);
+        (status == 503).then_some(r)
+    });
+    let mut late = TurnClient::new(f.turn, "alice", "pw");
+    assert_eq!(code(&late.allocate().expect_err("draining")), Some(508));
+    b.send(a_relay, b"during");
+    assert_eq!(a.recv_data(), b"during");
+    assert!(f.running());
+    assert_eq!(a.refresh(0), None);
+    assert_eq!(b.refresh(0), None);
     assert!(f.wait_exit().success());
 }
 
