@@ -86,6 +86,42 @@ struct peer_val {
 	__u64 bytes;
 };
 
+// A permission (RFC 8656 §9) of a client, for its Send indications: client 5-tuple + peer IP.
+struct perm_key {
+	__u32 client_ip;
+	__u32 server_ip;
+	__u16 client_port;
+	__u16 server_port;
+	__u32 peer_ip;
+};
+
+struct perm_val {
+	__u32 relay_ip;
+	__u16 relay_port;
+	__u16 pad;
+	__u64 packets;
+	__u64 bytes;
+};
+
+// The same permission seen from the peer side, for Data indications: any port of the peer IP
+// sending to the relayed address (when no channel carries that peer address).
+struct dperm_key {
+	__u32 peer_ip;
+	__u32 relay_ip;
+	__u16 relay_port;
+	__u16 pad;
+};
+
+struct dperm_val {
+	__u32 client_ip;
+	__u32 server_ip;
+	__u16 client_port;
+	__u16 server_port;
+	__u32 pad;
+	__u64 packets;
+	__u64 bytes;
+};
+
 // Counter indexes in `stats` (mirrored in crates/xdp/src/maps.rs).
 enum {
 	STAT_TO_PEER = 0,      // ChannelData relayed client -> peer
@@ -94,7 +130,12 @@ enum {
 	STAT_PASS_TOO_BIG = 3, // known flow, but bigger than the egress MTU
 	STAT_PASS_LENGTH = 4,  // known channel, but the ChannelData length does not match
 	STAT_REDIRECT_FAILED = 5,
-	STAT_MAX = 8,
+	STAT_SEND_TO_PEER = 6,    // Send indications relayed client -> peer (as plain UDP)
+	STAT_DATA_TO_CLIENT = 7,  // datagrams relayed peer -> client as Data indications
+	STAT_PASS_SEND_FORMAT = 8, // a permitted Send indication of another shape (see send_shape)
+	STAT_PASS_TAIL = 9,       // no room at either end of the frame for a Data indication
+	STAT_DATA_SHIFTED = 10,   // Data indications built by moving the data (no tailroom)
+	STAT_MAX = 16,
 };
 
 struct {
@@ -110,6 +151,20 @@ struct {
 	__type(key, struct peer_key);
 	__type(value, struct peer_val);
 } peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct perm_key);
+	__type(value, struct perm_val);
+} perms SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct dperm_key);
+	__type(value, struct dperm_val);
+} dperms SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -295,6 +350,247 @@ static __always_inline int to_client(struct xdp_md *ctx, struct headers *h, stru
 	return emit(ctx, h, nh->ifindex, STAT_TO_CLIENT);
 }
 
+// STUN (RFC 8489 §5): the magic cookie, and the indications relayed here (RFC 8656 §17).
+#define STUN_HDR 20
+#define MAGIC_COOKIE 0x2112A442
+#define TYPE_SEND_IND 0x0016
+#define TYPE_DATA_IND 0x0017
+#define ATTR_XOR_PEER_ADDRESS 0x0012
+#define ATTR_DATA 0x0013
+// Header + XOR-PEER-ADDRESS (IPv4: 4 + 8) + DATA's attribute header: what a Send indication
+// loses and a Data indication gains in front of the application data.
+#define IND_HDR (STUN_HDR + 12 + 4)
+// Application data longer than this stays in user space (keeps the verifier's bounds simple;
+// far above any MTU this program sends to).
+#define MAX_DATA 0x3fff
+
+// Scratch space to move a datagram's data inside the frame (see shift_left).
+#define SHIFT_CHUNK 256
+struct scratch {
+	__u8 b[SHIFT_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+// Moves `len` bytes of the frame from offset `from` to the lower offset `to`, a chunk at a time
+// (each chunk is read whole before it is written, so the overlap is safe). 0 or -1.
+static __always_inline int shift_left(struct xdp_md *ctx, __u32 to, __u32 from, __u32 len)
+{
+	__u32 zero = 0;
+	struct scratch *buf = bpf_map_lookup_elem(&scratch, &zero);
+	if (!buf)
+		return -1;
+#pragma clang loop unroll(disable)
+	for (__u32 done = 0; done < (MAX_DATA + 1); done += SHIFT_CHUNK) {
+		if (done >= len)
+			break;
+		__u32 n = len - done;
+		if (n > SHIFT_CHUNK)
+			n = SHIFT_CHUNK;
+		asm volatile("" : "+r"(n)); // keep the bound checks below for the verifier
+		n &= 0x1ff;
+		if (n == 0 || n > SHIFT_CHUNK)
+			return -1;
+		if (bpf_xdp_load_bytes(ctx, from + done, buf->b, n))
+			return -1;
+		if (bpf_xdp_store_bytes(ctx, to + done, buf->b, n))
+			return -1;
+	}
+	return 0;
+}
+
+// Zeroes the `pad` (0..3) bytes at offset `off` (at most sizeof(headers) + IND_HDR + MAX_DATA).
+static __always_inline int zero_pad(struct xdp_md *ctx, __u32 off, __u32 pad)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	// The mask bounds the offset for the verifier; the empty asm keeps clang from dropping it
+	// as redundant (callers' offsets are smaller).
+	asm volatile("" : "+r"(off));
+	__u8 *p = data + (off & 0x7fff);
+#pragma unroll
+	for (int i = 0; i < 3; i++) {
+		if (i < pad) {
+			if ((void *)(p + i + 1) > data_end)
+				return -1;
+			p[i] = 0;
+		}
+	}
+	return 0;
+}
+
+// One's complement sum of `n` 16-bit words (n even count of bytes / 2, unrolled).
+static __always_inline __u32 sum_words(__u16 *w, int n)
+{
+	__u32 s = 0;
+#pragma unroll
+	for (int i = 0; i < n; i++)
+		s += w[i];
+	return s;
+}
+
+// client -> peer: a Send indication (RFC 8656 §11.1) whose permission user space mirrored into
+// `perms` becomes a UDP datagram from the relayed address to the XOR-PEER-ADDRESS carrying the
+// DATA value. Handled shape (what clients send): header, XOR-PEER-ADDRESS (IPv4), DATA, nothing
+// else, padding zero. Any other shape (DONT-FRAGMENT, FINGERPRINT, unknown attributes, another
+// order, IPv6 peer) returns -1 and the caller passes it to user space.
+static __always_inline int send_to_peer(struct xdp_md *ctx, struct headers *h, __u16 payload_len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u16 *m = data + sizeof(*h);
+	if ((void *)(m + IND_HDR / 2) > data_end)
+		return -1;
+	// Type, cookie, the first attribute: XOR-PEER-ADDRESS of length 8, family IPv4.
+	if (m[0] != bpf_htons(TYPE_SEND_IND) || m[2] != bpf_htons(MAGIC_COOKIE >> 16) ||
+	    m[3] != bpf_htons(MAGIC_COOKIE & 0xffff) || m[10] != bpf_htons(ATTR_XOR_PEER_ADDRESS) ||
+	    m[11] != bpf_htons(8) || m[12] != bpf_htons(0x0001))
+		return -1;
+	__u32 peer_ip = (*(__u32 *)(m + 14)) ^ bpf_htonl(MAGIC_COOKIE);
+	__u16 peer_port = m[13] ^ bpf_htons(MAGIC_COOKIE >> 16);
+	struct perm_key k = {
+		.client_ip = h->ip.saddr,
+		.server_ip = h->ip.daddr,
+		.client_port = h->udp.source,
+		.server_port = h->udp.dest,
+		.peer_ip = peer_ip,
+	};
+	struct perm_val *v = bpf_map_lookup_elem(&perms, &k);
+	if (!v)
+		return -1;
+	// From here it is our client's permitted Send: any other shape is counted.
+	__u32 data_len = bpf_ntohs(m[17]);
+	__u32 padded = (data_len + 3) & ~3u;
+	if (m[16] != bpf_htons(ATTR_DATA) || bpf_ntohs(m[1]) + STUN_HDR != payload_len ||
+	    IND_HDR + padded != payload_len || data_len == 0 || data_len > MAX_DATA || peer_port == 0) {
+		count(STAT_PASS_SEND_FORMAT);
+		return -1;
+	}
+	// The padding must be zero: then dropping it leaves the UDP checksum's sum unchanged (the
+	// data starts at an even offset before and after). Check the last word of the padded value.
+	__u32 pad = padded - data_len;
+	if (pad) {
+		__u32 last = (padded - 4) & MAX_DATA;
+		__u8 *w = (__u8 *)m + IND_HDR + last;
+		if ((void *)(w + 4) > data_end)
+			return -1;
+		if ((pad >= 3 && w[1]) || (pad >= 2 && w[2]) || w[3]) {
+			count(STAT_PASS_SEND_FORMAT);
+			return -1;
+		}
+	}
+	__u16 udp_len = data_len + sizeof(struct udphdr);
+	__u16 tot_len = udp_len + sizeof(struct iphdr);
+	struct nexthop *nh = route(peer_ip, tot_len);
+	if (!nh)
+		return -1;
+	__u32 old_sum = ip_words(h->ip.saddr) + ip_words(h->ip.daddr) + h->udp.source +
+			h->udp.dest + 2 * (__u32)h->udp.len + sum_words(m, IND_HDR / 2);
+	__u16 new_len = bpf_htons(udp_len);
+	__u32 new_sum = ip_words(v->relay_ip) + ip_words(peer_ip) + v->relay_port + peer_port +
+			2 * (__u32)new_len;
+	h->udp.check = udp_csum_update(h->udp.check, old_sum, new_sum);
+	h->udp.source = v->relay_port;
+	h->udp.dest = peer_port;
+	h->udp.len = new_len;
+	set_ip(h, v->relay_ip, peer_ip, tot_len);
+	set_l2(h, nh);
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, data_len);
+	if (pad && bpf_xdp_adjust_tail(ctx, -(int)pad))
+		return XDP_ABORTED;
+	if (bpf_xdp_adjust_head(ctx, IND_HDR))
+		return XDP_ABORTED;
+	return emit(ctx, h, nh->ifindex, STAT_SEND_TO_PEER);
+}
+
+// peer -> client without a channel: a datagram from a permitted peer IP becomes a Data
+// indication (RFC 8656 §11.4): a STUN header with a fresh transaction id, XOR-PEER-ADDRESS (the
+// peer's address), DATA with its value padded with zeros to 4 bytes.
+static __always_inline int data_to_client(struct xdp_md *ctx, struct headers *h,
+					  struct dperm_val *v, __u16 data_len)
+{
+	if (data_len == 0 || data_len > MAX_DATA)
+		return XDP_PASS;
+	__u32 dlen = data_len & MAX_DATA;
+	__u32 padded = (dlen + 3) & ~3u;
+	__u32 pad = padded - dlen;
+	__u16 udp_len = IND_HDR + padded + sizeof(struct udphdr);
+	__u16 tot_len = udp_len + sizeof(struct iphdr);
+	struct nexthop *nh = route(v->client_ip, tot_len);
+	if (!nh)
+		return XDP_PASS;
+	// Grow the tail for the padding first: when the frame has no room the packet is still
+	// untouched. A frame with no tailroom (veth hands XDP the sender's skb, sized to fit) grows
+	// at the head by the padding too, and the data moves `pad` bytes towards the front.
+	int shifted = 0;
+	if (pad) {
+		if (bpf_xdp_adjust_tail(ctx, pad) == 0) {
+			if (zero_pad(ctx, sizeof(*h) + dlen, pad))
+				return XDP_ABORTED;
+		} else if (bpf_xdp_adjust_head(ctx, -(int)(IND_HDR + pad)) == 0) {
+			__u32 to = sizeof(*h) + IND_HDR;
+			if (shift_left(ctx, to, to + pad, dlen) || zero_pad(ctx, to + dlen, pad))
+				return XDP_ABORTED;
+			shifted = 1;
+			count(STAT_DATA_SHIFTED);
+		} else {
+			count(STAT_PASS_TAIL);
+			return XDP_PASS;
+		}
+	}
+	__u16 m[IND_HDR / 2];
+	__u32 tid0 = bpf_get_prandom_u32(), tid1 = bpf_get_prandom_u32(),
+	      tid2 = bpf_get_prandom_u32();
+	m[0] = bpf_htons(TYPE_DATA_IND);
+	m[1] = bpf_htons(IND_HDR - STUN_HDR + padded);
+	m[2] = bpf_htons(MAGIC_COOKIE >> 16);
+	m[3] = bpf_htons(MAGIC_COOKIE & 0xffff);
+	m[4] = tid0;
+	m[5] = tid0 >> 16;
+	m[6] = tid1;
+	m[7] = tid1 >> 16;
+	m[8] = tid2;
+	m[9] = tid2 >> 16;
+	m[10] = bpf_htons(ATTR_XOR_PEER_ADDRESS);
+	m[11] = bpf_htons(8);
+	m[12] = bpf_htons(0x0001);
+	m[13] = h->udp.source ^ bpf_htons(MAGIC_COOKIE >> 16);
+	__u32 xip = h->ip.saddr ^ bpf_htonl(MAGIC_COOKIE);
+	m[14] = xip;
+	m[15] = xip >> 16;
+	m[16] = bpf_htons(ATTR_DATA);
+	m[17] = bpf_htons(dlen);
+
+	__u32 old_sum = ip_words(h->ip.saddr) + ip_words(h->ip.daddr) + h->udp.source +
+			h->udp.dest + 2 * (__u32)h->udp.len;
+	__u16 new_len = bpf_htons(udp_len);
+	__u32 new_sum = ip_words(v->server_ip) + ip_words(v->client_ip) + v->server_port +
+			v->client_port + 2 * (__u32)new_len + sum_words(m, IND_HDR / 2);
+	h->udp.check = udp_csum_update(h->udp.check, old_sum, new_sum);
+	h->udp.source = v->server_port;
+	h->udp.dest = v->client_port;
+	h->udp.len = new_len;
+	set_ip(h, v->server_ip, v->client_ip, tot_len);
+	set_l2(h, nh);
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, dlen);
+	if (!shifted && bpf_xdp_adjust_head(ctx, -IND_HDR))
+		return XDP_ABORTED;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	void *stun = data + sizeof(*h);
+	if (stun + IND_HDR > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(stun, m, IND_HDR);
+	return emit(ctx, h, nh->ifindex, STAT_DATA_TO_CLIENT);
+}
+
 SEC("xdp")
 int floe_turn_relay(struct xdp_md *ctx)
 {
@@ -344,6 +640,13 @@ int floe_turn_relay(struct xdp_md *ctx)
 		}
 	}
 
+	// client -> peer: a Send indication (RFC 7983: a first byte of 0..3 is STUN).
+	if (payload_len >= IND_HDR) {
+		int rc = send_to_peer(ctx, &h, payload_len);
+		if (rc >= 0)
+			return rc;
+	}
+
 	// peer -> client.
 	struct peer_key pk = {
 		.peer_ip = h.ip.saddr,
@@ -354,6 +657,14 @@ int floe_turn_relay(struct xdp_md *ctx)
 	struct peer_val *pv = bpf_map_lookup_elem(&peers, &pk);
 	if (pv)
 		return to_client(ctx, &h, pv, payload_len);
+	struct dperm_key dk = {
+		.peer_ip = h.ip.saddr,
+		.relay_ip = h.ip.daddr,
+		.relay_port = h.udp.dest,
+	};
+	struct dperm_val *dv = bpf_map_lookup_elem(&dperms, &dk);
+	if (dv)
+		return data_to_client(ctx, &h, dv, payload_len);
 	return XDP_PASS;
 }
 

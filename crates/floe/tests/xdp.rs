@@ -29,7 +29,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use floe_stun::attr::{
-    ChannelNumber, ErrorCode, Lifetime, Nonce, Realm, RequestedTransport, Username, XorPeerAddress,
+    ChannelNumber, Data, ErrorCode, Lifetime, Nonce, Realm, RequestedTransport, Username,
+    XorPeerAddress,
 };
 use floe_stun::integrity::long_term_key_md5;
 use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method, TransactionId};
@@ -65,37 +66,41 @@ impl Lab {
         &self.ns[2]
     }
 
-    fn new() -> Lab {
+    /// A lab whose namespaces are `<prefix>-<pid>-<tag><c|r|p>` (the prefix is `fxdp`, or
+    /// `$FXDP_PREFIX` to keep parallel runs by several people apart) and whose veth links are
+    /// `<prefix>-c0`, `-r1`, `-r2`, `-p0` inside them.
+    fn new(tag: &str) -> Lab {
         let pid = std::process::id();
+        let pre = prefix();
         let lab = Lab {
-            ns: ["c", "r", "p"].map(|r| format!("fxdp-{pid}-{r}")),
+            ns: ["c", "r", "p"].map(|r| format!("{pre}-{pid}-{tag}{r}")),
             procs: Vec::new(),
         };
+        let dev = |d: &str| format!("{pre}-{d}");
+        let (c0, r1, r2, p0) = (dev("c0"), dev("r1"), dev("r2"), dev("p0"));
         for ns in &lab.ns {
             sh(&["ip", "netns", "add", ns]);
             ip(ns, &["link", "set", "lo", "up"]);
         }
         let (c, r, p) = (lab.client(), lab.relay(), lab.peer());
         sh(&[
-            "ip", "link", "add", "fxdp-c0", "netns", c, "type", "veth", "peer", "name", "fxdp-r1",
-            "netns", r,
+            "ip", "link", "add", &c0, "netns", c, "type", "veth", "peer", "name", &r1, "netns", r,
         ]);
         sh(&[
-            "ip", "link", "add", "fxdp-p0", "netns", p, "type", "veth", "peer", "name", "fxdp-r2",
-            "netns", r,
+            "ip", "link", "add", &p0, "netns", p, "type", "veth", "peer", "name", &r2, "netns", r,
         ]);
         for (ns, dev, addr) in [
-            (c, "fxdp-c0", "11.0.1.2/24"),
-            (r, "fxdp-r1", "11.0.1.1/24"),
-            (r, "fxdp-r2", "11.0.2.1/24"),
-            (p, "fxdp-p0", "11.0.2.2/24"),
+            (c, c0.as_str(), "11.0.1.2/24"),
+            (r, r1.as_str(), "11.0.1.1/24"),
+            (r, r2.as_str(), "11.0.2.1/24"),
+            (p, p0.as_str(), "11.0.2.2/24"),
         ] {
             ip(ns, &["addr", "add", addr, "dev", dev]);
             ip(ns, &["link", "set", dev, "up"]);
         }
         ip(c, &["route", "add", "default", "via", "11.0.1.1"]);
         ip(p, &["route", "add", "default", "via", "11.0.2.1"]);
-        for (ns, dev) in [(c, "fxdp-c0"), (p, "fxdp-p0")] {
+        for (ns, dev) in [(c, c0.as_str()), (p, p0.as_str())] {
             // The end hosts send with a complete UDP checksum, as a packet from a wire has one
             // (veth's TX checksum offload would hand XDP a partial one), and receive frames the
             // relay redirects to them through GRO (without GRO, or an XDP program of its own, a
@@ -148,6 +153,11 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// The name prefix of namespaces and links (`$FXDP_PREFIX`, default `fxdp`).
+fn prefix() -> String {
+    std::env::var("FXDP_PREFIX").unwrap_or_else(|_| "fxdp".to_owned())
 }
 
 fn sh(args: &[&str]) {
@@ -228,6 +238,30 @@ const ALL_TO_CLIENT: &str = r#"floe_turn_relayed_packets_total{direction="to_cli
 
 #[test]
 fn channel_data_is_relayed_by_xdp_both_ways_with_valid_checksums_until_the_allocation_ends() {
+    relayed_by_xdp_until_the_allocation_ends("ch", "client", "floe_turn_xdp_channels");
+}
+
+/// Send indications client → peer and Data indications peer → client (a permission, no
+/// channel): the program rewrites a Send into a plain datagram and builds each Data indication
+/// (fresh transaction id, XOR-PEER-ADDRESS, padded DATA). Payload lengths cycle through every
+/// padding (0–3 bytes); the client checks each Data indication's peer address and data.
+#[test]
+fn send_and_data_indications_are_relayed_by_xdp_with_valid_checksums_until_the_allocation_ends() {
+    relayed_by_xdp_until_the_allocation_ends("in", "sclient", "floe_turn_xdp_permissions");
+}
+
+/// Asks the peer role for its report: datagrams received since the last one, seen on the raw
+/// socket, with a valid checksum.
+fn peer_report(peer_in: &mut ChildStdin, peer_out: &Receiver<String>) -> [usize; 3] {
+    writeln!(peer_in, "report").unwrap();
+    let r = expect_line(peer_out, "peer-report");
+    let v: Vec<usize> = r.split(' ').map(|x| x.parse().unwrap()).collect();
+    [v[0], v[1], v[2]]
+}
+
+/// The shared round: `role` is the client role ("client": ChannelData, "sclient": Send/Data
+/// indications), `gauge` the map-entry gauge that is 1 while the flow is mirrored.
+fn relayed_by_xdp_until_the_allocation_ends(tag: &str, role: &str, gauge: &str) {
     if std::env::var_os("FXDP_ROLE").is_some() {
         return;
     }
@@ -236,7 +270,8 @@ fn channel_data_is_relayed_by_xdp_both_ways_with_valid_checksums_until_the_alloc
         "floe was built without XDP support: install clang (./test.sh does)"
     );
     common::require("ethtool");
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(tag);
+    let pre = prefix();
     let floe = Command::new("ip")
         .args(["netns", "exec", lab.relay(), FLOE, "serve"])
         .args([
@@ -248,8 +283,8 @@ fn channel_data_is_relayed_by_xdp_both_ways_with_valid_checksums_until_the_alloc
             "127.0.0.1:18080",
         ])
         .args(["--realm", REALM, "--user", "alice:pw"])
-        .args(["--xdp", "native", "--xdp-interface", "fxdp-r1"])
-        .args(["--xdp-interface", "fxdp-r2"])
+        .args(["--xdp", "native", "--xdp-interface", &format!("{pre}-r1")])
+        .args(["--xdp-interface", &format!("{pre}-r2")])
         // The kernel path does not enforce bandwidth caps yet: XDP refuses to start with them.
         .args(["--max-bps", "0", "--user-max-bps", "0", "--workers", "1"])
         .stdout(Stdio::null())
@@ -274,18 +309,12 @@ fn channel_data_is_relayed_by_xdp_both_ways_with_valid_checksums_until_the_alloc
     let (mut peer_in, peer_out) = lab.role(&peer_ns, "peer");
     expect_line(&peer_out, "listening");
     let client_ns = lab.client().to_owned();
-    let (mut client_in, client_out) = lab.role(&client_ns, "client");
-    // Allocated, channel bound, one message echoed (through user space or XDP: the first
-    // packets resolve the neighbours).
+    let (mut client_in, client_out) = lab.role(&client_ns, role);
+    // Allocated, channel bound or permission created, one message echoed (through user space
+    // or XDP: the first packets resolve the neighbours).
     expect_line(&client_out, "ready");
-    let mut peer_report = || -> [usize; 3] {
-        writeln!(peer_in, "report").unwrap();
-        let r = expect_line(&peer_out, "peer-report");
-        let v: Vec<usize> = r.split(' ').map(|x| x.parse().unwrap()).collect();
-        [v[0], v[1], v[2]]
-    };
-    peer_report(); // the warm-up's datagrams (relayed in user space, partly)
-    wait_metric(&mut lab, "floe_turn_xdp_channels", |v| v == 1);
+    peer_report(&mut peer_in, &peer_out); // the warm-up's datagrams (relayed in user space, partly)
+    wait_metric(&mut lab, gauge, |v| v == 1);
     // The relay's sends resolved the client's and the peer's neighbours; user space read them
     // into the program's next-hop map.
     wait_metric(&mut lab, "floe_turn_xdp_next_hops", |v| v == 2);
@@ -294,7 +323,7 @@ fn channel_data_is_relayed_by_xdp_both_ways_with_valid_checksums_until_the_alloc
 
     writeln!(client_in, "go").unwrap();
     let echoed: usize = expect_line(&client_out, "echoed").parse().unwrap();
-    assert_eq!(echoed, N, "every ChannelData came back");
+    assert_eq!(echoed, N, "every message came back");
     let verified: usize = expect_line(&client_out, "client-checksums-ok")
         .parse()
         .unwrap();
@@ -317,9 +346,15 @@ fn channel_data_is_relayed_by_xdp_both_ways_with_valid_checksums_until_the_alloc
         (base[2] - base[0], base[3] - base[1]),
         "the user-space relay relayed nothing of the round"
     );
+    if role == "sclient" {
+        // ... and as indications, not through a channel.
+        let ind = |d: &str| format!("floe_turn_xdp_indications_total{{direction=\"{d}\"}}");
+        assert!(metric(&mut lab, &ind("to_peer")) >= N as u64);
+        assert!(metric(&mut lab, &ind("to_client")) >= N as u64);
+    }
 
     // The peer got every message once, each with a valid checksum (checked on a raw socket).
-    let [received, seen, valid] = peer_report();
+    let [received, seen, valid] = peer_report(&mut peer_in, &peer_out);
     assert_eq!(
         (received, seen, valid),
         (N, N, N),
@@ -333,6 +368,11 @@ fn channel_data_is_relayed_by_xdp_both_ways_with_valid_checksums_until_the_alloc
     writeln!(client_in, "delete").unwrap();
     expect_line(&client_out, "deleted");
     wait_metric(&mut lab, "floe_turn_xdp_channels", |v| v == 0);
+    wait_metric(&mut lab, "floe_turn_xdp_permissions", |v| v == 0);
+    // The peer sends too: nothing may reach the client (not as ChannelData, not as a Data
+    // indication).
+    writeln!(peer_in, "blast").unwrap();
+    expect_line(&peer_out, "blasted");
     writeln!(client_in, "after").unwrap();
     let after: usize = expect_line(&client_out, "after-delete-received")
         .parse()
@@ -341,7 +381,7 @@ fn channel_data_is_relayed_by_xdp_both_ways_with_valid_checksums_until_the_alloc
         after, 0,
         "the client got answers after its allocation ended"
     );
-    let [peer_after, _, _] = peer_report();
+    let [peer_after, _, _] = peer_report(&mut peer_in, &peer_out);
     assert_eq!(
         peer_after, 0,
         "the peer got data after the allocation ended"
@@ -358,7 +398,8 @@ fn channel_data_is_relayed_by_xdp_both_ways_with_valid_checksums_until_the_alloc
 #[test]
 fn role_entry() {
     match std::env::var("FXDP_ROLE").as_deref() {
-        Ok("client") => client_role(),
+        Ok("client") => client_role(Kind::Channel),
+        Ok("sclient") => client_role(Kind::Indication),
         Ok("peer") => peer_role(),
         Ok("metrics") => metrics_role(),
         _ => {}
@@ -381,8 +422,9 @@ fn raw_udp() -> Socket {
     raw
 }
 
-/// Drains `raw`; counts datagrams from `from_port` (or to `to_port`) that carry ChannelData
-/// (client side) or anything (peer side), and those whose UDP checksum is present and valid
+/// Drains `raw`; counts datagrams from `from_port` (or to `to_port`) that carry relayed data
+/// (client side: ChannelData or a Data indication) or anything (peer side), and those whose UDP
+/// checksum is present and valid
 /// (RFC 768: the one's complement sum over the pseudo-header and the datagram, checksum
 /// included, is 0xFFFF).
 fn check_raw(mut raw: &Socket, from_port: Option<u16>, to_port: Option<u16>) -> (usize, usize) {
@@ -399,7 +441,8 @@ fn check_raw(mut raw: &Socket, from_port: Option<u16>, to_port: Option<u16>) -> 
         if from_port.is_some_and(|p| p != sport) || to_port.is_some_and(|p| p != dport) {
             continue;
         }
-        if from_port.is_some() && !matches!(udp.get(8), Some(0x40..=0x7f)) {
+        let data_indication = udp.get(8..10) == Some(&[0x00, 0x17]);
+        if from_port.is_some() && !matches!(udp.get(8), Some(0x40..=0x7f)) && !data_indication {
             continue; // a STUN response, not relayed data
         }
         seen += 1;
@@ -439,14 +482,24 @@ fn peer_role() {
     });
     let (mut received, mut seen, mut ok) = (0usize, 0, 0);
     let mut buf = [0u8; 2048];
+    let mut last_from = None;
     loop {
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
             received += 1;
+            last_from = Some(from);
             sock.send_to(&buf[..n], from).unwrap();
         }
         let (s, o) = check_raw(&raw, None, Some(7000));
         (seen, ok) = (seen + s, ok + o);
         match rx.try_recv() {
+            Ok(line) if line == "blast" => {
+                // Unsolicited data to the relayed address we last heard from.
+                let to = last_from.expect("a relayed address");
+                for _ in 0..AFTER {
+                    sock.send_to(b"peer after the end", to).unwrap();
+                }
+                println!("blasted");
+            }
             Ok(_) => {
                 // Whatever is still queued belongs to this period.
                 while let Ok((n, from)) = sock.recv_from(&mut buf) {
@@ -463,26 +516,36 @@ fn peer_role() {
     }
 }
 
-fn client_role() {
+/// How the client role relays: through a channel, or with Send/Data indications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Channel,
+    Indication,
+}
+
+fn client_role(kind: Kind) {
     let server: SocketAddr = SERVER.parse().unwrap();
     let peer: SocketAddr = PEER.parse().unwrap();
     let raw = raw_udp();
-    let mut c = Client::new(server);
+    let mut c = Client::new(server, kind);
     c.allocate();
-    let resp = c.request(Method::CHANNEL_BIND, |b| {
-        b.add(&ChannelNumber(CHANNEL)).unwrap();
-        b.add(&XorPeerAddress(peer)).unwrap();
-    });
+    let resp = match kind {
+        Kind::Channel => c.request(Method::CHANNEL_BIND, |b| {
+            b.add(&ChannelNumber(CHANNEL)).unwrap();
+            b.add(&XorPeerAddress(peer)).unwrap();
+        }),
+        Kind::Indication => c.request(Method::CREATE_PERMISSION, |b| {
+            b.add(&XorPeerAddress(peer)).unwrap();
+        }),
+    };
     assert_eq!(
         Message::parse(&resp).unwrap().class(),
         Class::SuccessResponse
     );
     // Warm-up: the first datagrams resolve the relay's neighbours (user space sends them).
-    let mut frame = [0u8; 256];
     for _ in 0..3 {
-        let n = ChannelData::encode(CHANNEL, b"warm-up", false, &mut frame).unwrap();
-        c.sock.send_to(&frame[..n], server).unwrap();
-        c.recv_channel();
+        c.send(b"warm-up");
+        c.recv();
     }
     let _ = check_raw(&raw, Some(3478), None);
     println!("ready");
@@ -491,10 +554,10 @@ fn client_role() {
     assert_eq!(next(), "go");
     let mut echoed = 0;
     for i in 0..N {
+        // Lengths 14..=110: every DATA padding (0–3 bytes) many times.
         let payload = format!("message {i:05} {}", "x".repeat(i % 97));
-        let n = ChannelData::encode(CHANNEL, payload.as_bytes(), false, &mut frame).unwrap();
-        c.sock.send_to(&frame[..n], server).unwrap();
-        let back = c.recv_channel().expect("echo");
+        c.send(payload.as_bytes());
+        let back = c.recv().expect("echo");
         assert_eq!(back, payload.as_bytes());
         echoed += 1;
     }
@@ -511,11 +574,10 @@ fn client_role() {
     println!("deleted");
     assert_eq!(next(), "after");
     for _ in 0..AFTER {
-        let n = ChannelData::encode(CHANNEL, b"too late", false, &mut frame).unwrap();
-        c.sock.send_to(&frame[..n], server).unwrap();
+        c.send(b"too late");
     }
     let mut got = 0;
-    while c.recv_channel().is_some() {
+    while c.recv().is_some() {
         got += 1;
     }
     println!("after-delete-received {got}");
@@ -525,33 +587,65 @@ fn client_role() {
 struct Client {
     sock: UdpSocket,
     server: SocketAddr,
+    kind: Kind,
     key: [u8; 16],
     nonce: String,
     next: u8,
 }
 
 impl Client {
-    fn new(server: SocketAddr) -> Client {
+    fn new(server: SocketAddr, kind: Kind) -> Client {
         let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         Client {
             sock,
             server,
+            kind,
             key: long_term_key_md5("alice", REALM, "pw"),
             nonce: String::new(),
             next: 1,
         }
     }
 
-    /// Receives ChannelData on our channel; `None` after the read timeout.
-    fn recv_channel(&mut self) -> Option<Vec<u8>> {
+    /// Sends `data` to the peer: ChannelData on our channel, or a Send indication
+    /// (XOR-PEER-ADDRESS, DATA; RFC 8656 §11.1).
+    fn send(&mut self, data: &[u8]) {
+        let mut frame = [0u8; 512];
+        let n = match self.kind {
+            Kind::Channel => ChannelData::encode(CHANNEL, data, false, &mut frame).unwrap(),
+            Kind::Indication => {
+                self.next = self.next.wrapping_add(1);
+                let tid = TransactionId([self.next; 12]);
+                let mut b =
+                    MessageBuilder::new(&mut frame, Class::Indication, Method::SEND, tid).unwrap();
+                b.add(&XorPeerAddress(PEER.parse().unwrap())).unwrap();
+                b.add(&Data(data)).unwrap();
+                b.finish()
+            }
+        };
+        self.sock.send_to(&frame[..n], self.server).unwrap();
+    }
+
+    /// Receives relayed data: ChannelData on our channel, or a Data indication from the peer
+    /// (its XOR-PEER-ADDRESS checked); `None` after the read timeout.
+    fn recv(&mut self) -> Option<Vec<u8>> {
         let mut buf = [0u8; 2048];
         loop {
             let (n, _) = self.sock.recv_from(&mut buf).ok()?;
             if let Ok(cd) = ChannelData::parse(&buf[..n]) {
+                assert_eq!(self.kind, Kind::Channel);
                 assert_eq!(cd.channel, CHANNEL);
                 return Some(cd.data.to_vec());
+            }
+            let Ok(msg) = Message::parse(&buf[..n]) else {
+                continue;
+            };
+            if msg.class() == Class::Indication && msg.method() == Method::DATA {
+                assert_eq!(self.kind, Kind::Indication);
+                let from = msg.get::<XorPeerAddress>().unwrap().unwrap().0;
+                assert_eq!(from, PEER.parse().unwrap());
+                return Some(msg.get::<Data<'_>>().unwrap().unwrap().0.to_vec());
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use floe_stun::attr::{ChannelNumber, Lifetime, XorPeerAddress};
 use floe_stun::Method;
-use floe_turn::server::{ChannelRelay, Event, Transport};
+use floe_turn::server::{ChannelRelay, Event, PermissionRelay, Transport};
 
 fn fast_harness() -> Harness {
     let mut config = config();
@@ -121,4 +121,68 @@ fn no_events_without_the_option_or_over_tcp() {
     h.allocate(&mut c);
     assert_success(&bind_channel(&mut h, &mut c, 0x4000, PEER), &c);
     assert!(channel_events(h.take_events()).is_empty());
+}
+
+/// The permission events among `events`: (up?, permission).
+fn permission_events(events: Vec<Event>) -> Vec<(bool, PermissionRelay)> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::PermissionRelayUp(p) => Some((true, p)),
+            Event::PermissionRelayDown(p) => Some((false, p)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn create_permission(h: &mut Harness, c: &mut TestClient, peer: &str) {
+    let resp = h.request(c, Method::CREATE_PERMISSION, |b| {
+        b.add(&XorPeerAddress(addr(peer))).expect("peer")
+    });
+    assert_success(&resp, c);
+}
+
+#[test]
+fn permission_up_on_create_and_refresh_down_on_expiry_and_on_delete() {
+    let mut h = fast_harness();
+    let mut c = TestClient::udp("203.0.113.5:40000");
+    let relay = h.allocate(&mut c);
+    assert_success(
+        &h.request(&mut c, Method::REFRESH, |b| {
+            b.add(&Lifetime(3600)).expect("lt")
+        }),
+        &c,
+    );
+    h.take_events();
+    create_permission(&mut h, &mut c, PEER);
+    let expected = PermissionRelay {
+        client: c.tuple,
+        relay,
+        peer: addr(PEER).ip(),
+    };
+    assert_eq!(permission_events(h.take_events()), vec![(true, expected)]);
+    // A refresh repeats "up".
+    h.advance(Duration::from_secs(200));
+    create_permission(&mut h, &mut c, PEER);
+    assert_eq!(permission_events(h.take_events()), vec![(true, expected)]);
+    // RFC 8656 §9: 300 s after the refresh it lapses: down at once, not a second later.
+    h.advance(Duration::from_secs(299));
+    assert!(permission_events(h.take_events()).is_empty());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(permission_events(h.take_events()), vec![(false, expected)]);
+
+    // A ChannelBind installs the permission too; deleting the allocation takes it down.
+    assert_success(&bind_channel(&mut h, &mut c, 0x4000, PEER2), &c);
+    let p2 = PermissionRelay {
+        peer: addr(PEER2).ip(),
+        ..expected
+    };
+    assert_eq!(permission_events(h.take_events()), vec![(true, p2)]);
+    assert_success(
+        &h.request(&mut c, Method::REFRESH, |b| {
+            b.add(&Lifetime(0)).expect("lt")
+        }),
+        &c,
+    );
+    assert_eq!(permission_events(h.take_events()), vec![(false, p2)]);
 }

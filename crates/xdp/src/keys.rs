@@ -52,19 +52,56 @@ pub(crate) fn entries(
     Some((ChannelKey(ck), cv, PeerKey(pk), pv))
 }
 
-/// The IPv4 address of `a`, if it is one (IPv4-mapped IPv6 counts).
-pub(crate) fn ip_of(a: SocketAddr) -> Option<std::net::Ipv4Addr> {
-    v4(a).map(|v| *v.ip())
+/// `perm_key`, `perm_val`, `dperm_key`, `dperm_val` bytes.
+pub(crate) type PermissionEntries = ([u8; 16], [u8; 24], [u8; 12], [u8; 32]);
+
+/// Keys and values of a permission's two entries (`struct perm_key`/`perm_val` for Send
+/// indications, `struct dperm_key`/`dperm_val` for Data indications); `None` unless every
+/// address is IPv4 and the listening and relay addresses are not wildcards.
+pub(crate) fn permission_entries(
+    client: SocketAddr,
+    server: SocketAddr,
+    relay: SocketAddr,
+    peer: std::net::IpAddr,
+) -> Option<PermissionEntries> {
+    let (client, server, relay) = (v4(client)?, v4(server)?, v4(relay)?);
+    let peer = ip_of(SocketAddr::new(peer, 0))?;
+    if server.ip().is_unspecified() || relay.ip().is_unspecified() {
+        return None;
+    }
+    // struct perm_key: client IP, server IP, client port, server port, peer IP.
+    let mut k = [0u8; 16];
+    put_addr(&mut k, 0, 8, client);
+    put_addr(&mut k, 4, 10, server);
+    k[12..16].copy_from_slice(&peer.octets());
+    // struct perm_val: relay IP, relay port, pad, packets, bytes.
+    let mut v = [0u8; 24];
+    put_addr(&mut v, 0, 4, relay);
+    // struct dperm_key: peer IP, relay IP, relay port, pad.
+    let mut dk = [0u8; 12];
+    dk[0..4].copy_from_slice(&peer.octets());
+    put_addr(&mut dk, 4, 8, relay);
+    // struct dperm_val: client IP, server IP, client port, server port, pad, packets, bytes.
+    let mut dv = [0u8; 32];
+    put_addr(&mut dv, 0, 8, client);
+    put_addr(&mut dv, 4, 10, server);
+    Some((k, v, dk, dv))
 }
 
-/// The packets and bytes counters at the end of a `chan_val` or `peer_val`.
-pub(crate) fn value_counts(v: &[u8; 32]) -> (u64, u64) {
+/// The packets and bytes counters (two u64) at the end of a map value: `chan_val`, `peer_val`,
+/// `perm_val`, `dperm_val`.
+pub(crate) fn tail_counts<const N: usize>(v: &[u8; N]) -> (u64, u64) {
     let word = |at: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&v[at..at + 8]);
         u64::from_ne_bytes(b)
     };
-    (word(16), word(24))
+    (word(N - 16), word(N - 8))
+}
+
+/// The IPv4 address of `a`, if it is one (IPv4-mapped IPv6 counts).
+pub(crate) fn ip_of(a: SocketAddr) -> Option<std::net::Ipv4Addr> {
+    v4(a).map(|v| *v.ip())
 }
 
 #[cfg(test)]
@@ -95,7 +132,38 @@ mod tests {
             &pv[..14],
             &[11, 0, 0, 1, 11, 0, 1, 1, 0x03, 0xe8, 0x0d, 0x96, 0x40, 0x01]
         );
-        assert_eq!(value_counts(&pv), (0, 0));
+        assert_eq!(tail_counts(&pv), (0, 0));
+    }
+
+    #[test]
+    fn permission_layout_matches_the_c_structs() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let (k, v, dk, dv) = permission_entries(
+            a("11.0.0.1:1000"),
+            a("11.0.1.1:3478"),
+            a("11.0.2.1:50000"),
+            "11.0.3.1".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            k,
+            [11, 0, 0, 1, 11, 0, 1, 1, 0x03, 0xe8, 0x0d, 0x96, 11, 0, 3, 1]
+        );
+        assert_eq!(&v[..8], &[11, 0, 2, 1, 0xc3, 0x50, 0, 0]);
+        assert_eq!(dk, [11, 0, 3, 1, 11, 0, 2, 1, 0xc3, 0x50, 0, 0]);
+        assert_eq!(
+            &dv[..16],
+            &[11, 0, 0, 1, 11, 0, 1, 1, 0x03, 0xe8, 0x0d, 0x96, 0, 0, 0, 0]
+        );
+        assert_eq!(tail_counts(&v), (0, 0));
+        assert_eq!(tail_counts(&dv), (0, 0));
+        assert!(permission_entries(
+            a("11.0.0.1:1000"),
+            a("11.0.1.1:3478"),
+            a("11.0.2.1:50000"),
+            "2011::1".parse().unwrap(),
+        )
+        .is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap as StdMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 use std::sync::Mutex;
 
@@ -142,11 +142,11 @@ pub struct Attached {
 /// Packet and byte counts of the fast path, per direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// ChannelData relayed client → peer: packets.
+    /// ChannelData and Send indications relayed client → peer: packets.
     pub to_peer_packets: u64,
-    /// Application bytes relayed client → peer (without the ChannelData header).
+    /// Application bytes relayed client → peer (without the ChannelData or STUN headers).
     pub to_peer_bytes: u64,
-    /// Datagrams relayed peer → client: packets.
+    /// Datagrams relayed peer → client (as ChannelData or Data indications): packets.
     pub to_client_packets: u64,
     /// Application bytes relayed peer → client.
     pub to_client_bytes: u64,
@@ -168,6 +168,19 @@ pub enum Stat {
     PassLength = 4,
     /// `bpf_redirect` failed.
     RedirectFailed = 5,
+    /// Send indications relayed client → peer (counted in [`Counters::to_peer_packets`] too).
+    SendToPeer = 6,
+    /// Datagrams relayed peer → client as Data indications (in
+    /// [`Counters::to_client_packets`] too).
+    DataToClient = 7,
+    /// A permitted Send indication of a shape the program does not rewrite (other attributes,
+    /// another order, non-zero padding): passed to user space.
+    PassSendFormat = 8,
+    /// No room at either end of the frame for a Data indication: passed to user space.
+    PassTail = 9,
+    /// Data indications built by moving the data towards the head (no tailroom for the
+    /// padding; veth frames of local senders): relayed, at a higher cost.
+    DataShifted = 10,
 }
 
 /// What next hops are computed from (see `nexthop.rs`).
@@ -190,6 +203,8 @@ struct Maps {
     peers: HashMap<MapData, [u8; 12], [u8; 32]>,
     stats: PerCpuArray<MapData, u64>,
     nexthops: HashMap<MapData, [u8; 4], [u8; 20]>,
+    perms: HashMap<MapData, [u8; 16], [u8; 24]>,
+    dperms: HashMap<MapData, [u8; 12], [u8; 32]>,
     /// Client and peer IPs of the live entries, with their next hops.
     dests: StdMap<Ipv4Addr, Dest>,
     /// Counts of entries already removed (their map values are gone).
@@ -263,6 +278,12 @@ impl XdpRelay {
         let nexthops = take(&mut ebpf, "nexthops")?
             .try_into()
             .map_err(map_err("nexthops"))?;
+        let perms = take(&mut ebpf, "perms")?
+            .try_into()
+            .map_err(map_err("perms"))?;
+        let dperms = take(&mut ebpf, "dperms")?
+            .try_into()
+            .map_err(map_err("dperms"))?;
         let program = load_program(&mut ebpf)?;
         let (flags, label) = match mode {
             XdpMode::Generic => (XdpFlags::SKB_MODE, "generic"),
@@ -323,6 +344,8 @@ impl XdpRelay {
                 peers,
                 stats,
                 nexthops,
+                perms,
+                dperms,
                 dests: StdMap::new(),
                 retired: Counters::default(),
             }),
@@ -387,7 +410,7 @@ impl XdpRelay {
         };
         let mut m = self.maps();
         if let Ok(v) = m.chans.get(&ck.0, 0) {
-            let (p, b) = keys::value_counts(&v);
+            let (p, b) = keys::tail_counts(&v);
             m.retired.to_peer_packets += p;
             m.retired.to_peer_bytes += b;
             for ip in [keys::ip_of(client), keys::ip_of(peer)]
@@ -398,12 +421,75 @@ impl XdpRelay {
             }
         }
         if let Ok(v) = m.peers.get(&pk.0, 0) {
-            let (p, b) = keys::value_counts(&v);
+            let (p, b) = keys::tail_counts(&v);
             m.retired.to_client_packets += p;
             m.retired.to_client_bytes += b;
         }
         remove(&mut m.chans, &ck.0, "chans")?;
         remove(&mut m.peers, &pk.0, "peers")?;
+        Ok(())
+    }
+
+    /// Starts relaying Send indications from `client` to `peer` and datagrams from `peer` to
+    /// `relay` (as Data indications, when no channel carries them) in the kernel. Idempotent: a
+    /// refresh keeps the counters. `Ok(false)` for permissions the program does not handle
+    /// (IPv6, wildcard addresses), which user space keeps relaying.
+    pub fn permission_up(
+        &self,
+        client: SocketAddr,
+        server: SocketAddr,
+        relay: SocketAddr,
+        peer: IpAddr,
+    ) -> Result<bool, XdpError> {
+        let Some((k, v, dk, dv)) = keys::permission_entries(client, server, relay, peer) else {
+            return Ok(false);
+        };
+        let mut m = self.maps();
+        if m.perms.get(&k, 0).is_err() {
+            for ip in [keys::ip_of(client), keys::ip_of(SocketAddr::new(peer, 0))]
+                .into_iter()
+                .flatten()
+            {
+                self.add_dest(&mut m, ip)?;
+            }
+        }
+        // Peer -> client first, as for channels.
+        insert_new(&mut m.dperms, dk, dv, "dperms")?;
+        insert_new(&mut m.perms, k, v, "perms")?;
+        Ok(true)
+    }
+
+    /// Stops relaying for a permission in the kernel at once; its counts move to the retired
+    /// totals.
+    pub fn permission_down(
+        &self,
+        client: SocketAddr,
+        server: SocketAddr,
+        relay: SocketAddr,
+        peer: IpAddr,
+    ) -> Result<(), XdpError> {
+        let Some((k, _, dk, _)) = keys::permission_entries(client, server, relay, peer) else {
+            return Ok(());
+        };
+        let mut m = self.maps();
+        if let Ok(v) = m.perms.get(&k, 0) {
+            let (p, b) = keys::tail_counts(&v);
+            m.retired.to_peer_packets += p;
+            m.retired.to_peer_bytes += b;
+            for ip in [keys::ip_of(client), keys::ip_of(SocketAddr::new(peer, 0))]
+                .into_iter()
+                .flatten()
+            {
+                self.drop_dest(&mut m, ip)?;
+            }
+        }
+        if let Ok(v) = m.dperms.get(&dk, 0) {
+            let (p, b) = keys::tail_counts(&v);
+            m.retired.to_client_packets += p;
+            m.retired.to_client_bytes += b;
+        }
+        remove(&mut m.perms, &k, "perms")?;
+        remove(&mut m.dperms, &dk, "dperms")?;
         Ok(())
     }
 
@@ -497,21 +583,26 @@ impl XdpRelay {
         (m.chans.keys().count(), m.peers.keys().count())
     }
 
-    /// Packets and bytes relayed by the program since it was loaded: the per-channel counters
-    /// of live entries plus those of removed ones.
+    /// Entries in the permission maps (Send indications, Data indications).
+    pub fn permission_entries(&self) -> (usize, usize) {
+        let m = self.maps();
+        (m.perms.keys().count(), m.dperms.keys().count())
+    }
+
+    /// Packets and bytes relayed by the program since it was loaded: the per-channel and
+    /// per-permission counters of live entries plus those of removed ones.
     pub fn counters(&self) -> Counters {
         let m = self.maps();
         let mut c = m.retired;
-        for (_, v) in m.chans.iter().flatten() {
-            let (p, b) = keys::value_counts(&v);
-            c.to_peer_packets += p;
-            c.to_peer_bytes += b;
-        }
-        for (_, v) in m.peers.iter().flatten() {
-            let (p, b) = keys::value_counts(&v);
-            c.to_client_packets += p;
-            c.to_client_bytes += b;
-        }
+        let (mut tp, mut tc) = ((0, 0), (0, 0));
+        add_counts(&mut tp, m.chans.iter().flatten().map(|(_, v)| v));
+        add_counts(&mut tp, m.perms.iter().flatten().map(|(_, v)| v));
+        add_counts(&mut tc, m.peers.iter().flatten().map(|(_, v)| v));
+        add_counts(&mut tc, m.dperms.iter().flatten().map(|(_, v)| v));
+        c.to_peer_packets += tp.0;
+        c.to_peer_bytes += tp.1;
+        c.to_client_packets += tc.0;
+        c.to_client_bytes += tc.1;
         c
     }
 
@@ -547,10 +638,19 @@ fn load_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
     Ok(program)
 }
 
-fn insert_new<const K: usize>(
-    map: &mut HashMap<MapData, [u8; K], [u8; 32]>,
+/// Adds the (packets, bytes) counters of map values to `sum`.
+fn add_counts<const N: usize>(sum: &mut (u64, u64), values: impl Iterator<Item = [u8; N]>) {
+    for v in values {
+        let (p, b) = keys::tail_counts(&v);
+        sum.0 += p;
+        sum.1 += b;
+    }
+}
+
+fn insert_new<const K: usize, const V: usize>(
+    map: &mut HashMap<MapData, [u8; K], [u8; V]>,
     key: [u8; K],
-    value: [u8; 32],
+    value: [u8; V],
     name: &'static str,
 ) -> Result<(), XdpError> {
     match map.insert(key, value, BPF_NOEXIST) {

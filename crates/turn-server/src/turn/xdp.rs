@@ -1,11 +1,11 @@
 //! The XDP fast path's place in the shell (`docs/xdp.md`): attaches it at start, mirrors
-//! floe-turn's `ChannelRelayUp`/`ChannelRelayDown` events into its maps under the shard lock,
+//! floe-turn's `ChannelRelayUp`/`Down` and `PermissionRelayUp`/`Down` events into its maps under the shard lock,
 //! and reads its counters for the metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use floe_turn::server::{ChannelRelay, Event};
+use floe_turn::server::{ChannelRelay, Event, PermissionRelay};
 use floe_xdp::{Counters, Stat, XdpMode, XdpRelay};
 use metrics::counter;
 
@@ -37,7 +37,7 @@ impl XdpShell {
                 for a in relay.attached() {
                     match &a.outcome {
                         Ok(mode) => {
-                            tracing::info!(interface = %a.interface, mode, "XDP fast path attached (ChannelData over UDP, IPv4)")
+                            tracing::info!(interface = %a.interface, mode, "XDP fast path attached (ChannelData, Send and Data indications over UDP, IPv4)")
                         }
                         Err(reason) => {
                             tracing::warn!(interface = %a.interface, %reason, "XDP not attached; this interface stays on the user-space relay")
@@ -54,11 +54,14 @@ impl XdpShell {
         }
     }
 
-    /// Applies a channel event to the maps; `true` when `ev` was one (nothing else to do).
+    /// Applies a channel or permission event to the maps; `true` when `ev` was one (nothing
+    /// else to do).
     pub(super) fn mirror(&self, ev: &Event) -> bool {
         let (up, c): (bool, &ChannelRelay) = match ev {
             Event::ChannelRelayUp(c) => (true, c),
             Event::ChannelRelayDown(c) => (false, c),
+            Event::PermissionRelayUp(p) => return self.mirror_permission(true, p),
+            Event::PermissionRelayDown(p) => return self.mirror_permission(false, p),
             _ => return false,
         };
         let (client, server) = (c.client.remote, c.client.local);
@@ -80,6 +83,25 @@ impl XdpShell {
         true
     }
 
+    /// Applies a permission event (Send and Data indications) to the maps.
+    fn mirror_permission(&self, up: bool, p: &PermissionRelay) -> bool {
+        let (client, server) = (p.client.remote, p.client.local);
+        let result = if up {
+            self.relay
+                .permission_up(client, server, p.relay, p.peer)
+                .map(|_| ())
+        } else {
+            self.relay.permission_down(client, server, p.relay, p.peer)
+        };
+        if let Err(e) = result {
+            // As for channels: a failed add leaves the permission's indications in user space.
+            let op = if up { "add" } else { "remove" };
+            counter!("floe_turn_xdp_map_errors_total", "op" => op).increment(1);
+            tracing::error!(error = %e, op, client = %client, peer = %p.peer, "XDP permission map update failed");
+        }
+        true
+    }
+
     /// Packets and bytes the program relayed.
     pub(super) fn counters(&self) -> Counters {
         self.relay.counters()
@@ -92,10 +114,22 @@ impl XdpShell {
             (Stat::PassTooBig, "too_big"),
             (Stat::PassLength, "length"),
             (Stat::RedirectFailed, "redirect_failed"),
+            (Stat::PassSendFormat, "send_format"),
+            (Stat::PassTail, "no_tailroom"),
         ] {
             counter!("floe_turn_xdp_passed_total", "reason" => reason)
                 .absolute(self.relay.stat(stat));
         }
+        for (stat, direction) in [
+            (Stat::SendToPeer, "to_peer"),
+            (Stat::DataToClient, "to_client"),
+        ] {
+            counter!("floe_turn_xdp_indications_total", "direction" => direction)
+                .absolute(self.relay.stat(stat));
+        }
+        counter!("floe_turn_xdp_data_shifted_total").absolute(self.relay.stat(Stat::DataShifted));
+        let (perms, dperms) = self.relay.permission_entries();
+        metrics::gauge!("floe_turn_xdp_permissions").set(perms.min(dperms) as f64);
         let (chans, peers) = self.relay.entries();
         metrics::gauge!("floe_turn_xdp_channels").set(chans.min(peers) as f64);
         let (dests, resolved) = self.relay.next_hops();

@@ -1,6 +1,6 @@
 //! Events for a kernel fast path (XDP, `docs/xdp.md`): the shell mirrors every live UDP channel
-//! of a UDP allocation into the kernel and removes it the moment the channel, its peer's
-//! permission or the allocation ends. The state machine stays the single source of truth; these
+//! and permission of a UDP allocation into the kernel and removes it the moment the channel, its
+//! peer's permission or the allocation ends. The state machine stays the single source of truth; these
 //! events are only reported with [`TurnConfig::fast_path_events`](super::TurnConfig).
 
 use core::net::{IpAddr, SocketAddr};
@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use floe_stun::attr::Family;
 
+use super::allocation::family_of_ip;
 use super::allocation::AllocId;
-use super::types::{ChannelRelay, ClientTuple, Event, RelayTransport, Transport};
+use super::types::{ChannelRelay, ClientTuple, Event, PermissionRelay, RelayTransport, Transport};
 use super::TurnServer;
 
 impl TurnServer {
@@ -28,6 +29,18 @@ impl TurnServer {
         }
         let permitted = a.permitted(ip, now);
         let own = self.is_own_relay_ip(ip);
+        if let Some(relay) = a.relay(family_of_ip(ip)) {
+            let p = PermissionRelay {
+                client: a.client,
+                relay: relay.local,
+                peer: ip,
+            };
+            self.events.push_back(if permitted && !own {
+                Event::PermissionRelayUp(p)
+            } else {
+                Event::PermissionRelayDown(p)
+            });
+        }
         for (&channel, c) in &a.channels {
             if c.peer.ip() != ip {
                 continue;
@@ -48,6 +61,24 @@ impl TurnServer {
                     Event::ChannelRelayDown(relay)
                 });
         }
+    }
+
+    /// Reports that a permission must no longer be relayed outside the state machine.
+    pub(super) fn fast_path_permission_down(
+        &mut self,
+        client: ClientTuple,
+        relay: SocketAddr,
+        peer: IpAddr,
+    ) {
+        if !self.config.fast_path_events || client.transport != Transport::Udp {
+            return;
+        }
+        self.events
+            .push_back(Event::PermissionRelayDown(PermissionRelay {
+                client,
+                relay,
+                peer,
+            }));
     }
 
     /// Reports that a channel must no longer be relayed outside the state machine.

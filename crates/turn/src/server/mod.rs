@@ -89,8 +89,8 @@ pub use stats::{
 };
 pub use types::{
     BindError, ChannelRelay, ClientTuple, ConnectionGrant, ConnectionId, DeleteReason, Event,
-    PeerAddr, PeerRequest, RelayAddr, RelayBinder, RelayDirection, RelayTransport, Transmit,
-    Transport,
+    PeerAddr, PeerRequest, PermissionRelay, RelayAddr, RelayBinder, RelayDirection, RelayTransport,
+    Transmit, Transport,
 };
 
 use allocation::{AllocId, Allocation, Signer};

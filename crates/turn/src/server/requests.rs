@@ -105,10 +105,12 @@ impl TurnServer {
             .copied()
             .filter(|ip| family_of_ip(*ip) == family)
             .collect();
+        let mut perms_down = Vec::new();
         for ip in ips {
             if let Some(exp) = a.permissions.remove(&ip) {
                 self.timers.remove(&(exp, Timer::Permission(id, ip)));
                 self.stats.permissions_active -= 1;
+                perms_down.push(ip);
             }
         }
         let chans: Vec<(u16, Channel)> = a
@@ -126,6 +128,9 @@ impl TurnServer {
         let (client, local) = (a.client, relay.local);
         for (n, c) in chans {
             self.fast_path_down(client, local, c.peer, n);
+        }
+        for ip in perms_down {
+            self.fast_path_permission_down(client, local, ip);
         }
     }
 

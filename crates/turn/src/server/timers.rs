@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use floe_stun::attr::Family;
 
-use super::allocation::AllocId;
+use super::allocation::{family_of_ip, AllocId};
 use super::{DeleteReason, Event, RelayBinder, Timer, TurnServer};
 
 impl TurnServer {
@@ -93,6 +93,11 @@ impl TurnServer {
         for (&ch, c) in &a.channels {
             if let Some(r) = a.relay(Family::of(&c.peer)) {
                 self.fast_path_down(a.client, r.local, c.peer, ch);
+            }
+        }
+        for &ip in a.permissions.keys() {
+            if let Some(r) = a.relay(family_of_ip(ip)) {
+                self.fast_path_permission_down(a.client, r.local, ip);
             }
         }
         self.close_connections_of(id, &a);

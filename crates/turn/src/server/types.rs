@@ -1,7 +1,7 @@
 //! The vocabulary of the TURN state machine: transports, 5-tuples, what to transmit, events for
 //! the IO shell, and the [`RelayBinder`] the shell implements.
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// The transport of a client connection (RFC 8656 §3.1: UDP, TCP or TLS-over-TCP between client
@@ -170,6 +170,19 @@ pub struct ChannelRelay {
     pub channel: u16,
 }
 
+/// A permission as a kernel fast path relays it (RFC 8656 §9, §11): Send indications from
+/// `client` whose XOR-PEER-ADDRESS has IP `peer` go from `relay` to that peer; datagrams from any
+/// port of `peer` to `relay` that no channel carries go to the client as Data indications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PermissionRelay {
+    /// The client's 5-tuple (always UDP).
+    pub client: ClientTuple,
+    /// The allocation's relay socket address of the peer's family (local, not advertised).
+    pub relay: SocketAddr,
+    /// The permitted peer IP.
+    pub peer: IpAddr,
+}
+
 /// Why a relay socket could not be bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -316,6 +329,15 @@ pub enum Event {
     /// outside the state machine at once (channel or permission expired, allocation deleted or
     /// its family dropped). May name a channel never reported up; ignore those.
     ChannelRelayDown(ChannelRelay),
+    /// Only with [`crate::server::TurnConfig::fast_path_events`]: the permission of a UDP
+    /// allocation (client over UDP) is live (installed or refreshed, RFC 8656 §9), so Send and
+    /// Data indications for its peer IP may be relayed outside the state machine. Repeated on
+    /// every refresh; mirror it idempotently. Not reported for the server's own relay IPs.
+    PermissionRelayUp(PermissionRelay),
+    /// Only with [`crate::server::TurnConfig::fast_path_events`]: stop relaying for this
+    /// permission outside the state machine at once (expired, removed, allocation deleted or its
+    /// family dropped). May name a permission never reported up; ignore those.
+    PermissionRelayDown(PermissionRelay),
     /// A peer address was refused (403 answered, or a Send indication dropped), for the
     /// operator's log. Every refusal is counted in [`crate::server::TurnStats::peer_refused`];
     /// this event is rate-limited per worker so that a flood cannot fill a disk (see
