@@ -135,6 +135,7 @@ enum {
 	STAT_PASS_SEND_FORMAT = 8, // a permitted Send indication of another shape (see send_shape)
 	STAT_PASS_TAIL = 9,       // no room at either end of the frame for a Data indication
 	STAT_DATA_SHIFTED = 10,   // Data indications built by moving the data (no tailroom)
+	STAT_RELAY_TO_RELAY = 11, // client -> our own relayed address, handed to its client at once
 	STAT_MAX = 16,
 };
 
@@ -259,9 +260,11 @@ static __always_inline int emit(struct xdp_md *ctx, struct headers *h, __u32 ifi
 	if (data + sizeof(*h) > data_end)
 		return XDP_ABORTED;
 	__builtin_memcpy(data, h, sizeof(*h));
-	count(stat);
-	if (ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
+	if (stat < STAT_MAX)
+		count(stat);
+	// Also back out of the ingress interface (relay-to-relay, or client and peer behind one
+	// link) by redirect, not XDP_TX: a veth flushes XDP_TX frames to its far end only when
+	// that end runs an XDP program itself, and they would wait there (measured on 6.18).
 	int rc = bpf_redirect(ifindex, 0);
 	if (rc != XDP_REDIRECT)
 		count(STAT_REDIRECT_FAILED);
@@ -286,15 +289,89 @@ static __always_inline void set_ip(struct headers *h, __u32 src, __u32 dst, __u1
 	h->ip.check = ip_checksum((void *)h + sizeof(struct ethhdr));
 }
 
+// STUN (RFC 8489 §5): the magic cookie, and the indications relayed here (RFC 8656 §17).
+#define STUN_HDR 20
+#define MAGIC_COOKIE 0x2112A442
+#define TYPE_SEND_IND 0x0016
+#define TYPE_DATA_IND 0x0017
+#define ATTR_XOR_PEER_ADDRESS 0x0012
+#define ATTR_DATA 0x0013
+// Header + XOR-PEER-ADDRESS (IPv4: 4 + 8) + DATA's attribute header: what a Send indication
+// loses and a Data indication gains in front of the application data.
+#define IND_HDR (STUN_HDR + 12 + 4)
+// Application data longer than this stays in user space (keeps the verifier's bounds simple;
+// far above any MTU this program sends to).
+#define MAX_DATA 0x3fff
+
+static __always_inline int to_client(struct xdp_md *ctx, struct headers *h, struct peer_val *v,
+				     __u16 data_len);
+static __always_inline int data_to_client(struct xdp_md *ctx, struct headers *h,
+					  struct dperm_val *v, __u16 data_len);
+
+// Bytes of a Data indication's message (header, XOR-PEER-ADDRESS, DATA, padding) for `data_len`.
+#define DATA_IND_LEN(data_len) (IND_HDR + (((data_len) + 3) & ~3u))
+
+// Relay-to-relay: when the datagram a client's message becomes (src = our relayed address
+// `src`, dst = `dst`) is addressed to another of our relayed addresses whose allocation permits
+// `src` (a channel bound to it, or a permission for its IP), the program produces the packet
+// toward that allocation's client at once (ChannelData or Data indication), as user space's
+// in-process handover does. Returns 1 and sets *pv (channel) or *dv (permission) when so, and
+// only when that client's next hop is known, so that the caller can still pass the untouched
+// packet otherwise.
+struct r2r {
+	struct peer_val *pv;
+	struct dperm_val *dv;
+};
+
+static __always_inline int relay_to_relay(__u32 src_ip, __u16 src_port, __u32 dst_ip,
+					  __u16 dst_port, __u16 data_len, struct r2r *r)
+{
+	struct peer_key pk = {
+		.peer_ip = src_ip,
+		.relay_ip = dst_ip,
+		.peer_port = src_port,
+		.relay_port = dst_port,
+	};
+	r->pv = bpf_map_lookup_elem(&peers, &pk);
+	r->dv = 0;
+	__u32 client_ip;
+	__u16 tot_len;
+	if (r->pv) {
+		client_ip = r->pv->client_ip;
+		tot_len = sizeof(struct iphdr) + sizeof(struct udphdr) + CHANNEL_HDR + data_len;
+	} else {
+		struct dperm_key dk = {
+			.peer_ip = src_ip,
+			.relay_ip = dst_ip,
+			.relay_port = dst_port,
+		};
+		r->dv = bpf_map_lookup_elem(&dperms, &dk);
+		// (data_to_client's own limits, checked here while the packet is untouched)
+		if (!r->dv || data_len == 0 || data_len > MAX_DATA)
+			return 0;
+		client_ip = r->dv->client_ip;
+		tot_len = sizeof(struct iphdr) + sizeof(struct udphdr) + DATA_IND_LEN(data_len);
+	}
+	if (!route(client_ip, tot_len))
+		return 0;
+	count(STAT_RELAY_TO_RELAY);
+	return 1;
+}
+
 // client -> peer: strip the ChannelData header.
 static __always_inline int to_peer(struct xdp_md *ctx, struct headers *h, struct chan_val *v,
 				   __u16 chan_hdr0, __u16 chan_hdr1, __u16 data_len)
 {
 	__u16 udp_len = data_len + sizeof(struct udphdr);
 	__u16 tot_len = udp_len + sizeof(struct iphdr);
-	struct nexthop *nh = route(v->peer_ip, tot_len);
-	if (!nh)
-		return XDP_PASS;
+	struct r2r r;
+	struct nexthop *nh = 0;
+	int own = relay_to_relay(v->relay_ip, v->relay_port, v->peer_ip, v->peer_port, data_len, &r);
+	if (!own) {
+		nh = route(v->peer_ip, tot_len);
+		if (!nh)
+			return XDP_PASS;
+	}
 	__u32 old_sum = ip_words(h->ip.saddr) + ip_words(h->ip.daddr) + h->udp.source +
 			h->udp.dest + 2 * (__u32)h->udp.len + chan_hdr0 + chan_hdr1;
 	__u16 new_len = bpf_htons(udp_len);
@@ -305,11 +382,13 @@ static __always_inline int to_peer(struct xdp_md *ctx, struct headers *h, struct
 	h->udp.dest = v->peer_port;
 	h->udp.len = new_len;
 	set_ip(h, v->relay_ip, v->peer_ip, tot_len);
-	set_l2(h, nh);
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, data_len);
 	if (bpf_xdp_adjust_head(ctx, CHANNEL_HDR))
 		return XDP_ABORTED;
+	if (own)
+		return r.pv ? to_client(ctx, h, r.pv, data_len) : data_to_client(ctx, h, r.dv, data_len);
+	set_l2(h, nh);
 	return emit(ctx, h, nh->ifindex, STAT_TO_PEER);
 }
 
@@ -350,19 +429,6 @@ static __always_inline int to_client(struct xdp_md *ctx, struct headers *h, stru
 	return emit(ctx, h, nh->ifindex, STAT_TO_CLIENT);
 }
 
-// STUN (RFC 8489 §5): the magic cookie, and the indications relayed here (RFC 8656 §17).
-#define STUN_HDR 20
-#define MAGIC_COOKIE 0x2112A442
-#define TYPE_SEND_IND 0x0016
-#define TYPE_DATA_IND 0x0017
-#define ATTR_XOR_PEER_ADDRESS 0x0012
-#define ATTR_DATA 0x0013
-// Header + XOR-PEER-ADDRESS (IPv4: 4 + 8) + DATA's attribute header: what a Send indication
-// loses and a Data indication gains in front of the application data.
-#define IND_HDR (STUN_HDR + 12 + 4)
-// Application data longer than this stays in user space (keeps the verifier's bounds simple;
-// far above any MTU this program sends to).
-#define MAX_DATA 0x3fff
 
 // Scratch space to move a datagram's data inside the frame (see shift_left).
 #define SHIFT_CHUNK 256
@@ -486,9 +552,14 @@ static __always_inline int send_to_peer(struct xdp_md *ctx, struct headers *h, _
 	}
 	__u16 udp_len = data_len + sizeof(struct udphdr);
 	__u16 tot_len = udp_len + sizeof(struct iphdr);
-	struct nexthop *nh = route(peer_ip, tot_len);
-	if (!nh)
-		return -1;
+	struct r2r r;
+	struct nexthop *nh = 0;
+	int own = relay_to_relay(v->relay_ip, v->relay_port, peer_ip, peer_port, data_len, &r);
+	if (!own) {
+		nh = route(peer_ip, tot_len);
+		if (!nh)
+			return -1;
+	}
 	__u32 old_sum = ip_words(h->ip.saddr) + ip_words(h->ip.daddr) + h->udp.source +
 			h->udp.dest + 2 * (__u32)h->udp.len + sum_words(m, IND_HDR / 2);
 	__u16 new_len = bpf_htons(udp_len);
@@ -499,14 +570,17 @@ static __always_inline int send_to_peer(struct xdp_md *ctx, struct headers *h, _
 	h->udp.dest = peer_port;
 	h->udp.len = new_len;
 	set_ip(h, v->relay_ip, peer_ip, tot_len);
-	set_l2(h, nh);
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, data_len);
 	if (pad && bpf_xdp_adjust_tail(ctx, -(int)pad))
 		return XDP_ABORTED;
 	if (bpf_xdp_adjust_head(ctx, IND_HDR))
 		return XDP_ABORTED;
-	return emit(ctx, h, nh->ifindex, STAT_SEND_TO_PEER);
+	count(STAT_SEND_TO_PEER);
+	if (own)
+		return r.pv ? to_client(ctx, h, r.pv, data_len) : data_to_client(ctx, h, r.dv, data_len);
+	set_l2(h, nh);
+	return emit(ctx, h, nh->ifindex, STAT_MAX);
 }
 
 // peer -> client without a channel: a datagram from a permitted peer IP becomes a Data

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use floe_stun::attr::{
     ChannelNumber, Data, ErrorCode, Lifetime, Nonce, Realm, RequestedTransport, Username,
-    XorPeerAddress,
+    XorPeerAddress, XorRelayedAddress,
 };
 use floe_stun::integrity::long_term_key_md5;
 use floe_stun::{ChannelData, Class, Message, MessageBuilder, Method, TransactionId};
@@ -250,27 +250,69 @@ fn send_and_data_indications_are_relayed_by_xdp_with_valid_checksums_until_the_a
     relayed_by_xdp_until_the_allocation_ends("in", "sclient", "floe_turn_xdp_permissions");
 }
 
-/// Asks the peer role for its report: datagrams received since the last one, seen on the raw
-/// socket, with a valid checksum.
-fn peer_report(peer_in: &mut ChildStdin, peer_out: &Receiver<String>) -> [usize; 3] {
-    writeln!(peer_in, "report").unwrap();
-    let r = expect_line(peer_out, "peer-report");
-    let v: Vec<usize> = r.split(' ').map(|x| x.parse().unwrap()).collect();
-    [v[0], v[1], v[2]]
-}
-
-/// The shared round: `role` is the client role ("client": ChannelData, "sclient": Send/Data
-/// indications), `gauge` the map-entry gauge that is 1 while the flow is mirrored.
-fn relayed_by_xdp_until_the_allocation_ends(tag: &str, role: &str, gauge: &str) {
+/// Relay-to-relay: two allocations of the same floe, A with a channel to B's relayed address, B
+/// with a permission (no channel) for A's. A's ChannelData become Data indications to B's client
+/// and B's Send indications become ChannelData to A's client, each in one pass through the XDP
+/// program (user space would hand them over in-process). After A's allocation is deleted
+/// nothing reaches either client.
+#[test]
+fn relay_to_relay_is_handed_over_by_xdp_with_valid_checksums_until_the_allocation_ends() {
     if std::env::var_os("FXDP_ROLE").is_some() {
         return;
     }
-    assert!(
-        floe_xdp::supported(),
-        "floe was built without XDP support: install clang (./test.sh does)"
-    );
+    assert!(floe_xdp::supported(), "floe was built without XDP support");
     common::require("ethtool");
-    let mut lab = Lab::new(tag);
+    let mut lab = Lab::new("rr");
+    start_floe(&mut lab);
+    let client_ns = lab.client().to_owned();
+    let (mut client_in, client_out) = lab.role(&client_ns, "r2r");
+    expect_line(&client_out, "ready");
+    wait_metric(&mut lab, "floe_turn_xdp_channels", |v| v == 1);
+    wait_metric(&mut lab, "floe_turn_xdp_permissions", |v| v == 2);
+    wait_metric(&mut lab, "floe_turn_xdp_next_hops", |v| v >= 1);
+    let user_space = |lab: &mut Lab| {
+        [
+            metric(lab, ALL_TO_PEER) - metric(lab, XDP_TO_PEER),
+            metric(lab, ALL_TO_CLIENT) - metric(lab, XDP_TO_CLIENT),
+        ]
+    };
+    let base = [metric(&mut lab, XDP_R2R)];
+    let user_base = user_space(&mut lab);
+    writeln!(client_in, "go").unwrap();
+    let echoed: usize = expect_line(&client_out, "echoed").parse().unwrap();
+    assert_eq!(echoed, N, "every message came back");
+    let verified: usize = expect_line(&client_out, "client-checksums-ok")
+        .parse()
+        .unwrap();
+    assert!(verified >= 2 * N, "client verified {verified} checksums");
+    // Each message crossed twice (A → B, B → A), every time in XDP; the user-space relay
+    // relayed nothing of the round (its totals move only by XDP's own counts).
+    wait_metric(&mut lab, XDP_R2R, |v| v >= base[0] + 2 * N as u64);
+    assert_eq!(metric(&mut lab, XDP_R2R), base[0] + 2 * N as u64);
+    assert_eq!(
+        user_space(&mut lab),
+        user_base,
+        "the user-space relay relayed nothing of the round"
+    );
+    assert_eq!(udp_csum_errors(lab.client()), 0);
+
+    writeln!(client_in, "delete").unwrap();
+    expect_line(&client_out, "deleted");
+    wait_metric(&mut lab, "floe_turn_xdp_channels", |v| v == 0);
+    wait_metric(&mut lab, "floe_turn_xdp_permissions", |v| v == 1);
+    writeln!(client_in, "after").unwrap();
+    let after: usize = expect_line(&client_out, "after-delete-received")
+        .parse()
+        .unwrap();
+    assert_eq!(after, 0, "data crossed after allocation A ended");
+    assert_eq!(metric(&mut lab, XDP_R2R), base[0] + 2 * N as u64);
+}
+
+const XDP_R2R: &str = "floe_turn_xdp_relay_to_relay_total";
+
+/// Starts `floe serve --xdp native` on both relay interfaces of `lab` (listening on SERVER,
+/// relaying from 11.0.2.1, metrics on 127.0.0.1:18080 inside the relay namespace).
+fn start_floe(lab: &mut Lab) {
     let pre = prefix();
     let floe = Command::new("ip")
         .args(["netns", "exec", lab.relay(), FLOE, "serve"])
@@ -304,6 +346,30 @@ fn relayed_by_xdp_until_the_allocation_ends(tag: &str, role: &str, gauge: &str) 
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "0");
+}
+
+/// Asks the peer role for its report: datagrams received since the last one, seen on the raw
+/// socket, with a valid checksum.
+fn peer_report(peer_in: &mut ChildStdin, peer_out: &Receiver<String>) -> [usize; 3] {
+    writeln!(peer_in, "report").unwrap();
+    let r = expect_line(peer_out, "peer-report");
+    let v: Vec<usize> = r.split(' ').map(|x| x.parse().unwrap()).collect();
+    [v[0], v[1], v[2]]
+}
+
+/// The shared round: `role` is the client role ("client": ChannelData, "sclient": Send/Data
+/// indications), `gauge` the map-entry gauge that is 1 while the flow is mirrored.
+fn relayed_by_xdp_until_the_allocation_ends(tag: &str, role: &str, gauge: &str) {
+    if std::env::var_os("FXDP_ROLE").is_some() {
+        return;
+    }
+    assert!(
+        floe_xdp::supported(),
+        "floe was built without XDP support: install clang (./test.sh does)"
+    );
+    common::require("ethtool");
+    let mut lab = Lab::new(tag);
+    start_floe(&mut lab);
 
     let peer_ns = lab.peer().to_owned();
     let (mut peer_in, peer_out) = lab.role(&peer_ns, "peer");
@@ -400,6 +466,7 @@ fn role_entry() {
     match std::env::var("FXDP_ROLE").as_deref() {
         Ok("client") => client_role(Kind::Channel),
         Ok("sclient") => client_role(Kind::Indication),
+        Ok("r2r") => relay_to_relay_role(),
         Ok("peer") => peer_role(),
         Ok("metrics") => metrics_role(),
         _ => {}
@@ -563,10 +630,21 @@ fn client_role(kind: Kind) {
     }
     println!("echoed {echoed}");
     let (seen, ok) = check_raw(&raw, Some(3478), None);
+    end_round(&mut next, (seen, ok), &mut [&mut c]);
+}
+
+/// The end of a client role's round: reports the checksums it verified, deletes the first
+/// client's allocation on "delete", and on "after" sends from every client again and reports
+/// how much still arrived.
+fn end_round(
+    next: &mut impl FnMut() -> String,
+    (seen, ok): (usize, usize),
+    clients: &mut [&mut Client],
+) {
     assert_eq!(seen, ok, "client: {ok} of {seen} relayed checksums valid");
     println!("client-checksums-ok {ok}");
     assert_eq!(next(), "delete");
-    let resp = c.request(Method::REFRESH, |b| b.add(&Lifetime(0)).unwrap());
+    let resp = clients[0].request(Method::REFRESH, |m| m.add(&Lifetime(0)).unwrap());
     assert_eq!(
         Message::parse(&resp).unwrap().class(),
         Class::SuccessResponse
@@ -574,13 +652,69 @@ fn client_role(kind: Kind) {
     println!("deleted");
     assert_eq!(next(), "after");
     for _ in 0..AFTER {
-        c.send(b"too late");
+        for c in clients.iter_mut() {
+            c.send(b"too late");
+        }
     }
     let mut got = 0;
-    while c.recv().is_some() {
-        got += 1;
+    for c in clients.iter_mut().rev() {
+        while c.recv().is_some() {
+            got += 1;
+        }
     }
     println!("after-delete-received {got}");
+}
+
+/// Two clients (A: channel to B's relayed address, B: permission for A's) bouncing messages
+/// through two allocations of the same floe.
+fn relay_to_relay_role() {
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let raw = raw_udp();
+    let mut a = Client::new(server, Kind::Channel);
+    let mut b = Client::new(server, Kind::Indication);
+    let relay_a = a.allocate();
+    let relay_b = b.allocate();
+    let resp = a.request(Method::CHANNEL_BIND, |m| {
+        m.add(&ChannelNumber(CHANNEL)).unwrap();
+        m.add(&XorPeerAddress(relay_b)).unwrap();
+    });
+    assert_eq!(
+        Message::parse(&resp).unwrap().class(),
+        Class::SuccessResponse
+    );
+    let resp = b.request(Method::CREATE_PERMISSION, |m| {
+        m.add(&XorPeerAddress(relay_a)).unwrap();
+    });
+    assert_eq!(
+        Message::parse(&resp).unwrap().class(),
+        Class::SuccessResponse
+    );
+    b.peer = relay_a;
+    let bounce = |a: &mut Client, b: &mut Client, msg: &[u8]| -> Option<Vec<u8>> {
+        a.send(msg);
+        let got = b.recv()?;
+        assert_eq!(got, msg);
+        b.send(&got);
+        a.recv()
+    };
+    bounce(&mut a, &mut b, b"warm-up").expect("warm-up");
+    let _ = check_raw(&raw, Some(3478), None);
+    println!("ready");
+    let mut lines = std::io::stdin().lock().lines();
+    let mut next = || lines.next().unwrap().unwrap();
+    assert_eq!(next(), "go");
+    let (mut echoed, mut seen, mut ok) = (0, 0, 0);
+    for i in 0..N {
+        let payload = format!("relayed {i:05} {}", "y".repeat(i % 97));
+        let back = bounce(&mut a, &mut b, payload.as_bytes()).expect("echo");
+        assert_eq!(back, payload.as_bytes());
+        echoed += 1;
+        // Drained as we go: the raw socket's buffer holds fewer than 2 N datagrams.
+        let (s, o) = check_raw(&raw, Some(3478), None);
+        (seen, ok) = (seen + s, ok + o);
+    }
+    println!("echoed {echoed}");
+    end_round(&mut next, (seen, ok), &mut [&mut a, &mut b]);
 }
 
 /// A minimal TURN client over UDP with long-term credentials.
@@ -588,6 +722,8 @@ struct Client {
     sock: UdpSocket,
     server: SocketAddr,
     kind: Kind,
+    /// Where Send indications go, and where Data indications must come from.
+    peer: SocketAddr,
     key: [u8; 16],
     nonce: String,
     next: u8,
@@ -602,6 +738,7 @@ impl Client {
             sock,
             server,
             kind,
+            peer: PEER.parse().unwrap(),
             key: long_term_key_md5("alice", REALM, "pw"),
             nonce: String::new(),
             next: 1,
@@ -619,7 +756,7 @@ impl Client {
                 let tid = TransactionId([self.next; 12]);
                 let mut b =
                     MessageBuilder::new(&mut frame, Class::Indication, Method::SEND, tid).unwrap();
-                b.add(&XorPeerAddress(PEER.parse().unwrap())).unwrap();
+                b.add(&XorPeerAddress(self.peer)).unwrap();
                 b.add(&Data(data)).unwrap();
                 b.finish()
             }
@@ -644,7 +781,7 @@ impl Client {
             if msg.class() == Class::Indication && msg.method() == Method::DATA {
                 assert_eq!(self.kind, Kind::Indication);
                 let from = msg.get::<XorPeerAddress>().unwrap().unwrap().0;
-                assert_eq!(from, PEER.parse().unwrap());
+                assert_eq!(from, self.peer);
                 return Some(msg.get::<Data<'_>>().unwrap().unwrap().0.to_vec());
             }
         }
@@ -679,7 +816,8 @@ impl Client {
         }
     }
 
-    fn allocate(&mut self) {
+    /// Allocates; returns the relayed address.
+    fn allocate(&mut self) -> SocketAddr {
         let add = |b: &mut MessageBuilder<'_>| {
             b.add(&RequestedTransport(RequestedTransport::UDP)).unwrap();
             b.add(&Lifetime(600)).unwrap();
@@ -696,6 +834,7 @@ impl Client {
             "{:?}",
             msg.get::<ErrorCode<'_>>()
         );
+        msg.get::<XorRelayedAddress>().unwrap().unwrap().0
     }
 }
 

@@ -186,3 +186,34 @@ fn permission_up_on_create_and_refresh_down_on_expiry_and_on_delete() {
     );
     assert_eq!(permission_events(h.take_events()), vec![(false, p2)]);
 }
+
+/// Relay-to-relay (the peer is another allocation of this server): mirrored like any peer, so
+/// that the kernel hands the data over directly; behind 1:1 NAT (external IPs) the addresses
+/// clients use are not the local ones, and it stays in the process (only "down" is reported).
+#[test]
+fn own_relay_peers_are_mirrored_except_behind_one_to_one_nat() {
+    for external in [false, true] {
+        let mut config = config();
+        config.fast_path_events = true;
+        if external {
+            config.external_ips = vec!["11.0.0.10".parse().expect("ip")];
+        }
+        let mut h = Harness::with(config, Default::default());
+        let mut a = TestClient::udp("203.0.113.5:40000");
+        let mut b = TestClient::udp("203.0.113.6:40000");
+        h.allocate(&mut a);
+        let relay_b = h.allocate(&mut b);
+        h.take_events();
+        assert_success(
+            &bind_channel(&mut h, &mut a, 0x4000, &relay_b.to_string()),
+            &a,
+        );
+        let events = h.take_events();
+        let perms = permission_events(events.clone());
+        let chans = channel_events(events);
+        assert_eq!(perms.len(), 1);
+        assert_eq!(chans.len(), 1);
+        assert_eq!(perms[0].0, !external, "permission up? external={external}");
+        assert_eq!(chans[0].0, !external, "channel up? external={external}");
+    }
+}

@@ -181,6 +181,9 @@ pub enum Stat {
     /// Data indications built by moving the data towards the head (no tailroom for the
     /// padding; veth frames of local senders): relayed, at a higher cost.
     DataShifted = 10,
+    /// Relay-to-relay: a client's data to another of our relayed addresses handed to that
+    /// allocation's client at once (ChannelData or Data indication).
+    RelayToRelay = 11,
 }
 
 /// What next hops are computed from (see `nexthop.rs`).

@@ -128,6 +128,8 @@ impl XdpShell {
                 .absolute(self.relay.stat(stat));
         }
         counter!("floe_turn_xdp_data_shifted_total").absolute(self.relay.stat(Stat::DataShifted));
+        counter!("floe_turn_xdp_relay_to_relay_total")
+            .absolute(self.relay.stat(Stat::RelayToRelay));
         let (perms, dperms) = self.relay.permission_entries();
         metrics::gauge!("floe_turn_xdp_permissions").set(perms.min(dperms) as f64);
         let (chans, peers) = self.relay.entries();

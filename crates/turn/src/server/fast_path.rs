@@ -28,7 +28,11 @@ impl TurnServer {
             return;
         }
         let permitted = a.permitted(ip, now);
-        let own = self.is_own_relay_ip(ip);
+        // Relay-to-relay (peer = one of this server's relayed addresses) is offloaded too: the
+        // kernel program hands the datagram to the other allocation's entries directly. Not
+        // behind 1:1 NAT (external IPs): there the peer address clients use is not the local
+        // one the program sees, and user space hands such data over in-process.
+        let own = self.is_own_relay_ip(ip) && !self.config.external_ips.is_empty();
         if let Some(relay) = a.relay(family_of_ip(ip)) {
             let p = PermissionRelay {
                 client: a.client,

@@ -322,8 +322,9 @@ pub enum Event {
     /// Only with [`crate::server::TurnConfig::fast_path_events`]: a UDP channel of a UDP
     /// allocation (client over UDP) may now be relayed outside the state machine: the channel is
     /// bound (RFC 8656 §12) and its peer's permission is live (§9). Repeated on every refresh;
-    /// mirror it idempotently. Not reported for peers that are the server's own relayed
-    /// addresses (relayed inside the process).
+    /// mirror it idempotently. Peers that are the server's own relayed addresses are reported
+    /// too (the fast path relays to the other allocation directly), except with external IPs
+    /// (1:1 NAT), where they are relayed inside the process.
     ChannelRelayUp(ChannelRelay),
     /// Only with [`crate::server::TurnConfig::fast_path_events`]: stop relaying this channel
     /// outside the state machine at once (channel or permission expired, allocation deleted or
@@ -332,7 +333,8 @@ pub enum Event {
     /// Only with [`crate::server::TurnConfig::fast_path_events`]: the permission of a UDP
     /// allocation (client over UDP) is live (installed or refreshed, RFC 8656 §9), so Send and
     /// Data indications for its peer IP may be relayed outside the state machine. Repeated on
-    /// every refresh; mirror it idempotently. Not reported for the server's own relay IPs.
+    /// every refresh; mirror it idempotently. As for channels, the server's own relay IPs
+    /// are reported only without external IPs.
     PermissionRelayUp(PermissionRelay),
     /// Only with [`crate::server::TurnConfig::fast_path_events`]: stop relaying for this
     /// permission outside the state machine at once (expired, removed, allocation deleted or its
