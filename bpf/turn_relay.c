@@ -132,7 +132,7 @@ enum {
 	STAT_REDIRECT_FAILED = 5,
 	STAT_SEND_TO_PEER = 6,    // Send indications relayed client -> peer (as plain UDP)
 	STAT_DATA_TO_CLIENT = 7,  // datagrams relayed peer -> client as Data indications
-	STAT_PASS_SEND_FORMAT = 8, // a permitted Send indication of another shape (see send_shape)
+	STAT_PASS_SEND_FORMAT = 8, // a Send indication of another shape (see send_to_peer)
 	STAT_PASS_TAIL = 9,       // no room at either end of the frame for a Data indication
 	STAT_DATA_SHIFTED = 10,   // Data indications built by moving the data (no tailroom)
 	STAT_RELAY_TO_RELAY = 11, // client -> our own relayed address, handed to its client at once
@@ -512,11 +512,17 @@ static __always_inline int send_to_peer(struct xdp_md *ctx, struct headers *h, _
 	__u16 *m = data + sizeof(*h);
 	if ((void *)(m + IND_HDR / 2) > data_end)
 		return -1;
-	// Type, cookie, the first attribute: XOR-PEER-ADDRESS of length 8, family IPv4.
+	// A Send indication (type, cookie) ...
 	if (m[0] != bpf_htons(TYPE_SEND_IND) || m[2] != bpf_htons(MAGIC_COOKIE >> 16) ||
-	    m[3] != bpf_htons(MAGIC_COOKIE & 0xffff) || m[10] != bpf_htons(ATTR_XOR_PEER_ADDRESS) ||
-	    m[11] != bpf_htons(8) || m[12] != bpf_htons(0x0001))
+	    m[3] != bpf_htons(MAGIC_COOKIE & 0xffff))
 		return -1;
+	// ... whose first attribute is XOR-PEER-ADDRESS of length 8, family IPv4. Others (DATA
+	// first, as coturn's uclient sends, or an IPv6 peer) are counted and passed.
+	if (m[10] != bpf_htons(ATTR_XOR_PEER_ADDRESS) || m[11] != bpf_htons(8) ||
+	    m[12] != bpf_htons(0x0001)) {
+		count(STAT_PASS_SEND_FORMAT);
+		return -1;
+	}
 	__u32 peer_ip = (*(__u32 *)(m + 14)) ^ bpf_htonl(MAGIC_COOKIE);
 	__u16 peer_port = m[13] ^ bpf_htons(MAGIC_COOKIE >> 16);
 	struct perm_key k = {

@@ -18,8 +18,8 @@
 mod common;
 
 use common::{
-    free_port_pair, get_metrics, printed_http_addr, require, run, self_signed_cert, wait_for_stun,
-    wait_for_tcp, Proc, TempDir,
+    free_port_pair, get_metrics, printed_http_addr, require, run, self_signed_cert, summary,
+    wait_for_stun, wait_for_tcp, Proc, Summary, TempDir,
 };
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -166,36 +166,6 @@ fn uclient(flags: &[&str], auth: &[&str], server: &str, port: u16) -> (Output, S
         .args(auth)
         .args(["-n", &n, "-m", &m, "-l", "120", "-p", &p, server]);
     run(&mut cmd)
-}
-
-/// The figures of uclient's summary.
-#[derive(Debug, PartialEq, Eq)]
-struct Summary {
-    sent: u64,
-    received: u64,
-    lost: u64,
-}
-
-/// Parses `start_mclient: tot_send_msgs=S, tot_recv_msgs=R` (the final line, without `msz=`)
-/// and `Total lost packets L (...)`.
-fn summary(text: &str) -> Option<Summary> {
-    let mut counts = None;
-    let mut lost = None;
-    for line in text.lines() {
-        if let Some(rest) = line.split("start_mclient: tot_send_msgs=").nth(1) {
-            let (s, r) = rest.split_once(", tot_recv_msgs=")?;
-            counts = Some((s.trim().parse().ok()?, r.trim().parse().ok()?));
-        }
-        if let Some(rest) = line.split("Total lost packets ").nth(1) {
-            lost = Some(rest.split_whitespace().next()?.parse().ok()?);
-        }
-    }
-    let (sent, received) = counts?;
-    Some(Summary {
-        sent,
-        received,
-        lost: lost?,
-    })
 }
 
 /// Runs uclient and asserts that it exited 0 and that every message was relayed there and back.

@@ -173,8 +173,9 @@ pub enum Stat {
     /// Datagrams relayed peer → client as Data indications (in
     /// [`Counters::to_client_packets`] too).
     DataToClient = 7,
-    /// A permitted Send indication of a shape the program does not rewrite (other attributes,
-    /// another order, non-zero padding): passed to user space.
+    /// A Send indication of a shape the program does not rewrite (other attributes such as
+    /// FINGERPRINT, DATA before XOR-PEER-ADDRESS, an IPv6 peer, non-zero padding): passed to
+    /// user space.
     PassSendFormat = 8,
     /// No room at either end of the frame for a Data indication: passed to user space.
     PassTail = 9,

@@ -348,3 +348,33 @@ pub fn get_metrics(http: SocketAddr) -> String {
     s.read_to_string(&mut body).unwrap();
     body
 }
+
+/// The figures of coturn's `turnutils_uclient` summary.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+}
+
+/// Parses `start_mclient: tot_send_msgs=S, tot_recv_msgs=R` (the final line, without `msz=`)
+/// and `Total lost packets L (...)`.
+pub fn summary(text: &str) -> Option<Summary> {
+    let mut counts = None;
+    let mut lost = None;
+    for line in text.lines() {
+        if let Some(rest) = line.split("start_mclient: tot_send_msgs=").nth(1) {
+            let (s, r) = rest.split_once(", tot_recv_msgs=")?;
+            counts = Some((s.trim().parse().ok()?, r.trim().parse().ok()?));
+        }
+        if let Some(rest) = line.split("Total lost packets ").nth(1) {
+            lost = Some(rest.split_whitespace().next()?.parse().ok()?);
+        }
+    }
+    let (sent, received) = counts?;
+    Some(Summary {
+        sent,
+        received,
+        lost: lost?,
+    })
+}
