@@ -1,13 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
 //
-// floe's XDP fast path for TURN ChannelData over UDP allocations, IPv4 (RFC 8656 §12).
+// floe's XDP fast path for TURN over UDP allocations, IPv4 (RFC 8656 §11, §12).
 //
 // client -> peer: a ChannelData message (RFC 8656 §12.4) from a client 5-tuple with a channel
 //   that user space mirrored into `chans` loses its 4-byte header and leaves as a UDP datagram
-//   from the allocation's relayed address to the channel's peer.
+//   from the allocation's relayed address to the channel's peer; a Send indication (§11.1,
+//   shape: header, XOR-PEER-ADDRESS, DATA) to a peer IP mirrored into `perms` likewise loses its
+//   STUN header, attribute headers and padding.
 // peer -> client: a UDP datagram from a peer to a relayed address whose (peer, relay) pair user
-//   space mirrored into `peers` gains the ChannelData header and leaves from the server's
-//   listening address to the client.
+//   space mirrored into `peers` gains the ChannelData header; one from a permitted peer IP
+//   without a channel (`dperms`) becomes a Data indication (§11.4) built here; both leave from
+//   the server's listening address to the client.
+// relay-to-relay: when a client's message is addressed to another of our relayed addresses
+//   that permits the sender's, the second step follows at once (see relay_to_relay).
 //
 // User space (crates/xdp, driven by floe-turn's FastPath events) is the single source of truth:
 // an entry exists only while the channel is bound, the peer's permission lives and the allocation

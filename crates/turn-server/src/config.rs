@@ -220,8 +220,8 @@ pub struct TurnArgs {
     /// Bytes queued for one TCP/TLS client; newer frames beyond are dropped. Default 131072.
     #[arg(long, value_name = "BYTES")]
     pub tcp_queue_bytes: Option<usize>,
-    /// Kernel fast path for ChannelData over UDP, IPv4 (docs/xdp.md): off, auto, native or
-    /// generic. Default off. Needs root (CAP_BPF, CAP_NET_ADMIN), --xdp-interface, and
+    /// Kernel fast path for UDP allocations over UDP, IPv4: ChannelData, Send/Data indications,
+    /// relay-to-relay (docs/xdp.md): off, auto, native or generic. Default off. Needs root (CAP_BPF, CAP_NET_ADMIN), --xdp-interface, and
     /// --max-bps 0 --user-max-bps 0 (the kernel path does not enforce bandwidth caps yet).
     #[arg(long, value_name = "MODE")]
     pub xdp: Option<String>,

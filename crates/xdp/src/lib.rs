@@ -2,12 +2,14 @@
 //! `bpf/turn_relay.c`, attaches it to network interfaces and mirrors live channels into its
 //! maps.
 //!
-//! The program relays RFC 8656 §12 ChannelData of UDP allocations over UDP, IPv4, in both
-//! directions, and passes everything else to the kernel stack (and so to floe's user-space
-//! relay) unchanged. The TURN state machine stays the source of truth: the shell calls
-//! [`XdpRelay::channel_up`] and [`XdpRelay::channel_down`] for floe-turn's `ChannelRelayUp` and
-//! `ChannelRelayDown` events, so an entry lives exactly as long as the channel, its peer's
-//! permission and the allocation.
+//! The program relays, for UDP allocations over UDP, IPv4, in both directions: RFC 8656 §12
+//! ChannelData, §11 Send indications (client → peer) and Data indications (peer → client, built
+//! in the program), and relay-to-relay between two allocations of the server; it passes
+//! everything else to the kernel stack (and so to floe's user-space relay) unchanged. The TURN
+//! state machine stays the source of truth: the shell calls [`XdpRelay::channel_up`] /
+//! [`XdpRelay::channel_down`] for floe-turn's `ChannelRelayUp`/`Down` events and
+//! [`XdpRelay::permission_up`] / [`XdpRelay::permission_down`] for `PermissionRelayUp`/`Down`,
+//! so an entry lives exactly as long as the channel or permission and the allocation.
 //!
 //! Loading needs CAP_BPF and CAP_NET_ADMIN (or root); the program detaches when the
 //! [`XdpRelay`] is dropped or the process exits (it is attached through a BPF link).
