@@ -9,7 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use floe_signal::bus::{Bus, BusCommand, BusEvent, LocalBus};
 use floe_signal::hub::{SessionFilter, SessionInfo};
 use floe_signal::proto::{ErrorBody, ServerMsg};
-use floe_signal::{ConnId, ErrorCode, Hub, HubConfig, Now, Output, PostBoxPoll, SessionId};
+use floe_signal::{
+    ConnId, ErrorCode, Hub, HubConfig, HubStats, Now, Output, PostBoxPoll, SessionId,
+};
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 
@@ -278,8 +280,37 @@ fn slow_consumer_frames() -> Vec<Outbound> {
     frames
 }
 
+/// The hub task's per-message metrics, looked up once: `metrics::counter!` with labels hashes
+/// and compares the key against the registry on every call (a few per cent of the server's CPU
+/// per directed message in the profile of docs/benchmarks.md, "Signalling"). The process's
+/// recorder is installed before the server starts (`floe` does it first thing; tests before
+/// `SignalServer::run`), so handles taken at spawn are the live ones.
+struct Meters {
+    messages_in: metrics::Counter,
+    messages_out: metrics::Counter,
+    connections: metrics::Gauge,
+    sessions: metrics::Gauge,
+    rooms: metrics::Gauge,
+    /// The counts last written to the gauges: they are set only when one changes.
+    last: Option<HubStats>,
+}
+
+impl Meters {
+    fn new() -> Self {
+        Meters {
+            messages_in: metrics::counter!("floe_signal_messages_total", "direction" => "in"),
+            messages_out: metrics::counter!("floe_signal_messages_total", "direction" => "out"),
+            connections: metrics::gauge!("floe_signal_connections"),
+            sessions: metrics::gauge!("floe_signal_sessions"),
+            rooms: metrics::gauge!("floe_signal_rooms"),
+            last: None,
+        }
+    }
+}
+
 struct Actor {
     hub: Hub<NodeBus>,
+    meters: Meters,
     sinks: HashMap<ConnId, Sink>,
     /// Parked post-box long-polls per session, oldest first.
     waiters: HashMap<SessionId, VecDeque<oneshot::Sender<()>>>,
@@ -300,6 +331,7 @@ impl Actor {
     ) -> Self {
         Actor {
             hub: Hub::new(config, bus, rng),
+            meters: Meters::new(),
             sinks: HashMap::new(),
             waiters: HashMap::new(),
             waiters_per_session: waiters_per_session.max(1),
@@ -354,7 +386,7 @@ impl Actor {
                 }
             }
             Cmd::Frame { conn, data } => {
-                metrics::counter!("floe_signal_messages_total", "direction" => "in").increment(1);
+                self.meters.messages_in.increment(1);
                 self.hub.handle_frame(conn, &data, now());
             }
             Cmd::Oversized { conn } => self.hub.handle_oversized(conn, now()),
@@ -375,7 +407,7 @@ impl Actor {
                 body,
                 reply,
             } => {
-                metrics::counter!("floe_signal_messages_total", "direction" => "in").increment(1);
+                self.meters.messages_in.increment(1);
                 let _ =
                     reply.send(
                         self.hub
@@ -477,7 +509,7 @@ impl Actor {
                         return;
                     }
                 };
-                metrics::counter!("floe_signal_messages_total", "direction" => "out").increment(1);
+                self.meters.messages_out.increment(1);
                 match tx.try_send(Outbound::Text(text)) {
                     Ok(()) => {}
                     Err(Refused::Full) => {
@@ -522,11 +554,15 @@ impl Actor {
         }
     }
 
-    fn gauges(&self) {
+    fn gauges(&mut self) {
         let s = self.hub.stats();
-        metrics::gauge!("floe_signal_connections").set(s.connections as f64);
-        metrics::gauge!("floe_signal_sessions").set(s.sessions as f64);
-        metrics::gauge!("floe_signal_rooms").set(s.rooms as f64);
+        if self.meters.last == Some(s) {
+            return;
+        }
+        self.meters.last = Some(s);
+        self.meters.connections.set(s.connections as f64);
+        self.meters.sessions.set(s.sessions as f64);
+        self.meters.rooms.set(s.rooms as f64);
     }
 }
 
