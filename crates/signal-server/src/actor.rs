@@ -1,9 +1,13 @@
-//! The hub task: one tokio task owns the sans-IO [`Hub`], fires its timers and routes its outputs
-//! to connection tasks. Everything else talks to it through [`HubHandle`]. [`now`] is where the
-//! signalling server reads the clock.
+//! The hub: the sans-IO [`Hub`] behind a mutex, with a tokio task that fires its timers, takes
+//! the Redis bus's events and runs the less frequent commands (connect, disconnect, the post
+//! box, admin). A WebSocket frame is handled inline by the connection task that read it, under
+//! the same lock ([`HubHandle::frame`]): no hop through a channel and a second task per message,
+//! and both cores handle frames (the hub's own work is still one at a time). Everything talks
+//! to it through [`HubHandle`]. [`now`] is where the signalling server reads the clock.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use floe_signal::bus::{Bus, BusCommand, BusEvent, LocalBus};
@@ -13,7 +17,7 @@ use floe_signal::{
     ConnId, ErrorCode, Hub, HubConfig, HubStats, Now, Output, PostBoxPoll, SessionId,
 };
 use rand::SeedableRng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::outbox::{Outbox, Refused};
 use crate::redis_bus::RedisBus;
@@ -122,10 +126,47 @@ enum Cmd {
     },
 }
 
-/// A cheap, cloneable handle to the hub task.
+/// A cheap, cloneable handle to the hub.
 #[derive(Clone)]
 pub(crate) struct HubHandle {
     tx: mpsc::Sender<Cmd>,
+    shared: Arc<Shared>,
+}
+
+/// The hub state, shared by the hub task and the connection tasks.
+struct Shared {
+    actor: Mutex<Actor>,
+    /// Wakes the hub task when an inline frame made its next deadline earlier than the one it
+    /// sleeps on.
+    kick: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Actor> {
+        // Nothing in the hub panics by design; a poisoned lock still holds a usable hub (the
+        // same choice as the outbox).
+        self.actor.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the hub, then routes its outputs, as the hub task does for a command. Never
+    /// awaits while holding the lock.
+    fn run(&self, f: impl FnOnce(&mut Actor)) {
+        let earlier = {
+            let mut a = self.lock();
+            let before = a.hub.poll_timeout();
+            f(&mut a);
+            a.drain();
+            a.gauges();
+            match (before, a.hub.poll_timeout()) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(b), Some(n)) => n < b,
+            }
+        };
+        if earlier {
+            self.kick.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for HubHandle {
@@ -149,11 +190,15 @@ impl HubHandle {
         self.call(|reply| Cmd::Connect { ip, tx, reply }).await
     }
 
+    /// Handles one frame of `conn` on the caller's task. The connection's earlier commands
+    /// (its connect) were answered and its later ones (its disconnect) are sent after this
+    /// returns, so its inputs reach the hub in order.
     pub(crate) async fn frame(&self, conn: ConnId, data: Vec<u8>) -> Result<(), HubGone> {
-        self.tx
-            .send(Cmd::Frame { conn, data })
-            .await
-            .map_err(|_| HubGone)
+        if self.tx.is_closed() {
+            return Err(HubGone);
+        }
+        self.shared.run(|a| a.handle(Cmd::Frame { conn, data }));
+        Ok(())
     }
 
     pub(crate) async fn oversized(&self, conn: ConnId) {
@@ -260,8 +305,12 @@ pub(crate) fn spawn(
 ) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
     let rng = rand::rngs::StdRng::from_entropy();
-    let task = tokio::spawn(Actor::new(config, bus, rng, waiters_per_session).run(rx, bus_events));
-    (HubHandle { tx }, task)
+    let shared = Arc::new(Shared {
+        actor: Mutex::new(Actor::new(config, bus, rng, waiters_per_session)),
+        kick: Notify::new(),
+    });
+    let task = tokio::spawn(run(shared.clone(), rx, bus_events));
+    (HubHandle { tx, shared }, task)
 }
 
 /// The last frames of a connection cut off as a slow consumer: the fatal error and the close.
@@ -308,6 +357,44 @@ impl Meters {
     }
 }
 
+/// The hub task: timers, the Redis bus's events and the commands sent through the channel.
+async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Cmd>,
+    mut bus_events: Option<mpsc::UnboundedReceiver<BusEvent>>,
+) {
+    loop {
+        // An inline frame that moves the deadline earlier after this read kicks: `notify_one`
+        // keeps the permit for the `notified` below.
+        let deadline = shared.lock().hub.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let bus_event = async {
+            match bus_events.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => shared.run(|a| a.handle(cmd)),
+                None => break,
+            },
+            ev = bus_event => match ev {
+                Some(ev) => shared.run(|a| a.hub.handle_bus_event(ev, now())),
+                // The Redis driver stopped (shutdown): no more events.
+                None => bus_events = None,
+            },
+            () = sleep => shared.run(|a| a.hub.handle_timeout(now())),
+            () = shared.kick.notified() => {}
+        }
+    }
+}
+
 struct Actor {
     hub: Hub<NodeBus>,
     meters: Meters,
@@ -336,42 +423,6 @@ impl Actor {
             waiters: HashMap::new(),
             waiters_per_session: waiters_per_session.max(1),
             prune_waiters_at: PRUNE_WAITERS_MIN,
-        }
-    }
-
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Cmd>,
-        mut bus_events: Option<mpsc::UnboundedReceiver<BusEvent>>,
-    ) {
-        loop {
-            let deadline = self.hub.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let bus_event = async {
-                match bus_events.as_mut() {
-                    Some(r) => r.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd),
-                    None => break,
-                },
-                ev = bus_event => match ev {
-                    Some(ev) => self.hub.handle_bus_event(ev, now()),
-                    // The Redis driver stopped (shutdown): no more events.
-                    None => bus_events = None,
-                },
-                () = sleep => self.hub.handle_timeout(now()),
-            }
-            self.drain();
-            self.gauges();
         }
     }
 

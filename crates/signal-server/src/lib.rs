@@ -1,6 +1,7 @@
 //! floe-signal-server: the IO shell around the [`floe_signal`] hub.
 //!
-//! One tokio task owns the sans-IO hub; `actor::now` is the one function that reads the clock
+//! The sans-IO hub sits behind a mutex (see `actor`): connection tasks handle their frames
+//! under it, a hub task its timers and other commands; `actor::now` is the one function that reads the clock
 //! (for the hub and for `/v1/ice-servers`). axum serves:
 //!
 //! | route | what |

@@ -1254,6 +1254,25 @@ fn token_expiring(room: &str, peer: &str, exp_in: i64) -> String {
 }
 
 #[tokio::test]
+async fn a_deadline_set_by_a_frame_handled_inline_wakes_the_hub_task() {
+    // A `join` is handled on its connection's task, not the hub task's; the hub task sleeps on
+    // the earliest deadline it knew (this connection's heartbeat check, 30 s away). The token
+    // expiring in 2 s must still end the session then, not when the task next wakes.
+    let s = Server::start(SignalConfig {
+        jwt_secret: Some("k3y".into()),
+        ..SignalConfig::default()
+    })
+    .await;
+    let mut a = s.ws().await;
+    a.send(json!({"type":"join","v":1,"room":"r","token":token_expiring("r","alice",2)}))
+        .await;
+    assert_eq!(a.recv().await["type"], "welcome");
+    let e = a.expect_error("token_expired").await;
+    assert_eq!(e["fatal"], true, "{e}");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn refresh_with_an_expired_token_is_fatal_and_closes_the_connection() {
     // Arrange: production mode, alice and bob in one room.
     let s = Server::start(SignalConfig {
