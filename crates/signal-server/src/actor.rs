@@ -75,10 +75,6 @@ enum Cmd {
         tx: Outbox,
         reply: oneshot::Sender<ConnId>,
     },
-    Frame {
-        conn: ConnId,
-        data: Vec<u8>,
-    },
     Oversized {
         conn: ConnId,
     },
@@ -193,11 +189,12 @@ impl HubHandle {
     /// Handles one frame of `conn` on the caller's task. The connection's earlier commands
     /// (its connect) were answered and its later ones (its disconnect) are sent after this
     /// returns, so its inputs reach the hub in order.
-    pub(crate) async fn frame(&self, conn: ConnId, data: Vec<u8>) -> Result<(), HubGone> {
+    /// The frame is borrowed from the transport's buffer: nothing is copied or queued.
+    pub(crate) fn frame(&self, conn: ConnId, data: &[u8]) -> Result<(), HubGone> {
         if self.tx.is_closed() {
             return Err(HubGone);
         }
-        self.shared.run(|a| a.handle(Cmd::Frame { conn, data }));
+        self.shared.run(|a| a.frame(conn, data));
         Ok(())
     }
 
@@ -426,6 +423,12 @@ impl Actor {
         }
     }
 
+    /// One WebSocket frame of `conn`.
+    fn frame(&mut self, conn: ConnId, data: &[u8]) {
+        self.meters.messages_in.increment(1);
+        self.hub.handle_frame(conn, data, now());
+    }
+
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Connect { ip, tx, reply } => {
@@ -435,10 +438,6 @@ impl Actor {
                     self.sinks.remove(&conn);
                     self.hub.handle_disconnect(conn, now());
                 }
-            }
-            Cmd::Frame { conn, data } => {
-                self.meters.messages_in.increment(1);
-                self.hub.handle_frame(conn, &data, now());
             }
             Cmd::Oversized { conn } => self.hub.handle_oversized(conn, now()),
             Cmd::InvalidText { conn } => self.hub.handle_invalid_text(conn, now()),
@@ -651,8 +650,8 @@ mod tests {
     }
 
     fn frame(a: &mut Actor, conn: ConnId, v: &Value) {
-        let data = v.to_string().into_bytes();
-        feed(a, Cmd::Frame { conn, data });
+        a.frame(conn, v.to_string().as_bytes());
+        a.drain();
     }
 
     fn join(a: &mut Actor, conn: ConnId, peer: &str) {

@@ -81,9 +81,9 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
     };
     let reader = async {
         while let Some(msg) = stream.next().await {
-            let data = match msg {
-                Ok(Message::Text(t)) => t.as_str().as_bytes().to_vec(),
-                Ok(Message::Binary(b)) => b.to_vec(),
+            let handled = match msg {
+                Ok(Message::Text(t)) => hub.frame(conn, t.as_str().as_bytes()),
+                Ok(Message::Binary(b)) => hub.frame(conn, &b),
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
                 Ok(Message::Close(_)) => break,
                 Err(e) => match transport_error(e) {
@@ -100,7 +100,7 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                     TransportError::Other => break,
                 },
             };
-            if hub.frame(conn, data).await.is_err() {
+            if handled.is_err() {
                 break;
             }
         }
