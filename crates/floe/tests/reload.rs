@@ -10,13 +10,12 @@
 mod client;
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use client::{send_indication, Client, REALM};
-use common::{free_port_pair, wait_for_stun, Proc, TempDir};
+use common::{free_port_pair, free_tcp, http, wait_for_stun, Proc, TempDir};
 use floe_stun::attr::{Data, XorPeerAddress};
 use floe_stun::{Class, Message, Method};
 
@@ -24,34 +23,6 @@ use floe_stun::{Class, Message, Method};
 fn write_config(path: &str, turn: SocketAddr, extra: &str) {
     let text = format!("listen = [\"{turn}\"]\n[turn]\nrealm = \"{REALM}\"\n{extra}\n");
     std::fs::write(path, text).unwrap();
-}
-
-/// A free TCP port on loopback (for the operations listener).
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// One HTTP/1.0 request to the operations listener: status and body.
-fn http(admin: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
 }
 
 /// Whether `data` sent from `a` to `b_relay` reaches `b` (a Data indication) within a second.

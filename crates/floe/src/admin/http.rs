@@ -87,7 +87,11 @@ async fn guard(
             }
         }
     }
-    next.run(req).await
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let response = next.run(req).await;
+    // The token is in a header, never in what is logged here.
+    tracing::debug!(%method, %path, status = response.status().as_u16(), %peer, "admin request");
+    response
 }
 
 /// Constant-time comparison of the bearer token (the lengths may leak, not the bytes).

@@ -13,9 +13,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use floe_turn_server::config::{ListenArgs, ListenConfig, TurnArgs, TurnSection};
+
 use floe_turn_server::turn::TurnAdmin;
 
 use crate::config::FileConfig;
+use crate::logging;
 
 /// `[turn]` keys a reload applies.
 const RELOADABLE: &[&str] = &[
@@ -32,8 +34,6 @@ const RELOADABLE: &[&str] = &[
 /// Reloads the TURN part of a running `floe turn` or `floe serve`.
 #[derive(Debug)]
 pub struct TurnReloader {
-    /// The configuration file, if the process was started with one.
-    pub path: Option<PathBuf>,
     /// The listening flags given at start.
     pub net: ListenArgs,
     /// The TURN flags given at start (they still win over the file).
@@ -49,23 +49,30 @@ pub struct TurnReloader {
 }
 
 impl TurnReloader {
-    /// Reads the file again and applies what can be applied; a summary for the log and the API.
-    pub async fn reload(&self) -> anyhow::Result<String> {
-        let mut file = FileConfig::load_or_default(self.path.as_deref())?;
+    /// Checks the new file's `[turn]` section and listening keys (flags applied) exactly as at
+    /// start: what [`TurnReloader::apply`] puts in force.
+    fn prepare(&self, file: &FileConfig) -> anyhow::Result<TurnPrepared> {
+        let mut turn = file.turn.clone();
         let mut listen = file.listen();
         self.net.clone().apply(&mut listen);
-        self.args.clone().apply(&mut file.turn);
+        self.args.clone().apply(&mut turn);
         if let Some(secret) = &self.minting_secret {
-            if file.turn.auth_secrets.is_empty() {
-                file.turn.auth_secrets.push(secret.clone());
-            } else if !file.turn.auth_secrets.contains(secret) {
+            if turn.auth_secrets.is_empty() {
+                turn.auth_secrets.push(secret.clone());
+            } else if !turn.auth_secrets.contains(secret) {
                 bail!("the signalling server of this process mints TURN credentials with a secret the new [turn] auth_secrets lack, and signalling is not reloaded: keep that secret (add the new one beside it) until a restart");
             }
         }
-        let plan = file
-            .turn
+        let plan = turn
             .shell_config(&listen, false)
             .context("the new configuration is invalid; the running one stays")?;
+        let pending = self.not_applied(&turn, &listen);
+        Ok(TurnPrepared { plan, pending })
+    }
+
+    /// Puts a prepared configuration in force; a summary for the log and the API.
+    async fn apply(&self, prepared: TurnPrepared) -> anyhow::Result<String> {
+        let TurnPrepared { plan, pending } = prepared;
         let turn = &plan.shell.turn;
         let outcome = self
             .admin
@@ -85,7 +92,6 @@ impl TurnReloader {
             "reloaded {what}: {} allocation(s) ended (credentials no longer valid), {} permission(s) and {} channel(s) removed (peer now refused)",
             outcome.allocations_ended, outcome.permissions_removed, outcome.channels_removed
         );
-        let pending = self.not_applied(&file.turn, &listen);
         if !pending.is_empty() {
             summary.push_str(&format!(
                 "; changed but applied only at a restart: {}",
@@ -118,5 +124,78 @@ impl TurnReloader {
     }
 }
 
+/// A checked TURN configuration, ready to be put in force.
+struct TurnPrepared {
+    plan: floe_turn_server::config::TurnPlan,
+    /// Keys that changed but apply only at a restart.
+    pending: Vec<String>,
+}
+
+/// How the process reads its configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `floe serve`, `floe turn`: every section, unknown keys rejected.
+    Full,
+    /// `floe signal`: `log`, `[signal]` and `[admin]`; other sections are left to the other
+    /// commands.
+    SignalOnly,
+}
+
+/// Everything a reload may change in this process: the log filter, and the servers it runs.
+#[derive(Debug)]
+pub struct ConfigReloader {
+    /// The configuration file, if the process was started with one.
+    pub path: Option<PathBuf>,
+    /// How to read it.
+    pub kind: FileKind,
+    /// The TURN server (`floe turn`, `floe serve`).
+    pub turn: Option<TurnReloader>,
+}
+
+impl ConfigReloader {
+    /// A reloader of the log filter alone; add the servers with the fields.
+    pub fn new(path: Option<PathBuf>, kind: FileKind) -> Self {
+        ConfigReloader {
+            path,
+            kind,
+            turn: None,
+        }
+    }
+
+    fn load(&self) -> anyhow::Result<FileConfig> {
+        match (self.kind, &self.path) {
+            (_, None) => Ok(FileConfig::default()),
+            (FileKind::Full, Some(path)) => FileConfig::load(path),
+            (FileKind::SignalOnly, Some(path)) => crate::cmd::signal::load_file(path),
+        }
+    }
+
+    /// Reads the file again, checks every part, then (only if all are valid) applies them; a
+    /// summary for the log and the API, or why nothing changed.
+    pub async fn reload(&self) -> anyhow::Result<String> {
+        let file = self
+            .load()
+            .context("the new configuration is invalid; the running one stays")?;
+        let log = logging::prepare(file.log.as_deref())
+            .context("the new configuration is invalid; the running one stays")?;
+        let turn = match &self.turn {
+            Some(t) => Some(t.prepare(&file)?),
+            None => None,
+        };
+        // Everything is valid: apply.
+        let mut parts = Vec::new();
+        if let Some(log) = log {
+            parts.push(format!("log filter now {:?}", logging::apply(log)?));
+        }
+        if let (Some(t), Some(prepared)) = (&self.turn, turn) {
+            parts.push(t.apply(prepared).await?);
+        }
+        if parts.is_empty() {
+            parts.push("nothing changed".to_owned());
+        }
+        Ok(parts.join("; "))
+    }
+}
+
 /// What a reload request reloads, shared by SIGHUP and the API.
-pub type Reloader = Arc<TurnReloader>;
+pub type Reloader = Arc<ConfigReloader>;

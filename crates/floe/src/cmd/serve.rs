@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use floe_signal_server::{SignalArgs, SignalServer};
 use floe_turn_server::config::{ListenArgs, StunArgs, TurnArgs};
 
-use crate::admin::reload::TurnReloader;
+use crate::admin::reload::{ConfigReloader, FileKind, TurnReloader};
 use crate::admin::{self, AdminArgs};
 use crate::cmd::turn;
 use crate::config::{FileConfig, ServePlan};
@@ -92,6 +92,7 @@ fn ice_urls(udp_tcp: &[SocketAddr], tls: &[SocketAddr]) -> (Vec<String>, Vec<Str
 /// Runs `floe serve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut file = FileConfig::load_or_default(args.config.as_deref())?;
+    crate::logging::from_file(file.log.as_deref())?;
     let config_path = args.config.clone();
     let admin_config = args.admin.resolve(std::mem::take(&mut file.admin))?;
     let mut listen = file.listen();
@@ -154,14 +155,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(server.admin()),
         )
         .await?;
-        ops.set_reloader(Arc::new(TurnReloader {
-            path: config_path,
+        let mut reloader = ConfigReloader::new(config_path, FileKind::Full);
+        reloader.turn = Some(TurnReloader {
             net: net_args,
             args: turn_args,
             started,
             minting_secret,
             admin: turn_service_admin,
-        }));
+        });
+        ops.set_reloader(Arc::new(reloader));
         let signal_result = server.run(listener, ops.lifecycle(signals)).await;
         let _ = stop_tx.send(true);
         let _ = turn_task.await;
