@@ -29,6 +29,18 @@ const RELOADABLE: &[&str] = &[
     "deny_peers",
     "tls_cert",
     "tls_key",
+    "max_allocations",
+    "max_allocations_per_user",
+    "max_permissions_per_allocation",
+    "max_channels_per_allocation",
+    "max_bps",
+    "user_max_bps",
+    "auth_rate",
+    "auth_burst",
+    "auth_rate_total",
+    "auth_burst_total",
+    "default_lifetime_secs",
+    "max_lifetime_secs",
 ];
 
 /// Reloads the TURN part of a running `floe turn` or `floe serve`.
@@ -73,20 +85,15 @@ impl TurnReloader {
     /// Puts a prepared configuration in force; a summary for the log and the API.
     async fn apply(&self, prepared: TurnPrepared) -> anyhow::Result<String> {
         let TurnPrepared { plan, pending } = prepared;
-        let turn = &plan.shell.turn;
         let outcome = self
             .admin
-            .reload(
-                turn.credentials.clone(),
-                turn.policy.clone(),
-                plan.shell.tls.clone(),
-            )
+            .reload(&plan.shell)
             .await
             .context("the TURN server stopped")?;
         let what = if plan.shell.tls.is_some() {
-            "credentials, peer policy and TLS certificate"
+            "credentials, peer policy, limits and TLS certificate"
         } else {
-            "credentials and peer policy"
+            "credentials, peer policy and limits"
         };
         let mut summary = format!(
             "reloaded {what}: {} allocation(s) ended (credentials no longer valid), {} permission(s) and {} channel(s) removed (peer now refused)",

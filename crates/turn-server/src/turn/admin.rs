@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use floe_turn::credentials::CredentialStore;
 use floe_turn::policy::PeerPolicy;
-use floe_turn::server::{AllocationFilter, AllocationInfo, DrainConfig, ReloadOutcome};
+use floe_turn::server::{AllocationFilter, AllocationInfo, DrainConfig, Lifetimes, ReloadOutcome};
 use tokio::sync::{mpsc, oneshot};
 
+use super::config::TurnShellConfig;
 use super::dispatch::dispatch;
 use super::relay;
 use super::shard::{lock, Ctx, Shard};
@@ -36,6 +37,7 @@ pub(super) enum ShardCmd {
 pub(super) struct Reload {
     credentials: Arc<CredentialStore>,
     policy: PeerPolicy,
+    lifetimes: Lifetimes,
 }
 
 /// What one shard holds.
@@ -117,16 +119,15 @@ impl TurnAdmin {
         Ok(counts.into_iter().sum())
     }
 
-    /// A configuration reload: new credentials and peer policy in every shard (see
-    /// [`floe_turn::server::TurnServer::reload`]), and the TLS certificate for new handshakes
-    /// when `tls` is given. Returns what changed, summed over the shards.
-    pub async fn reload(
-        &self,
-        credentials: Arc<CredentialStore>,
-        policy: PeerPolicy,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Result<ReloadOutcome, TurnStopped> {
-        if let Some(tls) = tls {
+    /// A configuration reload from `config` (checked as at start): new credentials and peer
+    /// policy in every shard (see [`floe_turn::server::TurnServer::reload`]), new quotas, rates
+    /// of unauthenticated answers and allocation lifetimes (see
+    /// [`floe_turn::server::TurnServer::set_limits`]), and the TLS certificate for new
+    /// handshakes when `config.tls` is given. What only a restart changes (listening
+    /// addresses, relay ports and IPs, workers, TCP/TLS connection limits, XDP) is not read.
+    /// Returns what changed, summed over the shards.
+    pub async fn reload(&self, config: &TurnShellConfig) -> Result<ReloadOutcome, TurnStopped> {
+        if let Some(tls) = config.tls.clone() {
             let mut acceptor = self
                 .ctx
                 .tls
@@ -137,9 +138,18 @@ impl TurnAdmin {
                 *acceptor = Some(tokio_rustls::TlsAcceptor::from(tls));
             }
         }
+        // The shared parts once, before the shards apply theirs.
+        if let Some(shard) = self.ctx.shards.first() {
+            let st = lock(&shard.state);
+            let shared = st.turn.shared();
+            let now = Instant::now();
+            shared.set_quotas(config.quotas, now);
+            shared.set_rate_limit(config.turn.rate_limit, now);
+        }
         let reload = Arc::new(Reload {
-            credentials,
-            policy,
+            credentials: config.turn.credentials.clone(),
+            policy: config.turn.policy.clone(),
+            lifetimes: config.turn.lifetimes,
         });
         let outcomes = self
             .ask_all(|reply| ShardCmd::Reload(reload.clone(), reply))
@@ -164,6 +174,14 @@ impl TurnAdmin {
     pub async fn load(&self) -> Result<TurnLoad, TurnStopped> {
         let loads = self.ask_all(ShardCmd::Load).await?;
         let mut load = self.limits;
+        if let Some(shard) = self.ctx.shards.first() {
+            let max = lock(&shard.state)
+                .turn
+                .shared()
+                .quota_config()
+                .max_allocations_total;
+            load.max_allocations = usize::try_from(max).unwrap_or(usize::MAX);
+        }
         for l in loads {
             load.allocations += l.allocations;
             load.relay_ports += l.relay_ports;
@@ -252,6 +270,7 @@ pub(super) async fn admin_loop(ctx: Arc<Ctx>, shard: Arc<Shard>, mut rx: mpsc::R
                         unix,
                         binder,
                     );
+                    turn.set_limits(reload.lifetimes, now);
                     None
                 });
                 let _ = relay::start(&ctx, &shard, d.finish(&ctx, &out).await);
