@@ -11,13 +11,20 @@ mod turn_pair;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use client::{Client, REALM};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use turn_pair::{relaying_pair, relays};
 
 use common::{
     free_port_pair, free_tcp, http, printed_http_addr, wait_for_stun, wait_for_tcp, Proc, TempDir,
 };
+
+/// Bound on every wait (far above what a loaded 2-core box needs).
+const T: Duration = Duration::from_secs(20);
 
 /// `POST /v1/reload`, asserting the status; the body.
 fn reload(admin: SocketAddr, status: u16) -> String {
@@ -140,4 +147,231 @@ fn floe_serve_reloads_limits_with_live_allocations_relaying() {
     assert_eq!(http(admin, "GET", "/v1/status").0, 200);
     assert!(debug_lines(&log) >= 1);
     assert!(relays(&mut a, &mut b, b_relay, b"at the end", 6));
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to `http` that sent `join` for `peer` in `room` (with `token` if given); its
+/// first answer (`welcome` or an error).
+async fn join(http: SocketAddr, room: &str, peer: &str, token: Option<&str>) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/v1/ws"))
+        .await
+        .unwrap();
+    let mut msg = json!({"type":"join","v":1,"room":room,"peer":peer});
+    if let Some(t) = token {
+        msg["token"] = t.into();
+    }
+    ws.send(WsMessage::Text(msg.to_string().into()))
+        .await
+        .unwrap();
+    let first = recv(&mut ws).await;
+    (ws, first)
+}
+
+/// The next text message, or `{"type":"_closed"}` once the server closed the connection.
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(T, ws.next())
+            .await
+            .expect("a message in time")
+        {
+            Some(Ok(WsMessage::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return json!({"type":"_closed"}),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// The next message of type `kind` (presence and other messages on the way are skipped).
+async fn recv_type(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let m = recv(ws).await;
+        if m["type"] == kind || m["type"] == "_closed" {
+            return m;
+        }
+    }
+}
+
+/// `from` sends `data` to `to` (peer id), which must receive it.
+async fn exchange(from: &mut Ws, to: &mut Ws, to_peer: &str, data: &str) {
+    let msg = json!({"type":"data","to":to_peer,"data":data});
+    from.send(WsMessage::Text(msg.to_string().into()))
+        .await
+        .unwrap();
+    let got = recv_type(to, "data").await;
+    assert_eq!(got["data"], data, "{got}");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn floe_serve_reloads_signalling_with_connected_peers_and_live_allocations() {
+    let rt = runtime();
+    let dir = TempDir::new("floe-reload-serve-signal");
+    let (file, log) = (dir.file("floe.toml"), dir.file("stderr.log"));
+    let turn = SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    );
+    let write = |turn_extra: &str, signal: &str| {
+        serve_config(&file, turn, "log = \"warn\"", turn_extra, signal)
+    };
+    write("", "");
+    let (_floe, http_addr, admin) = start("serve", &file, &log);
+    wait_for_stun(turn);
+    let (mut a, a_relay, mut b, b_relay) = relaying_pair(turn);
+    let (mut alice, welcome) = rt.block_on(join(http_addr, "r", "alice", None));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    // By default the join answer carries this deployment's TURN URLs with credentials.
+    assert!(
+        welcome["iceServers"].to_string().contains("turn:"),
+        "{welcome}"
+    );
+    let (mut bob, welcome) = rt.block_on(join(http_addr, "r", "bob", None));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    rt.block_on(exchange(&mut alice, &mut bob, "bob", "before"));
+    assert!(relays(&mut a, &mut b, b_relay, b"before", 1));
+
+    // (b) Rooms of two, and only a STUN URL in the ICE servers: the two peers stay connected
+    // and keep exchanging both ways, the live allocations keep relaying; a third peer in
+    // their room is refused, a new join elsewhere gets the new ICE servers.
+    let stun = format!("stun:{turn}");
+    write(
+        "",
+        &format!("max_peers_per_room = 2\nstun_urls = [\"{stun}\"]"),
+    );
+    let body = reload(admin, 200);
+    assert!(body.contains("0 session(s) ended"), "{body}");
+    rt.block_on(exchange(&mut alice, &mut bob, "bob", "after"));
+    rt.block_on(exchange(&mut bob, &mut alice, "alice", "after, back"));
+    assert!(relays(&mut a, &mut b, b_relay, b"after", 2));
+    assert!(relays(&mut b, &mut a, a_relay, b"after, back", 3));
+    let (_carol, refused) = rt.block_on(join(http_addr, "r", "carol", None));
+    assert_eq!(refused["code"], "room_full", "{refused}");
+    let (_dave, welcome) = rt.block_on(join(http_addr, "s", "dave", None));
+    assert_eq!(
+        welcome["iceServers"],
+        json!([{"urls": [stun]}]),
+        "{welcome}"
+    );
+
+    // (c) An invalid [signal] section changes nothing: 400 with the reason, rooms of two still.
+    write("", "max_peers_per_room = 2\nmsgs_per_sec = 0");
+    let body = reload(admin, 400);
+    assert!(body.contains("msgs_per_sec"), "{body}");
+    let (_erin, refused) = rt.block_on(join(http_addr, "r", "erin", None));
+    assert_eq!(refused["code"], "room_full", "{refused}");
+    // A key only a restart changes is named, and the rest applies: rooms of three.
+    write("", "max_peers_per_room = 3\nheartbeat_secs = 5");
+    let body = reload(admin, 200);
+    assert!(body.contains("signal.heartbeat_secs"), "{body}");
+    let (_frank, welcome) = rt.block_on(join(http_addr, "r", "frank", None));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    // Restart-only keys keep their start value: the heartbeat told to new peers is unchanged.
+    assert_eq!(welcome["heartbeatMs"], 10_000, "{welcome}");
+    rt.block_on(exchange(&mut alice, &mut bob, "bob", "at the end"));
+    assert!(relays(&mut a, &mut b, b_relay, b"at the end", 4));
+}
+
+/// An HS256 token for `peer` in `room`, valid ten minutes.
+fn token(secret: &str, room: &str, peer: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    floe_signal::auth::mint_hs256(
+        secret.as_bytes(),
+        &floe_signal::auth::Claims {
+            room: room.into(),
+            peer: Some(peer.into()),
+            perms: None,
+            exp,
+            nbf: None,
+            iat: None,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn floe_signal_reloads_its_jwt_secret_and_ends_the_sessions_of_the_removed_one() {
+    let rt = runtime();
+    let dir = TempDir::new("floe-reload-signal-keys");
+    let (file, log) = (dir.file("floe.toml"), dir.file("stderr.log"));
+    let section = |extra: &str| format!("log = \"warn\"\n[signal]\n{extra}\n");
+    std::fs::write(&file, section("jwt_secret = \"first-secret\"")).unwrap();
+    let (_floe, http_addr, admin) = start("signal", &file, &log);
+    let (mut alice, welcome) = rt.block_on(join(
+        http_addr,
+        "r",
+        "alice",
+        Some(&token("first-secret", "r", "alice")),
+    ));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let (mut bob, welcome) = rt.block_on(join(
+        http_addr,
+        "r",
+        "bob",
+        Some(&token("first-secret", "r", "bob")),
+    ));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    // Another setting changes, the key stays: the sessions go on.
+    std::fs::write(
+        &file,
+        section("jwt_secret = \"first-secret\"\njoins_per_min_per_ip = 30"),
+    )
+    .unwrap();
+    let body = reload(admin, 200);
+    assert!(body.contains("0 session(s) ended"), "{body}");
+    rt.block_on(exchange(&mut alice, &mut bob, "bob", "still here"));
+
+    // The key is replaced: the sessions it admitted end (fatal invalid_token), a join with a
+    // token of the old key is refused, one of the new key is admitted.
+    std::fs::write(&file, section("jwt_secret = \"second-secret\"")).unwrap();
+    let body = reload(admin, 200);
+    assert!(body.contains("2 session(s) ended"), "{body}");
+    let ended = rt.block_on(recv_type(&mut alice, "error"));
+    assert_eq!(ended["code"], "invalid_token", "{ended}");
+    assert_eq!(
+        rt.block_on(recv_type(&mut bob, "error"))["code"],
+        "invalid_token"
+    );
+    let (_old, refused) = rt.block_on(join(
+        http_addr,
+        "r",
+        "carol",
+        Some(&token("first-secret", "r", "carol")),
+    ));
+    assert_eq!(refused["code"], "invalid_token", "{refused}");
+    let (_new, welcome) = rt.block_on(join(
+        http_addr,
+        "r",
+        "carol",
+        Some(&token("second-secret", "r", "carol")),
+    ));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    // An unreadable public key file is refused; the second secret stays in force.
+    std::fs::write(
+        &file,
+        section("jwt_public_key = \"/nonexistent/floe-key.pem\""),
+    )
+    .unwrap();
+    let body = reload(admin, 400);
+    assert!(body.contains("floe-key.pem"), "{body}");
+    let (_dave, welcome) = rt.block_on(join(
+        http_addr,
+        "r",
+        "dave",
+        Some(&token("second-secret", "r", "dave")),
+    ));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
 }

@@ -118,6 +118,11 @@ enum Cmd {
         reconnect_ms: u64,
         reply: oneshot::Sender<()>,
     },
+    /// Configuration reload: the hub's new settings; answers how many sessions ended.
+    Reconfigure {
+        config: Box<HubConfig>,
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// A cheap, cloneable handle to the hub task.
@@ -221,6 +226,12 @@ impl HubHandle {
             reply,
         })
         .await
+    }
+
+    /// A configuration reload (see [`floe_signal::Hub::handle_reconfigure`]).
+    pub(crate) async fn reconfigure(&self, config: HubConfig) -> Result<usize, HubGone> {
+        let config = Box::new(config);
+        self.call(|reply| Cmd::Reconfigure { config, reply }).await
     }
 
     pub(crate) async fn shutdown(&self, reconnect_ms: u64) {
@@ -420,6 +431,9 @@ impl Actor {
             } => {
                 self.hub.handle_drain(reconnect_ms, now());
                 let _ = reply.send(());
+            }
+            Cmd::Reconfigure { config, reply } => {
+                let _ = reply.send(self.hub.handle_reconfigure(*config, now()));
             }
         }
     }

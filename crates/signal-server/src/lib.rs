@@ -36,6 +36,7 @@ pub mod fuzzing;
 mod origin;
 mod outbox;
 mod redis_bus;
+pub mod reload;
 mod server;
 
 pub use admin::SignalAdmin;

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use floe_signal_server::{SignalArgs, SignalConfig, SignalServer};
 use serde::Deserialize;
 
-use crate::admin::reload::{ConfigReloader, FileKind};
+use crate::admin::reload::{ConfigReloader, FileKind, SignalReloader};
 use crate::admin::{self, AdminArgs, AdminConfig, AdminSection};
 
 /// Arguments of `floe signal`.
@@ -66,20 +66,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     crate::logging::from_file(file.log.as_deref())?;
     let (mut config, admin_section) = (file.signal, file.admin);
-    args.signal.apply(&mut config);
+    args.signal.clone().apply(&mut config);
     let admin_config = args.admin.resolve(admin_section)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(config, admin_config, args.config))?;
+    let reload = (args.config, args.signal);
+    runtime.block_on(serve(config, admin_config, reload))?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(
     config: SignalConfig,
     admin_config: AdminConfig,
-    path: Option<PathBuf>,
+    (path, flags): (Option<PathBuf>, SignalArgs),
 ) -> anyhow::Result<()> {
     // Refuse a bad configuration before binding anything (the server checks again).
     config.hub_config().context("signalling configuration")?;
@@ -95,7 +96,13 @@ async fn serve(
     let public_metrics = prometheus.clone();
     let server = SignalServer::new(config).with_metrics(Arc::new(move || public_metrics.render()));
     let (ops, signals) = admin::start(admin_config, prometheus, None, Some(server.admin())).await?;
-    ops.set_reloader(Arc::new(ConfigReloader::new(path, FileKind::SignalOnly)));
+    let mut reloader = ConfigReloader::new(path, FileKind::SignalOnly);
+    reloader.signal = Some(SignalReloader {
+        args: flags,
+        admin: server.admin(),
+        serve: None,
+    });
+    ops.set_reloader(Arc::new(reloader));
     server
         .run(listener, ops.lifecycle(signals))
         .await

@@ -57,7 +57,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             net: net_args,
             args: turn_args,
             started,
-            minting_secret: None,
             admin: service.admin(),
         });
         ops.set_reloader(Arc::new(reloader));

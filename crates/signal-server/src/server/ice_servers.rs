@@ -30,6 +30,7 @@ pub(super) async fn ice_servers(
         Ok(p) => p,
         Err(d) => return refuse(d.code, d.message),
     };
-    let servers = state.0.ice.servers_for(&peer, now);
-    Json(json!({ "iceServers": servers, "ttl": state.0.ice.turn_ttl_secs })).into_response()
+    let ice = state.0.ice.get();
+    let servers = ice.servers_for(&peer, now);
+    Json(json!({ "iceServers": servers, "ttl": ice.turn_ttl_secs })).into_response()
 }

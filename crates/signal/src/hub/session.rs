@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-use super::state::{LocalRoom, PairState, PendingJoin, PendingResume, ReplyTo, Session, Timer};
+use super::state::{
+    JoinedWith, LocalRoom, PairState, PendingJoin, PendingResume, ReplyTo, Session, Timer,
+};
 use super::{Hub, Now, Output};
 use crate::auth::{grant_for_room, Auth};
 use crate::bus::{Bus, BusCommand, MailboxEntry, Member, ResumedSession, SessionRecord};
@@ -87,6 +89,10 @@ impl<B: Bus> Hub<B> {
                 perms: grant.perms,
                 token_exp: grant.exp,
                 requested_at: now,
+                joined_with: match (&self.config.auth, token) {
+                    (Auth::Jwt(_), Some(t)) => JoinedWith::Token(t.to_owned()),
+                    _ => JoinedWith::Anonymous,
+                },
             },
         );
         self.bus.send(BusCommand::Join {
@@ -146,6 +152,7 @@ impl<B: Bus> Hub<B> {
             last_client_seq: 0,
             pairs: BTreeMap::new(),
             post_box_bucket: self.config.message_bucket(now.mono),
+            joined_with: p.joined_with,
         };
         if let Some(d) = token_deadline {
             self.timers.insert((d, Timer::TokenExpiry(sid.clone())));
@@ -356,6 +363,7 @@ impl<B: Bus> Hub<B> {
                 last_client_seq: r.received,
                 pairs,
                 post_box_bucket: self.config.message_bucket(now.mono),
+                joined_with: JoinedWith::Elsewhere,
             },
         );
         if !conn_alive {
@@ -494,6 +502,7 @@ impl<B: Bus> Hub<B> {
             s.perms = grant.perms;
             s.token_exp = Some(claims.exp);
             s.token_deadline = Some(deadline);
+            s.joined_with = JoinedWith::Token(token.to_owned());
         }
         self.timers
             .insert((deadline, Timer::TokenExpiry(sid.clone())));

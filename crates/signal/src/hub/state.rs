@@ -46,6 +46,20 @@ pub(super) struct Session {
     pub(super) last_client_seq: u64,
     pub(super) pairs: BTreeMap<PeerId, PairState>,
     pub(super) post_box_bucket: TokenBucket,
+    /// How the join was authorised: a reload that changes the keys checks it again.
+    pub(super) joined_with: JoinedWith,
+}
+
+/// How a session's join was authorised, kept so that a configuration reload that removes a
+/// key ends the sessions it admitted ([`super::Hub::handle_reconfigure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum JoinedWith {
+    /// Development mode: no token.
+    Anonymous,
+    /// This token (the join's, or the last `refresh`'s).
+    Token(String),
+    /// Joined on another node and resumed here (multi-node): its token is not known here.
+    Elsewhere,
 }
 
 #[derive(Debug)]
@@ -54,6 +68,7 @@ pub(super) struct PendingJoin {
     pub(super) peer: PeerId,
     pub(super) perms: Permissions,
     pub(super) token_exp: Option<u64>,
+    pub(super) joined_with: JoinedWith,
     pub(super) requested_at: Now,
 }
 
