@@ -106,12 +106,12 @@ fn a_reload_keeps_live_allocations_and_applies_credentials_and_policy() {
     write_config(
         &file,
         turn,
-        "users = [\"alice:changed\"]\nmax_tcp_connections = 5",
+        "users = [\"alice:changed\"]\nexternal_ips = [\"127.0.0.2\"]",
     );
     let (status, body) = http(admin, "POST", "/v1/reload");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("2 allocation(s) ended"), "{body}");
-    assert!(body.contains("turn.max_tcp_connections"), "{body}");
+    assert!(body.contains("turn.external_ips"), "{body}");
     let (_, list) = http(admin, "GET", "/v1/allocations");
     assert!(!list.contains("alice"), "{list}");
 }

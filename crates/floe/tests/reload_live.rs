@@ -129,6 +129,20 @@ fn floe_serve_reloads_limits_with_live_allocations_relaying() {
     assert!(relays(&mut a, &mut b, b_relay, b"after", 3));
     assert!(relays(&mut b, &mut a, a_relay, b"after back", 4));
 
+    // TCP/TLS clients: one per address from now on. A client connected before stays served, a
+    // second one from the same address is closed at once.
+    let mut first = Client::tcp(turn);
+    first.binding();
+    write(
+        "log = \"warn\"",
+        "max_allocations_per_user = 2\nmax_tcp_connections_per_ip = 1",
+    );
+    let body = reload(admin, 200);
+    assert!(!body.contains("max_tcp_connections_per_ip"), "{body}");
+    let mut second = Client::tcp(turn);
+    assert!(second.closed_within(Duration::from_secs(5)));
+    first.binding();
+
     // Raised again: a third allocation is granted.
     write("log = \"warn\"", "max_allocations_per_user = 3");
     reload(admin, 200);

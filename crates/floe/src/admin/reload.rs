@@ -5,14 +5,14 @@
 //!
 //! * the log filter (`log`, unless `--log`/`FLOE_LOG` was given);
 //! * TURN (`floe turn`, `floe serve`): credentials, peer policy, quotas, bandwidth caps, rates
-//!   of unauthenticated answers, lifetimes and the TLS certificate
+//!   of unauthenticated answers, lifetimes, TCP/TLS connection limits and the TLS certificate
 //!   ([`floe_turn_server::turn::TurnAdmin::reload`]);
 //! * signalling (`floe signal`, `floe serve`): keys, limits, ICE servers, origins and proxies
 //!   ([`floe_signal_server::reload`]).
 //!
 //! An invalid file changes nothing; the error says why. What only a restart changes
-//! (listening addresses, relay ports, workers, TCP/TLS connection limits, XDP, a few
-//! `[signal]` keys, `[admin]`) is named in the answer and the log rather than silently ignored.
+//! (listening addresses, relay addresses and ports, workers, XDP, a few `[signal]` keys,
+//! `[admin]`) is named in the answer and the log rather than silently ignored.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +51,13 @@ const RELOADABLE: &[&str] = &[
     "auth_burst_total",
     "default_lifetime_secs",
     "max_lifetime_secs",
+    "max_tcp_connections",
+    "max_tcp_connections_per_ip",
+    "tls_handshake_timeout_secs",
+    "tcp_idle_timeout_secs",
+    "tcp_unallocated_timeout_secs",
+    "tcp_write_timeout_secs",
+    "tcp_queue_bytes",
 ];
 
 /// Reloads the TURN part of a running `floe turn` or `floe serve`.

@@ -123,8 +123,9 @@ impl TurnAdmin {
     /// policy in every shard (see [`floe_turn::server::TurnServer::reload`]), new quotas, rates
     /// of unauthenticated answers and allocation lifetimes (see
     /// [`floe_turn::server::TurnServer::set_limits`]), and the TLS certificate for new
-    /// handshakes when `config.tls` is given. What only a restart changes (listening
-    /// addresses, relay ports and IPs, workers, TCP/TLS connection limits, XDP) is not read.
+    /// handshakes when `config.tls` is given, and the TCP/TLS connection limits for new
+    /// connections. What only a restart changes (listening addresses, relay ports and IPs,
+    /// workers, XDP) is not read.
     /// Returns what changed, summed over the shards.
     pub async fn reload(&self, config: &TurnShellConfig) -> Result<ReloadOutcome, TurnStopped> {
         if let Some(tls) = config.tls.clone() {
@@ -138,6 +139,7 @@ impl TurnAdmin {
                 *acceptor = Some(tokio_rustls::TlsAcceptor::from(tls));
             }
         }
+        self.ctx.set_stream_limits(config.stream);
         // The shared parts once, before the shards apply theirs.
         if let Some(shard) = self.ctx.shards.first() {
             let st = lock(&shard.state);
@@ -187,10 +189,8 @@ impl TurnAdmin {
             load.relay_ports += l.relay_ports;
             load.bytes_relayed += l.bytes_relayed;
         }
-        load.stream_connections = self
-            .limits
-            .max_stream_connections
-            .saturating_sub(self.ctx.tcp_slots.available_permits());
+        load.max_stream_connections = self.ctx.limits().max_connections;
+        load.stream_connections = self.ctx.tcp_connections();
         load.draining = lock(&self.ctx.shards[0].state).turn.is_draining();
         Ok(load)
     }

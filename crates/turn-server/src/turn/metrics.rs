@@ -106,12 +106,8 @@ pub(super) async fn metrics_loop(ctx: Arc<Ctx>) {
         total.export();
         gauge!("floe_turn_tcp_queued_bytes")
             .set(ctx.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64);
-        gauge!("floe_turn_tcp_max_connections").set(ctx.limits.max_connections as f64);
-        gauge!("floe_turn_tcp_connections").set(
-            ctx.limits
-                .max_connections
-                .saturating_sub(ctx.tcp_slots.available_permits()) as f64,
-        );
+        gauge!("floe_turn_tcp_max_connections").set(ctx.limits().max_connections as f64);
+        gauge!("floe_turn_tcp_connections").set(ctx.tcp_connections() as f64);
     }
 }
 

@@ -137,7 +137,7 @@ impl TurnService {
             shards,
             tls: std::sync::RwLock::new(tls),
             tcp_slots: Arc::new(Semaphore::new(limits.max_connections)),
-            limits,
+            stream: Mutex::new(shard::StreamState { limits, owed: 0 }),
             per_ip: Mutex::default(),
             queued_bytes: Arc::default(),
             hasher: std::collections::hash_map::RandomState::new(),
@@ -156,7 +156,7 @@ impl TurnService {
             limits: TurnLoad {
                 max_allocations: config.quotas.max_allocations_total as usize,
                 relay_ports_total: relay_ports_total(&config),
-                max_stream_connections: ctx.limits.max_connections,
+                max_stream_connections: limits.max_connections,
                 ..TurnLoad::default()
             },
         };
