@@ -23,7 +23,8 @@
 //! is a `--trusted-proxy` (`client_ip`); `origin` decides which web pages may use the server
 //! (the `Origin` check and CORS, `--allow-origin`).
 //! Flags: [`SignalArgs`]; config file section:
-//! [`SignalConfig`]. docs/signalling.md documents the protocol.
+//! [`SignalConfig`]; a running server's settings are reloaded through [`SignalAdmin`]
+//! ([`reload`]). docs/signalling.md documents the protocol.
 #![forbid(unsafe_code)]
 
 mod actor;

@@ -132,3 +132,46 @@ impl Resizable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_shrink_below_what_is_held_takes_the_rest_back_as_holders_release() {
+        let r = Arc::new(Resizable::new(4));
+        let held: Vec<_> = (0..3)
+            .map(|_| r.semaphore.clone().try_acquire_owned().unwrap())
+            .collect();
+        // 4 -> 1 with 3 held: the free one goes at once, two are owed; nothing new fits.
+        r.resize(1);
+        assert_eq!(r.semaphore.available_permits(), 0);
+        drop(held);
+        // The collector takes the two owed back; one permit is left, as configured.
+        for _ in 0..100 {
+            if r.semaphore.available_permits() == 1 && r.lock().owed == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(r.semaphore.available_permits(), 1);
+        // Growing adds permits; growing while owing cancels the debt first.
+        r.resize(3);
+        assert_eq!(r.semaphore.available_permits(), 3);
+        let held: Vec<_> = (0..3)
+            .map(|_| r.semaphore.clone().try_acquire_owned().unwrap())
+            .collect();
+        r.resize(1);
+        r.resize(2);
+        assert_eq!(r.lock().owed, 1);
+        drop(held);
+        for _ in 0..100 {
+            if r.lock().owed == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(r.semaphore.available_permits(), 2);
+        assert_eq!(r.size(), 2);
+    }
+}
