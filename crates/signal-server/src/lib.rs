@@ -33,6 +33,7 @@ mod client_ip;
 pub mod config;
 pub mod config_check;
 pub mod fuzzing;
+mod histograms;
 mod origin;
 mod outbox;
 mod redis_bus;
@@ -40,4 +41,5 @@ mod server;
 
 pub use admin::SignalAdmin;
 pub use config::{ConfigError, JwtAlgorithm, SignalArgs, SignalConfig};
+pub use histograms::render_histograms;
 pub use server::{run, MetricsRender, ServerError, SignalServer};

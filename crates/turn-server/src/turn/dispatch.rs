@@ -20,6 +20,7 @@ use floe_turn::server::{
 use tokio::net::{TcpListener, UdpSocket};
 
 use super::batch;
+use super::histograms;
 use super::shard::{lock, Ctx, FastMap, Relay, Shard, ShardState, StreamTx};
 use super::sockets;
 
@@ -351,7 +352,12 @@ fn on_event(ctx: &Ctx, ev: Event, f: &mut Followups) {
         } => {
             tracing::info!(client = %client.remote, transport = client.transport.label(), %username, relay_transport = ?transport, ?relays, "allocation created");
         }
-        Event::AllocationDeleted { client, reason } => {
+        Event::AllocationDeleted {
+            client,
+            reason,
+            created,
+        } => {
+            histograms::ALLOCATION_LIFETIME.observe(created.elapsed());
             tracing::info!(client = %client.remote, reason = reason.label(), "allocation deleted");
         }
         Event::ConnectPeer {

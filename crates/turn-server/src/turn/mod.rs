@@ -24,6 +24,7 @@
 //! # Files
 //! Each file imports only files listed before it (so none imports its caller); this one, the
 //! start-up ([`TurnService`]), imports them all.
+//! * `histograms.rs`: the allocation lifetime and Allocate handling time histograms.
 //! * `mmsg.rs`, `batch.rs`: batched UDP socket calls (`sendmmsg`, `recvmmsg`).
 //! * `config.rs`: [`TurnShellConfig`], [`TurnShellError`].
 //! * `shard.rs`: shard state, the state shared by every task, shard threads and runtimes.
@@ -34,6 +35,7 @@
 //! * `relay.rs`: starts a dispatch's follow-ups; the UDP relay receive loop.
 //! * `udp.rs`, `timer.rs`, `stream.rs`: the UDP listener loop, the shard timer, TCP/TLS
 //!   clients (accept and framing).
+//! * `usage.rs`: the opt-in usage metric by room or tenant, its label cap.
 //! * `metrics.rs`: the shards' counters as Prometheus metrics.
 //! * `rlimit.rs`: the open-files limit, which caps the TCP/TLS connections.
 //! * `admin.rs`: [`TurnAdmin`], the operator's command channel to each shard (list, end and
@@ -55,6 +57,7 @@ mod admin;
 mod batch;
 mod config;
 mod dispatch;
+mod histograms;
 mod metrics;
 mod mmsg;
 mod relay;
@@ -65,10 +68,15 @@ mod sockets;
 mod stream;
 mod timer;
 mod udp;
+mod usage;
 mod xdp;
 
 pub use admin::{TurnAdmin, TurnLoad, TurnStopped};
-pub use config::{StreamLimits, TurnShellConfig, TurnShellError, XdpConfig};
+pub use config::{
+    StreamLimits, TurnShellConfig, TurnShellError, UsageBy, UsageMetrics, XdpConfig,
+    DEFAULT_USAGE_MAX_LABELS,
+};
+pub use histograms::render_histograms;
 
 use shard::{Ctx, Shard, ShardState};
 
@@ -146,6 +154,7 @@ impl TurnService {
             tcp_relays: Mutex::default(),
             epoch: (now, unix_now()),
             xdp,
+            usage: config.usage,
         });
         let (admin_tx, admin_rx) = (0..ctx.shards.len())
             .map(|_| tokio::sync::mpsc::channel(admin::QUEUE))
@@ -310,7 +319,9 @@ fn make_shards(
         .into_iter()
         .zip(listeners)
         .map(|(rt, listeners)| {
-            let turn = TurnServer::new(turn_config.clone(), shared.clone(), rand::random(), now);
+            let mut turn =
+                TurnServer::new(turn_config.clone(), shared.clone(), rand::random(), now);
+            turn.set_usage_tracking(config.usage.by != UsageBy::Off);
             let worker = turn.worker_index();
             let udp = listeners.iter().cloned().collect();
             Arc::new(Shard {
