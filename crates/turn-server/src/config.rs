@@ -1079,14 +1079,16 @@ mod tests {
         assert!(toml::from_str::<TurnSection>("realms = \"x\"").is_err());
     }
 
+    /// The plan of a `[turn]` section `toml_text` with `flags` on top, listening on loopback.
+    fn plan(toml_text: &str, flags: &[&str]) -> Result<TurnPlan, ConfigError> {
+        let listen: ListenConfig = toml::from_str("listen = [\"127.0.0.1:3478\"]\n").unwrap();
+        let mut section: TurnSection = toml::from_str(toml_text).unwrap();
+        parse(flags).turn.apply(&mut section);
+        section.shell_config(&listen, false)
+    }
+
     #[test]
     fn xdp_flags_and_keys_are_checked() {
-        let listen: ListenConfig = toml::from_str("listen = [\"127.0.0.1:3478\"]\n").unwrap();
-        let plan = |toml_text: &str, flags: &[&str]| {
-            let mut section: TurnSection = toml::from_str(toml_text).unwrap();
-            parse(flags).turn.apply(&mut section);
-            section.shell_config(&listen, false)
-        };
         let users = "users = [\"bob:pw\"]\n";
         // Off by default.
         assert_eq!(plan(users, &[]).unwrap().shell.xdp, XdpConfig::default());
@@ -1121,5 +1123,32 @@ mod tests {
             ]
         )
         .contains("bandwidth caps"));
+    }
+
+    #[test]
+    fn usage_metrics_flags_and_keys_are_checked() {
+        let users = "users = [\"bob:pw\"]\n";
+        // Off by default: no per-identity label anywhere.
+        assert_eq!(
+            plan(users, &[]).unwrap().shell.usage,
+            UsageMetrics::default()
+        );
+        assert_eq!(UsageMetrics::default().max_labels, DEFAULT_USAGE_MAX_LABELS);
+        let file = format!("{users}usage_metrics = \"tenant\"\nusage_metrics_max_labels = 50\n");
+        let usage = plan(&file, &[]).unwrap().shell.usage;
+        assert_eq!((usage.by, usage.max_labels), (UsageBy::Tenant, 50));
+        // A flag wins over the key.
+        let usage = plan(&file, &["--usage-metrics", "room"])
+            .unwrap()
+            .shell
+            .usage;
+        assert_eq!((usage.by, usage.max_labels), (UsageBy::Room, 50));
+        let err =
+            |toml_text: &str, flags: &[&str]| plan(toml_text, flags).err().unwrap().to_string();
+        assert!(err(users, &["--usage-metrics", "user"]).contains("off, room or tenant"));
+        assert_eq!(
+            err(users, &["--usage-metrics-max-labels", "0"]),
+            "usage_metrics_max_labels must be at least 1"
+        );
     }
 }
