@@ -939,10 +939,10 @@ fn usage_by_room_with_minted_credentials_histograms_and_the_label_cap() {
     assert_eq!(
         usage["usage"],
         json!([
-            {"room": "standup", "allocations": 2, "bytes_to_peer": 17, "bytes_to_client": 22,
-             "packets_to_peer": 4, "packets_to_client": 5},
-            {"room": "retro", "allocations": 1, "bytes_to_peer": 5, "bytes_to_client": 0,
-             "packets_to_peer": 1, "packets_to_client": 0},
+            {"room": "standup", "allocations": 2, "ended_allocations": 0, "bytes_to_peer": 17,
+             "bytes_to_client": 22, "packets_to_peer": 4, "packets_to_client": 5},
+            {"room": "retro", "allocations": 1, "ended_allocations": 0, "bytes_to_peer": 5,
+             "bytes_to_client": 0, "packets_to_peer": 1, "packets_to_client": 0},
         ]),
         "{usage}"
     );
@@ -986,6 +986,20 @@ fn usage_by_room_with_minted_credentials_histograms_and_the_label_cap() {
             &["room=\"_other\"", "direction=\"to_peer\""]
         ),
         Some(5.0)
+    );
+    // The summary: live only by default, the recently ended on request.
+    let (_, live) = http_json(f.admin, "GET", "/v1/usage?by=room", Some(TOKEN));
+    assert_eq!(live["usage"].as_array().unwrap().len(), 1, "{live}");
+    let (_, recent) = http_json(f.admin, "GET", "/v1/usage?by=room&ended=10", Some(TOKEN));
+    assert_eq!(
+        recent["usage"][1],
+        json!({"room": "retro", "allocations": 0, "ended_allocations": 1, "bytes_to_peer": 5,
+               "bytes_to_client": 0, "packets_to_peer": 1, "packets_to_client": 0}),
+        "{recent}"
+    );
+    assert_eq!(
+        http(f.admin, "GET", "/v1/usage?ended=11", Some(TOKEN)).0,
+        400
     );
     drop(b);
 

@@ -1,7 +1,8 @@
 //! floe-signal-server: the IO shell around the [`floe_signal`] hub.
 //!
 //! One tokio task owns the sans-IO hub; `actor::now` is the one function that reads the clock
-//! (for the hub and for `/v1/ice-servers`). axum serves:
+//! for the hub and for `/v1/ice-servers` (the delivery histogram, `histograms.rs`, times its
+//! messages with `Instant` readings of its own, which never reach the hub). axum serves:
 //!
 //! | route | what |
 //! |---|---|

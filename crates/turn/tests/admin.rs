@@ -214,11 +214,21 @@ fn drain_usage_reports_deltas_and_the_last_bytes_of_ended_allocations() {
         .take_events()
         .into_iter()
         .filter_map(|e| match e {
-            Event::AllocationDeleted { created, .. } => Some(created),
+            Event::AllocationDeleted {
+                created,
+                username,
+                usage,
+                ..
+            } => Some((
+                created,
+                username.to_string(),
+                usage.bytes_to_client,
+                usage.packets_to_client,
+            )),
             _ => None,
         })
         .collect();
-    assert_eq!(ends, vec![created]);
+    assert_eq!(ends, vec![(created, cred.username.clone(), 10, 3)]);
 
     assert_eq!(
         drain(&mut h),

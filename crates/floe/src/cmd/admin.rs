@@ -51,6 +51,9 @@ pub enum AdminCommand {
         /// room, tenant or user.
         #[arg(long, default_value = "room")]
         by: String,
+        /// Also the allocations that ended in the last MINUTES (at most 10).
+        #[arg(long, value_name = "MINUTES")]
+        ended: Option<u64>,
     },
     /// List signalling sessions on this node.
     Sessions,
@@ -89,7 +92,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ("GET", format!("/v1/allocations?user={}", encode(u)), None)
         }
         AdminCommand::Allocations { user: None } => ("GET", "/v1/allocations".into(), None),
-        AdminCommand::Usage { by } => ("GET", format!("/v1/usage?by={}", encode(by)), None),
+        AdminCommand::Usage { by, ended } => {
+            let ended = ended.map_or(String::new(), |m| format!("&ended={m}"));
+            ("GET", format!("/v1/usage?by={}{ended}", encode(by)), None)
+        }
         AdminCommand::Sessions => ("GET", "/v1/sessions".into(), None),
         AdminCommand::KillUser { user } => ("DELETE", format!("/v1/users/{}", encode(user)), None),
         AdminCommand::EndAllocation { id } => {
@@ -177,6 +183,7 @@ fn render(command: &AdminCommand, json: &Value) -> String {
                 &[
                     &key,
                     "ALLOCATIONS",
+                    "ENDED",
                     "TO PEER",
                     "TO CLIENT",
                     "PACKETS TO PEER",
@@ -186,6 +193,7 @@ fn render(command: &AdminCommand, json: &Value) -> String {
                     vec![
                         s(&u[by]),
                         s(&u["allocations"]),
+                        s(&u["ended_allocations"]),
                         s(&u["bytes_to_peer"]),
                         s(&u["bytes_to_client"]),
                         s(&u["packets_to_peer"]),

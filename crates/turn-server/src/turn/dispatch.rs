@@ -23,6 +23,7 @@ use super::batch;
 use super::histograms;
 use super::shard::{lock, Ctx, FastMap, Relay, Shard, ShardState, StreamTx};
 use super::sockets;
+use super::usage::EndedAllocation;
 
 /// Where `out[..len]` goes, resolved under the shard lock.
 enum Route {
@@ -356,8 +357,16 @@ fn on_event(ctx: &Ctx, ev: Event, f: &mut Followups) {
             client,
             reason,
             created,
+            username,
+            usage,
         } => {
-            histograms::ALLOCATION_LIFETIME.observe(created.elapsed());
+            let ended = Instant::now();
+            histograms::ALLOCATION_LIFETIME.observe(ended.saturating_duration_since(created));
+            lock(&ctx.ended).push(EndedAllocation {
+                username,
+                usage,
+                ended,
+            });
             tracing::info!(client = %client.remote, reason = reason.label(), "allocation deleted");
         }
         Event::ConnectPeer {

@@ -27,6 +27,8 @@
 //! * `histograms.rs`: the allocation lifetime and Allocate handling time histograms.
 //! * `mmsg.rs`, `batch.rs`: batched UDP socket calls (`sendmmsg`, `recvmmsg`).
 //! * `config.rs`: [`TurnShellConfig`], [`TurnShellError`].
+//! * `usage.rs`: the opt-in usage metric by room or tenant and its label cap; the allocations
+//!   that ended recently, for the admin API's usage summary.
 //! * `shard.rs`: shard state, the state shared by every task, shard threads and runtimes.
 //! * `sockets.rs`: relay socket creation.
 //! * `dispatch.rs`: one call into a shard's state machine, its route and send; it starts no
@@ -35,7 +37,6 @@
 //! * `relay.rs`: starts a dispatch's follow-ups; the UDP relay receive loop.
 //! * `udp.rs`, `timer.rs`, `stream.rs`: the UDP listener loop, the shard timer, TCP/TLS
 //!   clients (accept and framing).
-//! * `usage.rs`: the opt-in usage metric by room or tenant, its label cap.
 //! * `metrics.rs`: the shards' counters as Prometheus metrics.
 //! * `rlimit.rs`: the open-files limit, which caps the TCP/TLS connections.
 //! * `admin.rs`: [`TurnAdmin`], the operator's command channel to each shard (list, end and
@@ -77,6 +78,7 @@ pub use config::{
     DEFAULT_USAGE_MAX_LABELS,
 };
 pub use histograms::render_histograms;
+pub use usage::{EndedAllocation, RECENT, RECENT_MAX};
 
 use shard::{Ctx, Shard, ShardState};
 
@@ -155,6 +157,7 @@ impl TurnService {
             epoch: (now, unix_now()),
             xdp,
             usage: config.usage,
+            ended: Mutex::default(),
         });
         let (admin_tx, admin_rx) = (0..ctx.shards.len())
             .map(|_| tokio::sync::mpsc::channel(admin::QUEUE))

@@ -116,6 +116,8 @@ pub(super) struct Ctx {
     pub(super) xdp: Option<super::xdp::XdpShell>,
     /// Usage metrics by room or tenant (off by default).
     pub(super) usage: super::config::UsageMetrics,
+    /// The allocations that ended recently, for the admin API's usage summary.
+    pub(super) ended: Mutex<super::usage::RecentlyEnded>,
 }
 
 /// A poisoned mutex only means another task panicked while holding it; the state machine's data

@@ -3,12 +3,17 @@
 //! second while allocations run. The label values are capped: beyond
 //! [`UsageMetrics::max_labels`] distinct values, the rest are counted under `_other` (and the
 //! allocations folded so in `floe_turn_usage_folded_allocations_total`), so clients that pick
-//! rooms cannot blow up the metrics. Imports nothing of this module's.
+//! rooms cannot blow up the metrics.
+//!
+//! Also [`RecentlyEnded`]: the allocations that ended in the last [`RECENT`], for the admin
+//! API's usage summary. Imports only `config.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use floe_turn::rest::Identity;
-use floe_turn::server::UsageDelta;
+use floe_turn::server::{AllocationUsage, UsageDelta};
 
 use super::config::{UsageBy, UsageMetrics};
 
@@ -100,6 +105,60 @@ impl UsageExporter {
     }
 }
 
+/// How long ended allocations are remembered for the usage summary.
+pub const RECENT: Duration = Duration::from_secs(600);
+/// Most ended allocations remembered (the oldest are forgotten first).
+pub const RECENT_MAX: usize = 10_000;
+
+/// An allocation that ended, as the usage summary sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndedAllocation {
+    /// The username that authenticated its Allocate.
+    pub username: Arc<str>,
+    /// What it relayed over its life.
+    pub usage: AllocationUsage,
+    /// When it ended.
+    pub ended: Instant,
+}
+
+/// The allocations that ended in the last [`RECENT`], at most [`RECENT_MAX`] of them: pushed
+/// when an allocation ends (under a mutex of its own, never on the relay path), read by the
+/// admin API.
+#[derive(Debug, Default)]
+pub(super) struct RecentlyEnded(VecDeque<EndedAllocation>);
+
+impl RecentlyEnded {
+    pub(super) fn push(&mut self, e: EndedAllocation) {
+        self.prune(e.ended);
+        if self.0.len() >= RECENT_MAX {
+            self.0.pop_front();
+        }
+        self.0.push_back(e);
+    }
+
+    /// Forgets what ended more than [`RECENT`] before `now`.
+    fn prune(&mut self, now: Instant) {
+        while self
+            .0
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.ended) > RECENT)
+        {
+            self.0.pop_front();
+        }
+    }
+
+    /// The allocations that ended within `within` (at most [`RECENT`]) before `now`.
+    pub(super) fn within(&mut self, within: Duration, now: Instant) -> Vec<EndedAllocation> {
+        self.prune(now);
+        self.0
+            .iter()
+            .filter(|e| now.saturating_duration_since(e.ended) <= within)
+            .cloned()
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +189,30 @@ mod tests {
         assert_eq!(u.pending[NONE], (5, 0));
         assert_eq!(u.folded, 2);
         assert_eq!(u.known.len(), 2);
+    }
+
+    #[test]
+    fn recently_ended_forgets_by_age_and_by_count() {
+        let t0 = Instant::now();
+        let ended = |secs| EndedAllocation {
+            username: Arc::from("9:a;room=r"),
+            usage: AllocationUsage::default(),
+            ended: t0 + Duration::from_secs(secs),
+        };
+        let mut r = RecentlyEnded::default();
+        r.push(ended(0));
+        r.push(ended(100));
+        let now = t0 + Duration::from_secs(650);
+        assert_eq!(
+            r.within(RECENT, now).len(),
+            1,
+            "the first is over 600 s old"
+        );
+        assert_eq!(r.within(Duration::from_secs(60), now).len(), 0);
+        for i in 0..RECENT_MAX as u64 + 5 {
+            r.push(ended(200 + i / 1000));
+        }
+        assert_eq!(r.0.len(), RECENT_MAX);
     }
 
     #[test]

@@ -85,6 +85,20 @@ pub struct DrainConfig {
     pub alternates: Vec<SocketAddr>,
 }
 
+/// What an allocation relayed: payload bytes and packets each way (packets: UDP relaying; an
+/// RFC 6062 TCP relay counts bytes only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocationUsage {
+    /// Payload bytes relayed from the client to its peers.
+    pub bytes_to_peer: u64,
+    /// Payload bytes relayed from peers to the client.
+    pub bytes_to_client: u64,
+    /// Packets relayed from the client to its peers.
+    pub packets_to_peer: u64,
+    /// Packets relayed from peers to the client.
+    pub packets_to_client: u64,
+}
+
 /// Bytes an allocation relayed since the last [`TurnServer::drain_usage`], for usage metrics
 /// updated while allocations run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

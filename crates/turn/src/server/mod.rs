@@ -76,7 +76,7 @@ use floe_stun::{Class, Message, Method, TransactionId};
 use crate::binding::{BindingConfig, BindingService};
 use crate::nonce::{NonceConfig, Nonces};
 
-pub use admin::{AllocationFilter, AllocationInfo, DrainConfig, UsageDelta};
+pub use admin::{AllocationFilter, AllocationInfo, AllocationUsage, DrainConfig, UsageDelta};
 pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use config::{Lifetimes, TurnConfig};
 pub use own_relay::{REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW};

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use floe_stun::attr::Family;
 
-use super::admin::EndedUsage;
+use super::admin::{AllocationUsage, EndedUsage};
 use super::allocation::AllocId;
 use super::{DeleteReason, Event, RelayBinder, Timer, TurnServer};
 
@@ -114,6 +114,13 @@ impl TurnServer {
             client: a.client,
             reason,
             created: a.created,
+            usage: AllocationUsage {
+                bytes_to_peer: a.bytes_to_peer,
+                bytes_to_client: a.bytes_to_client,
+                packets_to_peer: a.packets_to_peer,
+                packets_to_client: a.packets_to_client,
+            },
+            username: a.user,
         });
     }
 }
