@@ -348,6 +348,17 @@ fn floe_turn_alone_serves_health_readiness_and_token_protected_metrics() {
         metrics.contains("floe_turn_relayed_bytes_total"),
         "{metrics}"
     );
+    // `floe turn` renders the TURN histograms (the Allocate and its 401 challenge were timed),
+    // not the signalling one; a static user carries no room, so no per-identity field is set.
+    assert_eq!(
+        sample(&metrics, "floe_turn_allocate_duration_seconds_count", &[]),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("floe_signal_delivery_seconds"),
+        "{metrics}"
+    );
 
     // The admin API lists it, with its peer and byte counts; so does the CLI.
     let (_, list) = http_json(f.admin, "GET", "/v1/allocations", Some(TOKEN));
@@ -359,6 +370,15 @@ fn floe_turn_alone_serves_health_readiness_and_token_protected_metrics() {
     assert_eq!(
         (&a["bytes_to_peer"], &a["bytes_to_client"]),
         (&json!(5), &json!(4))
+    );
+    assert_eq!(
+        (
+            &a["packets_to_peer"],
+            &a["packets_to_client"],
+            &a["room"],
+            &a["peer"]
+        ),
+        (&json!(1), &json!(1), &Value::Null, &Value::Null)
     );
     let id = a["id"].as_str().unwrap();
     let (status, one) = http_json(
