@@ -56,26 +56,26 @@ impl UsageExporter {
     }
 
     /// The label value of a username, the cap applied.
-    fn label_of(&mut self, username: &str, first: bool) -> String {
+    fn label_of<'a>(&mut self, username: &'a str, first: bool) -> &'a str {
         let id = Identity::parse(username);
         let value = match self.config.by {
             UsageBy::Tenant => id.and_then(|i| i.tenant),
             _ => id.and_then(|i| i.room),
         };
         let Some(value) = value else {
-            return NONE.to_owned();
+            return NONE;
         };
         if self.known.contains(value) {
-            return value.to_owned();
+            return value;
         }
         if self.known.len() < self.config.max_labels {
             self.known.insert(value.to_owned());
-            return value.to_owned();
+            return value;
         }
         if first {
             self.folded += 1;
         }
-        OTHER.to_owned()
+        OTHER
     }
 
     /// Adds one allocation's report (called under the shard lock: no metrics calls here).
@@ -84,8 +84,16 @@ impl UsageExporter {
     }
 
     fn add_bytes(&mut self, username: &str, first: bool, to_peer: u64, to_client: u64) {
+        // An idle allocation already labelled costs nothing more.
+        if !first && to_peer == 0 && to_client == 0 {
+            return;
+        }
         let label = self.label_of(username, first);
-        let e = self.pending.entry(label).or_default();
+        // Allocates only the first time a label is seen in a tick.
+        let e = match self.pending.get_mut(label) {
+            Some(e) => e,
+            None => self.pending.entry(label.to_owned()).or_default(),
+        };
         e.0 += to_peer;
         e.1 += to_client;
     }
