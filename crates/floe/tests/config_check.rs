@@ -59,3 +59,33 @@ fn lists_every_problem_with_its_line_then_prints_the_effective_config() {
         assert!(!text.contains("hunter2"), "{role}: {text}");
     }
 }
+
+#[test]
+fn usage_metrics_keys_are_shown_and_checked() {
+    let dir = TempDir::new("floe-config-check-usage");
+    let good = dir.file("good.toml");
+    std::fs::write(
+        &good,
+        "listen = [\"127.0.0.1:3478\"]\n[turn]\nusers = [\"alice:pw\"]\n",
+    )
+    .unwrap();
+    let (out, text) = run(Command::new(FLOE).args(["config", "check", &good, "--role", "turn"]));
+    assert!(out.status.success(), "{text}");
+    // Off by default, and the cap in force.
+    assert!(text.contains("usage_metrics = \"off\""), "{text}");
+    assert!(text.contains("usage_metrics_max_labels = 1000"), "{text}");
+
+    let bad = dir.file("bad.toml");
+    std::fs::write(
+        &bad,
+        "listen = [\"127.0.0.1:3478\"]\n[turn]\nusers = [\"alice:pw\"]\nusage_metrics = \"user\"\n",
+    )
+    .unwrap();
+    let (out, text) = run(Command::new(FLOE).args(["config", "check", &bad]));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{bad}:4: turn.usage_metrics: ")),
+        "{stderr}"
+    );
+}

@@ -309,6 +309,7 @@ fn token(secret: &str, room: &str, peer: &str) -> String {
             exp,
             nbf: None,
             iat: None,
+            tenant: None,
         },
     )
     .unwrap()

@@ -72,6 +72,8 @@ enum Cmd {
     Frame {
         conn: ConnId,
         data: Vec<u8>,
+        /// When the connection handed it to the hub (`floe_signal_delivery_seconds`).
+        at: std::time::Instant,
     },
     Oversized {
         conn: ConnId,
@@ -154,7 +156,11 @@ impl HubHandle {
 
     pub(crate) async fn frame(&self, conn: ConnId, data: Vec<u8>) -> Result<(), HubGone> {
         self.tx
-            .send(Cmd::Frame { conn, data })
+            .send(Cmd::Frame {
+                conn,
+                data,
+                at: std::time::Instant::now(),
+            })
             .await
             .map_err(|_| HubGone)
     }
@@ -297,6 +303,11 @@ struct Actor {
     waiters_per_session: usize,
     /// Sweep sessions whose every waiter is gone once the map grows past this.
     prune_waiters_at: usize,
+    /// The input being handled: the connection it came from (none for the post box) and when
+    /// the hub received it. Directed messages it produces for other connections are timed in
+    /// `floe_signal_delivery_seconds` (a resume's replay goes back to its own connection and
+    /// is not).
+    delivering: Option<(Option<ConnId>, std::time::Instant)>,
 }
 
 /// The smallest waiter map that is swept for finished polls.
@@ -315,6 +326,7 @@ impl Actor {
             waiters: HashMap::new(),
             waiters_per_session: waiters_per_session.max(1),
             prune_waiters_at: PRUNE_WAITERS_MIN,
+            delivering: None,
         }
     }
 
@@ -350,6 +362,7 @@ impl Actor {
                 () = sleep => self.hub.handle_timeout(now()),
             }
             self.drain();
+            self.delivering = None;
             self.gauges();
         }
     }
@@ -364,8 +377,9 @@ impl Actor {
                     self.hub.handle_disconnect(conn, now());
                 }
             }
-            Cmd::Frame { conn, data } => {
+            Cmd::Frame { conn, data, at } => {
                 metrics::counter!("floe_signal_messages_total", "direction" => "in").increment(1);
+                self.delivering = Some((Some(conn), at));
                 self.hub.handle_frame(conn, &data, now());
             }
             Cmd::Oversized { conn } => self.hub.handle_oversized(conn, now()),
@@ -387,6 +401,7 @@ impl Actor {
                 reply,
             } => {
                 metrics::counter!("floe_signal_messages_total", "direction" => "in").increment(1);
+                self.delivering = Some((None, std::time::Instant::now()));
                 let _ =
                     reply.send(
                         self.hub
@@ -493,7 +508,12 @@ impl Actor {
                 };
                 metrics::counter!("floe_signal_messages_total", "direction" => "out").increment(1);
                 match tx.try_send(Outbound::Text(text)) {
-                    Ok(()) => {}
+                    Ok(()) => match self.delivering {
+                        Some((from, at)) if from != Some(conn) && msg.is_directed() => {
+                            crate::histograms::DELIVERY.observe(at.elapsed());
+                        }
+                        _ => {}
+                    },
                     Err(Refused::Full) => {
                         // A slow consumer: its queue is freed and replaced by `slow_consumer`
                         // and the close; the session stays resumable (the message is in its
@@ -579,7 +599,8 @@ mod tests {
 
     fn frame(a: &mut Actor, conn: ConnId, v: &Value) {
         let data = v.to_string().into_bytes();
-        feed(a, Cmd::Frame { conn, data });
+        let at = std::time::Instant::now();
+        feed(a, Cmd::Frame { conn, data, at });
     }
 
     fn join(a: &mut Actor, conn: ConnId, peer: &str) {

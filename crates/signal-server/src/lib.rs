@@ -1,7 +1,8 @@
 //! floe-signal-server: the IO shell around the [`floe_signal`] hub.
 //!
 //! One tokio task owns the sans-IO hub; `actor::now` is the one function that reads the clock
-//! (for the hub and for `/v1/ice-servers`). axum serves:
+//! for the hub and for `/v1/ice-servers` (the delivery histogram, `histograms.rs`, times its
+//! messages with `Instant` readings of its own, which never reach the hub). axum serves:
 //!
 //! | route | what |
 //! |---|---|
@@ -34,6 +35,7 @@ mod client_ip;
 pub mod config;
 pub mod config_check;
 pub mod fuzzing;
+mod histograms;
 mod origin;
 mod outbox;
 mod redis_bus;
@@ -42,4 +44,5 @@ mod server;
 
 pub use admin::SignalAdmin;
 pub use config::{ConfigError, JwtAlgorithm, SignalArgs, SignalConfig};
+pub use histograms::render_histograms;
 pub use server::{run, MetricsRender, ServerError, SignalServer};

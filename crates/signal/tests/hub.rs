@@ -796,6 +796,7 @@ fn token(
             exp: UNIX0 + exp_in,
             nbf: None,
             iat: None,
+            tenant: None,
         },
     )
     .unwrap()

@@ -153,7 +153,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // listener is the place to scrape.
         let public_metrics = prometheus.clone();
         let server =
-            SignalServer::new(signal).with_metrics(Arc::new(move || public_metrics.render()));
+            SignalServer::new(signal).with_metrics(Arc::new(move || {
+                admin::render_metrics(&public_metrics, true, true)
+            }));
         let (ops, signals) = admin::start(
             admin_config,
             prometheus,

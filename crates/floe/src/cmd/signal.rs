@@ -94,7 +94,9 @@ async fn serve(
     // The public port keeps its /metrics (loopback only in production mode); the operations
     // listener is the place to scrape.
     let public_metrics = prometheus.clone();
-    let server = SignalServer::new(config).with_metrics(Arc::new(move || public_metrics.render()));
+    let server = SignalServer::new(config).with_metrics(Arc::new(move || {
+        admin::render_metrics(&public_metrics, false, true)
+    }));
     let (ops, signals) = admin::start(admin_config, prometheus, None, Some(server.admin())).await?;
     let mut reloader = ConfigReloader::new(path, FileKind::SignalOnly);
     reloader.signal = Some(SignalReloader {

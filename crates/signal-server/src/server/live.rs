@@ -6,8 +6,7 @@
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use axum::http::HeaderMap;
-use floe_signal::auth::{Auth, Denied};
-use floe_signal::ids::PeerId;
+use floe_signal::auth::{Auth, Denied, IceRequest, TurnIdentity};
 use tokio::sync::Semaphore;
 
 use crate::origin::{OriginPolicy, Verdict};
@@ -56,8 +55,9 @@ impl Swap<Auth> {
         token: Option<&str>,
         ip: std::net::IpAddr,
         now_unix: u64,
-    ) -> Result<PeerId, Denied> {
-        self.get().authorize_ice_servers(token, ip, now_unix)
+        asked: &IceRequest,
+    ) -> Result<TurnIdentity, Denied> {
+        self.get().authorize_ice_servers(token, ip, now_unix, asked)
     }
 }
 

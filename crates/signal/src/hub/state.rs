@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::Now;
-use crate::ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId};
+use crate::ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId, TenantId};
 use crate::mailbox::Mailbox;
 use crate::proto::{Permissions, Signal};
 use floe_turn::ratelimit::TokenBucket;
@@ -38,6 +38,9 @@ pub(super) struct Session {
     pub(super) resume_token: ResumeToken,
     pub(super) perms: Permissions,
     pub(super) token_exp: Option<u64>,
+    /// The token's `tenant` claim (for TURN credentials). Not carried through Redis: a
+    /// session moved to another node mints credentials without it.
+    pub(super) tenant: Option<TenantId>,
     pub(super) token_deadline: Option<Instant>,
     pub(super) conn: Option<ConnId>,
     /// Last time a client was attached or a post-box request touched the session.
@@ -69,6 +72,7 @@ pub(super) struct PendingJoin {
     pub(super) perms: Permissions,
     pub(super) token_exp: Option<u64>,
     pub(super) joined_with: JoinedWith,
+    pub(super) tenant: Option<TenantId>,
     pub(super) requested_at: Now,
 }
 

@@ -98,6 +98,12 @@ impl TurnAdmin {
         Ok(lists.into_iter().flatten().collect())
     }
 
+    /// The allocations that ended within `within` (at most [`super::RECENT`], and the last
+    /// [`super::RECENT_MAX`] of them), oldest first.
+    pub fn recently_ended(&self, within: std::time::Duration) -> Vec<super::EndedAllocation> {
+        lock(&self.ctx.ended).within(within, Instant::now())
+    }
+
     /// Ends the allocations `filter` names; returns how many ended.
     pub async fn end(&self, filter: AllocationFilter) -> Result<usize, TurnStopped> {
         let counts = self

@@ -115,6 +115,10 @@ pub(super) struct Ctx {
     pub(super) epoch: (Instant, u64),
     /// The XDP fast path, when attached: channels are mirrored into it under the shard lock.
     pub(super) xdp: Option<super::xdp::XdpShell>,
+    /// Usage metrics by room or tenant (off by default).
+    pub(super) usage: super::config::UsageMetrics,
+    /// The allocations that ended recently, for the admin API's usage summary.
+    pub(super) ended: Mutex<super::usage::RecentlyEnded>,
 }
 
 /// A poisoned mutex only means another task panicked while holding it; the state machine's data

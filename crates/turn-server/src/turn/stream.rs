@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use super::batch::OUT_BUF;
 use super::dispatch::dispatch;
+use super::histograms;
 use super::relay;
 use super::rfc6062;
 use super::shard::{lock, stream_queue, Ctx, IpSlot, Shard, StreamRx};
@@ -290,7 +291,9 @@ impl Conn<'_> {
                 turn.handle_client_packet(now, unix, client, frame, out, binder)
             });
             let followups = d.finish(ctx, out).await;
-            match relay::start(ctx, shard, followups) {
+            let bound = relay::start(ctx, shard, followups);
+            histograms::observe_if_allocate(frame, now);
+            match bound {
                 Some((id, c)) if c == client => return Ok((frames, Some(id))),
                 _ => {}
             }
