@@ -120,6 +120,11 @@ enum Cmd {
         reconnect_ms: u64,
         reply: oneshot::Sender<()>,
     },
+    /// Configuration reload: the hub's new settings; answers how many sessions ended.
+    Reconfigure {
+        config: Box<HubConfig>,
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// A cheap, cloneable handle to the hub.
@@ -152,6 +157,7 @@ impl Shared {
             let before = a.hub.poll_timeout();
             f(&mut a);
             a.drain();
+            a.delivering = None;
             a.gauges();
             match (before, a.hub.poll_timeout()) {
                 (_, None) => false,
@@ -194,7 +200,8 @@ impl HubHandle {
         if self.tx.is_closed() {
             return Err(HubGone);
         }
-        self.shared.run(|a| a.frame(conn, data));
+        let at = std::time::Instant::now();
+        self.shared.run(|a| a.frame(conn, data, at));
         Ok(())
     }
 
@@ -265,6 +272,12 @@ impl HubHandle {
             reply,
         })
         .await
+    }
+
+    /// A configuration reload (see [`floe_signal::Hub::handle_reconfigure`]).
+    pub(crate) async fn reconfigure(&self, config: HubConfig) -> Result<usize, HubGone> {
+        let config = Box::new(config);
+        self.call(|reply| Cmd::Reconfigure { config, reply }).await
     }
 
     pub(crate) async fn shutdown(&self, reconnect_ms: u64) {
@@ -401,6 +414,11 @@ struct Actor {
     waiters_per_session: usize,
     /// Sweep sessions whose every waiter is gone once the map grows past this.
     prune_waiters_at: usize,
+    /// The input being handled: the connection it came from (none for the post box) and when
+    /// the hub received it. Directed messages it produces for other connections are timed in
+    /// `floe_signal_delivery_seconds` (a resume's replay goes back to its own connection and
+    /// is not).
+    delivering: Option<(Option<ConnId>, std::time::Instant)>,
 }
 
 /// The smallest waiter map that is swept for finished polls.
@@ -420,12 +438,15 @@ impl Actor {
             waiters: HashMap::new(),
             waiters_per_session: waiters_per_session.max(1),
             prune_waiters_at: PRUNE_WAITERS_MIN,
+            delivering: None,
         }
     }
 
-    /// One WebSocket frame of `conn`.
-    fn frame(&mut self, conn: ConnId, data: &[u8]) {
+    /// One WebSocket frame of `conn`, handed over by its connection at `at` (the start of
+    /// `floe_signal_delivery_seconds` for the messages it sends on).
+    fn frame(&mut self, conn: ConnId, data: &[u8], at: std::time::Instant) {
         self.meters.messages_in.increment(1);
+        self.delivering = Some((Some(conn), at));
         self.hub.handle_frame(conn, data, now());
     }
 
@@ -458,6 +479,7 @@ impl Actor {
                 reply,
             } => {
                 self.meters.messages_in.increment(1);
+                self.delivering = Some((None, std::time::Instant::now()));
                 let _ =
                     reply.send(
                         self.hub
@@ -502,6 +524,9 @@ impl Actor {
             } => {
                 self.hub.handle_drain(reconnect_ms, now());
                 let _ = reply.send(());
+            }
+            Cmd::Reconfigure { config, reply } => {
+                let _ = reply.send(self.hub.handle_reconfigure(*config, now()));
             }
         }
     }
@@ -561,7 +586,12 @@ impl Actor {
                 };
                 self.meters.messages_out.increment(1);
                 match tx.try_send(Outbound::Text(text)) {
-                    Ok(()) => {}
+                    Ok(()) => match self.delivering {
+                        Some((from, at)) if from != Some(conn) && msg.is_directed() => {
+                            crate::histograms::DELIVERY.observe(at.elapsed());
+                        }
+                        _ => {}
+                    },
                     Err(Refused::Full) => {
                         // A slow consumer: its queue is freed and replaced by `slow_consumer`
                         // and the close; the session stays resumable (the message is in its
@@ -650,7 +680,7 @@ mod tests {
     }
 
     fn frame(a: &mut Actor, conn: ConnId, v: &Value) {
-        a.frame(conn, v.to_string().as_bytes());
+        a.frame(conn, v.to_string().as_bytes(), std::time::Instant::now());
         a.drain();
     }
 

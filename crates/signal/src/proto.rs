@@ -423,6 +423,21 @@ impl ServerMsg {
         }
     }
 
+    /// Whether this is a message one peer sent to another (offer, answer, candidate,
+    /// end-of-candidates, bye, data not sent to the whole room): what
+    /// `floe_signal_delivery_seconds` times.
+    pub fn is_directed(&self) -> bool {
+        match self {
+            ServerMsg::Offer { .. }
+            | ServerMsg::Answer { .. }
+            | ServerMsg::Candidate { .. }
+            | ServerMsg::EndOfCandidates { .. }
+            | ServerMsg::Bye { .. } => true,
+            ServerMsg::Data { broadcast, .. } => !broadcast,
+            _ => false,
+        }
+    }
+
     /// An error message.
     pub fn error(code: ErrorCode, message: impl Into<String>, ref_seq: Option<u64>) -> Self {
         ServerMsg::Error(ErrorBody {
