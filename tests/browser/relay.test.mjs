@@ -198,7 +198,8 @@ describe('relay-only through floe turn', { timeout: 300_000 }, () => {
     const b = await joinRoom(chrome, floe.url, 'relay', 'bob', opts);
     const ice = await a.evaluate(() => room.signal.welcome.iceServers);
     assert.equal(ice.length, 1);
-    assert.match(ice[0].username, /^\d+:alice$/);
+    // The username carries the peer and its room (docs/turn.md §3); Chromium relays with it.
+    assert.match(ice[0].username, /^\d+:alice;room=relay$/);
     await waitConnected(a, 'bob', 45_000);
     await waitConnected(b, 'alice', 45_000);
     await a.evaluate(() => room.broadcastChat('relayed hello'));

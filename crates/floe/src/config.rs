@@ -19,6 +19,9 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// The log filter (tracing `EnvFilter` syntax: `info`, `warn,floe_turn_server=debug`);
+    /// default `info`. Flag: `--log` (env `FLOE_LOG`), which wins over it. A reload applies it.
+    pub log: Option<String>,
     /// STUN/TURN listening addresses (UDP and TCP on each). Flag: `--listen`.
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
@@ -111,6 +114,7 @@ mod tests {
     fn parses_every_key() {
         let c: FileConfig = toml::from_str(
             r#"
+            log = "info,floe_turn_server=debug"
             listen = ["127.0.0.1:3478", "[::1]:3478"]
             alternate_ip = "127.0.0.2"
             workers = 2
@@ -151,6 +155,7 @@ mod tests {
             "#,
         )
         .unwrap();
+        assert_eq!(c.log.as_deref(), Some("info,floe_turn_server=debug"));
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.workers, Some(2));
         assert_eq!(c.stun.max_padding, Some(600));

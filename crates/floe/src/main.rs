@@ -7,8 +7,8 @@ mod admin;
 mod cmd;
 mod config;
 mod http_client;
+mod logging;
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,8 +18,10 @@ use clap::{Parser, Subcommand};
 #[command(name = "floe", version, about, propagate_version = true)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `floe_turn_server=debug`.
-    #[arg(long, global = true, env = "FLOE_LOG", default_value = "info")]
-    log: String,
+    /// Default: the configuration file's `log` key, else `info`; given here it wins over the
+    /// file, also at a reload.
+    #[arg(long, global = true, env = "FLOE_LOG")]
+    log: Option<String>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true)]
     log_json: bool,
@@ -55,7 +57,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_json);
+    logging::init(cli.log, cli.log_json);
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(*args),
         Command::Stun(args) => cmd::stun::run(args),
@@ -74,22 +76,5 @@ fn main() -> ExitCode {
             eprintln!("floe: error: {err:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only on a terminal: `floe serve 2>log` writes plain text (and NO_COLOR,
-    // https://no-color.org, turns them off on a terminal too).
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

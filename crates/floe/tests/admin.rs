@@ -348,6 +348,17 @@ fn floe_turn_alone_serves_health_readiness_and_token_protected_metrics() {
         metrics.contains("floe_turn_relayed_bytes_total"),
         "{metrics}"
     );
+    // `floe turn` renders the TURN histograms (the Allocate and its 401 challenge were timed),
+    // not the signalling one; a static user carries no room, so no per-identity field is set.
+    assert_eq!(
+        sample(&metrics, "floe_turn_allocate_duration_seconds_count", &[]),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("floe_signal_delivery_seconds"),
+        "{metrics}"
+    );
 
     // The admin API lists it, with its peer and byte counts; so does the CLI.
     let (_, list) = http_json(f.admin, "GET", "/v1/allocations", Some(TOKEN));
@@ -360,6 +371,15 @@ fn floe_turn_alone_serves_health_readiness_and_token_protected_metrics() {
         (&a["bytes_to_peer"], &a["bytes_to_client"]),
         (&json!(5), &json!(4))
     );
+    assert_eq!(
+        (
+            &a["packets_to_peer"],
+            &a["packets_to_client"],
+            &a["room"],
+            &a["peer"]
+        ),
+        (&json!(1), &json!(1), &Value::Null, &Value::Null)
+    );
     let id = a["id"].as_str().unwrap();
     let (status, one) = http_json(
         f.admin,
@@ -367,7 +387,18 @@ fn floe_turn_alone_serves_health_readiness_and_token_protected_metrics() {
         &format!("/v1/allocations/{id}"),
         Some(TOKEN),
     );
-    assert_eq!((status, &one), (200, a));
+    // The same entry, but for its clock fields: a second boundary may pass between the two
+    // requests (`age_secs` +1, `expires_in_secs` -1), which once made this comparison flaky.
+    let timeless = |v: &Value| {
+        let mut v = v.clone();
+        for k in ["age_secs", "expires_in_secs"] {
+            assert!(v[k].is_u64(), "{k} in {v}");
+            v[k] = Value::Null;
+        }
+        v
+    };
+    assert_eq!(status, 200);
+    assert_eq!(timeless(&one), timeless(a));
     assert_eq!(
         http(f.admin, "GET", "/v1/allocations/9-999", Some(TOKEN)).0,
         404
@@ -762,4 +793,388 @@ fn readiness_flips_on_file_descriptors_under_a_low_rlimit() {
     }
     let (status, ready) = http_json(admin, "GET", "/readyz", None);
     assert_eq!(status, 200, "{ready}");
+}
+
+/// The value of the first sample of `name` whose labels include each of `labels`
+/// (`key="value"`).
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            (n == name && labels.iter().all(|x| rest.contains(x)))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
+
+fn scrape(admin: SocketAddr) -> String {
+    let (status, text) = http(admin, "GET", "/metrics", Some(TOKEN));
+    assert_eq!(status, 200);
+    text
+}
+
+/// Waits until `name{labels}` reads `want` on /metrics (the TURN counters are published once a
+/// second).
+fn metric_reaches(admin: SocketAddr, name: &str, labels: &[&str], want: f64) -> String {
+    eventually(&format!("{name}{labels:?} = {want}"), || {
+        let text = scrape(admin);
+        (sample(&text, name, labels) == Some(want)).then_some(text)
+    })
+}
+
+/// TURN credentials from the signalling server's `GET /v1/ice-servers` (a bearer token in
+/// production mode): (username, password).
+fn mint_credentials(http_addr: SocketAddr, query: &str, jwt: Option<&str>) -> (String, String) {
+    let (status, v) = http_json(http_addr, "GET", &format!("/v1/ice-servers{query}"), jwt);
+    assert_eq!(status, 200, "{v}");
+    let turn = v["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["username"].is_string())
+        .expect("TURN credentials");
+    (
+        turn["username"].as_str().unwrap().to_owned(),
+        turn["credential"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Two allocations of `floe serve` with minted credentials relaying to each other: `a` sends
+/// `sends` datagrams of 5 bytes, `b` answers one of 2 bytes.
+fn relay_pair(
+    turn: SocketAddr,
+    a: &(String, String),
+    b: &(String, String),
+    sends: usize,
+) -> (TurnClient, SocketAddr, TurnClient, SocketAddr) {
+    let mut ca = TurnClient::new(turn, &a.0, &a.1);
+    let a_relay = ca.allocate().expect("allocation with minted credentials");
+    let mut cb = TurnClient::new(turn, &b.0, &b.1);
+    let b_relay = cb.allocate().expect("allocation with minted credentials");
+    ca.permit(b_relay);
+    cb.permit(a_relay);
+    for _ in 0..sends {
+        ca.send(b_relay, b"hello");
+        assert_eq!(cb.recv_data(), b"hello");
+    }
+    cb.send(a_relay, b"hi");
+    assert_eq!(ca.recv_data(), b"hi");
+    (ca, a_relay, cb, b_relay)
+}
+
+/// Issue 13 items 2 and 3 end to end on `floe serve` (default peer policy: the two peers relay
+/// through each other's relayed address): credentials minted for a room by the signalling HTTP
+/// route, relayed bytes and packets per allocation with the room and peer in the admin API, the
+/// usage summary, the opt-in usage metric updated while the allocations run with its label cap,
+/// and the three histograms.
+#[test]
+fn usage_by_room_with_minted_credentials_histograms_and_the_label_cap() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // One room label at most: the second room folds into `_other`.
+    let f = start(
+        "serve",
+        &[
+            "--admin-token",
+            TOKEN,
+            "--usage-metrics",
+            "room",
+            "--usage-metrics-max-labels",
+            "1",
+        ],
+    );
+    let http_addr = f.http.unwrap();
+    let alice = mint_credentials(http_addr, "?room=standup&peer=alice", None);
+    let bob = mint_credentials(http_addr, "?room=standup&peer=bob", None);
+    assert!(alice.0.ends_with(":alice;room=standup"), "{}", alice.0);
+    let before = scrape(f.admin);
+    assert_eq!(
+        sample(&before, "floe_turn_allocation_lifetime_seconds_count", &[]),
+        Some(0.0),
+        "the histograms are exported from the start:\n{before}"
+    );
+
+    let (a, a_relay, b, _b_relay) = relay_pair(f.turn, &alice, &bob, 3);
+
+    // The admin API: live byte and packet counts both ways, with room and peer.
+    let (_, list) = http_json(f.admin, "GET", "/v1/allocations", Some(TOKEN));
+    let list = list["allocations"].as_array().unwrap().clone();
+    let of = |peer: &str| list.iter().find(|x| x["peer"] == peer).unwrap().clone();
+    let (la, lb) = (of("alice"), of("bob"));
+    assert_eq!(
+        (&la["room"], &la["user"], &la["tenant"]),
+        (&json!("standup"), &json!("alice"), &Value::Null),
+        "{la}"
+    );
+    assert_eq!(
+        (
+            &la["bytes_to_peer"],
+            &la["packets_to_peer"],
+            &la["bytes_to_client"],
+            &la["packets_to_client"]
+        ),
+        (&json!(15), &json!(3), &json!(2), &json!(1)),
+        "{la}"
+    );
+    assert_eq!(
+        (
+            &lb["bytes_to_peer"],
+            &lb["bytes_to_client"],
+            &lb["packets_to_client"]
+        ),
+        (&json!(2), &json!(15), &json!(3)),
+        "{lb}"
+    );
+    let path = format!("/v1/allocations/{}", la["id"].as_str().unwrap());
+    let (status, one) = http_json(f.admin, "GET", &path, Some(TOKEN));
+    assert_eq!(
+        (status, &one["room"], &one["peer"]),
+        (200, &json!("standup"), &json!("alice"))
+    );
+
+    // The usage metric moves while the allocations run.
+    metric_reaches(
+        f.admin,
+        "floe_turn_usage_bytes_total",
+        &["room=\"standup\"", "direction=\"to_peer\""],
+        17.0,
+    );
+    // A second room is over the cap of one label: folded into `_other`, and counted.
+    let carol = mint_credentials(http_addr, "?room=retro&peer=carol", None);
+    let mut c = TurnClient::new(f.turn, &carol.0, &carol.1);
+    let c_relay = c.allocate().expect("allocation");
+    c.permit(a_relay);
+    let mut a = a;
+    a.permit(c_relay);
+    c.send(a_relay, b"retro");
+    assert_eq!(a.recv_data(), b"retro");
+    let text = metric_reaches(
+        f.admin,
+        "floe_turn_usage_bytes_total",
+        &["room=\"_other\"", "direction=\"to_peer\""],
+        5.0,
+    );
+    assert_eq!(
+        sample(&text, "floe_turn_usage_folded_allocations_total", &[]),
+        Some(1.0)
+    );
+    assert!(!text.contains("room=\"retro\""), "{text}");
+
+    // The summary by room (most bytes first), by user, and a bad `by`.
+    let (_, usage) = http_json(f.admin, "GET", "/v1/usage?by=room", Some(TOKEN));
+    assert_eq!(
+        usage["usage"],
+        json!([
+            {"room": "standup", "allocations": 2, "ended_allocations": 0, "bytes_to_peer": 17,
+             "bytes_to_client": 22, "packets_to_peer": 4, "packets_to_client": 5},
+            {"room": "retro", "allocations": 1, "ended_allocations": 0, "bytes_to_peer": 5,
+             "bytes_to_client": 0, "packets_to_peer": 1, "packets_to_client": 0},
+        ]),
+        "{usage}"
+    );
+    let (_, by_user) = http_json(f.admin, "GET", "/v1/usage?by=user", Some(TOKEN));
+    assert_eq!(by_user["usage"].as_array().unwrap().len(), 3, "{by_user}");
+    assert_eq!(
+        http(f.admin, "GET", "/v1/usage?by=colour", Some(TOKEN)).0,
+        400
+    );
+    let (ok, out) = cli(f.admin, Some(TOKEN), &["usage", "--by", "room"]);
+    assert!(
+        ok && out.starts_with("ROOM") && out.contains("standup"),
+        "{out}"
+    );
+
+    // Histograms: every Allocate (challenges included) was timed; an ended allocation's
+    // lifetime is observed; bytes it relayed before ending stay counted.
+    assert!(
+        sample(&text, "floe_turn_allocate_duration_seconds_count", &[]).unwrap() >= 3.0,
+        "{text}"
+    );
+    assert_eq!(c.refresh(0), None);
+    let text = metric_reaches(
+        f.admin,
+        "floe_turn_allocation_lifetime_seconds_count",
+        &[],
+        1.0,
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "floe_turn_allocation_lifetime_seconds_bucket",
+            &["le=\"+Inf\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "floe_turn_usage_bytes_total",
+            &["room=\"_other\"", "direction=\"to_peer\""]
+        ),
+        Some(5.0)
+    );
+    // The summary: live only by default, the recently ended on request.
+    let (_, live) = http_json(f.admin, "GET", "/v1/usage?by=room", Some(TOKEN));
+    assert_eq!(live["usage"].as_array().unwrap().len(), 1, "{live}");
+    let (_, recent) = http_json(f.admin, "GET", "/v1/usage?by=room&ended=10", Some(TOKEN));
+    assert_eq!(
+        recent["usage"][1],
+        json!({"room": "retro", "allocations": 0, "ended_allocations": 1, "bytes_to_peer": 5,
+               "bytes_to_client": 0, "packets_to_peer": 1, "packets_to_client": 0}),
+        "{recent}"
+    );
+    assert_eq!(
+        http(f.admin, "GET", "/v1/usage?ended=11", Some(TOKEN)).0,
+        400
+    );
+    drop(b);
+
+    // A directed signalling message between two WebSocket peers is timed; the welcome's TURN
+    // credentials carry the room.
+    let delivered = rt.block_on(async {
+        let (mut x, wx) = ws_join(http_addr, "standup", "ws-x").await;
+        let turn_user = wx["iceServers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|s| s["username"].as_str())
+            .unwrap()
+            .to_owned();
+        assert!(turn_user.ends_with(":ws-x;room=standup"), "{turn_user}");
+        let (mut y, _) = ws_join(http_addr, "standup", "ws-y").await;
+        let offer = json!({"type":"offer","to":"ws-y","sdp":"v=0"});
+        x.send(WsMessage::Text(offer.to_string().into()))
+            .await
+            .unwrap();
+        loop {
+            let m = ws_recv(&mut y).await;
+            if m["type"] == "offer" {
+                break m;
+            }
+        }
+    });
+    assert_eq!(delivered["from"], "ws-x", "{delivered}");
+    let text = scrape(f.admin);
+    assert_eq!(
+        sample(&text, "floe_signal_delivery_seconds_count", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    // The public port's /metrics has them too.
+    let (_, public) = http(http_addr, "GET", "/metrics", None);
+    assert!(
+        public.contains("floe_signal_delivery_seconds_bucket{le=\"+Inf\"} 1"),
+        "{public}"
+    );
+}
+
+/// Without `--usage-metrics` no metric carries a room (or any per-identity label); the admin
+/// API still shows usage per room.
+#[test]
+fn usage_metrics_are_off_by_default() {
+    let f = start("serve", &["--admin-token", TOKEN]);
+    let http_addr = f.http.unwrap();
+    let alice = mint_credentials(http_addr, "?room=standup&peer=alice", None);
+    let bob = mint_credentials(http_addr, "?room=standup&peer=bob", None);
+    let _pair = relay_pair(f.turn, &alice, &bob, 2);
+    // The relayed totals are published by the same tick that would publish usage.
+    let text = metric_reaches(
+        f.admin,
+        "floe_turn_relayed_bytes_total",
+        &["direction=\"to_peer\""],
+        12.0,
+    );
+    assert!(!text.contains("floe_turn_usage"), "{text}");
+    assert!(
+        !text.contains("standup") && !text.contains("alice"),
+        "{text}"
+    );
+    let (_, usage) = http_json(f.admin, "GET", "/v1/usage", Some(TOKEN));
+    assert_eq!(usage["usage"][0]["room"], "standup", "{usage}");
+    assert_eq!(usage["usage"][0]["bytes_to_peer"], 12, "{usage}");
+}
+
+/// Production mode: the JWT's `tenant` claim travels into the TURN username, so usage sums per
+/// tenant in the admin API and, opted in, in the metric.
+#[test]
+fn usage_by_tenant_from_the_jwt_claim() {
+    let f = start(
+        "serve",
+        &[
+            "--admin-token",
+            TOKEN,
+            "--jwt-secret",
+            "k3y",
+            "--usage-metrics",
+            "tenant",
+        ],
+    );
+    let http_addr = f.http.unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |peer: &str, tenant: Option<&str>| {
+        floe_signal::auth::mint_hs256(
+            b"k3y",
+            &floe_signal::auth::Claims {
+                room: "standup".into(),
+                peer: Some(peer.into()),
+                perms: None,
+                exp,
+                nbf: None,
+                iat: None,
+                tenant: tenant.map(Into::into),
+            },
+        )
+        .unwrap()
+    };
+    let dave = mint_credentials(http_addr, "", Some(&token("dave", Some("acme"))));
+    assert!(
+        dave.0.ends_with(":dave;room=standup;tenant=acme"),
+        "{}",
+        dave.0
+    );
+    // The token pins the room and the peer: asking for others is refused.
+    let (status, _) = http(
+        http_addr,
+        "GET",
+        "/v1/ice-servers?room=other",
+        Some(&token("dave", Some("acme"))),
+    );
+    assert_eq!(status, 403);
+    let erin = mint_credentials(http_addr, "", Some(&token("erin", None)));
+    let _pair = relay_pair(f.turn, &dave, &erin, 1);
+    let text = metric_reaches(
+        f.admin,
+        "floe_turn_usage_bytes_total",
+        &["tenant=\"acme\"", "direction=\"to_peer\""],
+        5.0,
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "floe_turn_usage_bytes_total",
+            &["tenant=\"_none\"", "direction=\"to_peer\""]
+        ),
+        Some(2.0)
+    );
+    let (_, usage) = http_json(f.admin, "GET", "/v1/usage?by=tenant", Some(TOKEN));
+    let acme = usage["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["tenant"] == "acme")
+        .unwrap_or_else(|| panic!("{usage}"));
+    assert_eq!(
+        (&acme["allocations"], &acme["bytes_to_peer"]),
+        (&json!(1), &json!(5)),
+        "{usage}"
+    );
 }

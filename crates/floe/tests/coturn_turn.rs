@@ -4,7 +4,9 @@
 //! TURN REST credentials (two secrets, for rotation), over IPv6, and with RFC 6062 TCP
 //! allocations (`-T`). Every run must relay every message and lose none; wrong credentials must
 //! fail, and so must relaying to a loopback peer without `--allow-peer` (the secure default).
-//! `floe serve` relays too, and its `/metrics` counts exactly the relayed packets.
+//! `floe serve` relays too, and its `/metrics` counts exactly the relayed packets. The usernames
+//! floe's signalling server mints (with room and tenant) work against floe and against coturn's
+//! own server.
 //!
 //! The coturn tools and `openssl` must be installed (`./test.sh` installs them); a missing tool
 //! fails the test rather than skipping it.
@@ -341,6 +343,63 @@ fn rest_credentials_with_two_secrets_and_floe_credentials() {
         &["-u", &username, "-w", &password],
         "127.0.0.1",
         floe.port,
+    );
+}
+
+/// The usernames floe's signalling server mints carry the room and tenant
+/// (`EXPIRY:PEER;room=ROOM;tenant=TENANT`, docs/turn.md §3): coturn's uclient authenticates
+/// with one against floe, and coturn's own server (`use-auth-secret`) accepts one too, so floe's
+/// signalling keeps working in front of a coturn relay.
+#[test]
+fn identity_usernames_relay_through_floe_and_through_coturn() {
+    let _serial = serial();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let cred = floe_turn::rest::mint_identity(
+        SECRET_NEW.as_bytes(),
+        "alice",
+        Some("standup"),
+        Some("acme"),
+        600,
+        unix,
+    );
+    assert!(cred.username.ends_with(":alice;room=standup;tenant=acme"));
+    let auth = ["-u", cred.username.as_str(), "-w", cred.password.as_str()];
+    let (_peer, peer_port) = start_peer(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let r = peer_port.to_string();
+    let peer = ["-e", "127.0.0.1", "-r", &r];
+
+    let floe = start_floe(false, false);
+    relay_all(
+        "udp, identity username (floe)",
+        &peer,
+        &auth,
+        "127.0.0.1",
+        floe.port,
+    );
+
+    let dir = TempDir::new("coturn-identity");
+    let port = free_port_pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let args = [
+        "--listening-ip=127.0.0.1".to_owned(),
+        "--relay-ip=127.0.0.1".to_owned(),
+        format!("--listening-port={port}"),
+        "--min-port=56400".to_owned(),
+        "--max-port=56499".to_owned(),
+        "--use-auth-secret".to_owned(),
+        format!("--static-auth-secret={SECRET_NEW}"),
+        format!("--realm={REALM}"),
+        "--allow-loopback-peers".to_owned(),
+    ];
+    let _coturn = common::start_turnserver(&dir, &args, SocketAddr::from(([127, 0, 0, 1], port)));
+    relay_all(
+        "udp, identity username (coturn)",
+        &peer,
+        &auth,
+        "127.0.0.1",
+        port,
     );
 }
 

@@ -9,70 +9,21 @@
 #[path = "../../turn-server/tests/common/client.rs"]
 mod client;
 mod common;
+#[path = "common/turn_pair.rs"]
+mod turn_pair;
 
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use client::{send_indication, Client, REALM};
-use common::{free_port_pair, wait_for_stun, Proc, TempDir};
-use floe_stun::attr::{Data, XorPeerAddress};
-use floe_stun::{Class, Message, Method};
+use client::REALM;
+use common::{free_port_pair, free_tcp, http, wait_for_stun, Proc, TempDir};
+use turn_pair::{relaying_pair, relays};
 
 /// The `[turn]` section of the test's file: the realm the test client uses, and `extra`.
 fn write_config(path: &str, turn: SocketAddr, extra: &str) {
     let text = format!("listen = [\"{turn}\"]\n[turn]\nrealm = \"{REALM}\"\n{extra}\n");
     std::fs::write(path, text).unwrap();
-}
-
-/// A free TCP port on loopback (for the operations listener).
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// One HTTP/1.0 request to the operations listener: status and body.
-fn http(admin: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (status, body)
-}
-
-/// Whether `data` sent from `a` to `b_relay` reaches `b` (a Data indication) within a second.
-fn relays(a: &mut Client, b: &mut Client, b_relay: SocketAddr, data: &[u8], n: u32) -> bool {
-    a.send_raw(&send_indication(b_relay, data, n));
-    let socket = b.udp.as_ref().unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut buf = [0u8; 2048];
-    while Instant::now() < deadline {
-        if let Ok(len) = socket.recv(&mut buf) {
-            if let Ok(m) = Message::parse(&buf[..len]) {
-                if m.get::<Data<'_>>().and_then(Result::ok).map(|d| d.0) == Some(data) {
-                    return true;
-                }
-            }
-        }
-    }
-    false
 }
 
 #[test]
@@ -96,16 +47,7 @@ fn a_reload_keeps_live_allocations_and_applies_credentials_and_policy() {
     wait_for_stun(turn);
 
     // Two allocations of alice relaying to each other (relay to relay inside the server).
-    let mut a = Client::udp(turn);
-    let a_relay = a.allocate();
-    let mut b = Client::udp(turn);
-    let b_relay = b.allocate();
-    for (c, peer) in [(&mut a, b_relay), (&mut b, a_relay)] {
-        let resp = c.request(Method::CREATE_PERMISSION, |m| {
-            m.add(&XorPeerAddress(peer)).unwrap()
-        });
-        Client::expect_class(&resp, Class::SuccessResponse);
-    }
+    let (mut a, _, mut b, b_relay) = relaying_pair(turn);
     assert!(relays(&mut a, &mut b, b_relay, b"before", 1));
 
     // 1. SIGHUP with another user added: live allocations keep relaying.
@@ -164,12 +106,12 @@ fn a_reload_keeps_live_allocations_and_applies_credentials_and_policy() {
     write_config(
         &file,
         turn,
-        "users = [\"alice:changed\"]\nmax_allocations = 5",
+        "users = [\"alice:changed\"]\nexternal_ips = [\"127.0.0.2\"]",
     );
     let (status, body) = http(admin, "POST", "/v1/reload");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("2 allocation(s) ended"), "{body}");
-    assert!(body.contains("turn.max_allocations"), "{body}");
+    assert!(body.contains("turn.external_ips"), "{body}");
     let (_, list) = http(admin, "GET", "/v1/allocations");
     assert!(!list.contains("alice"), "{list}");
 }

@@ -1,17 +1,23 @@
-//! The hub task: one tokio task owns the sans-IO [`Hub`], fires its timers and routes its outputs
-//! to connection tasks. Everything else talks to it through [`HubHandle`]. [`now`] is where the
-//! signalling server reads the clock.
+//! The hub: the sans-IO [`Hub`] behind a mutex, with a tokio task that fires its timers, takes
+//! the Redis bus's events and runs the less frequent commands (connect, disconnect, the post
+//! box, admin). A WebSocket frame is handled inline by the connection task that read it, under
+//! the same lock ([`HubHandle::frame`]): no hop through a channel and a second task per message,
+//! and both cores handle frames (the hub's own work is still one at a time). Everything talks
+//! to it through [`HubHandle`]. [`now`] is where the signalling server reads the clock.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use floe_signal::bus::{Bus, BusCommand, BusEvent, LocalBus};
 use floe_signal::hub::{SessionFilter, SessionInfo};
 use floe_signal::proto::{ErrorBody, ServerMsg};
-use floe_signal::{ConnId, ErrorCode, Hub, HubConfig, Now, Output, PostBoxPoll, SessionId};
+use floe_signal::{
+    ConnId, ErrorCode, Hub, HubConfig, HubStats, Now, Output, PostBoxPoll, SessionId,
+};
 use rand::SeedableRng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::outbox::{Outbox, Refused};
 use crate::redis_bus::RedisBus;
@@ -69,10 +75,6 @@ enum Cmd {
         tx: Outbox,
         reply: oneshot::Sender<ConnId>,
     },
-    Frame {
-        conn: ConnId,
-        data: Vec<u8>,
-    },
     Oversized {
         conn: ConnId,
     },
@@ -118,12 +120,55 @@ enum Cmd {
         reconnect_ms: u64,
         reply: oneshot::Sender<()>,
     },
+    /// Configuration reload: the hub's new settings; answers how many sessions ended.
+    Reconfigure {
+        config: Box<HubConfig>,
+        reply: oneshot::Sender<usize>,
+    },
 }
 
-/// A cheap, cloneable handle to the hub task.
+/// A cheap, cloneable handle to the hub.
 #[derive(Clone)]
 pub(crate) struct HubHandle {
     tx: mpsc::Sender<Cmd>,
+    shared: Arc<Shared>,
+}
+
+/// The hub state, shared by the hub task and the connection tasks.
+struct Shared {
+    actor: Mutex<Actor>,
+    /// Wakes the hub task when an inline frame made its next deadline earlier than the one it
+    /// sleeps on.
+    kick: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Actor> {
+        // Nothing in the hub panics by design; a poisoned lock still holds a usable hub (the
+        // same choice as the outbox).
+        self.actor.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the hub, then routes its outputs, as the hub task does for a command. Never
+    /// awaits while holding the lock.
+    fn run(&self, f: impl FnOnce(&mut Actor)) {
+        let earlier = {
+            let mut a = self.lock();
+            let before = a.hub.poll_timeout();
+            f(&mut a);
+            a.drain();
+            a.delivering = None;
+            a.gauges();
+            match (before, a.hub.poll_timeout()) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(b), Some(n)) => n < b,
+            }
+        };
+        if earlier {
+            self.kick.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for HubHandle {
@@ -147,11 +192,17 @@ impl HubHandle {
         self.call(|reply| Cmd::Connect { ip, tx, reply }).await
     }
 
-    pub(crate) async fn frame(&self, conn: ConnId, data: Vec<u8>) -> Result<(), HubGone> {
-        self.tx
-            .send(Cmd::Frame { conn, data })
-            .await
-            .map_err(|_| HubGone)
+    /// Handles one frame of `conn` on the caller's task. The connection's earlier commands
+    /// (its connect) were answered and its later ones (its disconnect) are sent after this
+    /// returns, so its inputs reach the hub in order.
+    /// The frame is borrowed from the transport's buffer: nothing is copied or queued.
+    pub(crate) fn frame(&self, conn: ConnId, data: &[u8]) -> Result<(), HubGone> {
+        if self.tx.is_closed() {
+            return Err(HubGone);
+        }
+        let at = std::time::Instant::now();
+        self.shared.run(|a| a.frame(conn, data, at));
+        Ok(())
     }
 
     pub(crate) async fn oversized(&self, conn: ConnId) {
@@ -223,6 +274,12 @@ impl HubHandle {
         .await
     }
 
+    /// A configuration reload (see [`floe_signal::Hub::handle_reconfigure`]).
+    pub(crate) async fn reconfigure(&self, config: HubConfig) -> Result<usize, HubGone> {
+        let config = Box::new(config);
+        self.call(|reply| Cmd::Reconfigure { config, reply }).await
+    }
+
     pub(crate) async fn shutdown(&self, reconnect_ms: u64) {
         let _ = self
             .call(|reply| Cmd::Shutdown {
@@ -258,8 +315,12 @@ pub(crate) fn spawn(
 ) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
     let rng = rand::rngs::StdRng::from_entropy();
-    let task = tokio::spawn(Actor::new(config, bus, rng, waiters_per_session).run(rx, bus_events));
-    (HubHandle { tx }, task)
+    let shared = Arc::new(Shared {
+        actor: Mutex::new(Actor::new(config, bus, rng, waiters_per_session)),
+        kick: Notify::new(),
+    });
+    let task = tokio::spawn(run(shared.clone(), rx, bus_events));
+    (HubHandle { tx, shared }, task)
 }
 
 /// The last frames of a connection cut off as a slow consumer: the fatal error and the close.
@@ -278,14 +339,86 @@ fn slow_consumer_frames() -> Vec<Outbound> {
     frames
 }
 
+/// The hub task's per-message metrics, looked up once: `metrics::counter!` with labels hashes
+/// and compares the key against the registry on every call (a few per cent of the server's CPU
+/// per directed message in the profile of docs/benchmarks.md, "Signalling"). The process's
+/// recorder is installed before the server starts (`floe` does it first thing; tests before
+/// `SignalServer::run`), so handles taken at spawn are the live ones.
+struct Meters {
+    messages_in: metrics::Counter,
+    messages_out: metrics::Counter,
+    connections: metrics::Gauge,
+    sessions: metrics::Gauge,
+    rooms: metrics::Gauge,
+    /// The counts last written to the gauges: they are set only when one changes.
+    last: Option<HubStats>,
+}
+
+impl Meters {
+    fn new() -> Self {
+        Meters {
+            messages_in: metrics::counter!("floe_signal_messages_total", "direction" => "in"),
+            messages_out: metrics::counter!("floe_signal_messages_total", "direction" => "out"),
+            connections: metrics::gauge!("floe_signal_connections"),
+            sessions: metrics::gauge!("floe_signal_sessions"),
+            rooms: metrics::gauge!("floe_signal_rooms"),
+            last: None,
+        }
+    }
+}
+
+/// The hub task: timers, the Redis bus's events and the commands sent through the channel.
+async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Cmd>,
+    mut bus_events: Option<mpsc::UnboundedReceiver<BusEvent>>,
+) {
+    loop {
+        // An inline frame that moves the deadline earlier after this read kicks: `notify_one`
+        // keeps the permit for the `notified` below.
+        let deadline = shared.lock().hub.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let bus_event = async {
+            match bus_events.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => shared.run(|a| a.handle(cmd)),
+                None => break,
+            },
+            ev = bus_event => match ev {
+                Some(ev) => shared.run(|a| a.hub.handle_bus_event(ev, now())),
+                // The Redis driver stopped (shutdown): no more events.
+                None => bus_events = None,
+            },
+            () = sleep => shared.run(|a| a.hub.handle_timeout(now())),
+            () = shared.kick.notified() => {}
+        }
+    }
+}
+
 struct Actor {
     hub: Hub<NodeBus>,
+    meters: Meters,
     sinks: HashMap<ConnId, Sink>,
     /// Parked post-box long-polls per session, oldest first.
     waiters: HashMap<SessionId, VecDeque<oneshot::Sender<()>>>,
     waiters_per_session: usize,
     /// Sweep sessions whose every waiter is gone once the map grows past this.
     prune_waiters_at: usize,
+    /// The input being handled: the connection it came from (none for the post box) and when
+    /// the hub received it. Directed messages it produces for other connections are timed in
+    /// `floe_signal_delivery_seconds` (a resume's replay goes back to its own connection and
+    /// is not).
+    delivering: Option<(Option<ConnId>, std::time::Instant)>,
 }
 
 /// The smallest waiter map that is swept for finished polls.
@@ -300,47 +433,21 @@ impl Actor {
     ) -> Self {
         Actor {
             hub: Hub::new(config, bus, rng),
+            meters: Meters::new(),
             sinks: HashMap::new(),
             waiters: HashMap::new(),
             waiters_per_session: waiters_per_session.max(1),
             prune_waiters_at: PRUNE_WAITERS_MIN,
+            delivering: None,
         }
     }
 
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Cmd>,
-        mut bus_events: Option<mpsc::UnboundedReceiver<BusEvent>>,
-    ) {
-        loop {
-            let deadline = self.hub.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let bus_event = async {
-                match bus_events.as_mut() {
-                    Some(r) => r.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd),
-                    None => break,
-                },
-                ev = bus_event => match ev {
-                    Some(ev) => self.hub.handle_bus_event(ev, now()),
-                    // The Redis driver stopped (shutdown): no more events.
-                    None => bus_events = None,
-                },
-                () = sleep => self.hub.handle_timeout(now()),
-            }
-            self.drain();
-            self.gauges();
-        }
+    /// One WebSocket frame of `conn`, handed over by its connection at `at` (the start of
+    /// `floe_signal_delivery_seconds` for the messages it sends on).
+    fn frame(&mut self, conn: ConnId, data: &[u8], at: std::time::Instant) {
+        self.meters.messages_in.increment(1);
+        self.delivering = Some((Some(conn), at));
+        self.hub.handle_frame(conn, data, now());
     }
 
     fn handle(&mut self, cmd: Cmd) {
@@ -352,10 +459,6 @@ impl Actor {
                     self.sinks.remove(&conn);
                     self.hub.handle_disconnect(conn, now());
                 }
-            }
-            Cmd::Frame { conn, data } => {
-                metrics::counter!("floe_signal_messages_total", "direction" => "in").increment(1);
-                self.hub.handle_frame(conn, &data, now());
             }
             Cmd::Oversized { conn } => self.hub.handle_oversized(conn, now()),
             Cmd::InvalidText { conn } => self.hub.handle_invalid_text(conn, now()),
@@ -375,7 +478,8 @@ impl Actor {
                 body,
                 reply,
             } => {
-                metrics::counter!("floe_signal_messages_total", "direction" => "in").increment(1);
+                self.meters.messages_in.increment(1);
+                self.delivering = Some((None, std::time::Instant::now()));
                 let _ =
                     reply.send(
                         self.hub
@@ -420,6 +524,9 @@ impl Actor {
             } => {
                 self.hub.handle_drain(reconnect_ms, now());
                 let _ = reply.send(());
+            }
+            Cmd::Reconfigure { config, reply } => {
+                let _ = reply.send(self.hub.handle_reconfigure(*config, now()));
             }
         }
     }
@@ -477,9 +584,14 @@ impl Actor {
                         return;
                     }
                 };
-                metrics::counter!("floe_signal_messages_total", "direction" => "out").increment(1);
+                self.meters.messages_out.increment(1);
                 match tx.try_send(Outbound::Text(text)) {
-                    Ok(()) => {}
+                    Ok(()) => match self.delivering {
+                        Some((from, at)) if from != Some(conn) && msg.is_directed() => {
+                            crate::histograms::DELIVERY.observe(at.elapsed());
+                        }
+                        _ => {}
+                    },
                     Err(Refused::Full) => {
                         // A slow consumer: its queue is freed and replaced by `slow_consumer`
                         // and the close; the session stays resumable (the message is in its
@@ -522,11 +634,15 @@ impl Actor {
         }
     }
 
-    fn gauges(&self) {
+    fn gauges(&mut self) {
         let s = self.hub.stats();
-        metrics::gauge!("floe_signal_connections").set(s.connections as f64);
-        metrics::gauge!("floe_signal_sessions").set(s.sessions as f64);
-        metrics::gauge!("floe_signal_rooms").set(s.rooms as f64);
+        if self.meters.last == Some(s) {
+            return;
+        }
+        self.meters.last = Some(s);
+        self.meters.connections.set(s.connections as f64);
+        self.meters.sessions.set(s.sessions as f64);
+        self.meters.rooms.set(s.rooms as f64);
     }
 }
 
@@ -564,8 +680,8 @@ mod tests {
     }
 
     fn frame(a: &mut Actor, conn: ConnId, v: &Value) {
-        let data = v.to_string().into_bytes();
-        feed(a, Cmd::Frame { conn, data });
+        a.frame(conn, v.to_string().as_bytes(), std::time::Instant::now());
+        a.drain();
     }
 
     fn join(a: &mut Actor, conn: ConnId, peer: &str) {

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 pub use floe_signal::hub::{SessionFilter, SessionInfo};
 
 use crate::actor::HubHandle;
+use crate::server::LiveServer;
 
 /// The signalling server is not running (not started yet, or stopped).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -23,6 +24,8 @@ pub struct SignalAdmin {
 #[derive(Default)]
 struct Inner {
     hub: OnceLock<HubHandle>,
+    /// What a configuration reload reaches ([`crate::reload`]).
+    pub(crate) live: OnceLock<LiveServer>,
     draining: AtomicBool,
     /// Sessions are shared through Redis (they move to another node when this one stops).
     shared: AtomicBool,
@@ -37,10 +40,16 @@ impl std::fmt::Debug for SignalAdmin {
 }
 
 impl SignalAdmin {
-    /// Called by `run` once the hub task exists.
-    pub(crate) fn attach(&self, hub: HubHandle, shared_sessions: bool) {
+    /// Called by `run` once the hub task and the handlers' state exist.
+    pub(crate) fn attach(&self, hub: HubHandle, shared_sessions: bool, live: LiveServer) {
         self.inner.shared.store(shared_sessions, Ordering::Relaxed);
         let _ = self.inner.hub.set(hub);
+        let _ = self.inner.live.set(live);
+    }
+
+    /// The running server's reloadable parts and its hub.
+    pub(crate) fn live(&self) -> Result<(&LiveServer, &HubHandle), SignalStopped> {
+        Ok((self.inner.live.get().ok_or(SignalStopped)?, self.hub()?))
     }
 
     /// Whether sessions are shared with other nodes (Redis): when this node stops they are

@@ -1,7 +1,10 @@
 //! floe-signal-server: the IO shell around the [`floe_signal`] hub.
 //!
-//! One tokio task owns the sans-IO hub; `actor::now` is the one function that reads the clock
-//! (for the hub and for `/v1/ice-servers`). axum serves:
+//! The sans-IO hub sits behind a mutex (see `actor`): connection tasks handle their frames
+//! under it, a hub task its timers and other commands; `actor::now` is the one function that
+//! reads the clock for the hub and for `/v1/ice-servers` (the delivery histogram,
+//! `histograms.rs`, times its messages with `Instant` readings of its own, which never reach the
+//! hub). axum serves:
 //!
 //! | route | what |
 //! |---|---|
@@ -23,7 +26,8 @@
 //! is a `--trusted-proxy` (`client_ip`); `origin` decides which web pages may use the server
 //! (the `Origin` check and CORS, `--allow-origin`).
 //! Flags: [`SignalArgs`]; config file section:
-//! [`SignalConfig`]. docs/signalling.md documents the protocol.
+//! [`SignalConfig`]; a running server's settings are reloaded through [`SignalAdmin`]
+//! ([`reload`]). docs/signalling.md documents the protocol.
 #![forbid(unsafe_code)]
 
 mod actor;
@@ -33,11 +37,14 @@ mod client_ip;
 pub mod config;
 pub mod config_check;
 pub mod fuzzing;
+mod histograms;
 mod origin;
 mod outbox;
 mod redis_bus;
+pub mod reload;
 mod server;
 
 pub use admin::SignalAdmin;
 pub use config::{ConfigError, JwtAlgorithm, SignalArgs, SignalConfig};
+pub use histograms::render_histograms;
 pub use server::{run, MetricsRender, ServerError, SignalServer};

@@ -111,6 +111,15 @@ impl State {
         Some(frame)
     }
 
+    /// [`State::pop`], giving a large buffer back once the queue is empty.
+    fn pop_and_shrink(&mut self) -> Option<Outbound> {
+        let frame = self.pop()?;
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
+            self.queue = VecDeque::new();
+        }
+        Some(frame)
+    }
+
     /// Drops every queued frame and gives its memory back.
     fn clear(&mut self) {
         account_sub(self.bytes);
@@ -195,10 +204,7 @@ impl OutboxRx {
         loop {
             {
                 let mut s = self.0.lock();
-                if let Some(frame) = s.pop() {
-                    if s.queue.is_empty() && s.queue.capacity() > KEEP_SLOTS {
-                        s.queue = VecDeque::new();
-                    }
+                if let Some(frame) = s.pop_and_shrink() {
                     return Some(frame);
                 }
                 if !s.tx_alive {
@@ -213,6 +219,12 @@ impl OutboxRx {
 }
 
 impl OutboxRx {
+    /// The next frame if one is queued now (the writer batches what is queued; tests drive the
+    /// hub task without a writer).
+    pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
+        self.0.lock().pop_and_shrink()
+    }
+
     /// The connection task's handle to learn of a cut-off.
     pub(crate) fn cut_off_signal(&self) -> CutOff {
         CutOff(self.0.clone())
@@ -224,14 +236,6 @@ impl Drop for OutboxRx {
         let mut s = self.0.lock();
         s.rx_alive = false;
         s.clear();
-    }
-}
-
-#[cfg(test)]
-impl OutboxRx {
-    /// The next frame if one is queued (tests drive the hub task without a writer).
-    pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
-        self.0.lock().pop()
     }
 }
 

@@ -558,11 +558,30 @@ async fn ice_servers_carry_turn_rest_credentials() {
     let (_ws, w) = s.join("r", "alice").await;
     let turn = &w["iceServers"][1];
     let user = turn["username"].as_str().unwrap();
-    assert!(user.ends_with(":alice"), "{user}");
+    // The username carries the peer and its room (inside the HMAC).
+    assert!(user.ends_with(":alice;room=r"), "{user}");
     assert_eq!(
         turn["credential"].as_str().unwrap(),
         floe_turn::rest::password_for(b"turnsecret", user)
     );
+    // The HTTP route names them with ?room=&peer= (development mode: loopback, any).
+    let (st, v) = http(
+        s.addr,
+        "GET",
+        "/v1/ice-servers?room=standup&peer=bob",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 200);
+    let user = v["iceServers"][1]["username"].as_str().unwrap();
+    let id = floe_turn::rest::Identity::parse(user).unwrap();
+    assert_eq!(
+        (id.user, id.room, id.tenant),
+        ("bob", Some("standup"), None)
+    );
+    let (st, e) = http(s.addr, "GET", "/v1/ice-servers?room=a%20b", &[], b"").await;
+    assert_eq!((st, e["code"].as_str()), (400, Some("bad_message")), "{e}");
     let (st, _) = http(
         s.addr,
         "GET",
@@ -596,6 +615,7 @@ async fn production_mode_requires_jwts_and_refuses_foreign_origins_only_in_devel
             exp,
             nbf: None,
             iat: None,
+            tenant: None,
         },
     )
     .unwrap();
@@ -724,6 +744,7 @@ fn token_for_any_room() -> String {
         exp,
         nbf: None,
         iat: None,
+        tenant: None,
     };
     mint_hs256(b"k3y", &claims).unwrap()
 }
@@ -1249,8 +1270,28 @@ fn token_expiring(room: &str, peer: &str, exp_in: i64) -> String {
         exp: now.saturating_add_signed(exp_in),
         nbf: None,
         iat: None,
+        tenant: None,
     };
     mint_hs256(b"k3y", &claims).unwrap()
+}
+
+#[tokio::test]
+async fn a_deadline_set_by_a_frame_handled_inline_wakes_the_hub_task() {
+    // A `join` is handled on its connection's task, not the hub task's; the hub task sleeps on
+    // the earliest deadline it knew (this connection's heartbeat check, 30 s away). The token
+    // expiring in 2 s must still end the session then, not when the task next wakes.
+    let s = Server::start(SignalConfig {
+        jwt_secret: Some("k3y".into()),
+        ..SignalConfig::default()
+    })
+    .await;
+    let mut a = s.ws().await;
+    a.send(json!({"type":"join","v":1,"room":"r","token":token_expiring("r","alice",2)}))
+        .await;
+    assert_eq!(a.recv().await["type"], "welcome");
+    let e = a.expect_error("token_expired").await;
+    assert_eq!(e["fatal"], true, "{e}");
+    s.stop().await;
 }
 
 #[tokio::test]

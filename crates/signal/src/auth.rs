@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
-use crate::ids::{PeerId, RoomId};
+use crate::ids::{PeerId, RoomId, TenantId};
 use crate::proto::{Permission, Permissions};
 
 /// The claims floe reads from a token.
@@ -32,6 +32,11 @@ pub struct Claims {
     /// Issued at, unix seconds (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// The tenant the holder belongs to (a room/peer-style id): carried into the TURN
+    /// credentials minted for it (`EXPIRY:PEER;room=ROOM;tenant=TENANT`), so relay usage can
+    /// be summed per tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// Failure to build a verifier from configuration.
@@ -80,6 +85,29 @@ pub struct Grant {
     pub perms: Permissions,
     /// Token expiry (unix seconds); `None` in development mode.
     pub exp: Option<u64>,
+    /// The token's `tenant` claim, if any.
+    pub tenant: Option<TenantId>,
+}
+
+/// Whom TURN credentials are minted for ([`crate::ice::IceConfig::servers_for`]): the peer, and
+/// the room and tenant when known; all travel in the TURN username.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnIdentity {
+    /// The peer id (the TURN user).
+    pub peer: PeerId,
+    /// The signalling room.
+    pub room: Option<RoomId>,
+    /// The JWT's `tenant` claim.
+    pub tenant: Option<TenantId>,
+}
+
+/// What a `GET /v1/ice-servers` request asks for (`?room=R&peer=P`, both optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceRequest {
+    /// The room the credentials are for.
+    pub room: Option<RoomId>,
+    /// The peer id the credentials are for.
+    pub peer: Option<PeerId>,
 }
 
 /// A refused authorisation: a code for the client and a text.
@@ -138,34 +166,90 @@ impl Auth {
                 peer: None,
                 perms: Permissions::DEFAULT,
                 exp: None,
+                tenant: None,
             }),
             Some(claims) => grant_for_room(&claims, room),
         }
     }
 
     /// Authorises `GET /v1/ice-servers` ([`Auth::authenticate`]; a token for any room will do)
-    /// and names the TURN user to mint credentials for: the token's `peer` claim, else
-    /// `anonymous`.
+    /// and names whom to mint TURN credentials for:
+    /// * the peer: the token's `peer` claim, else the requested peer, else `anonymous`;
+    /// * the room: the token's `room` claim unless it is `*`, else the requested room, else
+    ///   none;
+    /// * the tenant: the token's `tenant` claim (none in development mode).
+    ///
+    /// A request for another peer or room than the token pins is `forbidden`, as a join would
+    /// be: the identity in the credentials is never wider than what the token grants.
     pub fn authorize_ice_servers(
         &self,
         token: Option<&str>,
         ip: IpAddr,
         now_unix: u64,
-    ) -> Result<PeerId, Denied> {
-        let claims = self.authenticate(token, ip, now_unix)?;
-        let user = claims.and_then(|c| c.peer);
-        PeerId::new(user.unwrap_or_else(|| "anonymous".into())).map_err(|_| {
-            denied(
-                ErrorCode::InvalidToken,
-                "the token's peer claim is not a valid peer id",
-            )
-        })
+        asked: &IceRequest,
+    ) -> Result<TurnIdentity, Denied> {
+        let Some(claims) = self.authenticate(token, ip, now_unix)? else {
+            return Ok(TurnIdentity {
+                peer: asked.peer.clone().unwrap_or_else(anonymous),
+                room: asked.room.clone(),
+                tenant: None,
+            });
+        };
+        let room = match (claims.room.as_str(), &asked.room) {
+            ("*", asked) => asked.clone(),
+            (pinned, Some(r)) if pinned != r.as_str() => {
+                return Err(denied(
+                    ErrorCode::Forbidden,
+                    format!("the token is for another room, not {r}"),
+                ))
+            }
+            (pinned, _) => RoomId::new(pinned).ok(),
+        };
+        let tenant = tenant_claim(&claims)?;
+        let peer = match (claims.peer, &asked.peer) {
+            (Some(p), asked) => {
+                let p = PeerId::new(p).map_err(|_| {
+                    denied(
+                        ErrorCode::InvalidToken,
+                        "the token's peer claim is not a valid peer id",
+                    )
+                })?;
+                if asked.as_ref().is_some_and(|q| *q != p) {
+                    return Err(denied(
+                        ErrorCode::Forbidden,
+                        format!("the token is for peer {p}"),
+                    ));
+                }
+                p
+            }
+            (None, asked) => asked.clone().unwrap_or_else(anonymous),
+        };
+        Ok(TurnIdentity { peer, room, tenant })
     }
 
     /// Whether tokens are required.
     pub fn is_production(&self) -> bool {
         matches!(self, Auth::Jwt(_))
     }
+}
+
+/// The TURN user of credentials asked for without a peer id.
+fn anonymous() -> PeerId {
+    // Invariant: a valid peer id (letters only).
+    PeerId::new("anonymous").unwrap_or_else(|_| unreachable!())
+}
+
+/// The token's `tenant` claim, validated like a room or peer id (it travels in TURN usernames
+/// and metric labels).
+fn tenant_claim(claims: &Claims) -> Result<Option<TenantId>, Denied> {
+    claims
+        .tenant
+        .as_ref()
+        .map(|t| {
+            TenantId::new(t.clone())
+                .map_err(|e| denied(ErrorCode::InvalidToken, format!("tenant claim: {e}")))
+        })
+        .transpose()
 }
 
 /// Whether `ip` is a loopback address (including IPv4-mapped loopback).
@@ -201,6 +285,7 @@ pub fn grant_for_room(claims: &Claims, room: &RoomId) -> Result<Grant, Denied> {
         peer,
         perms,
         exp: Some(claims.exp),
+        tenant: tenant_claim(claims)?,
     })
 }
 
@@ -357,6 +442,7 @@ mod tests {
             exp,
             nbf: None,
             iat: Some(NOW),
+            tenant: None,
         }
     }
 
@@ -385,12 +471,27 @@ mod tests {
     fn ice_servers_follow_the_join_rule_in_any_room() {
         let dev = Auth::Development;
         let anonymous = PeerId::new("anonymous").unwrap();
+        let none = IceRequest::default();
+        let id = |peer: &str, room: Option<&str>, tenant: Option<&str>| TurnIdentity {
+            peer: PeerId::new(peer).unwrap(),
+            room: room.map(|r| RoomId::new(r).unwrap()),
+            tenant: tenant.map(|t| TenantId::new(t).unwrap()),
+        };
+        let ask = |room: Option<&str>, peer: Option<&str>| IceRequest {
+            room: room.map(|r| RoomId::new(r).unwrap()),
+            peer: peer.map(|p| PeerId::new(p).unwrap()),
+        };
         assert_eq!(
-            dev.authorize_ice_servers(None, LOCAL, NOW),
+            dev.authorize_ice_servers(None, LOCAL, NOW, &none)
+                .map(|i| i.peer),
             Ok(anonymous.clone())
         );
         assert_eq!(
-            dev.authorize_ice_servers(None, REMOTE, NOW)
+            dev.authorize_ice_servers(None, LOCAL, NOW, &ask(Some("standup"), Some("bob"))),
+            Ok(id("bob", Some("standup"), None))
+        );
+        assert_eq!(
+            dev.authorize_ice_servers(None, REMOTE, NOW, &none)
                 .unwrap_err()
                 .code,
             ErrorCode::AuthRequired
@@ -400,25 +501,53 @@ mod tests {
         let alice = mint_hs256(b"k", &claims("some-room", Some("alice"), NOW + 60)).unwrap();
         let nobody = mint_hs256(b"k", &claims("r", None, NOW + 60)).unwrap();
         let bad_peer = mint_hs256(b"k", &claims("r", Some("not a peer id"), NOW + 60)).unwrap();
-        let code = |r: Result<PeerId, Denied>| r.unwrap_err().code;
+        let mut tenant_claims = claims("*", Some("carol"), NOW + 60);
+        tenant_claims.tenant = Some("acme".into());
+        let tenant = mint_hs256(b"k", &tenant_claims).unwrap();
+        tenant_claims.tenant = Some("a;room=x".into());
+        let bad_tenant = mint_hs256(b"k", &tenant_claims).unwrap();
+        let code = |r: Result<TurnIdentity, Denied>| r.unwrap_err().code;
         assert_eq!(
-            jwt.authorize_ice_servers(Some(&alice), REMOTE, NOW),
-            Ok(PeerId::new("alice").unwrap())
+            jwt.authorize_ice_servers(Some(&alice), REMOTE, NOW, &none),
+            Ok(id("alice", Some("some-room"), None))
         );
         assert_eq!(
-            jwt.authorize_ice_servers(Some(&nobody), REMOTE, NOW),
+            jwt.authorize_ice_servers(Some(&nobody), REMOTE, NOW, &none)
+                .map(|i| i.peer),
             Ok(anonymous)
         );
         assert_eq!(
-            code(jwt.authorize_ice_servers(None, LOCAL, NOW)),
+            jwt.authorize_ice_servers(Some(&nobody), REMOTE, NOW, &ask(None, Some("dave"))),
+            Ok(id("dave", Some("r"), None))
+        );
+        assert_eq!(
+            jwt.authorize_ice_servers(Some(&tenant), REMOTE, NOW, &ask(Some("any"), None)),
+            Ok(id("carol", Some("any"), Some("acme"))),
+            "a token for any room: the room asked for"
+        );
+        // Never wider than the token: another room or peer than it pins is forbidden.
+        assert_eq!(
+            code(jwt.authorize_ice_servers(Some(&alice), REMOTE, NOW, &ask(Some("x"), None))),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(jwt.authorize_ice_servers(Some(&alice), REMOTE, NOW, &ask(None, Some("eve")))),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(jwt.authorize_ice_servers(Some(&bad_tenant), REMOTE, NOW, &none)),
+            ErrorCode::InvalidToken
+        );
+        assert_eq!(
+            code(jwt.authorize_ice_servers(None, LOCAL, NOW, &none)),
             ErrorCode::AuthRequired
         );
         assert_eq!(
-            code(jwt.authorize_ice_servers(Some(&alice), REMOTE, NOW + 61)),
+            code(jwt.authorize_ice_servers(Some(&alice), REMOTE, NOW + 61, &none)),
             ErrorCode::TokenExpired
         );
         assert_eq!(
-            code(jwt.authorize_ice_servers(Some(&bad_peer), REMOTE, NOW)),
+            code(jwt.authorize_ice_servers(Some(&bad_peer), REMOTE, NOW, &none)),
             ErrorCode::InvalidToken
         );
     }

@@ -92,6 +92,11 @@ id_type!(
     PeerId
 );
 id_type!(
+    /// A tenant: the JWT's `tenant` claim, carried into the TURN credentials minted for the
+    /// holder so that relay usage can be summed per tenant (docs/operations.md §7).
+    TenantId
+);
+id_type!(
     /// A session: one peer's membership of one room, surviving reconnects within the resume TTL.
     /// Server-generated (64 random bits, hex).
     SessionId

@@ -23,4 +23,4 @@ pub mod proto;
 
 pub use error::ErrorCode;
 pub use hub::{Hub, HubConfig, HubStats, Now, Output, PostBoxPoll};
-pub use ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId};
+pub use ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId, TenantId};

@@ -796,6 +796,7 @@ fn token(
             exp: UNIX0 + exp_in,
             nbf: None,
             iat: None,
+            tenant: None,
         },
     )
     .unwrap()
@@ -1168,4 +1169,67 @@ fn drain_refuses_joins_and_tells_connected_peers_go_away_once() {
     // The existing session goes on.
     h.send(a, json!({"type":"ping"}));
     assert!(matches!(h.take(a).as_slice(), [ServerMsg::Pong { .. }]));
+}
+
+#[test]
+fn a_reload_that_removes_a_key_ends_the_sessions_it_admitted_and_new_limits_apply() {
+    let mut h = jwt_hub(b"old");
+    let join = |h: &mut H, secret: &[u8], peer: &str| {
+        let c = h.connect();
+        let t = token(secret, "r", Some(peer), 600, None);
+        h.send(c, json!({"type":"join","v":1,"room":"r","token":t}));
+        c
+    };
+    let a = join(&mut h, b"old", "alice");
+    let b = join(&mut h, b"old", "bob");
+    h.take(a);
+    h.take(b);
+    let now = h.now();
+    // The same key (another setting of the verifier changed): every token still verifies.
+    let same = HubConfig {
+        auth: Auth::Jwt(JwtVerifier::hs256(b"old").unwrap().with_leeway(1)),
+        ..HubConfig::default()
+    };
+    assert_eq!(h.hub.handle_reconfigure(same, now), 0);
+    let ended = h.hub.handle_reconfigure(
+        HubConfig {
+            auth: Auth::Jwt(JwtVerifier::hs256(b"new").unwrap()),
+            max_peers_per_room: 2,
+            ..HubConfig::default()
+        },
+        now,
+    );
+    h.drain();
+
+    assert_eq!(ended, 2);
+    assert_eq!(h.closed.get(&a), Some(&ErrorCode::InvalidToken));
+    assert_eq!(h.closed.get(&b), Some(&ErrorCode::InvalidToken));
+    // A join with the removed key is refused; one with the new key is admitted, and the new
+    // room size then holds.
+    let late = join(&mut h, b"old", "carol");
+    assert_eq!(h.error_of(late), ErrorCode::InvalidToken);
+    let carol = join(&mut h, b"new", "carol");
+    assert!(matches!(h.take(carol).first(), Some(ServerMsg::Welcome(_))));
+    let dave = join(&mut h, b"new", "dave");
+    h.take(dave);
+    let eve = join(&mut h, b"new", "eve");
+    assert_eq!(h.error_of(eve), ErrorCode::RoomFull);
+}
+
+#[test]
+fn a_reload_to_production_mode_ends_anonymous_sessions() {
+    let mut h = H::new(HubConfig::default());
+    let (a, _) = h.join("r", "alice");
+    let now = h.now();
+    assert_eq!(h.hub.handle_reconfigure(HubConfig::default(), now), 0);
+    let ended = h.hub.handle_reconfigure(
+        HubConfig {
+            auth: Auth::Jwt(JwtVerifier::hs256(b"k").unwrap()),
+            ..HubConfig::default()
+        },
+        now,
+    );
+    h.drain();
+    assert_eq!(ended, 1);
+    assert_eq!(h.closed.get(&a), Some(&ErrorCode::InvalidToken));
 }

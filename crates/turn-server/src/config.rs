@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::host_ips::{self, HostAddress, IpFamily, RelayChoice};
 use crate::tls::TlsError;
-use crate::turn::{StreamLimits, TurnShellConfig, XdpConfig};
+use crate::turn::{
+    StreamLimits, TurnShellConfig, UsageBy, UsageMetrics, XdpConfig, DEFAULT_USAGE_MAX_LABELS,
+};
 use floe_xdp::XdpMode;
 
 /// Default realm (RFC 8489 §14.9).
@@ -228,6 +230,14 @@ pub struct TurnArgs {
     /// Interface to attach the XDP fast path to (repeatable, at most 8).
     #[arg(long = "xdp-interface", value_name = "IF")]
     pub xdp_interface: Vec<String>,
+    /// Relayed-bytes metric per identity (docs/operations.md §7): off, room or tenant, from
+    /// the TURN usernames floe's signalling server mints. Default off (no per-identity label).
+    #[arg(long, value_name = "off|room|tenant")]
+    pub usage_metrics: Option<String>,
+    /// Distinct room or tenant labels in the usage metric; the rest are counted under
+    /// `_other`. Default 1000.
+    #[arg(long, value_name = "N")]
+    pub usage_metrics_max_labels: Option<usize>,
 }
 
 /// `[turn]` section of the config file. Unset keys keep floe-turn's defaults (docs/turn.md).
@@ -308,6 +318,10 @@ pub struct TurnSection {
     /// `--xdp-interface`.
     #[serde(default)]
     pub xdp_interfaces: Vec<String>,
+    /// `--usage-metrics`: `"off"` (default), `"room"` or `"tenant"`.
+    pub usage_metrics: Option<String>,
+    /// `--usage-metrics-max-labels`.
+    pub usage_metrics_max_labels: Option<usize>,
 }
 
 impl TurnArgs {
@@ -370,6 +384,11 @@ impl TurnArgs {
         set(&mut section.tcp_queue_bytes, self.tcp_queue_bytes);
         set(&mut section.xdp, self.xdp);
         prepend(&mut section.xdp_interfaces, self.xdp_interface);
+        set(&mut section.usage_metrics, self.usage_metrics);
+        set(
+            &mut section.usage_metrics_max_labels,
+            self.usage_metrics_max_labels,
+        );
     }
 }
 
@@ -454,6 +473,12 @@ pub enum ConfigError {
     /// XDP with bandwidth caps, which only the user-space relay enforces so far.
     #[error("--xdp {0} relays outside the bandwidth caps, which only the user-space relay enforces so far: give --max-bps 0 --user-max-bps 0 (or max_bps = 0, user_max_bps = 0) to use it")]
     XdpWithBandwidthCaps(XdpMode),
+    /// `usage_metrics` is not off, room or tenant.
+    #[error("--usage-metrics: {0}")]
+    UsageMetrics(String),
+    /// `usage_metrics_max_labels` is 0.
+    #[error("usage_metrics_max_labels must be at least 1")]
+    UsageMaxLabels,
 }
 
 impl TurnSection {
@@ -548,12 +573,27 @@ impl TurnSection {
             quotas: self.quotas(),
             stream: self.stream_limits()?,
             xdp: self.xdp()?,
+            usage: self.usage_metrics()?,
         };
         Ok(TurnPlan {
             shell,
             generated_secret,
             auto_relay,
         })
+    }
+
+    /// The usage metrics settings, checked.
+    fn usage_metrics(&self) -> Result<UsageMetrics, ConfigError> {
+        let by = match self.usage_metrics.as_deref() {
+            None => UsageBy::Off,
+            Some(s) => s.parse().map_err(ConfigError::UsageMetrics)?,
+        };
+        let max_labels = match self.usage_metrics_max_labels {
+            None => DEFAULT_USAGE_MAX_LABELS,
+            Some(0) => return Err(ConfigError::UsageMaxLabels),
+            Some(n) => n,
+        };
+        Ok(UsageMetrics { by, max_labels })
     }
 
     /// The XDP settings, checked: a mode other than off needs an interface and no bandwidth
@@ -1039,14 +1079,16 @@ mod tests {
         assert!(toml::from_str::<TurnSection>("realms = \"x\"").is_err());
     }
 
+    /// The plan of a `[turn]` section `toml_text` with `flags` on top, listening on loopback.
+    fn plan(toml_text: &str, flags: &[&str]) -> Result<TurnPlan, ConfigError> {
+        let listen: ListenConfig = toml::from_str("listen = [\"127.0.0.1:3478\"]\n").unwrap();
+        let mut section: TurnSection = toml::from_str(toml_text).unwrap();
+        parse(flags).turn.apply(&mut section);
+        section.shell_config(&listen, false)
+    }
+
     #[test]
     fn xdp_flags_and_keys_are_checked() {
-        let listen: ListenConfig = toml::from_str("listen = [\"127.0.0.1:3478\"]\n").unwrap();
-        let plan = |toml_text: &str, flags: &[&str]| {
-            let mut section: TurnSection = toml::from_str(toml_text).unwrap();
-            parse(flags).turn.apply(&mut section);
-            section.shell_config(&listen, false)
-        };
         let users = "users = [\"bob:pw\"]\n";
         // Off by default.
         assert_eq!(plan(users, &[]).unwrap().shell.xdp, XdpConfig::default());
@@ -1081,5 +1123,32 @@ mod tests {
             ]
         )
         .contains("bandwidth caps"));
+    }
+
+    #[test]
+    fn usage_metrics_flags_and_keys_are_checked() {
+        let users = "users = [\"bob:pw\"]\n";
+        // Off by default: no per-identity label anywhere.
+        assert_eq!(
+            plan(users, &[]).unwrap().shell.usage,
+            UsageMetrics::default()
+        );
+        assert_eq!(UsageMetrics::default().max_labels, DEFAULT_USAGE_MAX_LABELS);
+        let file = format!("{users}usage_metrics = \"tenant\"\nusage_metrics_max_labels = 50\n");
+        let usage = plan(&file, &[]).unwrap().shell.usage;
+        assert_eq!((usage.by, usage.max_labels), (UsageBy::Tenant, 50));
+        // A flag wins over the key.
+        let usage = plan(&file, &["--usage-metrics", "room"])
+            .unwrap()
+            .shell
+            .usage;
+        assert_eq!((usage.by, usage.max_labels), (UsageBy::Room, 50));
+        let err =
+            |toml_text: &str, flags: &[&str]| plan(toml_text, flags).err().unwrap().to_string();
+        assert!(err(users, &["--usage-metrics", "user"]).contains("off, room or tenant"));
+        assert_eq!(
+            err(users, &["--usage-metrics-max-labels", "0"]),
+            "usage_metrics_max_labels must be at least 1"
+        );
     }
 }

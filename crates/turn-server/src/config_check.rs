@@ -34,6 +34,8 @@ impl ConfigError {
             Self::ZeroLimit(key) => KeyPath::Turn(key),
             Self::XdpMode(_) | Self::XdpWithBandwidthCaps(_) => KeyPath::Turn("xdp"),
             Self::XdpNoInterface(_) => KeyPath::Turn("xdp_interfaces"),
+            Self::UsageMetrics(_) => KeyPath::Turn("usage_metrics"),
+            Self::UsageMaxLabels => KeyPath::Turn("usage_metrics_max_labels"),
         })
     }
 }
@@ -102,6 +104,8 @@ impl TurnSection {
             tcp_queue_bytes: Some(stream.queue_bytes),
             xdp: Some(plan.shell.xdp.mode.label().to_owned()),
             xdp_interfaces: plan.shell.xdp.interfaces.clone(),
+            usage_metrics: Some(plan.shell.usage.by.label().to_owned()),
+            usage_metrics_max_labels: Some(plan.shell.usage.max_labels),
         }
     }
 }

@@ -236,6 +236,27 @@ impl AllocationQuota {
     }
 }
 
+impl AllocationQuota {
+    /// New per-allocation limits (a configuration reload): permissions and channels beyond them
+    /// stay until they expire, new ones are checked against them; the bandwidth limit applies
+    /// to the next relayed byte.
+    pub fn reconfigure(&mut self, config: &QuotaConfig, now: Instant) {
+        self.max_permissions = config.max_permissions_per_allocation;
+        self.max_channels = config.max_channels_per_allocation;
+        rebucket(&mut self.bandwidth, config.allocation_bandwidth, now);
+    }
+}
+
+/// Points `bucket` at the limit `limit` from `now` on (keeping the tokens it holds, up to the new
+/// burst); `None` removes it.
+fn rebucket(bucket: &mut Option<TokenBucket>, limit: Option<Bandwidth>, now: Instant) {
+    match (bucket.as_mut(), limit) {
+        (_, None) => *bucket = None,
+        (Some(b), Some(l)) => b.set_rate(l.bytes_per_sec, l.burst_bytes, now),
+        (None, Some(l)) => *bucket = Some(TokenBucket::new(l.bytes_per_sec, l.burst_bytes, now)),
+    }
+}
+
 fn exceeds(current: usize, limit: u32) -> bool {
     u32::try_from(current).map_or(true, |c| c >= limit)
 }
@@ -255,6 +276,17 @@ impl QuotaTracker {
     /// The configuration.
     pub fn config(&self) -> &QuotaConfig {
         &self.config
+    }
+
+    /// New quotas (a configuration reload, RFC 8656 §7.2 leaves them to the server): the
+    /// allocation limits apply to the next Allocate (live allocations beyond them stay), the
+    /// per-user bandwidth limit to the next relayed byte. Per-allocation limits are in each
+    /// [`AllocationQuota`] ([`AllocationQuota::reconfigure`]). Validate `config` first.
+    pub fn set_config(&mut self, config: QuotaConfig, now: Instant) {
+        self.config = config;
+        for user in self.users.iter_mut().flatten() {
+            rebucket(&mut user.bandwidth, config.user_bandwidth, now);
+        }
     }
 
     /// Allocations in use.
@@ -626,5 +658,41 @@ mod tests {
         }
         assert_eq!(q.users.len(), 1);
         assert_eq!(q.active_users(), 0);
+    }
+
+    #[test]
+    fn new_quotas_apply_to_the_next_allocate_and_the_next_byte() {
+        let now = t0();
+        let mut q = QuotaTracker::new(small());
+        let mut a1 = q.try_allocate("alice", now).expect("a1");
+        let a2 = q.try_allocate("bob", now).expect("a2");
+
+        let lower = QuotaConfig {
+            max_allocations_total: 2,
+            max_permissions_per_allocation: 1,
+            allocation_bandwidth: Some(Bandwidth::per_sec(MAX_DATAGRAM)),
+            user_bandwidth: None,
+            ..small()
+        };
+        q.set_config(lower, now);
+        a1.reconfigure(&lower, now);
+
+        // The live allocations stay; a third is refused by the new total.
+        assert_eq!(q.total_allocations(), 2);
+        let e = q
+            .try_allocate("carol", now)
+            .expect_err("over the new total");
+        assert_eq!(e, QuotaError::TotalAllocations { limit: 2 });
+        // The new per-allocation limits hold for a1 at once.
+        assert_eq!(
+            a1.check_new_permission(1),
+            Err(QuotaError::Permissions { limit: 1 })
+        );
+        // Its bucket kept its tokens (100 000 held) cut to the new burst: one datagram passes,
+        // the next byte waits for the refill.
+        assert!(q.allow_relay(&mut a1, 65_535, now));
+        assert!(!q.allow_relay(&mut a1, 1, now));
+        q.release(a1);
+        q.release(a2);
     }
 }

@@ -141,6 +141,21 @@ impl SourceRateLimiter {
         &self.config
     }
 
+    /// New rates and bursts from `now` on (a configuration reload). The table keeps its width
+    /// and IPv6 grouping; each source keeps the tokens it holds, cut to the new burst at its
+    /// next request.
+    pub fn set_rates(&mut self, config: RateLimitConfig, now: Instant) {
+        self.config.per_source_per_sec = config.per_source_per_sec;
+        self.config.per_source_burst = config.per_source_burst;
+        self.config.global_per_sec = config.global_per_sec;
+        self.config.global_burst = config.global_burst;
+        self.global.set_rate(
+            u64::from(config.global_per_sec),
+            u64::from(config.global_burst),
+            now,
+        );
+    }
+
     /// Bytes of bucket state, fixed at construction whatever the traffic.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.slots)
@@ -271,6 +286,15 @@ impl TokenBucket {
     /// Capacity (burst) in tokens.
     pub fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    /// New `rate` and `capacity` from `now` on (a configuration reload), same period: the
+    /// tokens held are kept, up to the new capacity, so a change never grants a fresh burst.
+    pub fn set_rate(&mut self, rate: u64, capacity: u64, now: Instant) {
+        self.refill(now);
+        self.rate = rate;
+        self.capacity = capacity;
+        self.units = self.units.min(u128::from(capacity) * self.scale);
     }
 
     /// Tokens available at `now`.
@@ -586,5 +610,19 @@ mod tests {
                 prop_assert!(taken <= u128::from(cap) + u128::from(rate) * u128::from(now) / 1000);
             }
         }
+    }
+
+    #[test]
+    fn a_new_rate_keeps_the_tokens_held_up_to_the_new_capacity() {
+        let t0 = origin();
+        let mut b = TokenBucket::new(10, 10, t0);
+        assert!(b.try_take(4, t0));
+        // Raised: the 6 held stay 6 (no fresh burst), refilled at the new rate.
+        b.set_rate(100, 100, t0);
+        assert_eq!(b.available(t0), 6);
+        assert_eq!(b.available(ms(t0, 100)), 16);
+        // Lowered: cut to the new capacity.
+        b.set_rate(1, 2, ms(t0, 100));
+        assert_eq!(b.available(ms(t0, 100)), 2);
     }
 }

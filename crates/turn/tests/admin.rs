@@ -54,6 +54,7 @@ fn allocations_list_user_relay_permissions_and_bytes() {
     assert_eq!(a.relayed, vec![relay]);
     assert_eq!(a.permissions, vec![addr(PEER).ip()]);
     assert_eq!((a.bytes_to_peer, a.bytes_to_client), (5, 8));
+    assert_eq!((a.packets_to_peer, a.packets_to_client), (1, 1));
     assert_eq!(a.age, Duration::from_secs(7));
     assert!(a.expires_in > Duration::ZERO);
 }
@@ -155,4 +156,83 @@ fn answers_are_counted_by_method_and_result() {
         .collect();
 
     assert_eq!(by_method, [("allocate", 1, 1), ("create_permission", 1, 0)]);
+}
+
+/// Usage reports: each live allocation's bytes since the last drain, and with tracking on the
+/// last bytes of an allocation that ended in between (none lost); the end event carries the
+/// creation instant for the lifetime histogram.
+#[test]
+fn drain_usage_reports_deltas_and_the_last_bytes_of_ended_allocations() {
+    let mut h = Harness::new();
+    h.server.set_usage_tracking(true);
+    let cred = rest::mint_identity(
+        REST_SECRET.as_bytes(),
+        "carol",
+        Some("standup"),
+        None,
+        600,
+        h.unix,
+    );
+    let mut c = TestClient::new(
+        Transport::Udp,
+        "203.0.113.5:40000",
+        &cred.username,
+        &cred.password,
+    );
+    let created = h.now;
+    let relay = h.allocate(&mut c);
+    permit(&mut h, &mut c, PEER);
+    let _ = h.peer(relay, addr(PEER), b"12345").expect("to client");
+    let drain = |h: &mut Harness| {
+        let mut out = Vec::new();
+        h.server.drain_usage(|d| {
+            out.push((
+                d.username.to_owned(),
+                d.first,
+                d.ended,
+                d.bytes_to_peer,
+                d.bytes_to_client,
+            ))
+        });
+        out
+    };
+
+    assert_eq!(
+        drain(&mut h),
+        vec![(cred.username.clone(), true, false, 0, 5)]
+    );
+    let _ = h.peer(relay, addr(PEER), b"123").expect("to client");
+    assert_eq!(
+        drain(&mut h),
+        vec![(cred.username.clone(), false, false, 0, 3)]
+    );
+    let _ = h.peer(relay, addr(PEER), b"12").expect("to client");
+    h.advance(Duration::from_secs(4));
+    h.server
+        .end_allocations(&AllocationFilter::All, &mut h.binder);
+    let ends: Vec<_> = h
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::AllocationDeleted {
+                created,
+                username,
+                usage,
+                ..
+            } => Some((
+                created,
+                username.to_string(),
+                usage.bytes_to_client,
+                usage.packets_to_client,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, vec![(created, cred.username.clone(), 10, 3)]);
+
+    assert_eq!(
+        drain(&mut h),
+        vec![(cred.username.clone(), false, true, 0, 2)]
+    );
+    assert_eq!(drain(&mut h), vec![], "reported once");
 }

@@ -28,6 +28,7 @@ pub fn router(ops: Ops) -> Router {
             "/v1/allocations/{id}",
             get(allocation).delete(end_allocation),
         )
+        .route("/v1/usage", get(super::usage::usage))
         .route("/v1/sessions", get(sessions))
         .route("/v1/sessions/{id}", delete(end_session))
         .route("/v1/users/{user}", delete(end_user))
@@ -44,13 +45,13 @@ pub fn router(ops: Ops) -> Router {
 }
 
 /// A JSON error answer: `{"error": "..."}`, counted in `floe_admin_errors_total{status}`.
-fn error(status: StatusCode, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
     metrics::counter!("floe_admin_errors_total", "status" => status.as_u16().to_string())
         .increment(1);
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-fn unavailable(what: &str) -> Response {
+pub(super) fn unavailable(what: &str) -> Response {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         &format!("{what} is not running in this process"),
@@ -87,7 +88,11 @@ async fn guard(
             }
         }
     }
-    next.run(req).await
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let response = next.run(req).await;
+    // The token is in a header, never in what is logged here.
+    tracing::debug!(%method, %path, status = response.status().as_u16(), %peer, "admin request");
+    response
 }
 
 /// Constant-time comparison of the bearer token (the lengths may leak, not the bytes).
@@ -168,16 +173,21 @@ async fn allocations(State(ops): State<Ops>, Query(q): Query<UserQuery>) -> Resp
     }
 }
 
-/// An allocation in the API: `id` is `WORKER-ID`.
+/// An allocation in the API: `id` is `WORKER-ID`; `peer`, `room` and `tenant` are what a
+/// floe-minted TURN REST username carries ([`floe_turn::rest::Identity`]; null otherwise).
 pub fn allocation_json(a: &AllocationInfo) -> Value {
     let relay_transport = match a.transport {
         RelayTransport::Udp => "udp",
         RelayTransport::Tcp => "tcp",
     };
+    let id = floe_turn::rest::Identity::parse(&a.username);
     json!({
         "id": format!("{}-{}", a.worker, a.id),
         "username": a.username,
         "user": floe_turn::rest::user_of(&a.username),
+        "peer": id.map(|i| i.user),
+        "room": id.and_then(|i| i.room),
+        "tenant": id.and_then(|i| i.tenant),
         "client": a.client.remote.to_string(),
         "transport": a.client.transport.label(),
         "server": a.client.local.to_string(),
@@ -187,6 +197,8 @@ pub fn allocation_json(a: &AllocationInfo) -> Value {
         "channels": a.channels.iter().map(|(n, p)| json!({"number": n, "peer": p.to_string()})).collect::<Vec<_>>(),
         "bytes_to_peer": a.bytes_to_peer,
         "bytes_to_client": a.bytes_to_client,
+        "packets_to_peer": a.packets_to_peer,
+        "packets_to_client": a.packets_to_client,
         "age_secs": a.age.as_secs(),
         "expires_in_secs": a.expires_in.as_secs(),
     })

@@ -11,6 +11,7 @@ pub mod notify;
 pub mod ops;
 pub mod ready;
 pub mod reload;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,20 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("installing the metrics recorder")
 }
 
+/// The Prometheus text of the process: the recorder's metrics, then the histograms of the
+/// servers that run in it (TURN: allocation lifetime and Allocate handling time; signalling:
+/// delivery latency), which live outside the recorder (`floe_histogram`).
+pub fn render_metrics(prometheus: &PrometheusHandle, turn: bool, signal: bool) -> String {
+    let mut out = prometheus.render();
+    if turn {
+        floe_turn_server::turn::render_histograms(&mut out);
+    }
+    if signal {
+        floe_signal_server::render_histograms(&mut out);
+    }
+    out
+}
+
 /// Everything a server subcommand needs for operations: the handles, the listener, the
 /// signals. Call inside the runtime, before the servers run.
 pub async fn start(
@@ -39,7 +54,8 @@ pub async fn start(
     signal: Option<SignalAdmin>,
 ) -> anyhow::Result<(Ops, Signals)> {
     let signals = Signals::register().context("registering signal handlers")?;
-    let render = Arc::new(move || prometheus.render());
+    let (has_turn, has_signal) = (turn.is_some(), signal.is_some());
+    let render = Arc::new(move || render_metrics(&prometheus, has_turn, has_signal));
     let notifier = notify::Notifier::from_env().context("opening $NOTIFY_SOCKET")?;
     let ops = Ops::new(config, turn, signal, render, notifier);
     tokio::spawn(ops.clone().sample_bandwidth());

@@ -98,7 +98,7 @@ impl Ops {
     /// Reloads the configuration (see [`super::reload`]): a summary, or why nothing changed.
     pub async fn reload(&self) -> anyhow::Result<String> {
         let Some(reloader) = self.0.reloader.get() else {
-            anyhow::bail!("this command has nothing to reload (floe signal: restart it to change its settings)");
+            anyhow::bail!("this command has nothing to reload");
         };
         self.notify("RELOADING=1\nSTATUS=reloading");
         let result = reloader.reload().await;

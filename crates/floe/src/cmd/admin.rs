@@ -45,6 +45,16 @@ pub enum AdminCommand {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Live relayed bytes and packets summed by room, tenant or user (from the TURN usernames
+    /// floe's signalling server mints).
+    Usage {
+        /// room, tenant or user.
+        #[arg(long, default_value = "room")]
+        by: String,
+        /// Also the allocations that ended in the last MINUTES (at most 10).
+        #[arg(long, value_name = "MINUTES")]
+        ended: Option<u64>,
+    },
     /// List signalling sessions on this node.
     Sessions,
     /// End every allocation and session of USER (TURN user part and signalling peer id).
@@ -82,6 +92,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ("GET", format!("/v1/allocations?user={}", encode(u)), None)
         }
         AdminCommand::Allocations { user: None } => ("GET", "/v1/allocations".into(), None),
+        AdminCommand::Usage { by, ended } => {
+            let ended = ended.map_or(String::new(), |m| format!("&ended={m}"));
+            ("GET", format!("/v1/usage?by={}{ended}", encode(by)), None)
+        }
         AdminCommand::Sessions => ("GET", "/v1/sessions".into(), None),
         AdminCommand::KillUser { user } => ("DELETE", format!("/v1/users/{}", encode(user)), None),
         AdminCommand::EndAllocation { id } => {
@@ -136,6 +150,7 @@ fn render(command: &AdminCommand, json: &Value) -> String {
             &[
                 "ID",
                 "USER",
+                "ROOM",
                 "CLIENT",
                 "TRANSPORT",
                 "RELAYED",
@@ -149,6 +164,7 @@ fn render(command: &AdminCommand, json: &Value) -> String {
                 vec![
                     s(&a["id"]),
                     s(&a["username"]),
+                    s(&a["room"]),
                     s(&a["client"]),
                     format!("{}/{}", s(&a["transport"]), s(&a["relay_transport"])),
                     join(&a["relayed"]),
@@ -160,6 +176,32 @@ fn render(command: &AdminCommand, json: &Value) -> String {
                 ]
             }),
         ),
+        AdminCommand::Usage { .. } => {
+            let by = json["by"].as_str().unwrap_or("room");
+            let key = by.to_uppercase();
+            table(
+                &[
+                    &key,
+                    "ALLOCATIONS",
+                    "ENDED",
+                    "TO PEER",
+                    "TO CLIENT",
+                    "PACKETS TO PEER",
+                    "PACKETS TO CLIENT",
+                ],
+                rows(&json["usage"], |u| {
+                    vec![
+                        s(&u[by]),
+                        s(&u["allocations"]),
+                        s(&u["ended_allocations"]),
+                        s(&u["bytes_to_peer"]),
+                        s(&u["bytes_to_client"]),
+                        s(&u["packets_to_peer"]),
+                        s(&u["packets_to_client"]),
+                    ]
+                }),
+            )
+        }
         AdminCommand::Sessions => table(
             &["SESSION", "ROOM", "PEER", "NODE", "STATE"],
             rows(&json["sessions"], |x| {

@@ -189,6 +189,16 @@ fn effective(file: FileConfig, role: Role) -> Result<String, Found> {
             .map_err(|e| vec![(e.key().map(|k| path(&["signal", k])), e.to_string())])
     };
     let mut out = toml::Table::new();
+    let log = file
+        .log
+        .as_deref()
+        .unwrap_or(crate::logging::DEFAULT_FILTER);
+    match crate::logging::parse(log) {
+        Ok(_) => {
+            out.insert("log".into(), log.into());
+        }
+        Err(e) => found.push((Some(path(&["log"])), format!("{e:#}"))),
+    }
     // Every command runs the operations listener.
     match AdminArgs::default().resolve(file.admin.clone()) {
         Ok(admin) => {

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use floe_signal_server::{SignalArgs, SignalServer};
 use floe_turn_server::config::{ListenArgs, StunArgs, TurnArgs};
 
-use crate::admin::reload::TurnReloader;
+use crate::admin::reload::{ConfigReloader, FileKind, ServeDefaults, SignalReloader, TurnReloader};
 use crate::admin::{self, AdminArgs};
 use crate::cmd::turn;
 use crate::config::{FileConfig, ServePlan};
@@ -92,10 +92,12 @@ fn ice_urls(udp_tcp: &[SocketAddr], tls: &[SocketAddr]) -> (Vec<String>, Vec<Str
 /// Runs `floe serve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut file = FileConfig::load_or_default(args.config.as_deref())?;
+    crate::logging::from_file(file.log.as_deref())?;
     let config_path = args.config.clone();
     let admin_config = args.admin.resolve(std::mem::take(&mut file.admin))?;
     let mut listen = file.listen();
-    let (net_args, turn_args) = (args.net.clone(), args.turn.clone());
+    let (net_args, turn_args, signal_args) =
+        (args.net.clone(), args.turn.clone(), args.signal.clone());
     args.net.apply(&mut listen);
     args.turn.apply(&mut file.turn);
     let started = (file.turn.clone(), listen.clone());
@@ -114,7 +116,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let turn_service = turn::start(&plan).await?;
         let turn_admin = turn_service.admin();
         let turn_service_admin = turn_service.admin();
-        let minting_secret = signal.turn_secret.clone();
+        let mut serve_defaults = ServeDefaults {
+            generated_secret: plan.generated_secret.clone(),
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+        };
         // The join answer's ICE servers: this deployment's URLs and credentials from the same
         // secret the TURN server accepts, unless configured explicitly.
         if signal.stun_urls.is_empty() && signal.turn_urls.is_empty() {
@@ -123,8 +129,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &advertised(&turn_service.local_addrs(), external, relay),
                 &advertised(&turn_service.tls_addrs(), external, relay),
             );
-            signal.stun_urls = stun;
-            signal.turn_urls = turn;
+            signal.stun_urls.clone_from(&stun);
+            signal.turn_urls.clone_from(&turn);
+            (serve_defaults.stun_urls, serve_defaults.turn_urls) = (stun, turn);
         }
         if plan.generated_secret.is_some() {
             println!("floe: TURN credentials: REST scheme with a random secret generated at start; the signalling server mints them (set --auth-secret to share it with other tools)");
@@ -146,7 +153,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // listener is the place to scrape.
         let public_metrics = prometheus.clone();
         let server =
-            SignalServer::new(signal).with_metrics(Arc::new(move || public_metrics.render()));
+            SignalServer::new(signal).with_metrics(Arc::new(move || {
+                admin::render_metrics(&public_metrics, true, true)
+            }));
         let (ops, signals) = admin::start(
             admin_config,
             prometheus,
@@ -154,14 +163,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(server.admin()),
         )
         .await?;
-        ops.set_reloader(Arc::new(TurnReloader {
-            path: config_path,
+        let mut reloader = ConfigReloader::new(config_path, FileKind::Full);
+        reloader.turn = Some(TurnReloader {
             net: net_args,
             args: turn_args,
             started,
-            minting_secret,
             admin: turn_service_admin,
-        }));
+        });
+        reloader.signal = Some(SignalReloader {
+            args: signal_args,
+            admin: server.admin(),
+            serve: Some(serve_defaults),
+        });
+        ops.set_reloader(Arc::new(reloader));
         let signal_result = server.run(listener, ops.lifecycle(signals)).await;
         let _ = stop_tx.send(true);
         let _ = turn_task.await;

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use floe_signal_server::{SignalArgs, SignalConfig, SignalServer};
 use serde::Deserialize;
 
+use crate::admin::reload::{ConfigReloader, FileKind, SignalReloader};
 use crate::admin::{self, AdminArgs, AdminConfig, AdminSection};
 
 /// Arguments of `floe signal`.
@@ -31,38 +32,56 @@ pub struct Args {
 /// servers) are left to their subcommands; the `[signal]` table itself rejects unknown keys.
 #[derive(Debug, Default, Deserialize)]
 struct FileConfig {
+    /// The log filter (top-level `log`, as for the other commands).
+    log: Option<String>,
     #[serde(default)]
     signal: SignalConfig,
     #[serde(default)]
     admin: AdminSection,
 }
 
-/// Reads the `[signal]` and `[admin]` tables of `path`.
-pub fn load_config(path: &Path) -> anyhow::Result<(SignalConfig, AdminSection)> {
+fn read(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: FileConfig =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok((file.signal, file.admin))
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Reads what `floe signal` reads of `path` (`log`, `[signal]`, `[admin]`) as the whole file's
+/// type, the other sections left empty (for a reload).
+pub fn load_file(path: &Path) -> anyhow::Result<crate::config::FileConfig> {
+    let file = read(path)?;
+    Ok(crate::config::FileConfig {
+        log: file.log,
+        signal: file.signal,
+        admin: file.admin,
+        ..Default::default()
+    })
 }
 
 /// Runs `floe signal` until Ctrl-C or SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (mut config, admin_section) = match &args.config {
-        Some(path) => load_config(path)?,
-        None => (SignalConfig::default(), AdminSection::default()),
+    let file = match &args.config {
+        Some(path) => read(path)?,
+        None => FileConfig::default(),
     };
-    args.signal.apply(&mut config);
+    crate::logging::from_file(file.log.as_deref())?;
+    let (mut config, admin_section) = (file.signal, file.admin);
+    args.signal.clone().apply(&mut config);
     let admin_config = args.admin.resolve(admin_section)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(config, admin_config))?;
+    let reload = (args.config, args.signal);
+    runtime.block_on(serve(config, admin_config, reload))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: SignalConfig, admin_config: AdminConfig) -> anyhow::Result<()> {
+async fn serve(
+    config: SignalConfig,
+    admin_config: AdminConfig,
+    (path, flags): (Option<PathBuf>, SignalArgs),
+) -> anyhow::Result<()> {
     // Refuse a bad configuration before binding anything (the server checks again).
     config.hub_config().context("signalling configuration")?;
     let prometheus = admin::install_metrics()?;
@@ -75,8 +94,17 @@ async fn serve(config: SignalConfig, admin_config: AdminConfig) -> anyhow::Resul
     // The public port keeps its /metrics (loopback only in production mode); the operations
     // listener is the place to scrape.
     let public_metrics = prometheus.clone();
-    let server = SignalServer::new(config).with_metrics(Arc::new(move || public_metrics.render()));
+    let server = SignalServer::new(config).with_metrics(Arc::new(move || {
+        admin::render_metrics(&public_metrics, false, true)
+    }));
     let (ops, signals) = admin::start(admin_config, prometheus, None, Some(server.admin())).await?;
+    let mut reloader = ConfigReloader::new(path, FileKind::SignalOnly);
+    reloader.signal = Some(SignalReloader {
+        args: flags,
+        admin: server.admin(),
+        serve: None,
+    });
+    ops.set_reloader(Arc::new(reloader));
     server
         .run(listener, ops.lifecycle(signals))
         .await

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use floe_signal::auth::{mint_hs256, Claims};
 use floe_signal::proto::Permission;
-use floe_signal::{PeerId, RoomId};
+use floe_signal::{PeerId, RoomId, TenantId};
 
 /// Arguments of `floe token`.
 #[derive(Debug, clap::Args)]
@@ -19,6 +19,10 @@ pub struct Args {
     /// The peer id the holder must use (omit to let the client choose or the server assign).
     #[arg(long)]
     pub peer: Option<String>,
+    /// The tenant the holder belongs to (`tenant` claim): carried into the TURN credentials
+    /// minted for it, for usage per tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub ttl: u64,
@@ -34,6 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = &args.peer {
         PeerId::new(p.clone()).with_context(|| format!("--peer {p:?}"))?;
+    }
+    if let Some(t) = &args.tenant {
+        TenantId::new(t.clone()).with_context(|| format!("--tenant {t:?}"))?;
     }
     let perms = args
         .perms
@@ -59,6 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         exp: now.saturating_add(args.ttl),
         nbf: None,
         iat: Some(now),
+        tenant: args.tenant,
     };
     let token = mint_hs256(args.secret.as_bytes(), &claims).context("minting the token")?;
     println!("{token}");

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use floe_turn_server::config::{ListenArgs, TurnArgs, TurnPlan};
 use floe_turn_server::turn::TurnService;
 
-use crate::admin::reload::TurnReloader;
+use crate::admin::reload::{ConfigReloader, FileKind, TurnReloader};
 use crate::admin::{self, AdminArgs};
 use crate::config::FileConfig;
 
@@ -34,6 +34,7 @@ pub struct Args {
 /// Runs `floe turn`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut file = FileConfig::load_or_default(args.config.as_deref())?;
+    crate::logging::from_file(file.log.as_deref())?;
     let config_path = args.config.clone();
     let admin_config = args.admin.resolve(std::mem::take(&mut file.admin))?;
     let mut listen = file.listen();
@@ -51,14 +52,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let service = start(&plan).await?;
         let (ops, signals) =
             admin::start(admin_config, prometheus, Some(service.admin()), None).await?;
-        ops.set_reloader(Arc::new(TurnReloader {
-            path: config_path,
+        let mut reloader = ConfigReloader::new(config_path, FileKind::Full);
+        reloader.turn = Some(TurnReloader {
             net: net_args,
             args: turn_args,
             started,
-            minting_secret: None,
             admin: service.admin(),
-        }));
+        });
+        ops.set_reloader(Arc::new(reloader));
         service.run(ops.lifecycle(signals)).await;
         println!("floe: stopped");
         Ok(ExitCode::SUCCESS)

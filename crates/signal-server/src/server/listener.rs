@@ -20,7 +20,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -54,7 +54,10 @@ pub(crate) struct ListenerLimits {
 /// Open connections, overall and per peer address.
 #[derive(Debug)]
 pub(crate) struct ConnTracker {
-    limits: ListenerLimits,
+    /// The caps, replaced by a configuration reload (read once per accept).
+    limits: RwLock<ListenerLimits>,
+    /// [`ListenerLimits::header_timeout`] as started (a reload does not change it).
+    header_timeout: Duration,
     state: Mutex<Counts>,
 }
 
@@ -85,9 +88,19 @@ impl Refusal {
 impl ConnTracker {
     pub(crate) fn new(limits: ListenerLimits) -> Arc<Self> {
         Arc::new(Self {
-            limits,
+            header_timeout: limits.header_timeout,
+            limits: RwLock::new(limits),
             state: Mutex::new(Counts::default()),
         })
+    }
+
+    /// New caps and trusted proxies for the next accepted connection (a configuration reload);
+    /// open connections stay, even above a lowered cap.
+    pub(crate) fn set_limits(&self, max_connections: usize, max_per_ip: usize, proxies: Vec<Cidr>) {
+        let mut l = self.limits.write().unwrap_or_else(PoisonError::into_inner);
+        l.max_connections = max_connections;
+        l.max_connections_per_ip = max_per_ip;
+        l.trusted_proxies = proxies;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -98,13 +111,17 @@ impl ConnTracker {
     /// Counts a connection from `ip`, or says why it is refused.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnGuard, Refusal> {
         let ip = ip.to_canonical();
-        let exempt = self.limits.trusted_proxies.iter().any(|c| c.contains(ip));
+        let (max_total, max_per_ip, exempt) = {
+            let l = self.limits.read().unwrap_or_else(PoisonError::into_inner);
+            let exempt = l.trusted_proxies.iter().any(|c| c.contains(ip));
+            (l.max_connections, l.max_connections_per_ip, exempt)
+        };
         let mut s = self.lock();
-        if s.total >= self.limits.max_connections {
+        if s.total >= max_total {
             return Err(Refusal::Global);
         }
         let n = s.per_ip.get(&ip).copied().unwrap_or(0);
-        if !exempt && n >= self.limits.max_connections_per_ip {
+        if !exempt && n >= max_per_ip {
             return Err(Refusal::PerIp);
         }
         s.total += 1;
@@ -246,7 +263,7 @@ pub(crate) async fn serve(
             io,
             peer,
             router.clone(),
-            tracker.limits.header_timeout,
+            tracker.header_timeout,
             close_rx.clone(),
         ));
     }

@@ -6,6 +6,7 @@
 
 mod ice_servers;
 mod listener;
+pub(crate) mod live;
 mod post_box;
 mod router;
 mod websocket;
@@ -35,6 +36,7 @@ use crate::origin::OriginPolicy;
 use crate::redis_bus::{self, RedisSettings};
 
 use self::listener::{ConnTracker, ListenerLimits};
+use self::live::{Resizable, Swap};
 use self::router::router;
 
 /// Renders the Prometheus text exposition for `GET /metrics`.
@@ -129,8 +131,6 @@ impl SignalServer {
             bus_events,
             self.config.max_rest_waiters_per_session,
         );
-        self.admin
-            .attach(hub.clone(), self.config.redis_url.is_some());
         let nofile = crate::config::open_files_limit();
         let max_connections = self.config.max_connections_for(nofile);
         let tracker = ConnTracker::new(ListenerLimits {
@@ -145,14 +145,27 @@ impl SignalServer {
             "signalling: connection limits"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
-        let conn_limit = Arc::new(Semaphore::new(self.config.max_ws_connections));
+        let ws_slots = Arc::new(Resizable::new(self.config.max_ws_connections));
+        let waiters = Arc::new(Resizable::new(self.config.max_rest_waiters));
         let state = app_state(
             &self.config,
             hub.clone(),
-            conn_limit.clone(),
+            (ws_slots.semaphore.clone(), waiters.semaphore.clone()),
             self.metrics,
             stop_rx,
         )?;
+        self.admin.attach(
+            hub.clone(),
+            self.config.redis_url.is_some(),
+            LiveServer {
+                state: state.clone(),
+                tracker: tracker.clone(),
+                ws_slots: ws_slots.clone(),
+                waiters,
+                nofile,
+                config: std::sync::Mutex::new(self.config.clone()),
+            },
+        );
         let grace = Duration::from_millis(self.config.shutdown_grace_ms);
         let app = router(state);
         let on_shutdown = async move {
@@ -168,35 +181,50 @@ impl SignalServer {
         };
         listener::serve(listener, app, tracker, shutdown, on_shutdown, grace).await;
         // WebSocket tasks outlive hyper's graceful shutdown; wait for them to flush their close.
-        let max = u32::try_from(self.config.max_ws_connections).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(grace, conn_limit.acquire_many(max)).await;
+        let max = u32::try_from(ws_slots.size()).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(grace, ws_slots.semaphore.acquire_many(max)).await;
         hub_task.abort();
         Ok(())
     }
 }
 
-/// The shared state of the handlers: everything but the hub comes from `config`.
+/// What a configuration reload reaches in a running server ([`crate::reload`]).
+pub(crate) struct LiveServer {
+    pub(crate) state: AppState,
+    pub(crate) tracker: Arc<ConnTracker>,
+    /// `max_ws_connections` permits.
+    pub(crate) ws_slots: Arc<Resizable>,
+    /// `max_rest_waiters` permits.
+    pub(crate) waiters: Arc<Resizable>,
+    /// The open-files limit found at start (for the default `max_connections`).
+    pub(crate) nofile: Option<u64>,
+    /// The configuration in force.
+    pub(crate) config: std::sync::Mutex<SignalConfig>,
+}
+
+/// The shared state of the handlers: everything but the hub and the semaphores (WebSocket
+/// connections, parked long-polls) comes from `config`.
 fn app_state(
     config: &SignalConfig,
     hub: HubHandle,
-    conn_limit: Arc<Semaphore>,
+    (conn_limit, post_box_waiters): (Arc<Semaphore>, Arc<Semaphore>),
     metrics: Option<MetricsRender>,
     stop: watch::Receiver<bool>,
 ) -> Result<AppState, ConfigError> {
     let hub_config = config.hub_config()?;
     Ok(AppState(Arc::new(Inner {
         hub,
-        auth: hub_config.auth,
-        ice: hub_config.ice,
+        auth: Swap::new(hub_config.auth),
+        ice: Swap::new(hub_config.ice),
         conn_limit,
-        post_box_waiters: Arc::new(Semaphore::new(config.max_rest_waiters)),
+        post_box_waiters,
         poll_wait_cap: config.poll_wait_cap(),
         request_timeout: config.poll_wait_cap()
             + Duration::from_secs(config.http_request_timeout_secs),
         outbound_queue: config.ws_outbound_queue,
         outbound_max_bytes: config.ws_outbound_max_bytes,
-        trusted_proxies: config.trusted_proxies.clone(),
-        origins: config.origin_policy()?,
+        trusted_proxies: Swap::new(config.trusted_proxies.clone()),
+        origins: Swap::new(config.origin_policy()?),
         max_message_bytes: config.max_message_bytes,
         metrics,
         stop,
@@ -215,8 +243,11 @@ pub(crate) fn standalone_router(config: &SignalConfig) -> Result<axum::Router, C
     );
     // The sender is dropped: `stop` reads false for ever, as in a server never shut down.
     let (_, stop) = watch::channel(false);
-    let conn_limit = Arc::new(Semaphore::new(config.max_ws_connections));
-    Ok(router(app_state(config, hub, conn_limit, None, stop)?))
+    let semaphores = (
+        Arc::new(Semaphore::new(config.max_ws_connections)),
+        Arc::new(Semaphore::new(config.max_rest_waiters)),
+    );
+    Ok(router(app_state(config, hub, semaphores, None, stop)?))
 }
 
 /// Runs the signalling server on `listener` until `shutdown` completes (see [`SignalServer`]).
@@ -228,13 +259,45 @@ pub async fn run(
     SignalServer::new(config).run(listener, shutdown).await
 }
 
-#[derive(Clone)]
-struct AppState(Arc<Inner>);
+impl LiveServer {
+    /// Puts a checked configuration in force for the next requests and connections
+    /// (`hub` and `origins` were built from `config`): authorisation and ICE servers of
+    /// `/v1/ice-servers`, allowed origins, trusted proxies, the connection caps and the
+    /// semaphores. The hub gets its part separately.
+    pub(crate) fn apply(
+        &self,
+        config: SignalConfig,
+        hub: &floe_signal::hub::HubConfig,
+        origins: OriginPolicy,
+    ) {
+        let inner = &self.state.0;
+        inner.auth.set(hub.auth.clone());
+        inner.ice.set(hub.ice.clone());
+        inner.origins.set(origins);
+        inner.trusted_proxies.set(config.trusted_proxies.clone());
+        let max_connections = config.max_connections_for(self.nofile);
+        self.tracker.set_limits(
+            max_connections,
+            config.max_connections_per_ip_for(max_connections),
+            config.trusted_proxies.clone(),
+        );
+        self.ws_slots.resize(config.max_ws_connections);
+        self.waiters.resize(config.max_rest_waiters);
+        *self
+            .config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+}
 
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+/// The handlers' shared state. The settings a reload changes are behind a [`Swap`].
 struct Inner {
     hub: HubHandle,
-    auth: Auth,
-    ice: IceConfig,
+    auth: Swap<Auth>,
+    ice: Swap<IceConfig>,
     conn_limit: Arc<Semaphore>,
     /// Parked post-box long-polls (config key `max_rest_waiters`).
     post_box_waiters: Arc<Semaphore>,
@@ -247,8 +310,8 @@ struct Inner {
     outbound_queue: usize,
     /// Bytes queued towards one WebSocket (`ws_outbound_max_bytes`).
     outbound_max_bytes: usize,
-    trusted_proxies: Vec<Cidr>,
-    origins: OriginPolicy,
+    trusted_proxies: Swap<Vec<Cidr>>,
+    origins: Swap<OriginPolicy>,
     max_message_bytes: usize,
     metrics: Option<MetricsRender>,
     stop: watch::Receiver<bool>,
@@ -257,7 +320,7 @@ struct Inner {
 impl Inner {
     /// The client's address: the socket peer, or what a trusted proxy says (`client_ip`).
     fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        client_ip(peer.ip(), headers, &self.trusted_proxies)
+        client_ip(peer.ip(), headers, &self.trusted_proxies.get())
     }
 }
 

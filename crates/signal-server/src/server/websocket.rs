@@ -8,11 +8,12 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use floe_signal::ErrorCode;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 
 use crate::actor::Outbound;
 use crate::origin::Verdict;
-use crate::outbox::outbox;
+use crate::outbox::{outbox, OutboxRx};
 
 use super::{gone, refuse, AppState};
 
@@ -43,8 +44,9 @@ pub(super) async fn ws_upgrade(
     // Buffers sized to signalling traffic, not to tungstenite's defaults (a 128 KiB read buffer
     // per connection, zero-filled before every read): see `READ_BUFFER`.
     ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_write_buffer_size(hard_cap.saturating_mul(2))
+        .write_buffer_size(WRITE_BUFFER)
+        // tungstenite requires more than the write buffer (it panics otherwise).
+        .max_write_buffer_size(hard_cap.saturating_mul(2).saturating_add(WRITE_BUFFER))
         .max_message_size(hard_cap)
         .max_frame_size(hard_cap)
         .on_upgrade(move |socket| async move {
@@ -70,30 +72,18 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
     // The writer owns the receiver: once it stops, the hub task finds the channel closed (a
     // hang-up), never full (a slow consumer).
     let writer = async move {
-        while let Some(out) = rx.recv().await {
-            match out {
-                Outbound::Text(text) => {
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        return WriteEnd::Failed;
-                    }
-                }
-                Outbound::Close(code) => {
-                    let frame = CloseFrame {
-                        code: close_code(code),
-                        reason: code.as_str().into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    return WriteEnd::Done;
-                }
+        loop {
+            let first = rx.recv().await;
+            if let Some(end) = write_batch(&mut sink, first, &mut rx).await {
+                return end;
             }
         }
-        WriteEnd::Done
     };
     let reader = async {
         while let Some(msg) = stream.next().await {
-            let data = match msg {
-                Ok(Message::Text(t)) => t.as_str().as_bytes().to_vec(),
-                Ok(Message::Binary(b)) => b.to_vec(),
+            let handled = match msg {
+                Ok(Message::Text(t)) => hub.frame(conn, t.as_str().as_bytes()),
+                Ok(Message::Binary(b)) => hub.frame(conn, &b),
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
                 Ok(Message::Close(_)) => break,
                 Err(e) => match transport_error(e) {
@@ -110,7 +100,7 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                     TransportError::Other => break,
                 },
             };
-            if hub.frame(conn, data).await.is_err() {
+            if handled.is_err() {
                 break;
             }
         }
@@ -141,6 +131,51 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
         }
     }
     hub.disconnect(conn).await;
+}
+
+/// Frames written before one flush: the writer puts what the hub has queued for it (up to this
+/// many frames) into tungstenite's write buffer and hands them to the kernel in one write.
+const WRITE_BATCH: usize = 32;
+
+/// tungstenite writes to the socket once its write buffer holds more than this, and at every
+/// flush: the frames of one batch share a write syscall. The buffer keeps the capacity of the
+/// largest batch it held (tungstenite cannot shrink it); an idle peer's stays the size of its
+/// `welcome`.
+const WRITE_BUFFER: usize = 8 * 1024;
+
+/// Writes `first` and what else is queued now, flushing after every [`WRITE_BATCH`] frames and
+/// at the end. `Some` once writing is over.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    first: Option<Outbound>,
+    rx: &mut OutboxRx,
+) -> Option<WriteEnd> {
+    let mut next = first;
+    let mut fed = 0;
+    while let Some(out) = next.take() {
+        match out {
+            Outbound::Text(text) => {
+                if sink.feed(Message::Text(text.into())).await.is_err() {
+                    return Some(WriteEnd::Failed);
+                }
+            }
+            Outbound::Close(code) => {
+                let frame = CloseFrame {
+                    code: close_code(code),
+                    reason: code.as_str().into(),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                return Some(WriteEnd::Done);
+            }
+        }
+        fed += 1;
+        next = rx.try_recv();
+        if (next.is_none() || fed % WRITE_BATCH == 0) && sink.flush().await.is_err() {
+            return Some(WriteEnd::Failed);
+        }
+    }
+    // `first` was `None`: the hub task dropped its end and every frame was written.
+    (fed == 0).then_some(WriteEnd::Done)
 }
 
 /// How a connection's writer stopped.

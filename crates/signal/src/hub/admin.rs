@@ -62,7 +62,7 @@ impl<B: Bus> Hub<B> {
     /// Ends the sessions `filter` names: an attached client gets the fatal `kicked` error and
     /// its connection closes; the room sees `peer_left` (`kicked`). Returns how many ended.
     pub fn handle_admin_end(&mut self, filter: &SessionFilter, now: Now) -> usize {
-        let mut ids: Vec<SessionId> = self
+        let ids: Vec<SessionId> = self
             .sessions
             .iter()
             .filter(|(sid, s)| match filter {
@@ -72,16 +72,24 @@ impl<B: Bus> Hub<B> {
             })
             .map(|(sid, _)| sid.clone())
             .collect();
+        let message = "an operator ended this session";
+        self.end_sessions_for(ids, ErrorCode::Kicked, message, now)
+    }
+
+    /// Ends `ids` (in order): an attached client gets the fatal `code` error with `message` and
+    /// its connection closes; the room sees `peer_left` (`kicked`). Returns how many ended.
+    pub(super) fn end_sessions_for(
+        &mut self,
+        mut ids: Vec<SessionId>,
+        code: ErrorCode,
+        message: &str,
+        now: Now,
+    ) -> usize {
         ids.sort();
         for sid in &ids {
             let conn = self.sessions.get(sid).and_then(|s| s.conn);
             if let Some(conn) = conn {
-                self.fail(
-                    conn,
-                    ErrorCode::Kicked,
-                    "an operator ended this session".into(),
-                    now,
-                );
+                self.fail(conn, code, message.to_owned(), now);
             }
             self.end_session(sid, LeaveReason::Kicked, true, now);
         }

@@ -18,6 +18,7 @@
 //! | `bus_events.rs` | directory events: presence, mailbox delivery, eviction |
 //! | `post_box.rs` | the HTTP post box (send, poll) |
 //! | `limits.rs` | the per-IP join limiter and the message rate-limit answer |
+//! | `reconfigure.rs` | a configuration reload on the live hub |
 //! | `timers.rs` | join, heartbeat, resume-TTL and token-expiry deadlines |
 //! | `reply.rs` | replies, errors and fatal closes |
 
@@ -27,6 +28,7 @@ mod config;
 mod dispatch;
 mod limits;
 mod post_box;
+mod reconfigure;
 mod reply;
 mod routing;
 mod session;

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-use super::state::{LocalRoom, PairState, PendingJoin, PendingResume, ReplyTo, Session, Timer};
+use super::state::{
+    JoinedWith, LocalRoom, PairState, PendingJoin, PendingResume, ReplyTo, Session, Timer,
+};
 use super::{Hub, Now, Output};
 use crate::auth::{grant_for_room, Auth};
 use crate::bus::{Bus, BusCommand, MailboxEntry, Member, ResumedSession, SessionRecord};
@@ -86,7 +88,12 @@ impl<B: Bus> Hub<B> {
                 peer: peer.clone(),
                 perms: grant.perms,
                 token_exp: grant.exp,
+                tenant: grant.tenant,
                 requested_at: now,
+                joined_with: match (&self.config.auth, token) {
+                    (Auth::Jwt(_), Some(t)) => JoinedWith::Token(t.to_owned()),
+                    _ => JoinedWith::Anonymous,
+                },
             },
         );
         self.bus.send(BusCommand::Join {
@@ -139,6 +146,7 @@ impl<B: Bus> Hub<B> {
             resume_token: resume_token.clone(),
             perms: p.perms,
             token_exp: p.token_exp,
+            tenant: p.tenant.clone(),
             token_deadline,
             conn: Some(p.conn),
             detached_at: now.mono,
@@ -146,6 +154,7 @@ impl<B: Bus> Hub<B> {
             last_client_seq: 0,
             pairs: BTreeMap::new(),
             post_box_bucket: self.config.message_bucket(now.mono),
+            joined_with: p.joined_with,
         };
         if let Some(d) = token_deadline {
             self.timers.insert((d, Timer::TokenExpiry(sid.clone())));
@@ -157,6 +166,10 @@ impl<B: Bus> Hub<B> {
             c.session = Some(sid.clone());
         }
         self.arm_idle_timer(p.conn, now);
+        let ice_servers =
+            self.config
+                .ice
+                .servers_for(&p.peer, Some(&room), p.tenant.as_ref(), now.unix);
         let welcome = Welcome {
             v: PROTOCOL_VERSION,
             room,
@@ -174,7 +187,7 @@ impl<B: Bus> Hub<B> {
                     offerer: true,
                 })
                 .collect(),
-            ice_servers: self.config.ice.servers_for(&p.peer, now.unix),
+            ice_servers,
             permissions: p.perms.to_list(),
             token_exp: p.token_exp,
         };
@@ -251,7 +264,12 @@ impl<B: Bus> Hub<B> {
             peer: s.peer.clone(),
             session: sid.clone(),
             peers,
-            ice_servers: self.config.ice.servers_for(&s.peer, now.unix),
+            ice_servers: self.config.ice.servers_for(
+                &s.peer,
+                Some(&s.room),
+                s.tenant.as_ref(),
+                now.unix,
+            ),
             received: s.last_client_seq,
             last_seq: s.mailbox.last_seq(),
         };
@@ -349,6 +367,7 @@ impl<B: Bus> Hub<B> {
                 resume_token: p.token,
                 perms: r.perms,
                 token_exp: r.token_exp,
+                tenant: None,
                 token_deadline,
                 conn: None,
                 detached_at: now.mono,
@@ -356,6 +375,7 @@ impl<B: Bus> Hub<B> {
                 last_client_seq: r.received,
                 pairs,
                 post_box_bucket: self.config.message_bucket(now.mono),
+                joined_with: JoinedWith::Elsewhere,
             },
         );
         if !conn_alive {
@@ -493,7 +513,9 @@ impl<B: Bus> Hub<B> {
         if let Some(s) = self.sessions.get_mut(sid) {
             s.perms = grant.perms;
             s.token_exp = Some(claims.exp);
+            s.tenant = grant.tenant;
             s.token_deadline = Some(deadline);
+            s.joined_with = JoinedWith::Token(token.to_owned());
         }
         self.timers
             .insert((deadline, Timer::TokenExpiry(sid.clone())));

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::Now;
-use crate::ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId};
+use crate::ids::{ConnId, PeerId, ResumeToken, RoomId, SessionId, TenantId};
 use crate::mailbox::Mailbox;
 use crate::proto::{Permissions, Signal};
 use floe_turn::ratelimit::TokenBucket;
@@ -38,6 +38,9 @@ pub(super) struct Session {
     pub(super) resume_token: ResumeToken,
     pub(super) perms: Permissions,
     pub(super) token_exp: Option<u64>,
+    /// The token's `tenant` claim (for TURN credentials). Not carried through Redis: a
+    /// session moved to another node mints credentials without it.
+    pub(super) tenant: Option<TenantId>,
     pub(super) token_deadline: Option<Instant>,
     pub(super) conn: Option<ConnId>,
     /// Last time a client was attached or a post-box request touched the session.
@@ -46,6 +49,20 @@ pub(super) struct Session {
     pub(super) last_client_seq: u64,
     pub(super) pairs: BTreeMap<PeerId, PairState>,
     pub(super) post_box_bucket: TokenBucket,
+    /// How the join was authorised: a reload that changes the keys checks it again.
+    pub(super) joined_with: JoinedWith,
+}
+
+/// How a session's join was authorised, kept so that a configuration reload that removes a
+/// key ends the sessions it admitted ([`super::Hub::handle_reconfigure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum JoinedWith {
+    /// Development mode: no token.
+    Anonymous,
+    /// This token (the join's, or the last `refresh`'s).
+    Token(String),
+    /// Joined on another node and resumed here (multi-node): its token is not known here.
+    Elsewhere,
 }
 
 #[derive(Debug)]
@@ -54,6 +71,8 @@ pub(super) struct PendingJoin {
     pub(super) peer: PeerId,
     pub(super) perms: Permissions,
     pub(super) token_exp: Option<u64>,
+    pub(super) joined_with: JoinedWith,
+    pub(super) tenant: Option<TenantId>,
     pub(super) requested_at: Now,
 }
 

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use floe_turn::credentials::CredentialStore;
 use floe_turn::policy::PeerPolicy;
-use floe_turn::server::{AllocationFilter, AllocationInfo, DrainConfig, ReloadOutcome};
+use floe_turn::server::{AllocationFilter, AllocationInfo, DrainConfig, Lifetimes, ReloadOutcome};
 use tokio::sync::{mpsc, oneshot};
 
+use super::config::TurnShellConfig;
 use super::dispatch::dispatch;
 use super::relay;
 use super::shard::{lock, Ctx, Shard};
@@ -36,6 +37,7 @@ pub(super) enum ShardCmd {
 pub(super) struct Reload {
     credentials: Arc<CredentialStore>,
     policy: PeerPolicy,
+    lifetimes: Lifetimes,
 }
 
 /// What one shard holds.
@@ -96,6 +98,12 @@ impl TurnAdmin {
         Ok(lists.into_iter().flatten().collect())
     }
 
+    /// The allocations that ended within `within` (at most [`super::RECENT`], and the last
+    /// [`super::RECENT_MAX`] of them), oldest first.
+    pub fn recently_ended(&self, within: std::time::Duration) -> Vec<super::EndedAllocation> {
+        lock(&self.ctx.ended).within(within, Instant::now())
+    }
+
     /// Ends the allocations `filter` names; returns how many ended.
     pub async fn end(&self, filter: AllocationFilter) -> Result<usize, TurnStopped> {
         let counts = self
@@ -117,16 +125,16 @@ impl TurnAdmin {
         Ok(counts.into_iter().sum())
     }
 
-    /// A configuration reload: new credentials and peer policy in every shard (see
-    /// [`floe_turn::server::TurnServer::reload`]), and the TLS certificate for new handshakes
-    /// when `tls` is given. Returns what changed, summed over the shards.
-    pub async fn reload(
-        &self,
-        credentials: Arc<CredentialStore>,
-        policy: PeerPolicy,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Result<ReloadOutcome, TurnStopped> {
-        if let Some(tls) = tls {
+    /// A configuration reload from `config` (checked as at start): new credentials and peer
+    /// policy in every shard (see [`floe_turn::server::TurnServer::reload`]), new quotas, rates
+    /// of unauthenticated answers and allocation lifetimes (see
+    /// [`floe_turn::server::TurnServer::set_limits`]), and the TLS certificate for new
+    /// handshakes when `config.tls` is given, and the TCP/TLS connection limits for new
+    /// connections. What only a restart changes (listening addresses, relay ports and IPs,
+    /// workers, XDP) is not read.
+    /// Returns what changed, summed over the shards.
+    pub async fn reload(&self, config: &TurnShellConfig) -> Result<ReloadOutcome, TurnStopped> {
+        if let Some(tls) = config.tls.clone() {
             let mut acceptor = self
                 .ctx
                 .tls
@@ -137,9 +145,19 @@ impl TurnAdmin {
                 *acceptor = Some(tokio_rustls::TlsAcceptor::from(tls));
             }
         }
+        self.ctx.set_stream_limits(config.stream);
+        // The shared parts once, before the shards apply theirs.
+        if let Some(shard) = self.ctx.shards.first() {
+            let st = lock(&shard.state);
+            let shared = st.turn.shared();
+            let now = Instant::now();
+            shared.set_quotas(config.quotas, now);
+            shared.set_rate_limit(config.turn.rate_limit, now);
+        }
         let reload = Arc::new(Reload {
-            credentials,
-            policy,
+            credentials: config.turn.credentials.clone(),
+            policy: config.turn.policy.clone(),
+            lifetimes: config.turn.lifetimes,
         });
         let outcomes = self
             .ask_all(|reply| ShardCmd::Reload(reload.clone(), reply))
@@ -164,15 +182,21 @@ impl TurnAdmin {
     pub async fn load(&self) -> Result<TurnLoad, TurnStopped> {
         let loads = self.ask_all(ShardCmd::Load).await?;
         let mut load = self.limits;
+        if let Some(shard) = self.ctx.shards.first() {
+            let max = lock(&shard.state)
+                .turn
+                .shared()
+                .quota_config()
+                .max_allocations_total;
+            load.max_allocations = usize::try_from(max).unwrap_or(usize::MAX);
+        }
         for l in loads {
             load.allocations += l.allocations;
             load.relay_ports += l.relay_ports;
             load.bytes_relayed += l.bytes_relayed;
         }
-        load.stream_connections = self
-            .limits
-            .max_stream_connections
-            .saturating_sub(self.ctx.tcp_slots.available_permits());
+        load.max_stream_connections = self.ctx.limits().max_connections;
+        load.stream_connections = self.ctx.tcp_connections();
         load.draining = lock(&self.ctx.shards[0].state).turn.is_draining();
         Ok(load)
     }
@@ -252,6 +276,7 @@ pub(super) async fn admin_loop(ctx: Arc<Ctx>, shard: Arc<Shard>, mut rx: mpsc::R
                         unix,
                         binder,
                     );
+                    turn.set_limits(reload.lifetimes, now);
                     None
                 });
                 let _ = relay::start(&ctx, &shard, d.finish(&ctx, &out).await);

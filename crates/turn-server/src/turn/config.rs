@@ -34,6 +34,69 @@ pub struct TurnShellConfig {
     pub stream: StreamLimits,
     /// The XDP fast path (`docs/xdp.md`); off by default.
     pub xdp: XdpConfig,
+    /// Usage metrics by room or tenant (`floe_turn_usage_bytes_total`); off by default.
+    pub usage: UsageMetrics,
+}
+
+/// Which identity `floe_turn_usage_bytes_total` is labelled by (`--usage-metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UsageBy {
+    /// No usage metric (the default: no per-identity label anywhere).
+    #[default]
+    Off,
+    /// The `room` of floe-minted TURN usernames.
+    Room,
+    /// The `tenant` (the JWT's `tenant` claim) of floe-minted TURN usernames.
+    Tenant,
+}
+
+impl UsageBy {
+    /// The flag's spelling: `off`, `room` or `tenant`.
+    pub fn label(self) -> &'static str {
+        match self {
+            UsageBy::Off => "off",
+            UsageBy::Room => "room",
+            UsageBy::Tenant => "tenant",
+        }
+    }
+}
+
+impl std::str::FromStr for UsageBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(UsageBy::Off),
+            "room" => Ok(UsageBy::Room),
+            "tenant" => Ok(UsageBy::Tenant),
+            other => Err(format!(
+                "unknown usage label {other:?} (off, room or tenant)"
+            )),
+        }
+    }
+}
+
+/// Opt-in usage metrics (docs/operations.md §7): relayed bytes labelled by room or tenant,
+/// updated once a second while allocations run, at most `max_labels` distinct values (the
+/// rest are counted under `_other`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageMetrics {
+    /// The label, or off.
+    pub by: UsageBy,
+    /// Distinct label values before the rest fold into `_other` (default 1000).
+    pub max_labels: usize,
+}
+
+/// Default of [`UsageMetrics::max_labels`].
+pub const DEFAULT_USAGE_MAX_LABELS: usize = 1000;
+
+impl Default for UsageMetrics {
+    fn default() -> Self {
+        UsageMetrics {
+            by: UsageBy::Off,
+            max_labels: DEFAULT_USAGE_MAX_LABELS,
+        }
+    }
 }
 
 /// Limits of TCP and TLS client connections (issue 12: no single client can exhaust the

@@ -20,8 +20,10 @@ use floe_turn::server::{
 use tokio::net::{TcpListener, UdpSocket};
 
 use super::batch;
+use super::histograms;
 use super::shard::{lock, Ctx, FastMap, Relay, Shard, ShardState, StreamTx};
 use super::sockets;
+use super::usage::EndedAllocation;
 
 /// Where `out[..len]` goes, resolved under the shard lock.
 enum Route {
@@ -351,7 +353,20 @@ fn on_event(ctx: &Ctx, ev: Event, f: &mut Followups) {
         } => {
             tracing::info!(client = %client.remote, transport = client.transport.label(), %username, relay_transport = ?transport, ?relays, "allocation created");
         }
-        Event::AllocationDeleted { client, reason } => {
+        Event::AllocationDeleted {
+            client,
+            reason,
+            created,
+            username,
+            usage,
+        } => {
+            let ended = Instant::now();
+            histograms::ALLOCATION_LIFETIME.observe(ended.saturating_duration_since(created));
+            lock(&ctx.ended).push(EndedAllocation {
+                username,
+                usage,
+                ended,
+            });
             tracing::info!(client = %client.remote, reason = reason.label(), "allocation deleted");
         }
         Event::ConnectPeer {

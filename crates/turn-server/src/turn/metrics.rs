@@ -11,6 +11,7 @@ use ::metrics::{counter, gauge};
 use floe_turn::server::TurnStats;
 
 use super::shard::{lock, Ctx};
+use super::usage::UsageExporter;
 
 /// How a [`Stat`] is exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,11 +94,19 @@ const STATS: &[Stat] = &[
 /// Publishes the shards' counters once a second.
 pub(super) async fn metrics_loop(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut usage = UsageExporter::new(ctx.usage);
     loop {
         tick.tick().await;
         let mut total = Totals::default();
         for shard in &ctx.shards {
-            total.add(lock(&shard.state).turn.stats());
+            let mut st = lock(&shard.state);
+            total.add(st.turn.stats());
+            if let Some(u) = usage.as_mut() {
+                st.turn.drain_usage(|d| u.add(d));
+            }
+        }
+        if let Some(u) = usage.as_mut() {
+            u.export();
         }
         if let Some(xdp) = &ctx.xdp {
             total.add_fast_path(xdp.counters());
@@ -106,12 +115,8 @@ pub(super) async fn metrics_loop(ctx: Arc<Ctx>) {
         total.export();
         gauge!("floe_turn_tcp_queued_bytes")
             .set(ctx.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64);
-        gauge!("floe_turn_tcp_max_connections").set(ctx.limits.max_connections as f64);
-        gauge!("floe_turn_tcp_connections").set(
-            ctx.limits
-                .max_connections
-                .saturating_sub(ctx.tcp_slots.available_permits()) as f64,
-        );
+        gauge!("floe_turn_tcp_max_connections").set(ctx.limits().max_connections as f64);
+        gauge!("floe_turn_tcp_connections").set(ctx.tcp_connections() as f64);
     }
 }
 

@@ -24,8 +24,11 @@
 //! # Files
 //! Each file imports only files listed before it (so none imports its caller); this one, the
 //! start-up ([`TurnService`]), imports them all.
+//! * `histograms.rs`: the allocation lifetime and Allocate handling time histograms.
 //! * `mmsg.rs`, `batch.rs`: batched UDP socket calls (`sendmmsg`, `recvmmsg`).
 //! * `config.rs`: [`TurnShellConfig`], [`TurnShellError`].
+//! * `usage.rs`: the opt-in usage metric by room or tenant and its label cap; the allocations
+//!   that ended recently, for the admin API's usage summary.
 //! * `shard.rs`: shard state, the state shared by every task, shard threads and runtimes.
 //! * `sockets.rs`: relay socket creation.
 //! * `dispatch.rs`: one call into a shard's state machine, its route and send; it starts no
@@ -55,6 +58,7 @@ mod admin;
 mod batch;
 mod config;
 mod dispatch;
+mod histograms;
 mod metrics;
 mod mmsg;
 mod relay;
@@ -65,10 +69,16 @@ mod sockets;
 mod stream;
 mod timer;
 mod udp;
+mod usage;
 mod xdp;
 
 pub use admin::{TurnAdmin, TurnLoad, TurnStopped};
-pub use config::{StreamLimits, TurnShellConfig, TurnShellError, XdpConfig};
+pub use config::{
+    StreamLimits, TurnShellConfig, TurnShellError, UsageBy, UsageMetrics, XdpConfig,
+    DEFAULT_USAGE_MAX_LABELS,
+};
+pub use histograms::render_histograms;
+pub use usage::{EndedAllocation, RECENT, RECENT_MAX};
 
 use shard::{Ctx, Shard, ShardState};
 
@@ -137,7 +147,7 @@ impl TurnService {
             shards,
             tls: std::sync::RwLock::new(tls),
             tcp_slots: Arc::new(Semaphore::new(limits.max_connections)),
-            limits,
+            stream: Mutex::new(shard::StreamState { limits, owed: 0 }),
             per_ip: Mutex::default(),
             queued_bytes: Arc::default(),
             hasher: std::collections::hash_map::RandomState::new(),
@@ -146,6 +156,8 @@ impl TurnService {
             tcp_relays: Mutex::default(),
             epoch: (now, unix_now()),
             xdp,
+            usage: config.usage,
+            ended: Mutex::default(),
         });
         let (admin_tx, admin_rx) = (0..ctx.shards.len())
             .map(|_| tokio::sync::mpsc::channel(admin::QUEUE))
@@ -156,7 +168,7 @@ impl TurnService {
             limits: TurnLoad {
                 max_allocations: config.quotas.max_allocations_total as usize,
                 relay_ports_total: relay_ports_total(&config),
-                max_stream_connections: ctx.limits.max_connections,
+                max_stream_connections: limits.max_connections,
                 ..TurnLoad::default()
             },
         };
@@ -310,7 +322,9 @@ fn make_shards(
         .into_iter()
         .zip(listeners)
         .map(|(rt, listeners)| {
-            let turn = TurnServer::new(turn_config.clone(), shared.clone(), rand::random(), now);
+            let mut turn =
+                TurnServer::new(turn_config.clone(), shared.clone(), rand::random(), now);
+            turn.set_usage_tracking(config.usage.by != UsageBy::Off);
             let worker = turn.worker_index();
             let udp = listeners.iter().cloned().collect();
             Arc::new(Shard {

@@ -95,9 +95,10 @@ impl Shard {
 pub(super) struct Ctx {
     pub(super) shards: Vec<Arc<Shard>>,
     pub(super) tls: std::sync::RwLock<Option<tokio_rustls::TlsAcceptor>>,
-    /// [`StreamLimits::max_connections`] permits.
+    /// [`StreamLimits::max_connections`] permits (see [`Ctx::set_stream_limits`]).
     pub(super) tcp_slots: Arc<Semaphore>,
-    pub(super) limits: StreamLimits,
+    /// The TCP/TLS limits in force; read them with [`Ctx::limits`].
+    pub(super) stream: Mutex<StreamState>,
     /// TCP/TLS client connections per source ([`ip_key`]), for [`StreamLimits::max_per_ip`].
     pub(super) per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Bytes queued for TCP/TLS clients over every connection (`floe_turn_tcp_queued_bytes`).
@@ -114,6 +115,10 @@ pub(super) struct Ctx {
     pub(super) epoch: (Instant, u64),
     /// The XDP fast path, when attached: channels are mirrored into it under the shard lock.
     pub(super) xdp: Option<super::xdp::XdpShell>,
+    /// Usage metrics by room or tenant (off by default).
+    pub(super) usage: super::config::UsageMetrics,
+    /// The allocations that ended recently, for the admin API's usage summary.
+    pub(super) ended: Mutex<super::usage::RecentlyEnded>,
 }
 
 /// A poisoned mutex only means another task panicked while holding it; the state machine's data
@@ -122,7 +127,62 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The TCP/TLS limits in force and what a lowered connection cap still has to take back.
+#[derive(Debug)]
+pub(super) struct StreamState {
+    pub(super) limits: StreamLimits,
+    /// Permits of [`Ctx::tcp_slots`] to take away once their connections end (the cap was
+    /// lowered below what was open; no connection is cut for it).
+    pub(super) owed: usize,
+}
+
 impl Ctx {
+    /// The TCP/TLS limits in force (a reload replaces them for new connections).
+    pub(super) fn limits(&self) -> StreamLimits {
+        lock(&self.stream).limits
+    }
+
+    /// New TCP/TLS limits from a configuration reload, for connections accepted from now on
+    /// (open ones keep their deadlines, queue and write timeout; above a lowered cap they stay
+    /// open). `max_connections` is cut to the open-files budget as at start.
+    pub(super) fn set_stream_limits(&self, mut new: StreamLimits) {
+        new.max_connections = super::rlimit::connection_budget(
+            new.max_connections,
+            super::rlimit::open_files_limit(),
+        );
+        let mut st = lock(&self.stream);
+        let old = st.limits.max_connections;
+        if new.max_connections >= old {
+            let more = new.max_connections - old;
+            let cancel = more.min(st.owed);
+            st.owed -= cancel;
+            self.tcp_slots.add_permits(more - cancel);
+        } else {
+            st.owed += old - new.max_connections;
+        }
+        st.limits = new;
+        self.collect_owed(&mut st);
+    }
+
+    /// Takes away the permits a lowered cap still owes, as far as they are free now (called at
+    /// every accept, so the cap holds as soon as enough connections ended).
+    pub(super) fn collect_tcp_owed(&self) {
+        let mut st = lock(&self.stream);
+        self.collect_owed(&mut st);
+    }
+
+    fn collect_owed(&self, st: &mut StreamState) {
+        if st.owed > 0 {
+            st.owed -= self.tcp_slots.forget_permits(st.owed);
+        }
+    }
+
+    /// TCP and TLS client connections open.
+    pub(super) fn tcp_connections(&self) -> usize {
+        let st = lock(&self.stream);
+        (st.limits.max_connections + st.owed).saturating_sub(self.tcp_slots.available_permits())
+    }
+
     /// The shard whose state machine is worker `worker` (see `Transmit::ToRelay`).
     pub(super) fn shard_of_worker(&self, worker: u32) -> Option<&Shard> {
         let at = usize::try_from(worker).ok()?;
@@ -196,7 +256,7 @@ impl IpSlot {
         let key = ip_key(ip);
         let mut map = lock(&ctx.per_ip);
         let n = map.entry(key).or_insert(0);
-        if *n >= ctx.limits.max_per_ip {
+        if *n >= ctx.limits().max_per_ip {
             return None;
         }
         *n += 1;

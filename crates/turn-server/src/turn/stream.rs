@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use super::batch::OUT_BUF;
 use super::dispatch::dispatch;
+use super::histograms;
 use super::relay;
 use super::rfc6062;
 use super::shard::{lock, stream_queue, Ctx, IpSlot, Shard, StreamRx};
@@ -87,6 +88,7 @@ pub(super) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, transport:
             refused("ip_limit");
             continue;
         };
+        ctx.collect_tcp_owed();
         let Ok(permit) = ctx.tcp_slots.clone().try_acquire_owned() else {
             refused("connection_limit");
             continue;
@@ -109,7 +111,7 @@ pub(super) async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, transport:
             match (transport, tls) {
                 (Transport::Tls, Some(acceptor)) => {
                     let handshake = acceptor.accept(stream);
-                    let deadline = ctx.limits.tls_handshake_timeout;
+                    let deadline = ctx.limits().tls_handshake_timeout;
                     match tokio::time::timeout(deadline, handshake).await {
                         Ok(Ok(tls)) => serve_stream(ctx, tls, client).await,
                         Ok(Err(_)) => closed("tls_error"),
@@ -132,7 +134,7 @@ where
     let key = (client.local, client.remote);
     let (tx, mut rx) = stream_queue(
         STREAM_QUEUE,
-        ctx.limits.queue_bytes,
+        ctx.limits().queue_bytes,
         ctx.queued_bytes.clone(),
     );
     lock(&shard.state).streams.insert(key, tx);
@@ -175,7 +177,7 @@ async fn write_frame<S>(ctx: &Ctx, stream: &mut S, frame: &[u8]) -> Result<(), C
 where
     S: AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(ctx.limits.write_timeout, stream.write_all(frame)).await {
+    match tokio::time::timeout(ctx.limits().write_timeout, stream.write_all(frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(Close::WriteError),
         Err(_) => Err(Close::WriteTimeout),
@@ -222,7 +224,7 @@ impl Conn<'_> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let limits = self.ctx.limits;
+        let limits = self.ctx.limits();
         let accepted = tokio::time::Instant::now();
         let mut deadlines = Deadlines {
             idle: accepted + limits.idle_timeout,
@@ -256,7 +258,7 @@ impl Conn<'_> {
     /// stops with the allocation.
     fn progress(&self, deadlines: &mut Deadlines) {
         let now = tokio::time::Instant::now();
-        deadlines.idle = now + self.ctx.limits.idle_timeout;
+        deadlines.idle = now + self.ctx.limits().idle_timeout;
         let allocated = lock(&self.shard.state).turn.has_allocation(self.client);
         deadlines.unallocated_since = match (allocated, deadlines.unallocated_since) {
             (true, _) => None,
@@ -289,7 +291,9 @@ impl Conn<'_> {
                 turn.handle_client_packet(now, unix, client, frame, out, binder)
             });
             let followups = d.finish(ctx, out).await;
-            match relay::start(ctx, shard, followups) {
+            let bound = relay::start(ctx, shard, followups);
+            histograms::observe_if_allocate(frame, now);
+            match bound {
                 Some((id, c)) if c == client => return Ok((frames, Some(id))),
                 _ => {}
             }

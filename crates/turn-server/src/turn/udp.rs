@@ -8,6 +8,7 @@ use tokio::net::UdpSocket;
 
 use super::batch;
 use super::dispatch::dispatch;
+use super::histograms;
 use super::relay;
 use super::shard::{Ctx, Shard};
 
@@ -33,6 +34,7 @@ pub(super) async fn udp_client_loop(
         // A UDP client never binds an RFC 6062 data connection (§5.1: TCP allocations are
         // for TCP/TLS clients only), so there is no bound connection to act on.
         let _ = relay::start(&ctx, &shard, d.finish_now(&ctx, out));
+        histograms::observe_if_allocate(packet, now);
     })
     .await;
     tracing::debug!(%local, error = %e, "udp listener failed");

@@ -77,6 +77,7 @@ pub fn config(listen: &[&str], allow_loopback: bool) -> TurnShellConfig {
             ..StreamLimits::default()
         },
         xdp: Default::default(),
+        usage: Default::default(),
     }
 }
 

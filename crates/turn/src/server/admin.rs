@@ -38,6 +38,11 @@ pub struct AllocationInfo {
     pub bytes_to_peer: u64,
     /// Payload bytes relayed from peers to the client.
     pub bytes_to_client: u64,
+    /// Packets relayed from the client to its peers (UDP relaying; an RFC 6062 TCP relay
+    /// counts bytes only).
+    pub packets_to_peer: u64,
+    /// Packets relayed from peers to the client.
+    pub packets_to_client: u64,
     /// Time since the Allocate.
     pub age: Duration,
     /// Time left before it expires unless refreshed.
@@ -78,6 +83,59 @@ pub struct DrainConfig {
     /// is 508 (Insufficient Capacity, RFC 8656 §7.2: "unable to carry out the request due to
     /// some capacity limit").
     pub alternates: Vec<SocketAddr>,
+}
+
+/// What an allocation relayed: payload bytes and packets each way (packets: UDP relaying; an
+/// RFC 6062 TCP relay counts bytes only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocationUsage {
+    /// Payload bytes relayed from the client to its peers.
+    pub bytes_to_peer: u64,
+    /// Payload bytes relayed from peers to the client.
+    pub bytes_to_client: u64,
+    /// Packets relayed from the client to its peers.
+    pub packets_to_peer: u64,
+    /// Packets relayed from peers to the client.
+    pub packets_to_client: u64,
+}
+
+/// Bytes an allocation relayed since the last [`TurnServer::drain_usage`], for usage metrics
+/// updated while allocations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UsageDelta<'a> {
+    /// The worker-local allocation id.
+    pub id: u64,
+    /// The username that authenticated the Allocate.
+    pub username: &'a str,
+    /// Whether this is the allocation's first report (count it once, e.g. when its label is
+    /// folded).
+    pub first: bool,
+    /// Whether the allocation has ended (this is its last report).
+    pub ended: bool,
+    /// Payload bytes relayed to peers since the last report.
+    pub bytes_to_peer: u64,
+    /// Payload bytes relayed to the client since the last report.
+    pub bytes_to_client: u64,
+}
+
+/// What an allocation that ended still had to report ([`TurnServer::drain_usage`]).
+#[derive(Debug)]
+pub(crate) struct EndedUsage {
+    pub(crate) id: AllocId,
+    pub(crate) user: Arc<str>,
+    pub(crate) first: bool,
+    pub(crate) bytes_to_peer: u64,
+    pub(crate) bytes_to_client: u64,
+}
+
+/// Usage tracking ([`TurnServer::set_usage_tracking`]): off by default, so that an allocation's
+/// end costs nothing more.
+#[derive(Debug, Default)]
+pub(crate) struct UsageTracking {
+    pub(crate) tracking: bool,
+    /// Allocations that ended since the last drain, with their unreported bytes.
+    pub(crate) ended: Vec<EndedUsage>,
 }
 
 /// Revoked TURN REST usernames and until when (unix seconds): a request with one of them is
@@ -123,6 +181,8 @@ impl TurnServer {
                     channels,
                     bytes_to_peer: a.bytes_to_peer,
                     bytes_to_client: a.bytes_to_client,
+                    packets_to_peer: a.packets_to_peer,
+                    packets_to_client: a.packets_to_client,
                     age: now.saturating_duration_since(a.created),
                     expires_in: a.deadline().saturating_duration_since(now),
                 }
@@ -167,6 +227,44 @@ impl TurnServer {
             self.delete_allocation(id, DeleteReason::Revoked, binder);
         }
         ids.len()
+    }
+
+    /// Turns usage tracking on or off. With it on, an allocation that ends keeps its bytes not
+    /// yet reported until the next [`TurnServer::drain_usage`], which the shell must then call
+    /// regularly (the list grows until it does).
+    pub fn set_usage_tracking(&mut self, on: bool) {
+        self.usage.tracking = on;
+        if !on {
+            self.usage.ended = Vec::new();
+        }
+    }
+
+    /// Reports, for every live allocation and every allocation that ended since the last call
+    /// (with tracking on, [`TurnServer::set_usage_tracking`]), the bytes it relayed since the
+    /// last call. Runs over every allocation: call it about once a second, not per packet.
+    pub fn drain_usage(&mut self, mut report: impl FnMut(UsageDelta<'_>)) {
+        for e in std::mem::take(&mut self.usage.ended) {
+            report(UsageDelta {
+                id: e.id,
+                username: &e.user,
+                first: e.first,
+                ended: true,
+                bytes_to_peer: e.bytes_to_peer,
+                bytes_to_client: e.bytes_to_client,
+            });
+        }
+        for (&id, a) in self.allocations.iter_mut() {
+            let (peer, client) = a.usage_reported.unwrap_or_default();
+            report(UsageDelta {
+                id,
+                username: &a.user,
+                first: a.usage_reported.is_none(),
+                ended: false,
+                bytes_to_peer: a.bytes_to_peer - peer,
+                bytes_to_client: a.bytes_to_client - client,
+            });
+            a.usage_reported = Some((a.bytes_to_peer, a.bytes_to_client));
+        }
     }
 
     /// Starts (`Some`) or stops (`None`) draining: new Allocates are refused as

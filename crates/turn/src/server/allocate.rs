@@ -191,6 +191,9 @@ impl TurnServer {
             created: now,
             bytes_to_peer: 0,
             bytes_to_client: 0,
+            packets_to_peer: 0,
+            packets_to_client: 0,
+            usage_reported: None,
         };
         let granted = alloc.deadline().saturating_duration_since(now);
         self.install(id, alloc);

@@ -68,6 +68,13 @@ pub(crate) struct Allocation {
     pub(crate) bytes_to_peer: u64,
     /// Payload bytes relayed from peers to the client.
     pub(crate) bytes_to_client: u64,
+    /// Packets relayed from the client to peers (UDP relaying; RFC 6062 streams count bytes).
+    pub(crate) packets_to_peer: u64,
+    /// Packets relayed from peers to the client.
+    pub(crate) packets_to_client: u64,
+    /// The byte counts (to peer, to client) already reported by
+    /// [`TurnServer::drain_usage`](super::TurnServer::drain_usage); `None` before the first.
+    pub(crate) usage_reported: Option<(u64, u64)>,
 }
 
 /// Index of a family in [`Allocation::relays`].

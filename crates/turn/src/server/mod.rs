@@ -76,7 +76,7 @@ use floe_stun::{Class, Message, Method, TransactionId};
 use crate::binding::{BindingConfig, BindingService};
 use crate::nonce::{NonceConfig, Nonces};
 
-pub use admin::{AllocationFilter, AllocationInfo, DrainConfig};
+pub use admin::{AllocationFilter, AllocationInfo, AllocationUsage, DrainConfig, UsageDelta};
 pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use config::{Lifetimes, TurnConfig};
 pub use own_relay::{REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW};
@@ -162,6 +162,8 @@ pub struct TurnServer {
     revoked: admin::Revoked,
     /// Draining: new Allocates are refused (see [`DrainConfig`]).
     draining: Option<DrainConfig>,
+    /// Per-allocation usage reports ([`TurnServer::drain_usage`]).
+    usage: admin::UsageTracking,
 }
 
 impl TurnServer {
@@ -198,6 +200,7 @@ impl TurnServer {
             refusal_log: own_relay::RefusalLog::default(),
             revoked: admin::Revoked::default(),
             draining: None,
+            usage: admin::UsageTracking::default(),
         }
     }
 

@@ -145,6 +145,7 @@ impl TurnServer {
         }
         dst.copy_from_slice(data);
         a.bytes_to_peer += data.len() as u64;
+        a.packets_to_peer += 1;
         let dont_fragment = dont_fragment || a.dont_fragment;
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += data.len() as u64;
@@ -203,6 +204,7 @@ impl TurnServer {
         }
         let client = a.client;
         a.bytes_to_client += data.len() as u64;
+        a.packets_to_client += 1;
         let written = match a.channel_for(&peer, now) {
             Some(ch) => ChannelData::encode(ch, data, client.transport.is_stream(), out).ok(),
             None => {

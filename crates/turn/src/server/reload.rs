@@ -13,6 +13,7 @@ use std::time::Instant;
 use floe_stun::attr::Family;
 
 use super::allocation::AllocId;
+use super::config::Lifetimes;
 use super::{DeleteReason, RelayBinder, Timer, TurnServer};
 use crate::credentials::{CredentialStore, PasswordAlgorithm};
 use crate::policy::PeerPolicy;
@@ -90,6 +91,25 @@ impl TurnServer {
             }
         }
         outcome
+    }
+
+    /// New limits from a configuration reload, after [`super::Shared::set_quotas`]: allocation
+    /// lifetimes for the next Allocate and Refresh (RFC 8656 §7.2: the server chooses them;
+    /// live allocations keep their expiry until then) and each live allocation's permission,
+    /// channel and bandwidth limits ([`crate::quota::AllocationQuota::reconfigure`]).
+    pub fn set_limits(&mut self, lifetimes: Lifetimes, now: Instant) {
+        self.config.lifetimes = lifetimes;
+        let quotas = self.shared.quota_config();
+        for a in self.allocations.values_mut() {
+            if let Some(q) = a.quota.as_mut() {
+                q.reconfigure(&quotas, now);
+            }
+        }
+    }
+
+    /// The state shared with the other workers (quotas, the limiter of unauthenticated answers).
+    pub fn shared(&self) -> &Arc<super::Shared> {
+        &self.shared
     }
 
     /// Whether `user` still gets `key` from the credential store.

@@ -7,7 +7,7 @@
 use core::net::SocketAddr;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -63,7 +63,8 @@ pub(crate) struct Registry {
 pub struct Shared {
     quota: Mutex<QuotaTracker>,
     registry: Mutex<Registry>,
-    quota_config: QuotaConfig,
+    /// Whether a bandwidth quota is set (read per relayed packet without the lock).
+    bandwidth_limited: AtomicBool,
     next_worker: AtomicU32,
     /// Live UDP relay sockets (local address) and the worker whose allocation owns each: read
     /// per packet only for data addressed to the server's own relayed addresses; written on
@@ -82,7 +83,7 @@ impl Shared {
         Shared {
             quota: Mutex::new(QuotaTracker::new(quotas)),
             registry: Mutex::new(Registry::default()),
-            quota_config: quotas,
+            bandwidth_limited: AtomicBool::new(limits_bandwidth(&quotas)),
             next_worker: AtomicU32::new(0),
             udp_relays: RwLock::new(HashMap::new()),
             limiter: OnceLock::new(),
@@ -90,8 +91,27 @@ impl Shared {
     }
 
     /// The quota configuration.
-    pub fn quota_config(&self) -> &QuotaConfig {
-        &self.quota_config
+    pub fn quota_config(&self) -> QuotaConfig {
+        *self.quota().config()
+    }
+
+    /// New quotas for every worker (a configuration reload; see
+    /// [`QuotaTracker::set_config`]): each worker then applies the per-allocation ones with
+    /// [`crate::server::TurnServer::set_limits`]. Validate `quotas` first.
+    pub fn set_quotas(&self, quotas: QuotaConfig, now: Instant) {
+        self.quota().set_config(quotas, now);
+        self.bandwidth_limited
+            .store(limits_bandwidth(&quotas), Ordering::Relaxed);
+    }
+
+    /// New rates for the limiter of unauthenticated answers (a configuration reload; see
+    /// [`SourceRateLimiter::set_rates`]).
+    pub fn set_rate_limit(&self, config: RateLimitConfig, now: Instant) {
+        if let Some(l) = self.limiter.get() {
+            l.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_rates(config, now);
+        }
     }
 
     /// Allocations in use over all workers.
@@ -157,7 +177,10 @@ impl Shared {
 
     /// Whether bandwidth is limited at all (else the relay path never locks).
     pub(crate) fn bandwidth_limited(&self) -> bool {
-        self.quota_config.allocation_bandwidth.is_some()
-            || self.quota_config.user_bandwidth.is_some()
+        self.bandwidth_limited.load(Ordering::Relaxed)
     }
+}
+
+fn limits_bandwidth(quotas: &QuotaConfig) -> bool {
+    quotas.allocation_bandwidth.is_some() || quotas.user_bandwidth.is_some()
 }

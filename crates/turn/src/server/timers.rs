@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use floe_stun::attr::Family;
 
+use super::admin::{AllocationUsage, EndedUsage};
 use super::allocation::{family_of_ip, AllocId};
 use super::{DeleteReason, Event, RelayBinder, Timer, TurnServer};
 
@@ -104,9 +105,27 @@ impl TurnServer {
         self.connects.retain(|_, p| p.alloc != id);
         self.stats.allocations_deleted += 1;
         self.stats.allocations_active -= 1;
+        if self.usage.tracking {
+            let (peer, client) = a.usage_reported.unwrap_or_default();
+            self.usage.ended.push(EndedUsage {
+                id,
+                user: a.user.clone(),
+                first: a.usage_reported.is_none(),
+                bytes_to_peer: a.bytes_to_peer - peer,
+                bytes_to_client: a.bytes_to_client - client,
+            });
+        }
         self.events.push_back(Event::AllocationDeleted {
             client: a.client,
             reason,
+            created: a.created,
+            usage: AllocationUsage {
+                bytes_to_peer: a.bytes_to_peer,
+                bytes_to_client: a.bytes_to_client,
+                packets_to_peer: a.packets_to_peer,
+                packets_to_client: a.packets_to_client,
+            },
+            username: a.user,
         });
     }
 }

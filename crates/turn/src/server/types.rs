@@ -292,6 +292,13 @@ pub enum Event {
         client: ClientTuple,
         /// Why.
         reason: DeleteReason,
+        /// When it was created (the `now` of its Allocate): the shell observes its lifetime
+        /// with its own clock.
+        created: std::time::Instant,
+        /// The username that authenticated its Allocate.
+        username: Arc<str>,
+        /// What it relayed over its life.
+        usage: super::AllocationUsage,
     },
     /// RFC 6062 §5.2: open a TCP connection from `relay` to `peer`, then call
     /// `handle_peer_connected` or `handle_peer_connect_failed` with `connection_id` (exactly one
