@@ -1229,3 +1229,54 @@ fn a_live_session_moves_to_the_node_it_resumes_on() {
         "{m}"
     );
 }
+
+/// The TURN usernames minted for a session name its JWT's `tenant` (usage per tenant, docs/
+/// operations.md §7.1); a session that resumes on another node keeps it (the shared session
+/// record carries the claim).
+#[test]
+fn the_tenant_claim_survives_a_resume_on_another_node() {
+    let redis = Redis::start();
+    let secret = "test-jwt-secret-0123456789abcdef";
+    let args = [
+        "--jwt-secret",
+        secret,
+        "--turn-url",
+        "turn:127.0.0.1:3478",
+        "--turn-secret",
+        "turn-rest-secret-for-the-test",
+    ];
+    let a = Node::start(&redis, &args);
+    let b = Node::start(&redis, &args);
+    let out = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args([
+            "token", "--secret", secret, "--room", "ten", "--peer", "alice",
+        ])
+        .args(["--tenant", "acme"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (_alice, w) =
+        a.join_msg(json!({"type":"join","v":1,"room":"ten","peer":"alice","token":t}));
+    let turn_user = |m: &Value| -> String {
+        let servers = m["iceServers"].as_array().unwrap_or_else(|| panic!("{m}"));
+        servers
+            .iter()
+            .find_map(|s| s["username"].as_str())
+            .unwrap_or_else(|| panic!("no TURN credentials in {m}"))
+            .to_owned()
+    };
+    let user = turn_user(&w);
+    assert!(user.ends_with(":alice;room=ten;tenant=acme"), "{user}");
+
+    let (_alice2, r) = resume_on(&b, &w, 0, &[]);
+    let user = turn_user(&r);
+    assert!(
+        user.ends_with(":alice;room=ten;tenant=acme"),
+        "{user} in {r}"
+    );
+}

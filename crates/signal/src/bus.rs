@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::ErrorCode;
-use crate::ids::{PeerId, ResumeToken, RoomId, SessionId};
+use crate::ids::{PeerId, ResumeToken, RoomId, SessionId, TenantId};
 use crate::proto::{LeaveReason, Permissions, Signal};
 
 /// A room member as the directory knows it.
@@ -113,6 +113,9 @@ pub struct SessionRecord {
     pub perms: Permissions,
     /// Token expiry (unix seconds), if any.
     pub token_exp: Option<u64>,
+    /// The token's `tenant` claim, if any (it goes into the TURN credentials minted for the
+    /// session on whichever node it resumes on).
+    pub tenant: Option<TenantId>,
     /// How long the session may wait for a resume, milliseconds.
     pub resume_ttl_ms: u64,
     /// Most unacknowledged messages the shared mailbox keeps.
@@ -163,6 +166,8 @@ pub struct ResumedSession {
     pub perms: Permissions,
     /// Token expiry (unix seconds), if any.
     pub token_exp: Option<u64>,
+    /// The token's `tenant` claim, if any.
+    pub tenant: Option<TenantId>,
     /// Highest client `seq` the directory saw routed.
     pub received: u64,
     /// Highest mailbox `seq` assigned so far.

@@ -167,7 +167,8 @@ impl Driver {
                     .arg(r.token_exp.map(|e| e.to_string()).unwrap_or_default())
                     .arg(r.resume_ttl_ms)
                     .arg(r.mailbox_max_msgs)
-                    .arg(r.mailbox_max_bytes);
+                    .arg(r.mailbox_max_bytes)
+                    .arg(r.tenant.as_ref().map_or("", |t| t.as_str()));
                 Some(c)
             }
             BusCommand::Ack { session, seq } => {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use floe_signal::bus::{BusEvent, Member, ResumedSession};
 use floe_signal::proto::LeaveReason;
-use floe_signal::{ErrorCode, PeerId, RoomId, SessionId};
+use floe_signal::{ErrorCode, PeerId, RoomId, SessionId, TenantId};
 
 use super::wire::{self, Wire};
 use super::{bus_error, Driver, LocalMember};
@@ -147,6 +147,11 @@ impl Driver {
             self.emit(BusEvent::ResumeRejected { session: r.session });
             return;
         };
+        let Ok(tenant) = r.tenant.map(TenantId::new).transpose() else {
+            bus_error("decode");
+            self.emit(BusEvent::ResumeRejected { session: r.session });
+            return;
+        };
         let members: Vec<Member> = r.members.into_iter().map(Member::from).collect();
         let mirror = self.mirror.entry(r.room.clone()).or_default();
         for m in &members {
@@ -169,6 +174,7 @@ impl Driver {
             join_index: r.idx,
             perms,
             token_exp: r.exp,
+            tenant,
             received: r.rcv,
             last_seq: r.seq,
             members,

@@ -82,6 +82,9 @@ pub(crate) struct WireResumed {
     /// Four `0`/`1` flags: publish, subscribe, data, admin.
     pub(crate) perms: String,
     pub(crate) exp: Option<u64>,
+    /// The token's `tenant` claim (absent from records stored before it was kept).
+    #[serde(default)]
+    pub(crate) tenant: Option<String>,
     pub(crate) rcv: u64,
     pub(crate) seq: u64,
     pub(crate) members: Vec<WireMember>,

@@ -38,8 +38,8 @@ pub(super) struct Session {
     pub(super) resume_token: ResumeToken,
     pub(super) perms: Permissions,
     pub(super) token_exp: Option<u64>,
-    /// The token's `tenant` claim (for TURN credentials). Not carried through Redis: a
-    /// session moved to another node mints credentials without it.
+    /// The token's `tenant` claim (for TURN credentials); the shared session record carries it
+    /// to the node a session resumes on.
     pub(super) tenant: Option<TenantId>,
     pub(super) token_deadline: Option<Instant>,
     pub(super) conn: Option<ConnId>,

@@ -9,7 +9,7 @@ local function reject()
   redis.call('PUBLISH', chan(node), cjson.encode({t = 'resume_rejected', session = s}))
   return 0
 end
-local f = redis.call('HMGET', k, 'tok', 'room', 'peer', 'ow', 'rcv', 'perms', 'exp')
+local f = redis.call('HMGET', k, 'tok', 'room', 'peer', 'ow', 'rcv', 'perms', 'exp', 'tn')
 if not f[1] or f[1] ~= redis.sha1hex(token) or f[4] == 'overflow' then return reject() end
 local r, peer = f[2], f[3]
 local m = dec(redis.call('HGET', members_key(r), peer))
@@ -39,9 +39,11 @@ for _, e in ipairs(redis.call('XRANGE', mbox_key(s), '-', '+')) do
 end
 local exp = 'null'
 if f[7] and f[7] ~= '' then exp = f[7] end
+local tenant = 'null'
+if f[8] and f[8] ~= '' then tenant = cjson.encode(f[8]) end
 redis.call('PUBLISH', chan(node), '{"t":"resumed","session":' .. cjson.encode(s) ..
   ',"room":' .. cjson.encode(r) .. ',"peer":' .. cjson.encode(peer) .. ',"idx":' .. m.i ..
-  ',"sub":' .. m.b .. ',"perms":' .. cjson.encode(f[6] or '') .. ',"exp":' .. exp ..
+  ',"sub":' .. m.b .. ',"perms":' .. cjson.encode(f[6] or '') .. ',"exp":' .. exp .. ',"tenant":' .. tenant ..
   ',"rcv":' .. (f[5] or '0') .. ',"seq":' .. (redis.call('HGET', k, 'seq') or '0') ..
   ',"members":[' .. table.concat(parts, ',') .. '],"missed":[' .. table.concat(missed, ',') .. ']}')
 return 1
