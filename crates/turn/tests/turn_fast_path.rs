@@ -298,3 +298,43 @@ fn channel(c: &TestClient, relay: std::net::SocketAddr) -> ChannelRelay {
         channel: 0x4000,
     }
 }
+
+/// The per-user cap (`--user-max-bps`) counts the fast path too: two allocations of one user
+/// share its bucket, and the one whose usage no longer fits is withdrawn.
+#[test]
+fn fast_path_usage_is_charged_to_the_users_bucket() {
+    use floe_turn::server::{FastPathCharge, FastPathUsage};
+    let mut q = floe_turn::quota::QuotaConfig::default();
+    q.user_bandwidth = Some(floe_turn::quota::Bandwidth {
+        bytes_per_sec: 100_000,
+        burst_bytes: 100_000,
+    });
+    let mut config = config();
+    config.fast_path_events = true;
+    let mut h = Harness::with(config, q);
+    let mut a = TestClient::udp("203.0.113.5:40000");
+    let mut b = TestClient::udp("203.0.113.6:40000");
+    let relay_a = h.allocate(&mut a);
+    let relay_b = h.allocate(&mut b);
+    create_permission(&mut h, &mut a, PEER);
+    create_permission(&mut h, &mut b, PEER);
+    h.take_events();
+    let usage = |bytes| FastPathUsage {
+        to_peer_packets: 1,
+        to_peer_bytes: bytes,
+        ..FastPathUsage::default()
+    };
+    let now = h.now;
+    assert_eq!(
+        h.server.fast_path_relayed(now, relay_a, usage(80_000)),
+        FastPathCharge::Charged
+    );
+    assert_eq!(
+        h.server.fast_path_relayed(now, relay_b, usage(40_000)),
+        FastPathCharge::Withdrawn
+    );
+    let ev = permission_events(h.take_events());
+    assert_eq!(ev.len(), 1);
+    assert!(!ev[0].0);
+    assert_eq!(ev[0].1.relay, relay_b);
+}
