@@ -483,6 +483,9 @@ impl XdpRelay {
             m.retired.to_client_bytes += b;
             m.disown(EntryKey::Peer(pk.0), (p, b));
         }
+        // (Entries whose value could not be read are forgotten too.)
+        m.owners.remove(&EntryKey::Chan(ck.0));
+        m.owners.remove(&EntryKey::Peer(pk.0));
         remove(&mut m.chans, &ck.0, "chans")?;
         remove(&mut m.peers, &pk.0, "peers")?;
         Ok(())
@@ -550,6 +553,8 @@ impl XdpRelay {
             m.retired.to_client_bytes += b;
             m.disown(EntryKey::DPerm(dk), (p, b));
         }
+        m.owners.remove(&EntryKey::Perm(k));
+        m.owners.remove(&EntryKey::DPerm(dk));
         remove(&mut m.perms, &k, "perms")?;
         remove(&mut m.dperms, &dk, "dperms")?;
         Ok(())
