@@ -231,6 +231,22 @@ fn wait_metric(lab: &mut Lab, name: &str, pred: impl Fn(u64) -> bool) -> u64 {
     }
 }
 
+/// The counters `names` once they have stopped moving: read again after more than one export
+/// interval until two reads agree, so a baseline taken right after the warm-up already holds the
+/// warm-up's packets (an export that lands later would count them in the measured round).
+fn settled<const N: usize>(lab: &mut Lab, names: [&str; N]) -> [u64; N] {
+    let mut last = names.map(|m| metric(lab, m));
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(1200));
+        let now = names.map(|m| metric(lab, m));
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("{names:?} kept moving: {last:?}");
+}
+
 const XDP_TO_PEER: &str = r#"floe_turn_xdp_relayed_packets_total{direction="to_peer"}"#;
 const XDP_TO_CLIENT: &str = r#"floe_turn_xdp_relayed_packets_total{direction="to_client"}"#;
 const ALL_TO_PEER: &str = r#"floe_turn_relayed_packets_total{direction="to_peer"}"#;
@@ -276,8 +292,18 @@ fn relay_to_relay_is_handed_over_by_xdp_with_valid_checksums_until_the_allocatio
             metric(lab, ALL_TO_CLIENT) - metric(lab, XDP_TO_CLIENT),
         ]
     };
-    let base = [metric(&mut lab, XDP_R2R)];
-    let user_base = user_space(&mut lab);
+    let [r2r, all_to_peer, xdp_to_peer, all_to_client, xdp_to_client] = settled(
+        &mut lab,
+        [
+            XDP_R2R,
+            ALL_TO_PEER,
+            XDP_TO_PEER,
+            ALL_TO_CLIENT,
+            XDP_TO_CLIENT,
+        ],
+    );
+    let base = [r2r];
+    let user_base = [all_to_peer - xdp_to_peer, all_to_client - xdp_to_client];
     writeln!(client_in, "go").unwrap();
     let echoed: usize = expect_line(&client_out, "echoed").parse().unwrap();
     assert_eq!(echoed, N, "every message came back");
@@ -630,8 +656,10 @@ fn relayed_by_xdp_until_the_allocation_ends(tag: &str, role: &str, gauge: &str) 
     // The relay's sends resolved the client's and the peer's neighbours; user space read them
     // into the program's next-hop map.
     wait_metric(&mut lab, "floe_turn_xdp_next_hops", |v| v == 2);
-    let base =
-        [XDP_TO_PEER, XDP_TO_CLIENT, ALL_TO_PEER, ALL_TO_CLIENT].map(|m| metric(&mut lab, m));
+    let base = settled(
+        &mut lab,
+        [XDP_TO_PEER, XDP_TO_CLIENT, ALL_TO_PEER, ALL_TO_CLIENT],
+    );
 
     writeln!(client_in, "go").unwrap();
     let echoed: usize = expect_line(&client_out, "echoed").parse().unwrap();

@@ -85,8 +85,8 @@ pub use reload::ReloadOutcome;
 pub use rfc6062::STREAM_MIN_GRANT;
 pub use shared::Shared;
 pub use stats::{
-    DropCounts, DropReason, ErrorCounts, MethodCounts, RefusalCounts, TurnStats, ERROR_CODES,
-    METHODS,
+    DropCounts, DropReason, ErrorCounts, MethodCounts, RefusalCounts, Traffic, TransportTraffic,
+    TurnStats, ERROR_CODES, METHODS,
 };
 pub use types::{
     BindError, ChannelRelay, ClientTuple, ConnectionGrant, ConnectionId, DeleteReason, Event,
