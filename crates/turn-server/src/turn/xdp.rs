@@ -18,6 +18,15 @@ use super::shard::Ctx;
 /// most what it relays in one interval before it is withdrawn to the user-space relay.
 pub(super) const USAGE_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Whether `interface` is a virtual device (veth, bridge, tunnel...): the kernel lists those
+/// under `/sys/devices/virtual/net`, and they have the traps of docs/xdp.md (partial checksums
+/// from same-host senders; a veth's far end drops redirected frames without GRO or XDP).
+fn is_virtual(interface: &str) -> bool {
+    std::path::Path::new("/sys/devices/virtual/net")
+        .join(interface)
+        .exists()
+}
+
 /// The attached fast path.
 #[derive(Debug)]
 pub(super) struct XdpShell {
@@ -43,7 +52,10 @@ impl XdpShell {
                 for a in relay.attached() {
                     match &a.outcome {
                         Ok(mode) => {
-                            tracing::info!(interface = %a.interface, mode, "XDP fast path attached (ChannelData, Send and Data indications over UDP, IPv4)")
+                            tracing::info!(interface = %a.interface, mode, "XDP fast path attached (ChannelData, Send and Data indications over UDP, IPv4)");
+                            if is_virtual(&a.interface) {
+                                tracing::warn!(interface = %a.interface, "XDP on a virtual interface (veth, bridge, tunnel): senders on this host must send complete UDP checksums (ethtool -K IF tx off), and in native mode the far end of a veth needs GRO on or an XDP program, else relayed frames are dropped without a counter (docs/xdp.md, Traps)");
+                            }
                         }
                         Err(reason) => {
                             tracing::warn!(interface = %a.interface, %reason, "XDP not attached; this interface stays on the user-space relay")
@@ -208,5 +220,16 @@ pub(super) async fn usage_loop(ctx: Arc<Ctx>) {
         }
         // What is left belongs to allocations that ended before their last counts were read:
         // it is in the server-wide totals, not attributed (at most one interval's worth).
+    }
+}
+
+#[cfg(test)]
+mod virtual_tests {
+    use super::is_virtual;
+
+    #[test]
+    fn loopback_is_virtual_and_a_missing_interface_is_not() {
+        assert!(is_virtual("lo"));
+        assert!(!is_virtual("floe-no-such-if0"));
     }
 }
