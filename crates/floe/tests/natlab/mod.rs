@@ -59,8 +59,11 @@ pub const HTTP_PORT: u16 = 8080;
 pub const JWT_SECRET: &str = "natlab-jwt-secret";
 /// The TURN REST secret of the lab's floe behind a 1:1 NAT (see [`Lab::serve_peers`]).
 pub const TURN_SECRET: &str = "natlab-turn-secret";
-/// Prefix of every lab namespace name.
-const PREFIX: &str = "fnl";
+/// Prefix of every lab namespace name, unless `$NATLAB_PREFIX` names another (so that
+/// concurrent runs by different people on one machine can each keep to their own prefix).
+fn prefix() -> String {
+    std::env::var("NATLAB_PREFIX").unwrap_or_else(|_| "fnl".to_owned())
+}
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
@@ -318,8 +321,9 @@ fn destroy_namespace(ns: &str) {
 
 /// Removes the namespaces of earlier lab runs whose test process is gone.
 fn remove_stale_labs() {
-    for ns in namespaces_with_prefix(PREFIX) {
-        let Some(pid) = ns[PREFIX.len()..]
+    let prefix = prefix();
+    for ns in namespaces_with_prefix(&prefix) {
+        let Some(pid) = ns[prefix.len()..]
             .split('x')
             .next()
             .and_then(|p| p.parse::<u32>().ok())
@@ -437,7 +441,8 @@ impl Lab {
         require_root_and_tools();
         remove_stale_labs();
         let prefix = format!(
-            "{PREFIX}{}x{}",
+            "{}{}x{}",
+            prefix(),
             std::process::id(),
             NEXT_LAB.fetch_add(1, Ordering::Relaxed)
         );
@@ -840,6 +845,28 @@ impl Lab {
         self.tmp.path()
     }
 
+    /// [`Lab::turn_metrics`] once the relay counters have settled: floe reads the XDP
+    /// program's counters into its metrics once a second, so this reads until two reads 1.5 s
+    /// apart show the same `floe_turn_relayed_*` lines (at most 6 reads).
+    pub fn settled_turn_metrics(&self) -> String {
+        let relayed = |m: &str| -> String {
+            m.lines()
+                .filter(|l| l.starts_with("floe_turn_relayed") || l.starts_with("floe_turn_xdp"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let mut last = self.turn_metrics();
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(1500));
+            let now = self.turn_metrics();
+            if relayed(&now) == relayed(&last) {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
     /// Starts `floe serve` on SERVER_IP:PORT with `--alternate-ip ALT_IP`, HTTP (signalling)
     /// on SERVER_IP:HTTP_PORT in production mode (`--jwt-secret JWT_SECRET`), plus `extra`
     /// arguments, in the server namespace, and waits (bounded) until both the primary and the
@@ -921,6 +948,39 @@ impl Lab {
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.serve(&args)
+    }
+
+    /// [`Lab::serve_peers`] with the XDP fast path (docs/xdp.md) in native mode on floe's
+    /// interface (`eth0`; veth supports native XDP). Call it after the sites are built: it first
+    /// makes every veth in the lab behave as a wire would for XDP (docs/xdp.md, "Traps"): TX
+    /// checksum offload off, so every UDP datagram reaching floe carries a complete checksum
+    /// (a veth would otherwise hand over a partial one, and the NAT routers keep it partial),
+    /// and GRO on, so that the far end of floe's veth in the public bridge namespace accepts
+    /// the frames XDP redirects into it (a veth drops them without GRO or an XDP program).
+    /// `--max-bps 0 --user-max-bps 0`: floe refuses XDP while per-allocation/per-user caps
+    /// are on, as the kernel path does not enforce them yet (docs/xdp.md); drop these two
+    /// once it does.
+    pub fn serve_peers_xdp(&mut self) -> u32 {
+        for ns in self.namespaces.clone() {
+            let out = self.exec_ok(&ns, "ip", &["-o", "link", "show", "type", "veth"]);
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                // "7: eth0@if6: <BROADCAST,...": the name is before the '@'.
+                let Some(name) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) else {
+                    continue;
+                };
+                self.exec_ok(&ns, "ethtool", &["-K", name, "tx", "off", "gro", "on"]);
+            }
+        }
+        self.serve_peers(&[
+            "--xdp",
+            "native",
+            "--xdp-interface",
+            "eth0",
+            "--max-bps",
+            "0",
+            "--user-max-bps",
+            "0",
+        ])
     }
 
     /// A self-signed certificate (P-256, `CA:FALSE`, SAN IP:11.0.0.10, the address peers reach) and its key, made
@@ -1359,6 +1419,17 @@ pub mod expect {
     }
 }
 
+/// The value of sample `name` (the metric name with its labels exactly as printed, e.g.
+/// `floe_turn_xdp_relayed_packets_total{direction="to_peer"}`) in Prometheus text `metrics`;
+/// 0 when absent.
+pub fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
 /// Lower-case hex SHA-256, with the openssl CLI (no extra dependency).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use std::io::Write;
@@ -1486,6 +1557,16 @@ impl Scenario {
     /// to Bob (a `bob` program) in `room`, and checks the selected pairs. Returns the transfer
     /// for further checks; the lab is torn down before returning.
     pub fn run(self, room: &str, alice: PeerKind, bob: PeerKind) -> Transfer {
+        self.run_with(room, alice, bob, false).0
+    }
+
+    /// [`Scenario::run`] with floe's XDP fast path on ([`Lab::serve_peers_xdp`]). Returns the
+    /// transfer and floe's metrics (Prometheus text) read after it, before the lab goes.
+    pub fn run_xdp(self, room: &str, alice: PeerKind, bob: PeerKind) -> (Transfer, String) {
+        self.run_with(room, alice, bob, true)
+    }
+
+    fn run_with(self, room: &str, alice: PeerKind, bob: PeerKind, xdp: bool) -> (Transfer, String) {
         let mut lab = if self == Scenario::ServerBehindNat {
             Lab::with_server_behind_nat()
         } else {
@@ -1502,7 +1583,7 @@ impl Scenario {
                 SCENARIO_FILE,
             );
             expect::host_to_host(&t, a, b);
-            return t;
+            return (t, String::new());
         }
         let (alice_nat, bob_nat) = match self {
             Scenario::SymmetricSymmetric => (Nat::Symmetric, Nat::Symmetric),
@@ -1512,7 +1593,11 @@ impl Scenario {
         };
         let alice_site = lab.site("alice", ALICE_NET, alice_nat, 1);
         let bob_site = lab.site("bob", BOB_NET, bob_nat, 1);
-        lab.serve_peers(&[]);
+        if xdp {
+            lab.serve_peers_xdp();
+        } else {
+            lab.serve_peers(&[]);
+        }
         let (a, b) = (&alice_site.hosts[0], &bob_site.hosts[0]);
         let (mut alice_side, mut bob_side) =
             (Side::new(alice, a, "alice"), Side::new(bob, b, "bob"));
@@ -1536,6 +1621,11 @@ impl Scenario {
             Scenario::RelayOnlyCone => expect::relay_to_reflexive(&t, (&bob_site, b)),
             Scenario::SameNat => unreachable!("handled above"),
         }
-        t
+        let metrics = if xdp {
+            lab.settled_turn_metrics()
+        } else {
+            String::new()
+        };
+        (t, metrics)
     }
 }
