@@ -139,3 +139,13 @@ fn relay_only_floe_peer_reaches_floe_peer_behind_cone_nat_with_xdp() {
     let (_, metrics) = Scenario::RelayOnlyCone.run_xdp("relay-cone-xdp", Floe, Floe);
     assert_xdp_carried(&metrics, false);
 }
+
+/// [`relay_only_browser_and_floe_peer_connect_through_one_floe`] with `floe serve --xdp
+/// native`: Chromium's relayed traffic (libwebrtc's ChannelData, and Send indications before
+/// the channel is bound) through the XDP program.
+#[test]
+fn relay_only_browser_and_floe_peer_connect_through_one_floe_with_xdp() {
+    let _one = serial();
+    let (_, metrics) = Scenario::RelayOnlyBoth.run_xdp("browser-floe-relay-xdp", Browser, Floe);
+    assert_xdp_carried(&metrics, true);
+}
