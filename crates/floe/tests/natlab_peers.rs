@@ -149,3 +149,43 @@ fn relay_only_browser_and_floe_peer_connect_through_one_floe_with_xdp() {
     let (_, metrics) = Scenario::RelayOnlyBoth.run_xdp("browser-floe-relay-xdp", Browser, Floe);
     assert_xdp_carried(&metrics, true);
 }
+
+/// floe behind a 1:1 NAT router with `--xdp native`, a relay-only `floe peer` reaching a peer
+/// behind a cone NAT: the program sends to Bob's mapping through floe's router (the next hop is
+/// the gateway's MAC) and the router translates the source (10.9.0.10 → 11.0.0.10) of packets
+/// XDP built, adjusting their checksums.
+#[test]
+fn relay_only_floe_peer_reaches_cone_nat_through_floe_behind_one_to_one_nat_with_xdp() {
+    let _one = serial();
+    let (_, metrics) = Scenario::ServerBehindNatCone.run_xdp("server-nat-cone-xdp", Floe, Floe);
+    assert_xdp_carried(&metrics, false);
+}
+
+/// Scenarios whose relayed media the program leaves to user space still pass with XDP on
+/// (`floe_turn_xdp_*` present: the program is attached and floe exports its counters).
+fn assert_xdp_attached(metrics: &str) {
+    assert!(
+        metrics.contains("floe_turn_xdp_next_hops"),
+        "no XDP metrics: was the program attached?\n{metrics}"
+    );
+}
+
+/// [`floe_peer_behind_udp_blocking_firewall_relays_over_turn_tcp`] with `floe serve --xdp
+/// native`: Alice's allocation is over TURN TCP, which stays in user space (its permissions
+/// are not mirrored into the program's maps), and Bob's UDP datagrams to it pass the program.
+#[test]
+fn floe_peer_behind_udp_blocking_firewall_relays_over_turn_tcp_with_xdp() {
+    let _one = serial();
+    let (_, metrics) = Scenario::UdpBlockedCone.run_xdp("blocked-cone-xdp", Floe, Floe);
+    assert_xdp_attached(&metrics);
+}
+
+/// [`relay_only_floe_peers_connect_through_floe_behind_one_to_one_nat`] with `floe serve --xdp
+/// native`: relay-to-relay with `--external-ip` is handed over in user space (the program sees
+/// the local address, the clients name the external one), and passes with XDP on.
+#[test]
+fn relay_only_floe_peers_connect_through_floe_behind_one_to_one_nat_with_xdp() {
+    let _one = serial();
+    let (_, metrics) = Scenario::ServerBehindNat.run_xdp("server-nat-xdp", Floe, Floe);
+    assert_xdp_attached(&metrics);
+}
