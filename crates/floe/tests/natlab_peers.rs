@@ -92,43 +92,13 @@ fn relay_only_floe_peers_connect_through_floe_behind_one_to_one_nat() {
     Scenario::ServerBehindNat.run("server-nat", Floe, Floe);
 }
 
-/// Checks that floe's XDP fast path carried the media of a relayed scenario, from floe's
-/// `metrics` after it: XDP relayed packets both ways (the file one way, the acknowledgements
-/// the other), and towards the receiver at least as many packets as the 1 MiB file needs at
-/// 1500 bytes a datagram, so most of the file went through the program (user space relays the
-/// first packets, until the peers' next hops are in the map, and whatever goes over TURN
-/// TCP/TLS allocations: docs/xdp.md). With `handover` (both sides relay-only on this floe) the
-/// packets were handed over from one allocation to the other inside the program
-/// (relay-to-relay). Prints the relay metrics.
-fn assert_xdp_carried(metrics: &str, handover: bool) {
-    let m = |name: &str| natlab::metric(metrics, name);
-    let xdp: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("floe_turn_xdp") || l.starts_with("floe_turn_relayed"))
-        .collect();
-    println!("--- floe's relay metrics ---\n{}", xdp.join("\n"));
-    let to_peer = m(r#"floe_turn_xdp_relayed_packets_total{direction="to_peer"}"#);
-    let to_client = m(r#"floe_turn_xdp_relayed_packets_total{direction="to_client"}"#);
-    let file_packets = (natlab::SCENARIO_FILE / 1500) as f64;
-    assert!(
-        to_peer >= file_packets && to_client > 0.0,
-        "XDP relayed {to_peer} packets to peers, {to_client} to clients:\n{metrics}"
-    );
-    if handover {
-        assert!(
-            m("floe_turn_xdp_relay_to_relay_total") >= file_packets,
-            "the file was not handed over relay-to-relay in XDP:\n{metrics}"
-        );
-    }
-}
-
 /// [`relay_only_floe_peers_connect_through_one_floe`] with `floe serve --xdp native`: the
 /// file and the acknowledgements go through the XDP program's relay-to-relay handover.
 #[test]
 fn relay_only_floe_peers_connect_through_one_floe_with_xdp() {
     let _one = serial();
     let (_, metrics) = Scenario::RelayOnlyBoth.run_xdp("relay-relay-xdp", Floe, Floe);
-    assert_xdp_carried(&metrics, true);
+    natlab::expect::xdp_carried(&metrics, true);
 }
 
 /// [`relay_only_floe_peer_reaches_floe_peer_behind_cone_nat`] with `floe serve --xdp native`:
@@ -137,7 +107,7 @@ fn relay_only_floe_peers_connect_through_one_floe_with_xdp() {
 fn relay_only_floe_peer_reaches_floe_peer_behind_cone_nat_with_xdp() {
     let _one = serial();
     let (_, metrics) = Scenario::RelayOnlyCone.run_xdp("relay-cone-xdp", Floe, Floe);
-    assert_xdp_carried(&metrics, false);
+    natlab::expect::xdp_carried(&metrics, false);
 }
 
 /// [`relay_only_browser_and_floe_peer_connect_through_one_floe`] with `floe serve --xdp
@@ -147,7 +117,7 @@ fn relay_only_floe_peer_reaches_floe_peer_behind_cone_nat_with_xdp() {
 fn relay_only_browser_and_floe_peer_connect_through_one_floe_with_xdp() {
     let _one = serial();
     let (_, metrics) = Scenario::RelayOnlyBoth.run_xdp("browser-floe-relay-xdp", Browser, Floe);
-    assert_xdp_carried(&metrics, true);
+    natlab::expect::xdp_carried(&metrics, true);
 }
 
 /// floe behind a 1:1 NAT router with `--xdp native`, a relay-only `floe peer` reaching a peer
@@ -158,7 +128,7 @@ fn relay_only_browser_and_floe_peer_connect_through_one_floe_with_xdp() {
 fn relay_only_floe_peer_reaches_cone_nat_through_floe_behind_one_to_one_nat_with_xdp() {
     let _one = serial();
     let (_, metrics) = Scenario::ServerBehindNatCone.run_xdp("server-nat-cone-xdp", Floe, Floe);
-    assert_xdp_carried(&metrics, false);
+    natlab::expect::xdp_carried(&metrics, false);
 }
 
 /// Scenarios whose relayed media the program leaves to user space still pass with XDP on

@@ -1404,6 +1404,36 @@ pub mod expect {
         }
     }
 
+    /// Checks that floe's XDP fast path carried the media of a relayed scenario, from floe's
+    /// `metrics` after it: XDP relayed packets both ways (the file one way, the acknowledgements
+    /// the other), and towards the receiver at least as many packets as the 1 MiB file needs at
+    /// 1500 bytes a datagram, so most of the file went through the program (user space relays the
+    /// first packets, until the peers' next hops are in the map, and whatever goes over TURN
+    /// TCP/TLS allocations: docs/xdp.md). With `handover` (both sides relay-only on this floe) the
+    /// packets were handed over from one allocation to the other inside the program
+    /// (relay-to-relay). Prints the relay metrics.
+    pub fn xdp_carried(metrics: &str, handover: bool) {
+        let m = |name: &str| super::metric(metrics, name);
+        let xdp: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("floe_turn_xdp") || l.starts_with("floe_turn_relayed"))
+            .collect();
+        println!("--- floe's relay metrics ---\n{}", xdp.join("\n"));
+        let to_peer = m(r#"floe_turn_xdp_relayed_packets_total{direction="to_peer"}"#);
+        let to_client = m(r#"floe_turn_xdp_relayed_packets_total{direction="to_client"}"#);
+        let file_packets = (super::SCENARIO_FILE / 1500) as f64;
+        assert!(
+            to_peer >= file_packets && to_client > 0.0,
+            "XDP relayed {to_peer} packets to peers, {to_client} to clients:\n{metrics}"
+        );
+        if handover {
+            assert!(
+                m("floe_turn_xdp_relay_to_relay_total") >= file_packets,
+                "the file was not handed over relay-to-relay in XDP:\n{metrics}"
+            );
+        }
+    }
+
     /// A local relay on one side is the remote relay on the other.
     fn same_relay(t: &Transfer, a: &SelectedPair, b: &SelectedPair) {
         for (x, y) in [(a, b), (b, a)] {
