@@ -2,7 +2,9 @@
 //! topologies as natlab_browsers.rs, `floe peer send` on one host and `floe peer receive` on
 //! another, and headless Chromium (web/floe.js) with `floe peer` in both directions. Each test
 //! asserts the candidate pair each side reports (`selected pair: ...`), the addresses in it, and
-//! the file's SHA-256 on both sides.
+//! the file's SHA-256 on both sides. The `*_with_xdp` tests run the relayed scenarios again
+//! with `floe serve --xdp native` and check from floe's metrics that the XDP program carried
+//! the media (docs/xdp.md, Tests).
 //!
 //! Needs root (namespaces); the Chromium tests also chromium, node and
 //! tests/browser/node_modules (./test.sh installs them). One scenario at a time.
