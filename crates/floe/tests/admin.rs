@@ -359,6 +359,24 @@ fn floe_turn_alone_serves_health_readiness_and_token_protected_metrics() {
         !metrics.contains("floe_signal_delivery_seconds"),
         "{metrics}"
     );
+    // The relayed bytes by the client's transport (a UDP client: 5 bytes out, 4 back).
+    for (direction, want) in [("to_peer", 5.0), ("to_client", 4.0)] {
+        let m = metric_reaches(
+            f.admin,
+            "floe_turn_transport_relayed_bytes_total",
+            &["transport=\"udp\"", &format!("direction=\"{direction}\"")],
+            want,
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "floe_turn_transport_relayed_bytes_total",
+                &["transport=\"tcp\"", &format!("direction=\"{direction}\"")]
+            ),
+            Some(0.0),
+            "{m}"
+        );
+    }
 
     // The admin API lists it, with its peer and byte counts; so does the CLI.
     let (_, list) = http_json(f.admin, "GET", "/v1/allocations", Some(TOKEN));

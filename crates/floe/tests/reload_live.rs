@@ -390,3 +390,65 @@ fn floe_signal_reloads_its_jwt_secret_and_ends_the_sessions_of_the_removed_one()
     ));
     assert_eq!(welcome["type"], "welcome", "{welcome}");
 }
+
+/// A key rotation without drops: the new secret becomes `jwt_secret` and the old one moves to
+/// `jwt_previous_secrets`; the sessions the old key admitted go on, tokens of both keys join; a
+/// later reload without the old key ends what only it admitted.
+#[test]
+fn a_jwt_key_rotation_keeps_the_sessions_of_the_previous_key() {
+    let rt = runtime();
+    let dir = TempDir::new("floe-reload-signal-rotation");
+    let (file, log) = (dir.file("floe.toml"), dir.file("stderr.log"));
+    let section = |extra: &str| format!("log = \"warn\"\n[signal]\n{extra}\n");
+    std::fs::write(&file, section("jwt_secret = \"old-secret\"")).unwrap();
+    let (_floe, http_addr, admin) = start("signal", &file, &log);
+    let (mut alice, welcome) = rt.block_on(join(
+        http_addr,
+        "r",
+        "alice",
+        Some(&token("old-secret", "r", "alice")),
+    ));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    std::fs::write(
+        &file,
+        section("jwt_secret = \"new-secret\"\njwt_previous_secrets = [\"old-secret\"]"),
+    )
+    .unwrap();
+    let body = reload(admin, 200);
+    assert!(body.contains("0 session(s) ended"), "{body}");
+    let (mut bob, welcome) = rt.block_on(join(
+        http_addr,
+        "r",
+        "bob",
+        Some(&token("new-secret", "r", "bob")),
+    ));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    rt.block_on(exchange(&mut alice, &mut bob, "bob", "across the rotation"));
+    let (_carol, welcome) = rt.block_on(join(
+        http_addr,
+        "r",
+        "carol",
+        Some(&token("old-secret", "r", "carol")),
+    ));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    // The rotation ends: only the sessions of the old key (alice, carol) end.
+    std::fs::write(&file, section("jwt_secret = \"new-secret\"")).unwrap();
+    let body = reload(admin, 200);
+    assert!(body.contains("2 session(s) ended"), "{body}");
+    let ended = rt.block_on(recv_type(&mut alice, "error"));
+    assert_eq!(ended["code"], "invalid_token", "{ended}");
+
+    // Earlier keys without a current one are refused, and nothing changes.
+    std::fs::write(&file, section("jwt_previous_secrets = [\"old-secret\"]")).unwrap();
+    let body = reload(admin, 400);
+    assert!(body.contains("jwt_previous_secrets"), "{body}");
+    let (_dave, welcome) = rt.block_on(join(
+        http_addr,
+        "r",
+        "dave",
+        Some(&token("new-secret", "r", "dave")),
+    ));
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+}

@@ -39,6 +39,11 @@ pub struct SignalConfig {
     pub jwt_public_key: Option<PathBuf>,
     /// Algorithm of `jwt_public_key` (default EdDSA).
     pub jwt_algorithm: JwtAlgorithm,
+    /// Earlier HS256 secrets still accepted during a key rotation (with a current `jwt_secret` or
+    /// `jwt_public_key`); sessions their tokens admitted survive a reload that keeps them.
+    pub jwt_previous_secrets: Vec<String>,
+    /// Earlier public key files (of `jwt_algorithm`) still accepted during a key rotation.
+    pub jwt_previous_public_keys: Vec<PathBuf>,
     /// Clock-skew allowance for token `exp`/`nbf`, seconds (default 5).
     pub jwt_leeway_secs: u64,
     /// `stun:` URLs handed to peers.
@@ -137,6 +142,8 @@ impl std::fmt::Debug for SignalConfig {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| ".."))
             .field("jwt_public_key", &self.jwt_public_key)
             .field("jwt_algorithm", &self.jwt_algorithm)
+            .field("jwt_previous_secrets", &self.jwt_previous_secrets.len())
+            .field("jwt_previous_public_keys", &self.jwt_previous_public_keys)
             .field("stun_urls", &self.stun_urls)
             .field("turn_urls", &self.turn_urls)
             .field("turn_secret", &self.turn_secret.as_ref().map(|_| ".."))
@@ -157,6 +164,8 @@ impl Default for SignalConfig {
             jwt_secret: None,
             jwt_public_key: None,
             jwt_algorithm: JwtAlgorithm::EdDsa,
+            jwt_previous_secrets: Vec::new(),
+            jwt_previous_public_keys: Vec::new(),
             jwt_leeway_secs: 5,
             stun_urls: Vec::new(),
             turn_urls: Vec::new(),
@@ -203,6 +212,9 @@ pub enum ConfigError {
     /// Both a secret and a public key were given.
     #[error("set either jwt_secret or jwt_public_key, not both")]
     TwoJwtKeys,
+    /// Earlier keys of a rotation without a current key.
+    #[error("jwt_previous_secrets and jwt_previous_public_keys need a current jwt_secret or jwt_public_key")]
+    PreviousWithoutCurrent,
     /// The public key file could not be read.
     #[error("cannot read JWT public key {path}: {source}")]
     ReadKey {
@@ -273,22 +285,34 @@ impl SignalConfig {
 
     /// Builds the join authoriser (reads the public key file, if any).
     pub fn auth(&self) -> Result<Auth, ConfigError> {
-        let verifier = match (&self.jwt_secret, &self.jwt_public_key) {
+        let has_previous =
+            !self.jwt_previous_secrets.is_empty() || !self.jwt_previous_public_keys.is_empty();
+        let mut verifier = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(_), Some(_)) => return Err(ConfigError::TwoJwtKeys),
+            (None, None) if has_previous => return Err(ConfigError::PreviousWithoutCurrent),
             (None, None) => return Ok(Auth::Development),
             (Some(secret), None) => JwtVerifier::hs256(secret.as_bytes())?,
-            (None, Some(path)) => {
-                let pem = std::fs::read(path).map_err(|source| ConfigError::ReadKey {
-                    path: path.clone(),
-                    source,
-                })?;
-                match self.jwt_algorithm {
-                    JwtAlgorithm::EdDsa => JwtVerifier::eddsa_pem(&pem)?,
-                    JwtAlgorithm::Es256 => JwtVerifier::es256_pem(&pem)?,
-                }
-            }
+            (None, Some(path)) => self.public_key(path)?,
         };
+        for secret in &self.jwt_previous_secrets {
+            verifier = verifier.also_accept(JwtVerifier::hs256(secret.as_bytes())?);
+        }
+        for path in &self.jwt_previous_public_keys {
+            verifier = verifier.also_accept(self.public_key(path)?);
+        }
         Ok(Auth::Jwt(verifier.with_leeway(self.jwt_leeway_secs)))
+    }
+
+    /// A verifier for the public key file at `path`, of `jwt_algorithm`.
+    fn public_key(&self, path: &PathBuf) -> Result<JwtVerifier, ConfigError> {
+        let pem = std::fs::read(path).map_err(|source| ConfigError::ReadKey {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(match self.jwt_algorithm {
+            JwtAlgorithm::EdDsa => JwtVerifier::eddsa_pem(&pem)?,
+            JwtAlgorithm::Es256 => JwtVerifier::es256_pem(&pem)?,
+        })
     }
 
     /// The ICE server settings.
@@ -498,6 +522,13 @@ pub struct SignalArgs {
         value_name = "SECRET"
     )]
     pub jwt_secret: Option<String>,
+    /// An earlier HS256 secret still accepted during a key rotation (repeatable). Prefer the
+    /// config file (`jwt_previous_secrets`).
+    #[arg(long = "jwt-previous-secret", value_name = "SECRET")]
+    pub jwt_previous_secrets: Vec<String>,
+    /// An earlier public key file still accepted during a key rotation (repeatable).
+    #[arg(long = "jwt-previous-public-key", value_name = "FILE")]
+    pub jwt_previous_public_keys: Vec<PathBuf>,
     /// PEM public key for EdDSA/ES256 JWTs (production mode).
     #[arg(long, value_name = "FILE")]
     pub jwt_public_key: Option<PathBuf>,
@@ -646,6 +677,12 @@ impl SignalArgs {
             config.jwt_public_key = self.jwt_public_key;
         }
         set(&mut config.jwt_algorithm, self.jwt_algorithm);
+        if !self.jwt_previous_secrets.is_empty() {
+            config.jwt_previous_secrets = self.jwt_previous_secrets;
+        }
+        if !self.jwt_previous_public_keys.is_empty() {
+            config.jwt_previous_public_keys = self.jwt_previous_public_keys;
+        }
         if !self.stun_urls.is_empty() {
             config.stun_urls = self.stun_urls;
         }

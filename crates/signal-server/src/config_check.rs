@@ -11,6 +11,7 @@ impl ConfigError {
     pub fn key(&self) -> Option<&'static str> {
         Some(match self {
             Self::TwoJwtKeys => "jwt_public_key",
+            Self::PreviousWithoutCurrent => "jwt_previous_secrets",
             Self::ReadKey { .. } => "jwt_public_key",
             // A key error is about whichever of the two is set; `redacted` callers know which.
             Self::Key(_) => return None,
@@ -37,6 +38,9 @@ impl SignalConfig {
             }
         };
         hide(&mut out.jwt_secret);
+        for s in &mut out.jwt_previous_secrets {
+            *s = REDACTED.to_owned();
+        }
         hide(&mut out.turn_secret);
         if let Some(url) = &mut out.redis_url {
             *url = redact_url_password(url);

@@ -289,18 +289,22 @@ pub fn grant_for_room(claims: &Claims, room: &RoomId) -> Result<Grant, Denied> {
     })
 }
 
-/// Verifies tokens with one key and algorithm.
+/// Verifies tokens with one key and algorithm, and during a key rotation also with the keys
+/// that came before it ([`JwtVerifier::also_accept`]).
 #[derive(Clone)]
 pub struct JwtVerifier {
     key: DecodingKey,
     algorithm: Algorithm,
     leeway_secs: u64,
+    /// Earlier keys still accepted, tried in order after `key`.
+    previous: Vec<(DecodingKey, Algorithm)>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("algorithm", &self.algorithm)
+            .field("previous_keys", &self.previous.len())
             .finish_non_exhaustive()
     }
 }
@@ -316,6 +320,7 @@ impl JwtVerifier {
             key: DecodingKey::from_secret(secret),
             algorithm: Algorithm::HS256,
             leeway_secs: 0,
+            previous: Vec::new(),
         })
     }
 
@@ -330,6 +335,7 @@ impl JwtVerifier {
             key,
             algorithm: Algorithm::EdDSA,
             leeway_secs: 0,
+            previous: Vec::new(),
         })
     }
 
@@ -344,6 +350,7 @@ impl JwtVerifier {
             key,
             algorithm: Algorithm::ES256,
             leeway_secs: 0,
+            previous: Vec::new(),
         })
     }
 
@@ -353,21 +360,32 @@ impl JwtVerifier {
         self
     }
 
+    /// Also accepts tokens signed with `earlier`'s key (and the keys it accepts), for a key
+    /// rotation: tokens already handed out keep working, and so do the sessions they admitted,
+    /// until the earlier key is removed from the configuration.
+    pub fn also_accept(mut self, earlier: JwtVerifier) -> Self {
+        self.previous.push((earlier.key, earlier.algorithm));
+        self.previous.extend(earlier.previous);
+        self
+    }
+
     /// Verifies the signature and the time claims of `token` at `now_unix`.
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<Claims, Denied> {
-        let mut validation = Validation::new(self.algorithm);
-        // The library's expiry check reads the system clock; ours uses `now_unix`.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &validation).map_err(|e| {
-            denied(
-                ErrorCode::InvalidToken,
-                format!("token rejected: {}", e.kind_text()),
-            )
-        })?;
-        let claims = data.claims;
+        let current = decode(token, &self.key, self.algorithm);
+        let claims = match current {
+            Ok(claims) => claims,
+            // An earlier key of a rotation; the answer is the current key's error otherwise.
+            Err(e) => self
+                .previous
+                .iter()
+                .find_map(|(key, alg)| decode(token, key, *alg).ok())
+                .ok_or_else(|| {
+                    denied(
+                        ErrorCode::InvalidToken,
+                        format!("token rejected: {}", e.kind_text()),
+                    )
+                })?,
+        };
         if now_unix > claims.exp.saturating_add(self.leeway_secs) {
             return Err(denied(ErrorCode::TokenExpired, "the token has expired"));
         }
@@ -381,6 +399,21 @@ impl JwtVerifier {
         }
         Ok(claims)
     }
+}
+
+/// The claims of `token` if its signature verifies with `key` (time claims unchecked: the library
+/// reads the system clock, so [`JwtVerifier::verify`] checks them against its `now_unix`).
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    algorithm: Algorithm,
+) -> Result<Claims, jsonwebtoken::errors::Error> {
+    let mut validation = Validation::new(algorithm);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp"]);
+    jsonwebtoken::decode::<Claims>(token, key, &validation).map(|data| data.claims)
 }
 
 /// A short description of a jsonwebtoken error that never includes token material.
@@ -549,6 +582,32 @@ mod tests {
         assert_eq!(
             code(jwt.authorize_ice_servers(Some(&bad_peer), REMOTE, NOW, &none)),
             ErrorCode::InvalidToken
+        );
+    }
+
+    #[test]
+    fn a_rotation_accepts_the_earlier_keys_and_no_other() {
+        let v = JwtVerifier::hs256(b"new")
+            .unwrap()
+            .also_accept(JwtVerifier::hs256(b"old").unwrap())
+            .also_accept(JwtVerifier::eddsa_pem(ED_PUB).unwrap());
+        let c = claims("r", Some("alice"), NOW + 60);
+        for key in [&b"new"[..], b"old"] {
+            let t = mint_hs256(key, &c).unwrap();
+            assert_eq!(v.verify(&t, NOW).unwrap(), c);
+        }
+        let ed = EncodingKey::from_ed_pem(ED_PRIV).unwrap();
+        assert_eq!(v.verify(&sign(Algorithm::EdDSA, &ed, &c), NOW).unwrap(), c);
+        let other = mint_hs256(b"other", &c).unwrap();
+        assert_eq!(
+            v.verify(&other, NOW).unwrap_err().code,
+            ErrorCode::InvalidToken
+        );
+        // An earlier key does not lift the time checks.
+        let old = mint_hs256(b"old", &claims("r", None, NOW - 60)).unwrap();
+        assert_eq!(
+            v.verify(&old, NOW).unwrap_err().code,
+            ErrorCode::TokenExpired
         );
     }
 

@@ -470,9 +470,6 @@ pub enum ConfigError {
     /// XDP without an interface.
     #[error("--xdp {0} needs at least one --xdp-interface")]
     XdpNoInterface(XdpMode),
-    /// XDP with bandwidth caps, which only the user-space relay enforces so far.
-    #[error("--xdp {0} relays outside the bandwidth caps, which only the user-space relay enforces so far: give --max-bps 0 --user-max-bps 0 (or max_bps = 0, user_max_bps = 0) to use it")]
-    XdpWithBandwidthCaps(XdpMode),
     /// `usage_metrics` is not off, room or tenant.
     #[error("--usage-metrics: {0}")]
     UsageMetrics(String),
@@ -596,20 +593,15 @@ impl TurnSection {
         Ok(UsageMetrics { by, max_labels })
     }
 
-    /// The XDP settings, checked: a mode other than off needs an interface and no bandwidth
-    /// caps (the kernel path does not enforce them yet; see docs/xdp.md).
+    /// The XDP settings, checked: a mode other than off needs an interface. Bandwidth caps apply
+    /// to the kernel path too (charged every polling interval; see docs/xdp.md).
     fn xdp(&self) -> Result<XdpConfig, ConfigError> {
         let mode: XdpMode = match self.xdp.as_deref() {
             None => XdpMode::Off,
             Some(m) => m.parse().map_err(ConfigError::XdpMode)?,
         };
-        if mode != XdpMode::Off {
-            if self.xdp_interfaces.is_empty() {
-                return Err(ConfigError::XdpNoInterface(mode));
-            }
-            if self.max_bps != Some(0) || self.user_max_bps != Some(0) {
-                return Err(ConfigError::XdpWithBandwidthCaps(mode));
-            }
+        if mode != XdpMode::Off && self.xdp_interfaces.is_empty() {
+            return Err(ConfigError::XdpNoInterface(mode));
         }
         Ok(XdpConfig {
             mode,
@@ -1093,9 +1085,7 @@ mod tests {
         // Off by default.
         assert_eq!(plan(users, &[]).unwrap().shell.xdp, XdpConfig::default());
         // File keys, with a flag adding an interface in front.
-        let file = format!(
-            "{users}xdp = \"native\"\nxdp_interfaces = [\"eth1\"]\nmax_bps = 0\nuser_max_bps = 0\n"
-        );
+        let file = format!("{users}xdp = \"native\"\nxdp_interfaces = [\"eth1\"]\n");
         let xdp = plan(&file, &["--xdp-interface", "eth0"]).unwrap().shell.xdp;
         assert_eq!(
             (xdp.mode, xdp.interfaces),
@@ -1108,21 +1098,12 @@ mod tests {
             err(users, &["--xdp", "auto"]),
             "--xdp auto needs at least one --xdp-interface"
         );
-        // The kernel path does not enforce bandwidth caps yet: refused rather than bypassed.
-        assert!(err(users, &["--xdp", "generic", "--xdp-interface", "eth0"])
-            .contains("--max-bps 0 --user-max-bps 0"));
-        assert!(err(
-            users,
-            &[
-                "--xdp",
-                "native",
-                "--xdp-interface",
-                "eth0",
-                "--max-bps",
-                "0"
-            ]
-        )
-        .contains("bandwidth caps"));
+        // The kernel path is charged to the bandwidth caps: the default caps go with XDP.
+        let xdp = plan(users, &["--xdp", "generic", "--xdp-interface", "eth0"])
+            .unwrap()
+            .shell
+            .xdp;
+        assert_eq!(xdp.mode, XdpMode::Generic);
     }
 
     #[test]

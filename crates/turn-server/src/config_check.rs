@@ -32,7 +32,7 @@ impl ConfigError {
             Self::TlsMissing(_) => KeyPath::Turn("tls_listen"),
             Self::Tls(_) => KeyPath::Turn("tls_cert"),
             Self::ZeroLimit(key) => KeyPath::Turn(key),
-            Self::XdpMode(_) | Self::XdpWithBandwidthCaps(_) => KeyPath::Turn("xdp"),
+            Self::XdpMode(_) => KeyPath::Turn("xdp"),
             Self::XdpNoInterface(_) => KeyPath::Turn("xdp_interfaces"),
             Self::UsageMetrics(_) => KeyPath::Turn("usage_metrics"),
             Self::UsageMaxLabels => KeyPath::Turn("usage_metrics_max_labels"),

@@ -374,6 +374,34 @@ impl QuotaTracker {
         true
     }
 
+    /// Charges `bytes` already relayed outside the state machine (a kernel fast path, counted
+    /// after the fact) to the allocation and its user at `now`: takes what each bucket holds, up
+    /// to `bytes`. `false` when a bucket held less, i.e. the allocation or its user went over
+    /// its cap (the caller then takes the allocation off the fast path).
+    pub fn charge_relayed(
+        &mut self,
+        quota: &mut AllocationQuota,
+        bytes: u64,
+        now: Instant,
+    ) -> bool {
+        let mut fit = true;
+        for b in self.buckets(quota).into_iter().flatten() {
+            let take = bytes.min(b.available(now));
+            fit &= take == bytes;
+            let _ = b.try_take(take, now);
+        }
+        fit
+    }
+
+    /// Whether the allocation's and its user's buckets each hold at least half their burst at
+    /// `now` (an allocation taken off a kernel fast path for going over its cap may go back).
+    pub fn relay_recovered(&mut self, quota: &mut AllocationQuota, now: Instant) -> bool {
+        self.buckets(quota)
+            .into_iter()
+            .flatten()
+            .all(|b| b.available(now) >= b.capacity() / 2)
+    }
+
     /// Charges up to `want` bytes of a byte stream (RFC 6062 data connections: TCP cannot drop,
     /// so the relay paces itself instead) to the allocation and its user at `now`. Grants
     /// `min(want, what both buckets hold)` when that is at least `min(want, at_least)`, taking it

@@ -217,3 +217,124 @@ fn own_relay_peers_are_mirrored_except_behind_one_to_one_nat() {
         assert_eq!(chans[0].0, !external, "channel up? external={external}");
     }
 }
+
+/// Issue 14 item 2: what the kernel relayed counts on the allocation and is charged to its
+/// bandwidth bucket; over the cap the allocation's channels and permissions leave the fast path
+/// (down events), and come back once the bucket holds half its burst again.
+#[test]
+fn fast_path_usage_is_counted_and_charged_and_over_the_cap_withdraws_until_recovered() {
+    use floe_turn::server::{FastPathCharge, FastPathUsage};
+    let mut q = floe_turn::quota::QuotaConfig::default();
+    q.allocation_bandwidth = Some(floe_turn::quota::Bandwidth {
+        bytes_per_sec: 100_000,
+        burst_bytes: 100_000,
+    });
+    let mut config = config();
+    config.fast_path_events = true;
+    let mut h = Harness::with(config, q);
+    let mut c = TestClient::udp("203.0.113.5:40000");
+    let relay = h.allocate(&mut c);
+    assert_success(&bind_channel(&mut h, &mut c, 0x4000, PEER), &c);
+    h.take_events();
+    let usage = FastPathUsage {
+        to_peer_packets: 40,
+        to_peer_bytes: 40_000,
+        to_client_packets: 10,
+        to_client_bytes: 10_000,
+    };
+    let now = h.now;
+    assert_eq!(
+        h.server.fast_path_relayed(now, relay, usage),
+        FastPathCharge::Charged
+    );
+    assert!(h.take_events().is_empty());
+    let info = &h.server.allocations(now)[0];
+    assert_eq!((info.bytes_to_peer, info.packets_to_peer), (40_000, 40));
+    assert_eq!((info.bytes_to_client, info.packets_to_client), (10_000, 10));
+    // 50 000 of the 100 000-byte burst are left: another 60 000 go over the cap.
+    assert_eq!(
+        h.server.fast_path_relayed(
+            now,
+            relay,
+            FastPathUsage {
+                to_peer_packets: 60,
+                to_peer_bytes: 60_000,
+                ..FastPathUsage::default()
+            }
+        ),
+        FastPathCharge::Withdrawn
+    );
+    let ev = h.take_events();
+    assert_eq!(
+        channel_events(ev.clone()),
+        vec![(false, channel(&c, relay))]
+    );
+    assert_eq!(permission_events(ev).len(), 1);
+    // A refresh of the permission while held does not put it back.
+    create_permission(&mut h, &mut c, PEER);
+    assert!(channel_events(h.take_events()).iter().all(|(up, _)| !up));
+    // Not recovered yet after 0.4 s (40 000 tokens < half the burst), recovered at 0.5 s.
+    h.advance(Duration::from_millis(400));
+    assert_eq!(h.server.fast_path_recheck(h.now), 0);
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.server.fast_path_recheck(h.now), 1);
+    assert_eq!(
+        channel_events(h.take_events()),
+        vec![(true, channel(&c, relay))]
+    );
+    // Unknown relayed addresses are reported as such.
+    let now = h.now;
+    assert_eq!(
+        h.server.fast_path_relayed(now, addr("192.0.2.1:9"), usage),
+        FastPathCharge::Unknown
+    );
+}
+
+fn channel(c: &TestClient, relay: std::net::SocketAddr) -> ChannelRelay {
+    ChannelRelay {
+        client: c.tuple,
+        relay,
+        peer: addr(PEER),
+        channel: 0x4000,
+    }
+}
+
+/// The per-user cap (`--user-max-bps`) counts the fast path too: two allocations of one user
+/// share its bucket, and the one whose usage no longer fits is withdrawn.
+#[test]
+fn fast_path_usage_is_charged_to_the_users_bucket() {
+    use floe_turn::server::{FastPathCharge, FastPathUsage};
+    let mut q = floe_turn::quota::QuotaConfig::default();
+    q.user_bandwidth = Some(floe_turn::quota::Bandwidth {
+        bytes_per_sec: 100_000,
+        burst_bytes: 100_000,
+    });
+    let mut config = config();
+    config.fast_path_events = true;
+    let mut h = Harness::with(config, q);
+    let mut a = TestClient::udp("203.0.113.5:40000");
+    let mut b = TestClient::udp("203.0.113.6:40000");
+    let relay_a = h.allocate(&mut a);
+    let relay_b = h.allocate(&mut b);
+    create_permission(&mut h, &mut a, PEER);
+    create_permission(&mut h, &mut b, PEER);
+    h.take_events();
+    let usage = |bytes| FastPathUsage {
+        to_peer_packets: 1,
+        to_peer_bytes: bytes,
+        ..FastPathUsage::default()
+    };
+    let now = h.now;
+    assert_eq!(
+        h.server.fast_path_relayed(now, relay_a, usage(80_000)),
+        FastPathCharge::Charged
+    );
+    assert_eq!(
+        h.server.fast_path_relayed(now, relay_b, usage(40_000)),
+        FastPathCharge::Withdrawn
+    );
+    let ev = permission_events(h.take_events());
+    assert_eq!(ev.len(), 1);
+    assert!(!ev[0].0);
+    assert_eq!(ev[0].1.relay, relay_b);
+}

@@ -193,6 +193,24 @@ fn channel_data_is_padded_over_tcp_and_tls() {
         padded.extend_from_slice(&[0, 0, 0]);
         let (_, bytes) = h.client(c.tuple, &padded).expect("to peer");
         assert_eq!(bytes, b"12345");
+        // Counted under the client's transport, and only there.
+        for (t, traffic) in h.server.stats().by_transport.iter() {
+            let want = if t == transport {
+                (1, 5, 1, 5)
+            } else {
+                (0, 0, 0, 0)
+            };
+            assert_eq!(
+                (
+                    traffic.packets_to_peer,
+                    traffic.bytes_to_peer,
+                    traffic.packets_to_client,
+                    traffic.bytes_to_client
+                ),
+                want,
+                "{t:?}"
+            );
+        }
         // The client's connection closes: the allocation goes (RFC 8656 §3.1).
         h.server.handle_client_closed(h.now, c.tuple, &mut h.binder);
         assert_eq!(h.server.allocation_count(), 0);

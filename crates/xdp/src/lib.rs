@@ -215,6 +215,52 @@ struct Maps {
     dests: StdMap<Ipv4Addr, Dest>,
     /// Counts of entries already removed (their map values are gone).
     retired: Counters,
+    /// Which relayed address each live entry belongs to, and the counts already reported by
+    /// [`XdpRelay::take_usage`] (keyed by map and key).
+    owners: StdMap<EntryKey, Owner>,
+    /// Counts of removed entries not yet reported by [`XdpRelay::take_usage`], by relayed
+    /// address.
+    pending: StdMap<SocketAddr, Counters>,
+}
+
+/// A live map entry: which map, and its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum EntryKey {
+    /// `chans` (client → peer, ChannelData).
+    Chan([u8; 16]),
+    /// `peers` (peer → client, ChannelData).
+    Peer([u8; 12]),
+    /// `perms` (client → peer, Send indications).
+    Perm([u8; 16]),
+    /// `dperms` (peer → client, Data indications).
+    DPerm([u8; 12]),
+}
+
+impl EntryKey {
+    /// Whether the entry counts client → peer traffic.
+    fn to_peer(self) -> bool {
+        matches!(self, EntryKey::Chan(_) | EntryKey::Perm(_))
+    }
+}
+
+/// The owner of a live map entry and what of its counters was reported.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    relay: SocketAddr,
+    seen: (u64, u64),
+}
+
+impl Counters {
+    /// Adds `packets` and `bytes` in one direction.
+    fn add(&mut self, to_peer: bool, packets: u64, bytes: u64) {
+        if to_peer {
+            self.to_peer_packets += packets;
+            self.to_peer_bytes += bytes;
+        } else {
+            self.to_client_packets += packets;
+            self.to_client_bytes += bytes;
+        }
+    }
 }
 
 /// The loaded and attached fast path. Dropping it detaches the program.
@@ -354,6 +400,8 @@ impl XdpRelay {
                 dperms,
                 dests: StdMap::new(),
                 retired: Counters::default(),
+                owners: StdMap::new(),
+                pending: StdMap::new(),
             }),
             attached,
             interfaces: up,
@@ -399,6 +447,8 @@ impl XdpRelay {
         // client's first datagram left through XDP (it would still be relayed, only slower).
         insert_new(&mut m.peers, pk.0, pv, "peers")?;
         insert_new(&mut m.chans, ck.0, cv, "chans")?;
+        m.own(EntryKey::Peer(pk.0), relay);
+        m.own(EntryKey::Chan(ck.0), relay);
         Ok(true)
     }
 
@@ -419,6 +469,7 @@ impl XdpRelay {
             let (p, b) = keys::tail_counts(&v);
             m.retired.to_peer_packets += p;
             m.retired.to_peer_bytes += b;
+            m.disown(EntryKey::Chan(ck.0), (p, b));
             for ip in [keys::ip_of(client), keys::ip_of(peer)]
                 .into_iter()
                 .flatten()
@@ -430,7 +481,11 @@ impl XdpRelay {
             let (p, b) = keys::tail_counts(&v);
             m.retired.to_client_packets += p;
             m.retired.to_client_bytes += b;
+            m.disown(EntryKey::Peer(pk.0), (p, b));
         }
+        // (Entries whose value could not be read are forgotten too.)
+        m.owners.remove(&EntryKey::Chan(ck.0));
+        m.owners.remove(&EntryKey::Peer(pk.0));
         remove(&mut m.chans, &ck.0, "chans")?;
         remove(&mut m.peers, &pk.0, "peers")?;
         Ok(())
@@ -462,6 +517,8 @@ impl XdpRelay {
         // Peer -> client first, as for channels.
         insert_new(&mut m.dperms, dk, dv, "dperms")?;
         insert_new(&mut m.perms, k, v, "perms")?;
+        m.own(EntryKey::DPerm(dk), relay);
+        m.own(EntryKey::Perm(k), relay);
         Ok(true)
     }
 
@@ -482,6 +539,7 @@ impl XdpRelay {
             let (p, b) = keys::tail_counts(&v);
             m.retired.to_peer_packets += p;
             m.retired.to_peer_bytes += b;
+            m.disown(EntryKey::Perm(k), (p, b));
             for ip in [keys::ip_of(client), keys::ip_of(SocketAddr::new(peer, 0))]
                 .into_iter()
                 .flatten()
@@ -493,7 +551,10 @@ impl XdpRelay {
             let (p, b) = keys::tail_counts(&v);
             m.retired.to_client_packets += p;
             m.retired.to_client_bytes += b;
+            m.disown(EntryKey::DPerm(dk), (p, b));
         }
+        m.owners.remove(&EntryKey::Perm(k));
+        m.owners.remove(&EntryKey::DPerm(dk));
         remove(&mut m.perms, &k, "perms")?;
         remove(&mut m.dperms, &dk, "dperms")?;
         Ok(())
@@ -612,6 +673,40 @@ impl XdpRelay {
         c
     }
 
+    /// What the program relayed since the last call, by relayed address (the allocation it
+    /// belongs to): the growth of every live entry's counters plus the last counts of entries
+    /// removed since. One map lookup per live entry; call it every polling interval (the shell:
+    /// 200 ms) and charge the results to the allocations.
+    pub fn take_usage(&self) -> StdMap<SocketAddr, Counters> {
+        let mut guard = self.maps();
+        let m = &mut *guard;
+        let mut usage = std::mem::take(&mut m.pending);
+        for (key, owner) in m.owners.iter_mut() {
+            let counts = match key {
+                EntryKey::Chan(k) => m.chans.get(k, 0).map(|v| keys::tail_counts(&v)),
+                EntryKey::Peer(k) => m.peers.get(k, 0).map(|v| keys::tail_counts(&v)),
+                EntryKey::Perm(k) => m.perms.get(k, 0).map(|v| keys::tail_counts(&v)),
+                EntryKey::DPerm(k) => m.dperms.get(k, 0).map(|v| keys::tail_counts(&v)),
+            };
+            let Ok((p, b)) = counts else {
+                continue;
+            };
+            let (dp, db) = (
+                p.saturating_sub(owner.seen.0),
+                b.saturating_sub(owner.seen.1),
+            );
+            if dp == 0 && db == 0 {
+                continue;
+            }
+            owner.seen = (p, b);
+            usage
+                .entry(owner.relay)
+                .or_default()
+                .add(key.to_peer(), dp, db);
+        }
+        usage
+    }
+
     /// One of the program's global counters, summed over CPUs.
     pub fn stat(&self, stat: Stat) -> u64 {
         let m = self.maps();
@@ -642,6 +737,35 @@ fn load_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
         .load()
         .map_err(|e| XdpError::Load(error_chain(&e)))?;
     Ok(program)
+}
+
+impl Maps {
+    /// Records that the live entry `key` belongs to the allocation relaying from `relay` (kept
+    /// as it was when the entry already existed: a refresh keeps its counters).
+    fn own(&mut self, key: EntryKey, relay: SocketAddr) {
+        self.owners.entry(key).or_insert(Owner {
+            relay,
+            seen: (0, 0),
+        });
+    }
+
+    /// Forgets the removed entry `key`, keeping its last unreported counts for
+    /// [`XdpRelay::take_usage`].
+    fn disown(&mut self, key: EntryKey, (packets, bytes): (u64, u64)) {
+        let Some(o) = self.owners.remove(&key) else {
+            return;
+        };
+        let (dp, db) = (
+            packets.saturating_sub(o.seen.0),
+            bytes.saturating_sub(o.seen.1),
+        );
+        if dp > 0 || db > 0 {
+            self.pending
+                .entry(o.relay)
+                .or_default()
+                .add(key.to_peer(), dp, db);
+        }
+    }
 }
 
 /// Adds the (packets, bytes) counters of map values to `sum`.

@@ -957,9 +957,8 @@ impl Lab {
     /// (a veth would otherwise hand over a partial one, and the NAT routers keep it partial),
     /// and GRO on, so that the far end of floe's veth in the public bridge namespace accepts
     /// the frames XDP redirects into it (a veth drops them without GRO or an XDP program).
-    /// `--max-bps 0 --user-max-bps 0`: floe refuses XDP while per-allocation/per-user caps
-    /// are on, as the kernel path does not enforce them yet (docs/xdp.md); drop these two
-    /// once it does.
+    /// floe otherwise runs with its defaults (bandwidth caps included: what XDP relays is
+    /// charged to them, docs/xdp.md).
     pub fn serve_peers_xdp(&mut self) -> u32 {
         for ns in self.namespaces.clone() {
             let out = self.exec_ok(&ns, "ip", &["-o", "link", "show", "type", "veth"]);
@@ -971,16 +970,7 @@ impl Lab {
                 self.exec_ok(&ns, "ethtool", &["-K", name, "tx", "off", "gro", "on"]);
             }
         }
-        self.serve_peers(&[
-            "--xdp",
-            "native",
-            "--xdp-interface",
-            "eth0",
-            "--max-bps",
-            "0",
-            "--user-max-bps",
-            "0",
-        ])
+        self.serve_peers(&["--xdp", "native", "--xdp-interface", "eth0"])
     }
 
     /// A self-signed certificate (P-256, `CA:FALSE`, SAN IP:11.0.0.10, the address peers reach) and its key, made

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::metrics::{counter, gauge};
-use floe_turn::server::TurnStats;
+use floe_turn::server::{Traffic, Transport, TurnStats};
 
 use super::shard::{lock, Ctx};
 use super::usage::UsageExporter;
@@ -130,6 +130,8 @@ struct Totals {
     refused: BTreeMap<(&'static str, &'static str), u64>,
     /// method → (successes, errors).
     responses: BTreeMap<&'static str, (u64, u64)>,
+    /// Relayed traffic by the client transport of the allocation.
+    by_transport: BTreeMap<&'static str, Traffic>,
 }
 
 impl Totals {
@@ -139,6 +141,9 @@ impl Totals {
         }
         for (code, n) in s.errors.iter() {
             *self.errors.entry(code).or_default() += n;
+        }
+        for (transport, t) in s.by_transport.iter() {
+            add_traffic(self.by_transport.entry(transport.label()).or_default(), t);
         }
         for (reason, n) in s.dropped.iter() {
             *self.dropped.entry(reason.label()).or_default() += n;
@@ -181,6 +186,16 @@ impl Totals {
                 self.values[i] += n;
             }
         }
+        // The program relays for UDP clients only.
+        add_traffic(
+            self.by_transport.entry(Transport::Udp.label()).or_default(),
+            &Traffic {
+                packets_to_peer: c.to_peer_packets,
+                bytes_to_peer: c.to_peer_bytes,
+                packets_to_client: c.to_client_packets,
+                bytes_to_client: c.to_client_bytes,
+            },
+        );
         counter!("floe_turn_xdp_relayed_packets_total", "direction" => "to_peer")
             .absolute(c.to_peer_packets);
         counter!("floe_turn_xdp_relayed_packets_total", "direction" => "to_client")
@@ -203,11 +218,44 @@ impl Totals {
             counter!("floe_turn_responses_total", "method" => *method, "result" => "error")
                 .absolute(*err);
         }
+        for (transport, t) in &self.by_transport {
+            for (name, direction, n) in [
+                (
+                    "floe_turn_transport_relayed_packets_total",
+                    "to_peer",
+                    t.packets_to_peer,
+                ),
+                (
+                    "floe_turn_transport_relayed_bytes_total",
+                    "to_peer",
+                    t.bytes_to_peer,
+                ),
+                (
+                    "floe_turn_transport_relayed_packets_total",
+                    "to_client",
+                    t.packets_to_client,
+                ),
+                (
+                    "floe_turn_transport_relayed_bytes_total",
+                    "to_client",
+                    t.bytes_to_client,
+                ),
+            ] {
+                counter!(name, "transport" => *transport, "direction" => direction).absolute(n);
+            }
+        }
         for ((request, reason), n) in &self.refused {
             counter!("floe_turn_peer_refused_total", "request" => *request, "reason" => *reason)
                 .absolute(*n);
         }
     }
+}
+
+fn add_traffic(total: &mut Traffic, t: &Traffic) {
+    total.packets_to_peer += t.packets_to_peer;
+    total.bytes_to_peer += t.bytes_to_peer;
+    total.packets_to_client += t.packets_to_client;
+    total.bytes_to_client += t.bytes_to_client;
 }
 
 impl Stat {

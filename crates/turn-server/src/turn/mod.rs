@@ -251,6 +251,7 @@ impl TurnService {
         }
         tasks.spawn(metrics::metrics_loop(self.ctx.clone()));
         tasks.spawn(xdp::next_hop_loop(self.ctx.clone()));
+        tasks.spawn(xdp::usage_loop(self.ctx.clone()));
         shutdown.await;
         tasks.shutdown().await;
         self.ctx.stop_all();

@@ -3,14 +3,20 @@
 //! and reads its counters for the metrics.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use floe_turn::server::{ChannelRelay, Event, PermissionRelay};
+use floe_turn::server::{ChannelRelay, Event, FastPathCharge, FastPathUsage, PermissionRelay};
 use floe_xdp::{Counters, Stat, XdpMode, XdpRelay};
 use metrics::counter;
 
 use super::config::{TurnShellError, XdpConfig};
+use super::dispatch::dispatch;
 use super::shard::Ctx;
+
+/// How often the fast path's per-entry counters are read and charged to their allocations
+/// (admin API counts, usage metrics, bandwidth caps). An allocation goes over its cap by at
+/// most what it relays in one interval before it is withdrawn to the user-space relay.
+pub(super) const USAGE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The attached fast path.
 #[derive(Debug)]
@@ -153,5 +159,54 @@ pub(super) async fn next_hop_loop(ctx: Arc<Ctx>) {
             counter!("floe_turn_xdp_map_errors_total", "op" => "next_hop").increment(1);
             tracing::error!(error = %e, "XDP next-hop update failed");
         }
+    }
+}
+
+/// Every [`USAGE_INTERVAL`]: reads what the kernel relayed per allocation, counts and charges it
+/// in the allocation's shard (`TurnServer::fast_path_relayed`), withdraws allocations that went
+/// over a bandwidth cap from the maps and puts recovered ones back (`fast_path_recheck`), all
+/// through [`dispatch`], so the map updates follow under the shard lock as for any other event.
+pub(super) async fn usage_loop(ctx: Arc<Ctx>) {
+    let Some(xdp) = &ctx.xdp else {
+        return;
+    };
+    let mut tick = tokio::time::interval(USAGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = [0u8; 0];
+    loop {
+        tick.tick().await;
+        let mut usage = xdp.relay.take_usage();
+        let now = Instant::now();
+        for shard in &ctx.shards {
+            let (mut withdrawn, mut back) = (0u64, 0usize);
+            let d = dispatch(&ctx, shard, now, &mut out, |turn, _, _| {
+                usage.retain(|&relay, c| {
+                    let u = FastPathUsage {
+                        to_peer_packets: c.to_peer_packets,
+                        to_peer_bytes: c.to_peer_bytes,
+                        to_client_packets: c.to_client_packets,
+                        to_client_bytes: c.to_client_bytes,
+                    };
+                    match turn.fast_path_relayed(now, relay, u) {
+                        FastPathCharge::Unknown => true,
+                        FastPathCharge::Charged => false,
+                        FastPathCharge::Withdrawn => {
+                            withdrawn += 1;
+                            false
+                        }
+                    }
+                });
+                back = turn.fast_path_recheck(now);
+                None
+            });
+            counter!("floe_turn_xdp_over_cap_total", "transition" => "withdrawn")
+                .increment(withdrawn);
+            counter!("floe_turn_xdp_over_cap_total", "transition" => "reinstalled")
+                .increment(back as u64);
+            // Only fast-path events come out of these calls (mirrored in `dispatch`).
+            let _ = d.finish_now(&ctx, &out);
+        }
+        // What is left belongs to allocations that ended before their last counts were read:
+        // it is in the server-wide totals, not attributed (at most one interval's worth).
     }
 }

@@ -194,6 +194,7 @@ impl TurnServer {
             packets_to_peer: 0,
             packets_to_client: 0,
             usage_reported: None,
+            fast_path_held: false,
         };
         let granted = alloc.deadline().saturating_duration_since(now);
         self.install(id, alloc);

@@ -75,6 +75,10 @@ pub(crate) struct Allocation {
     /// The byte counts (to peer, to client) already reported by
     /// [`TurnServer::drain_usage`](super::TurnServer::drain_usage); `None` before the first.
     pub(crate) usage_reported: Option<(u64, u64)>,
+    /// Over its bandwidth cap by what a kernel fast path relayed: its channels and permissions
+    /// are withdrawn from the fast path (the user-space relay enforces the cap exactly) until
+    /// its buckets recover ([`TurnServer::fast_path_relayed`](super::TurnServer::fast_path_relayed)).
+    pub(crate) fast_path_held: bool,
 }
 
 /// Index of a family in [`Allocation::relays`].

@@ -79,13 +79,14 @@ use crate::nonce::{NonceConfig, Nonces};
 pub use admin::{AllocationFilter, AllocationInfo, AllocationUsage, DrainConfig, UsageDelta};
 pub use allocation::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 pub use config::{Lifetimes, TurnConfig};
+pub use fast_path::{FastPathCharge, FastPathUsage};
 pub use own_relay::{REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW};
 pub use reload::ReloadOutcome;
 pub use rfc6062::STREAM_MIN_GRANT;
 pub use shared::Shared;
 pub use stats::{
-    DropCounts, DropReason, ErrorCounts, MethodCounts, RefusalCounts, TurnStats, ERROR_CODES,
-    METHODS,
+    DropCounts, DropReason, ErrorCounts, MethodCounts, RefusalCounts, Traffic, TransportTraffic,
+    TurnStats, ERROR_CODES, METHODS,
 };
 pub use types::{
     BindError, ChannelRelay, ClientTuple, ConnectionGrant, ConnectionId, DeleteReason, Event,

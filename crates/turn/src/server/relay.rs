@@ -149,6 +149,9 @@ impl TurnServer {
         let dont_fragment = dont_fragment || a.dont_fragment;
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += data.len() as u64;
+        let t = self.stats.by_transport.get_mut(a.client.transport);
+        t.packets_to_peer += 1;
+        t.bytes_to_peer += data.len() as u64;
         // Both peers relay through this server: hand the data over inside the process (see
         // `own_relay.rs`); it never reaches the host's network stack.
         match self.own_target(peer) {
@@ -219,6 +222,9 @@ impl TurnServer {
         };
         self.stats.packets_to_client += 1;
         self.stats.bytes_to_client += data.len() as u64;
+        let t = self.stats.by_transport.get_mut(client.transport);
+        t.packets_to_client += 1;
+        t.bytes_to_client += data.len() as u64;
         Some(Transmit::ToClient { client, len })
     }
 }

@@ -88,9 +88,16 @@ impl TurnServer {
             RelayDirection::ToPeer => a.bytes_to_peer += bytes,
             RelayDirection::ToClient => a.bytes_to_client += bytes,
         }
+        let by_transport = self.stats.by_transport.get_mut(a.client.transport);
         match direction {
-            RelayDirection::ToPeer => self.stats.bytes_to_peer += bytes,
-            RelayDirection::ToClient => self.stats.bytes_to_client += bytes,
+            RelayDirection::ToPeer => {
+                self.stats.bytes_to_peer += bytes;
+                by_transport.bytes_to_peer += bytes;
+            }
+            RelayDirection::ToClient => {
+                self.stats.bytes_to_client += bytes;
+                by_transport.bytes_to_client += bytes;
+            }
         }
         ConnectionGrant::Pass(granted)
     }

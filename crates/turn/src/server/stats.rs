@@ -1,7 +1,7 @@
 //! Counters as plain data: the sans-IO crate does not depend on a metrics library; the IO shell
 //! reads [`TurnStats`] and exports it.
 
-use super::types::PeerRequest;
+use super::types::{PeerRequest, Transport};
 
 /// Error codes the server sends, in the order of [`ErrorCounts::iter`].
 pub const ERROR_CODES: [u16; 17] = [
@@ -130,6 +130,41 @@ impl DropCounts {
     }
 }
 
+/// Relayed traffic of the allocations of one client transport (RFC 8656 §3.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Packets relayed client → peer (RFC 6062 data connections count bytes only).
+    pub packets_to_peer: u64,
+    /// Payload bytes relayed client → peer.
+    pub bytes_to_peer: u64,
+    /// Packets relayed peer → client.
+    pub packets_to_client: u64,
+    /// Payload bytes relayed peer → client.
+    pub bytes_to_client: u64,
+}
+
+/// [`Traffic`] by the client transport of the allocation (UDP, TCP, TLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportTraffic([Traffic; 3]);
+
+impl TransportTraffic {
+    const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+    pub(crate) fn get_mut(&mut self, t: Transport) -> &mut Traffic {
+        let i = match t {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+        };
+        &mut self.0[i]
+    }
+
+    /// `(transport, traffic)` for every client transport.
+    pub fn iter(&self) -> impl Iterator<Item = (Transport, &Traffic)> + '_ {
+        Self::ALL.into_iter().zip(self.0.iter())
+    }
+}
+
 /// Counters of one [`crate::server::TurnServer`] (one worker). Counters only grow; gauges
 /// (`*_active`) are current values. Sum over workers for the server's totals.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,6 +192,8 @@ pub struct TurnStats {
     pub packets_to_client: u64,
     /// Payload bytes relayed peer → client.
     pub bytes_to_client: u64,
+    /// The relayed traffic again, by the client transport of the allocation.
+    pub by_transport: TransportTraffic,
     /// Requests answered (success or error), Binding included.
     pub requests: u64,
     /// Requests answered from the transaction cache (retransmissions, RFC 8489 §6.3.1).
