@@ -106,3 +106,14 @@ fn relay_only_browsers_connect_through_floe_behind_one_to_one_nat() {
     let _one = serial();
     floe_js_agrees(&Scenario::ServerBehindNat.run("server-nat", Browser, Browser));
 }
+
+/// [`relay_only_browsers_connect_through_one_floe`] with `floe serve --xdp native`
+/// (docs/xdp.md, Tests): libwebrtc's Send indications and ChannelData, handed over
+/// relay-to-relay inside the XDP program.
+#[test]
+fn relay_only_browsers_connect_through_one_floe_with_xdp() {
+    let _one = serial();
+    let (t, metrics) = Scenario::RelayOnlyBoth.run_xdp("relay-relay-xdp", Browser, Browser);
+    floe_js_agrees(&t);
+    natlab::expect::xdp_carried(&metrics, true);
+}

@@ -59,8 +59,11 @@ pub const HTTP_PORT: u16 = 8080;
 pub const JWT_SECRET: &str = "natlab-jwt-secret";
 /// The TURN REST secret of the lab's floe behind a 1:1 NAT (see [`Lab::serve_peers`]).
 pub const TURN_SECRET: &str = "natlab-turn-secret";
-/// Prefix of every lab namespace name.
-const PREFIX: &str = "fnl";
+/// Prefix of every lab namespace name, unless `$NATLAB_PREFIX` names another (so that
+/// concurrent runs by different people on one machine can each keep to their own prefix).
+fn prefix() -> String {
+    std::env::var("NATLAB_PREFIX").unwrap_or_else(|_| "fnl".to_owned())
+}
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
@@ -318,8 +321,9 @@ fn destroy_namespace(ns: &str) {
 
 /// Removes the namespaces of earlier lab runs whose test process is gone.
 fn remove_stale_labs() {
-    for ns in namespaces_with_prefix(PREFIX) {
-        let Some(pid) = ns[PREFIX.len()..]
+    let prefix = prefix();
+    for ns in namespaces_with_prefix(&prefix) {
+        let Some(pid) = ns[prefix.len()..]
             .split('x')
             .next()
             .and_then(|p| p.parse::<u32>().ok())
@@ -437,7 +441,8 @@ impl Lab {
         require_root_and_tools();
         remove_stale_labs();
         let prefix = format!(
-            "{PREFIX}{}x{}",
+            "{}{}x{}",
+            prefix(),
             std::process::id(),
             NEXT_LAB.fetch_add(1, Ordering::Relaxed)
         );
@@ -840,6 +845,28 @@ impl Lab {
         self.tmp.path()
     }
 
+    /// [`Lab::turn_metrics`] once the relay counters have settled: floe reads the XDP
+    /// program's counters into its metrics once a second, so this reads until two reads 1.5 s
+    /// apart show the same `floe_turn_relayed_*` lines (at most 6 reads).
+    pub fn settled_turn_metrics(&self) -> String {
+        let relayed = |m: &str| -> String {
+            m.lines()
+                .filter(|l| l.starts_with("floe_turn_relayed") || l.starts_with("floe_turn_xdp"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let mut last = self.turn_metrics();
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(1500));
+            let now = self.turn_metrics();
+            if relayed(&now) == relayed(&last) {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
     /// Starts `floe serve` on SERVER_IP:PORT with `--alternate-ip ALT_IP`, HTTP (signalling)
     /// on SERVER_IP:HTTP_PORT in production mode (`--jwt-secret JWT_SECRET`), plus `extra`
     /// arguments, in the server namespace, and waits (bounded) until both the primary and the
@@ -921,6 +948,29 @@ impl Lab {
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.serve(&args)
+    }
+
+    /// [`Lab::serve_peers`] with the XDP fast path (docs/xdp.md) in native mode on floe's
+    /// interface (`eth0`; veth supports native XDP). Call it after the sites are built: it first
+    /// makes every veth in the lab behave as a wire would for XDP (docs/xdp.md, "Traps"): TX
+    /// checksum offload off, so every UDP datagram reaching floe carries a complete checksum
+    /// (a veth would otherwise hand over a partial one, and the NAT routers keep it partial),
+    /// and GRO on, so that the far end of floe's veth in the public bridge namespace accepts
+    /// the frames XDP redirects into it (a veth drops them without GRO or an XDP program).
+    /// floe otherwise runs with its defaults (bandwidth caps included: what XDP relays is
+    /// charged to them, docs/xdp.md).
+    pub fn serve_peers_xdp(&mut self) -> u32 {
+        for ns in self.namespaces.clone() {
+            let out = self.exec_ok(&ns, "ip", &["-o", "link", "show", "type", "veth"]);
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                // "7: eth0@if6: <BROADCAST,...": the name is before the '@'.
+                let Some(name) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) else {
+                    continue;
+                };
+                self.exec_ok(&ns, "ethtool", &["-K", name, "tx", "off", "gro", "on"]);
+            }
+        }
+        self.serve_peers(&["--xdp", "native", "--xdp-interface", "eth0"])
     }
 
     /// A self-signed certificate (P-256, `CA:FALSE`, SAN IP:11.0.0.10, the address peers reach) and its key, made
@@ -1344,6 +1394,36 @@ pub mod expect {
         }
     }
 
+    /// Checks that floe's XDP fast path carried the media of a relayed scenario, from floe's
+    /// `metrics` after it: XDP relayed packets both ways (the file one way, the acknowledgements
+    /// the other), and towards the receiver at least as many packets as the 1 MiB file needs at
+    /// 1500 bytes a datagram, so most of the file went through the program (user space relays the
+    /// first packets, until the peers' next hops are in the map, and whatever goes over TURN
+    /// TCP/TLS allocations: docs/xdp.md). With `handover` (both sides relay-only on this floe) the
+    /// packets were handed over from one allocation to the other inside the program
+    /// (relay-to-relay). Prints the relay metrics.
+    pub fn xdp_carried(metrics: &str, handover: bool) {
+        let m = |name: &str| super::metric(metrics, name);
+        let xdp: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("floe_turn_xdp") || l.starts_with("floe_turn_relayed"))
+            .collect();
+        println!("--- floe's relay metrics ---\n{}", xdp.join("\n"));
+        let to_peer = m(r#"floe_turn_xdp_relayed_packets_total{direction="to_peer"}"#);
+        let to_client = m(r#"floe_turn_xdp_relayed_packets_total{direction="to_client"}"#);
+        let file_packets = (super::SCENARIO_FILE / 1500) as f64;
+        assert!(
+            to_peer >= file_packets && to_client > 0.0,
+            "XDP relayed {to_peer} packets to peers, {to_client} to clients:\n{metrics}"
+        );
+        if handover {
+            assert!(
+                m("floe_turn_xdp_relay_to_relay_total") >= file_packets,
+                "the file was not handed over relay-to-relay in XDP:\n{metrics}"
+            );
+        }
+    }
+
     /// A local relay on one side is the remote relay on the other.
     fn same_relay(t: &Transfer, a: &SelectedPair, b: &SelectedPair) {
         for (x, y) in [(a, b), (b, a)] {
@@ -1357,6 +1437,17 @@ pub mod expect {
             }
         }
     }
+}
+
+/// The value of sample `name` (the metric name with its labels exactly as printed, e.g.
+/// `floe_turn_xdp_relayed_packets_total{direction="to_peer"}`) in Prometheus text `metrics`;
+/// 0 when absent.
+pub fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
 }
 
 /// Lower-case hex SHA-256, with the openssl CLI (no extra dependency).
@@ -1479,6 +1570,10 @@ pub enum Scenario {
     /// floe behind a 1:1 NAT router (`--external-ip`), Alice and Bob each behind a cone NAT,
     /// both relay-only: relay ↔ relay on floe's public address.
     ServerBehindNat,
+    /// floe behind a 1:1 NAT router, Alice relay-only behind a cone NAT, Bob behind a cone NAT
+    /// with every candidate type: Alice's relay (on the external address) ↔ Bob's reflexive
+    /// address; floe reaches Bob through its router (a gateway next hop, and SNAT).
+    ServerBehindNatCone,
 }
 
 impl Scenario {
@@ -1486,7 +1581,20 @@ impl Scenario {
     /// to Bob (a `bob` program) in `room`, and checks the selected pairs. Returns the transfer
     /// for further checks; the lab is torn down before returning.
     pub fn run(self, room: &str, alice: PeerKind, bob: PeerKind) -> Transfer {
-        let mut lab = if self == Scenario::ServerBehindNat {
+        self.run_with(room, alice, bob, false).0
+    }
+
+    /// [`Scenario::run`] with floe's XDP fast path on ([`Lab::serve_peers_xdp`]). Returns the
+    /// transfer and floe's metrics (Prometheus text) read after it, before the lab goes.
+    pub fn run_xdp(self, room: &str, alice: PeerKind, bob: PeerKind) -> (Transfer, String) {
+        self.run_with(room, alice, bob, true)
+    }
+
+    fn run_with(self, room: &str, alice: PeerKind, bob: PeerKind, xdp: bool) -> (Transfer, String) {
+        let mut lab = if matches!(
+            self,
+            Scenario::ServerBehindNat | Scenario::ServerBehindNatCone
+        ) {
             Lab::with_server_behind_nat()
         } else {
             Lab::new()
@@ -1502,7 +1610,7 @@ impl Scenario {
                 SCENARIO_FILE,
             );
             expect::host_to_host(&t, a, b);
-            return t;
+            return (t, String::new());
         }
         let (alice_nat, bob_nat) = match self {
             Scenario::SymmetricSymmetric => (Nat::Symmetric, Nat::Symmetric),
@@ -1512,7 +1620,11 @@ impl Scenario {
         };
         let alice_site = lab.site("alice", ALICE_NET, alice_nat, 1);
         let bob_site = lab.site("bob", BOB_NET, bob_nat, 1);
-        lab.serve_peers(&[]);
+        if xdp {
+            lab.serve_peers_xdp();
+        } else {
+            lab.serve_peers(&[]);
+        }
         let (a, b) = (&alice_site.hosts[0], &bob_site.hosts[0]);
         let (mut alice_side, mut bob_side) =
             (Side::new(alice, a, "alice"), Side::new(bob, b, "bob"));
@@ -1521,7 +1633,9 @@ impl Scenario {
                 alice_side = alice_side.relay_only_both();
                 bob_side = bob_side.relay_only_both();
             }
-            Scenario::RelayOnlyCone => alice_side = alice_side.relay_only(),
+            Scenario::RelayOnlyCone | Scenario::ServerBehindNatCone => {
+                alice_side = alice_side.relay_only()
+            }
             _ => {}
         }
         let t = lab.transfer(room, alice_side, bob_side, SCENARIO_FILE);
@@ -1533,9 +1647,16 @@ impl Scenario {
             Scenario::UdpBlockedCone => expect::sender_relayed_over(&t, "turn-tcp"),
             Scenario::TlsOnlyCone => expect::sender_relayed_over(&t, "turn-tls"),
             Scenario::RelayOnlyBoth | Scenario::ServerBehindNat => expect::relay_to_relay(&t),
-            Scenario::RelayOnlyCone => expect::relay_to_reflexive(&t, (&bob_site, b)),
+            Scenario::RelayOnlyCone | Scenario::ServerBehindNatCone => {
+                expect::relay_to_reflexive(&t, (&bob_site, b))
+            }
             Scenario::SameNat => unreachable!("handled above"),
         }
-        t
+        let metrics = if xdp {
+            lab.settled_turn_metrics()
+        } else {
+            String::new()
+        };
+        (t, metrics)
     }
 }
