@@ -61,11 +61,16 @@ pub(super) async fn ws_upgrade(
 /// the idle cost, not the message size.
 const READ_BUFFER: usize = 1024;
 
+/// The connection task. Its future is stored in the task for the connection's whole life, sized
+/// to the largest state it can be in: the awaits that run once or only on the way out (connect,
+/// disconnect, the refusals, the close grace timeouts, the close frame) are boxed so that an idle
+/// connection does not pay for them (the task went from about 2.8 KB to 2.0 KB per connection,
+/// docs/benchmarks.md).
 async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
     let hub = state.0.hub.clone();
     let (tx, mut rx) = outbox(state.0.outbound_queue, state.0.outbound_max_bytes);
     let cut_off = rx.cut_off_signal();
-    let Ok(conn) = hub.connect(ip, tx).await else {
+    let Ok(conn) = Box::pin(hub.connect(ip, tx)).await else {
         return;
     };
     let (mut sink, mut stream) = socket.split();
@@ -88,13 +93,13 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                 Ok(Message::Close(_)) => break,
                 Err(e) => match transport_error(e) {
                     TransportError::Capacity => {
-                        hub.oversized(conn).await;
+                        Box::pin(hub.oversized(conn)).await;
                         return ReadEnd::Refused;
                     }
                     // tungstenite checks text frames itself and its stream ends after the
                     // error: answer `bad_json` (fatal) before the close.
                     TransportError::Utf8 => {
-                        hub.invalid_text(conn).await;
+                        Box::pin(hub.invalid_text(conn)).await;
                         return ReadEnd::Refused;
                     }
                     TransportError::Other => break,
@@ -113,12 +118,12 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
             // A client that reads nothing would keep the writer blocked on a full socket
             // forever: give it the grace, then drop the socket (and what tungstenite and the
             // kernel still buffer for it).
-            let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut writer)).await;
         }
         end = &mut reader => {
             if end == ReadEnd::Refused {
                 // Let the writer send the error and the close frame.
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut writer)).await;
             }
         }
         end = &mut writer => {
@@ -126,11 +131,11 @@ async fn connection(socket: WebSocket, ip: IpAddr, state: AppState) {
                 // The client hung up while we wrote to it. What it sent before (its `leave`
                 // above all) still reaches the hub, ahead of the disconnect below: read what
                 // the socket holds until the stream ends (bounded).
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut reader)).await;
             }
         }
     }
-    hub.disconnect(conn).await;
+    Box::pin(hub.disconnect(conn)).await;
 }
 
 /// Frames written before one flush: the writer puts what the hub has queued for it (up to this
@@ -164,7 +169,7 @@ async fn write_batch(
                     code: close_code(code),
                     reason: code.as_str().into(),
                 };
-                let _ = sink.send(Message::Close(Some(frame))).await;
+                let _ = Box::pin(sink.send(Message::Close(Some(frame)))).await;
                 return Some(WriteEnd::Done);
             }
         }

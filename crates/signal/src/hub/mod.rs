@@ -113,7 +113,9 @@ pub struct Hub<B: Bus = LocalBus> {
     rng: StdRng,
     conns: HashMap<ConnId, Conn>,
     next_conn: u64,
-    sessions: HashMap<SessionId, Session>,
+    /// Boxed: a session record is a few hundred bytes, and the table's empty buckets (up to half
+    /// of them just after it grows) would each cost as much (docs/benchmarks.md, memory).
+    sessions: HashMap<SessionId, Box<Session>>,
     pending: HashMap<SessionId, PendingJoin>,
     /// Resumes of sessions held elsewhere, waiting for the directory (shared sessions only).
     pending_resumes: HashMap<SessionId, PendingResume>,

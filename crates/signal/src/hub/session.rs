@@ -159,7 +159,7 @@ impl<B: Bus> Hub<B> {
         if let Some(d) = token_deadline {
             self.timers.insert((d, Timer::TokenExpiry(sid.clone())));
         }
-        self.sessions.insert(sid.clone(), session);
+        self.sessions.insert(sid.clone(), Box::new(session));
         self.register_session(&sid);
         if let Some(c) = self.conns.get_mut(&p.conn) {
             c.pending_join = None;
@@ -360,7 +360,7 @@ impl<B: Bus> Hub<B> {
         }
         self.sessions.insert(
             sid.clone(),
-            Session {
+            Box::new(Session {
                 room: r.room,
                 peer: r.peer,
                 join_index: r.join_index,
@@ -376,7 +376,7 @@ impl<B: Bus> Hub<B> {
                 pairs,
                 post_box_bucket: self.config.message_bucket(now.mono),
                 joined_with: JoinedWith::Elsewhere,
-            },
+            }),
         );
         if !conn_alive {
             let at = now.mono + self.config.resume_ttl;
