@@ -285,6 +285,17 @@ fn map_err(map: &'static str) -> impl Fn(MapError) -> XdpError {
     move |source| XdpError::Map { map, source }
 }
 
+/// Takes the program's map `name` out of `ebpf` as its typed handle `T`.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    ebpf.take_map(name)
+        .ok_or_else(|| XdpError::Load(format!("no {name} map")))?
+        .try_into()
+        .map_err(map_err(name))
+}
+
 /// The interface's index, from sysfs.
 fn ifindex(interface: &str) -> Result<u32, String> {
     if interface.contains('/') || interface.starts_with('.') {
@@ -314,28 +325,12 @@ impl XdpRelay {
             return Err(XdpError::TooManyInterfaces);
         }
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| XdpError::Load(error_chain(&e)))?;
-        let take = |ebpf: &mut Ebpf, name: &str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| XdpError::Load(format!("no {name} map")))
-        };
-        let chans = take(&mut ebpf, "chans")?
-            .try_into()
-            .map_err(map_err("chans"))?;
-        let peers = take(&mut ebpf, "peers")?
-            .try_into()
-            .map_err(map_err("peers"))?;
-        let stats = take(&mut ebpf, "stats")?
-            .try_into()
-            .map_err(map_err("stats"))?;
-        let nexthops = take(&mut ebpf, "nexthops")?
-            .try_into()
-            .map_err(map_err("nexthops"))?;
-        let perms = take(&mut ebpf, "perms")?
-            .try_into()
-            .map_err(map_err("perms"))?;
-        let dperms = take(&mut ebpf, "dperms")?
-            .try_into()
-            .map_err(map_err("dperms"))?;
+        let chans = take_map(&mut ebpf, "chans")?;
+        let peers = take_map(&mut ebpf, "peers")?;
+        let stats = take_map(&mut ebpf, "stats")?;
+        let nexthops = take_map(&mut ebpf, "nexthops")?;
+        let perms = take_map(&mut ebpf, "perms")?;
+        let dperms = take_map(&mut ebpf, "dperms")?;
         let program = load_program(&mut ebpf)?;
         let (flags, label) = match mode {
             XdpMode::Generic => (XdpFlags::SKB_MODE, "generic"),
