@@ -122,17 +122,6 @@ fn relay_only_browser_and_floe_peer_connect_through_one_floe_with_xdp() {
     natlab::expect::xdp_carried(&metrics, true);
 }
 
-/// floe behind a 1:1 NAT router with `--xdp native`, a relay-only `floe peer` reaching a peer
-/// behind a cone NAT: the program sends to Bob's mapping through floe's router (the next hop is
-/// the gateway's MAC) and the router translates the source (10.9.0.10 → 11.0.0.10) of packets
-/// XDP built, adjusting their checksums.
-#[test]
-fn relay_only_floe_peer_reaches_cone_nat_through_floe_behind_one_to_one_nat_with_xdp() {
-    let _one = serial();
-    let (_, metrics) = Scenario::ServerBehindNatCone.run_xdp("server-nat-cone-xdp", Floe, Floe);
-    natlab::expect::xdp_carried(&metrics, false);
-}
-
 /// Scenarios whose relayed media the program leaves to user space still pass with XDP on
 /// (`floe_turn_xdp_*` present: the program is attached and floe exports its counters).
 fn assert_xdp_attached(metrics: &str) {

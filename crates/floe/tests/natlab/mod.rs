@@ -1570,10 +1570,6 @@ pub enum Scenario {
     /// floe behind a 1:1 NAT router (`--external-ip`), Alice and Bob each behind a cone NAT,
     /// both relay-only: relay ↔ relay on floe's public address.
     ServerBehindNat,
-    /// floe behind a 1:1 NAT router, Alice relay-only behind a cone NAT, Bob behind a cone NAT
-    /// with every candidate type: Alice's relay (on the external address) ↔ Bob's reflexive
-    /// address; floe reaches Bob through its router (a gateway next hop, and SNAT).
-    ServerBehindNatCone,
 }
 
 impl Scenario {
@@ -1591,10 +1587,7 @@ impl Scenario {
     }
 
     fn run_with(self, room: &str, alice: PeerKind, bob: PeerKind, xdp: bool) -> (Transfer, String) {
-        let mut lab = if matches!(
-            self,
-            Scenario::ServerBehindNat | Scenario::ServerBehindNatCone
-        ) {
+        let mut lab = if matches!(self, Scenario::ServerBehindNat) {
             Lab::with_server_behind_nat()
         } else {
             Lab::new()
@@ -1633,9 +1626,7 @@ impl Scenario {
                 alice_side = alice_side.relay_only_both();
                 bob_side = bob_side.relay_only_both();
             }
-            Scenario::RelayOnlyCone | Scenario::ServerBehindNatCone => {
-                alice_side = alice_side.relay_only()
-            }
+            Scenario::RelayOnlyCone => alice_side = alice_side.relay_only(),
             _ => {}
         }
         let t = lab.transfer(room, alice_side, bob_side, SCENARIO_FILE);
@@ -1647,9 +1638,7 @@ impl Scenario {
             Scenario::UdpBlockedCone => expect::sender_relayed_over(&t, "turn-tcp"),
             Scenario::TlsOnlyCone => expect::sender_relayed_over(&t, "turn-tls"),
             Scenario::RelayOnlyBoth | Scenario::ServerBehindNat => expect::relay_to_relay(&t),
-            Scenario::RelayOnlyCone | Scenario::ServerBehindNatCone => {
-                expect::relay_to_reflexive(&t, (&bob_site, b))
-            }
+            Scenario::RelayOnlyCone => expect::relay_to_reflexive(&t, (&bob_site, b)),
             Scenario::SameNat => unreachable!("handled above"),
         }
         let metrics = if xdp {
